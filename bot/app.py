@@ -1,0 +1,47 @@
+"""Composition root helpers: build the knowledge base, database and handler context once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.settings import Settings
+from db.engine import make_engine, make_sessionmaker
+from handlers.context import Context, HandlerConfig
+from knowledge.loader import load_knowledge_base
+from knowledge.normalize import Analyzer
+from knowledge.retriever import Retriever
+
+logger = logging.getLogger(__name__)
+
+
+def build_retriever(settings: Settings) -> Retriever:
+    """Load and validate the whole knowledge base; raises rather than start half-loaded."""
+    entries = load_knowledge_base(settings.knowledge_dir)
+    retriever = Retriever(entries, Analyzer())
+    logger.info("knowledge base loaded: %d entries", len(entries))
+    return retriever
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: AsyncEngine
+    context: Context
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def build_app(settings: Settings, retriever: Retriever | None = None) -> App:
+    engine = make_engine(settings.database_url)
+    config = HandlerConfig(
+        default_prefecture=settings.default_prefecture,
+        gmis_contact=settings.gmis_contact,
+        link_code_days=settings.link_code_days,
+        wizard_ttl_minutes=settings.wizard_ttl_minutes,
+    )
+    ctx = Context(retriever or build_retriever(settings), make_sessionmaker(engine), config)
+    return App(settings, engine, ctx)

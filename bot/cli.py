@@ -1,0 +1,143 @@
+"""CLI: every operator action is a subcommand; settings are loaded once and passed down."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime
+
+from bot.settings import Settings
+from knowledge.loader import KnowledgeBaseError
+
+logger = logging.getLogger("bot")
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kakaritsuke-bot",
+                                description="かかりつけ医機能報告 support bot")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="chat in the terminal on the embedded defaults")
+    sub.add_parser("run", help="start every configured chat channel")
+    ask = sub.add_parser("ask", help="ask one question and print the reply")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true", help="print the decision as one JSON object")
+    kb = sub.add_parser("kb", help="knowledge-base tools")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True)
+    kb_sub.add_parser("check", help="validate every entry")
+    kb_eval = kb_sub.add_parser("eval", help="accuracy on the labelled questions")
+    kb_eval.add_argument("--split", default="heldout", choices=["tune", "heldout", "all"])
+    db = sub.add_parser("db", help="database tools")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations up to the latest")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    key = args.command + ("." + getattr(args, f"{args.command}_command", "")
+                          if hasattr(args, f"{args.command}_command") else "")
+    try:
+        return COMMANDS[key](args, settings)
+    except KnowledgeBaseError as exc:
+        print("The knowledge base is invalid; nothing was started:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import build_retriever
+
+    retriever = build_retriever(settings)
+    decision = retriever.decide(args.question)
+    if args.json:
+        print(json.dumps(decision.to_dict(), ensure_ascii=False))
+        return 0
+    if decision.action == "answer" and decision.entry_id:
+        print(retriever.by_id[decision.entry_id].answer)
+    elif decision.action == "suggest":
+        print("もしかして:")
+        for i, c in enumerate(decision.candidates, 1):
+            print(f"  [{i}] {c.question}")
+    elif decision.route == "gmis_callcenter":
+        print(f"G-MISの操作やログインについては G-MIS事務局へ: {settings.gmis_contact}")
+    else:
+        print("確実にお答えできる情報が見つかりませんでした。都道府県の担当者へのお問い合わせをおすすめします。")
+    return 0
+
+
+def cmd_kb_check(_args: argparse.Namespace, settings: Settings) -> int:
+    from knowledge.loader import load_knowledge_base
+    from knowledge.model import CATEGORIES
+
+    entries = load_knowledge_base(settings.knowledge_dir)
+    counts = {c: sum(e.category == c for e in entries) for c in CATEGORIES}
+    print(f"OK: {len(entries)} entries")
+    for category, n in counts.items():
+        print(f"  {category:13} {CATEGORIES[category]}: {n}")
+    return 0
+
+
+def cmd_kb_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from knowledge.evaluate import run_eval
+
+    return run_eval(settings, args.split)
+
+
+def cmd_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
+    from db.migrate import upgrade
+
+    upgrade(settings.database_url)
+    print("database is up to date")
+    return 0
+
+
+def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import build_app, build_retriever
+    from bot.demo import run_demo
+    from db.migrate import upgrade
+    from db.seed import seed_demo
+
+    retriever = build_retriever(settings)
+    upgrade(settings.database_url)
+
+    async def go() -> None:
+        app = build_app(settings, retriever)
+        try:
+            async with app.context.session() as session:
+                today = datetime.now().date()
+                await seed_demo(session, settings.default_prefecture, today, settings.gmis_contact)
+            await run_demo(app.context)
+        finally:
+            await app.close()
+
+    asyncio.run(go())
+    return 0
+
+
+def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
+    if settings.telegram_token is None and settings.slack_bot_token is None:
+        print("No chat channel is configured (set TELEGRAM_TOKEN or SLACK_BOT_TOKEN in .env).\n"
+              "To try the bot locally without any token, run: python main.py demo",
+              file=sys.stderr)
+        return 1
+    print("Configured channels are not available in this version yet.", file=sys.stderr)
+    return 1
+
+
+COMMANDS: dict[str, Command] = {
+    "ask": cmd_ask,
+    "demo": cmd_demo,
+    "run": cmd_run,
+    "kb.check": cmd_kb_check,
+    "kb.eval": cmd_kb_eval,
+    "db.upgrade": cmd_db_upgrade,
+}

@@ -1,0 +1,66 @@
+"""Settings from the environment and `.env`; secrets never live in code or logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from db.engine import async_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GMIS_CONTACT_DEFAULT = (
+    "G-MIS事務局（ヘルプデスク）: helpdesk@gmis.mhlw.go.jp / 050-3355-8230（平日 9:00〜17:00）"
+)
+
+
+class Settings(BaseSettings):
+    """Every knob of a deployment; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{ROOT / 'var' / 'kakaritsuke.db'}",
+        description="SQLAlchemy URL; sqlite+aiosqlite:///path or postgresql://user@host/db",
+    )
+    log_level: str = "INFO"
+    knowledge_dir: Path = ROOT / "knowledge" / "entries"
+    default_prefecture: str = Field(
+        default="26", description="Tenant for chats not yet linked to an institution"
+    )
+    gmis_contact: str = GMIS_CONTACT_DEFAULT
+    timezone: str = "Asia/Tokyo"
+    link_code_days: int = 120
+    wizard_ttl_minutes: int = 60
+
+    telegram_token: SecretStr | None = None
+    telegram_webhook_url: str | None = None
+    telegram_secret_token: SecretStr | None = None
+    telegram_api_base: str | None = Field(
+        default=None, description="Bot API base URL (tests point it at a local fake)"
+    )
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_base: str | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        return async_url(url)
+
+    @field_validator("default_prefecture")
+    @classmethod
+    def _prefecture_code(cls, code: str) -> str:
+        return prefecture_code(code)
+
+
+def prefecture_code(code: str | int) -> str:
+    """Normalise '1', 1 or '01' to '01'; refuse anything outside 01–47."""
+    text = str(code).strip()
+    if not text.isdigit() or not 1 <= int(text) <= 47:
+        raise ValueError(f"prefecture code must be 01–47, got {code!r}")
+    return f"{int(text):02d}"

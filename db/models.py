@@ -1,0 +1,164 @@
+"""Tables. Every row that belongs to a prefecture carries `prefecture_code` (the tenant)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Prefecture(SQLModel, table=True):
+    """The tenant: one prefecture's calendar and contacts."""
+
+    code: str = Field(primary_key=True, max_length=2)
+    name: str
+    period_start: date | None = None
+    period_end: date | None = None
+    send_start_hour: int = 9
+    send_end_hour: int = 17
+    inquiry_contact: str = ""
+    gmis_contact: str = ""
+    slack_channel: str | None = None
+
+
+class Institution(SQLModel, table=True):
+    """A hospital or clinic on a prefecture's roster, with its latest report status."""
+
+    __table_args__ = (UniqueConstraint("prefecture_code", "code"),)
+    id: int | None = Field(default=None, primary_key=True)
+    prefecture_code: str = Field(foreign_key="prefecture.code", index=True, max_length=2)
+    code: str = Field(max_length=20, description="医療機関コード")
+    name: str
+    kind: str = Field(max_length=10, description="hospital | clinic")
+    special_function: bool = False
+    dental: bool = False
+    closed_on_jan1: bool = False
+    municipality: str = ""
+    medical_area: str = Field(default="", description="二次医療圏")
+    email: str = ""
+    phone: str = ""
+    status: str = Field(default="未報告", max_length=20)
+    reported_on: date | None = None
+    confirmation: str | None = Field(default=None, max_length=10, description="体制あり|体制なし")
+    return_reason: str | None = None
+    report: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class StatusHistory(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    prefecture_code: str = Field(max_length=2, index=True)
+    institution_id: int = Field(foreign_key="institution.id", index=True)
+    old_status: str | None = None
+    new_status: str
+    source_file: str
+    changed_at: datetime = Field(default_factory=utcnow)
+
+
+class ChatAccount(SQLModel, table=True):
+    """A person in a chat channel; sees institution data only once linked."""
+
+    __table_args__ = (UniqueConstraint("channel", "external_user_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=20)
+    external_user_id: str = Field(max_length=100)
+    display_name: str | None = None
+    prefecture_code: str | None = Field(default=None, max_length=2, index=True)
+    institution_id: int | None = Field(default=None, foreign_key="institution.id", index=True)
+    reachable: bool = True
+    linked_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LinkCode(SQLModel, table=True):
+    """A one-time code, stored only as a hash, that links a chat account to an institution."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    prefecture_code: str = Field(max_length=2, index=True)
+    institution_id: int = Field(foreign_key="institution.id")
+    code_hash: str = Field(max_length=64, unique=True)
+    expires_at: datetime
+    used_at: datetime | None = None
+    used_by: int | None = Field(default=None, foreign_key="chataccount.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LinkAttempt(SQLModel, table=True):
+    """Failed link tries, for the 5-per-hour lockout."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_account_id: int = Field(foreign_key="chataccount.id", index=True)
+    attempted_at: datetime = Field(default_factory=utcnow)
+
+
+class ConversationState(SQLModel, table=True):
+    """Where a user is in a multi-step flow (wizard), so a restart loses nothing."""
+
+    channel: str = Field(primary_key=True, max_length=20)
+    external_user_id: str = Field(primary_key=True, max_length=100)
+    flow: str = Field(max_length=30)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ConversationLog(SQLModel, table=True):
+    """Every inbound message and the reply, with the retrieval decision and score."""
+
+    __table_args__ = (Index("ix_convlog_user", "channel", "external_user_id", "created_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    channel: str = Field(max_length=20)
+    external_user_id: str = Field(max_length=100)
+    prefecture_code: str | None = Field(default=None, max_length=2, index=True)
+    inbound_text: str = ""
+    payload: str | None = None
+    reply_text: str = ""
+    action: str | None = Field(default=None, max_length=20)
+    entry_id: str | None = None
+    score: float | None = None
+    feedback: int | None = Field(default=None, description="+1 / -1 from the user")
+
+
+class Escalation(SQLModel, table=True):
+    """A question handed to prefecture staff (tier 1) or forwarded to the ministry (tier 2)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    prefecture_code: str = Field(max_length=2, index=True)
+    chat_account_id: int = Field(foreign_key="chataccount.id")
+    question: str
+    context: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="open", max_length=20)
+    tier: int = 1
+    claimed_by: str | None = None
+    answer: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def receipt(self) -> str:
+        """Receipt number a clinic can quote on the phone."""
+        return f"Q{self.prefecture_code}-{self.id:06d}"
+
+
+class Outbox(SQLModel, table=True):
+    """Everything the bot sends on its own initiative; the key makes a send happen once."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    prefecture_code: str | None = Field(default=None, max_length=2, index=True)
+    channel: str = Field(max_length=20)
+    recipient: str = Field(max_length=100)
+    kind: str = Field(max_length=30)
+    body: str
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=20, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None

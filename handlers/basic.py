@@ -1,0 +1,20 @@
+"""Greeting, help and cancel."""
+
+from __future__ import annotations
+
+from db import repo
+from handlers.context import Context
+from handlers.messages import Inbound, Reply
+from handlers.router import Found
+from handlers.texts import WELCOME
+
+
+async def handle_start(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    return [Reply(WELCOME, meta={"action": "help"})]
+
+
+async def handle_cancel(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    async with ctx.session() as session:
+        await repo.clear_state(session, msg.channel, msg.user_id)
+    return [Reply("操作を取り消しました。ご質問があれば、そのまま入力してください。",
+                  meta={"action": "cancel"})]

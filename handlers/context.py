@@ -1,0 +1,61 @@
+"""The explicit context every handler receives: services, clock, config, and who is asking."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from knowledge.retriever import Retriever
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    default_prefecture: str
+    gmis_contact: str
+    link_code_days: int = 120
+    wizard_ttl_minutes: int = 60
+
+
+@dataclass(frozen=True)
+class Account:
+    """The chat account behind a message, as handlers may see it."""
+
+    id: int
+    channel: str
+    external_user_id: str
+    prefecture_code: str | None
+    institution_id: int | None
+
+    @property
+    def linked(self) -> bool:
+        return self.institution_id is not None
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Context:
+    retriever: Retriever
+    sessions: async_sessionmaker[AsyncSession]
+    config: HandlerConfig
+    clock: Callable[[], datetime] = system_clock
+    account: Account | None = None
+    flow: str | None = None
+    flow_data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tenant(self) -> str:
+        """The prefecture this conversation belongs to: the linked one, else the default."""
+        if self.account and self.account.prefecture_code:
+            return self.account.prefecture_code
+        return self.config.default_prefecture
+
+    def session(self) -> AsyncSession:
+        return self.sessions()

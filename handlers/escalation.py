@@ -1,0 +1,67 @@
+"""Hand a question to the prefecture's staff, with enough context to answer it."""
+
+from __future__ import annotations
+
+from db import repo
+from handlers.context import Context
+from handlers.messages import Inbound, Reply
+from handlers.router import Found
+
+ASK_FLOW = "ask_staff"
+QUESTION_ACTIONS = ("answer", "suggest", "escalate")
+
+
+async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """Escalate the question given, else the user's last question, else ask for one."""
+    question = found.get("arg", "").strip() if msg.payload is None else ""
+    history = await _history(msg, ctx)
+    if not question:
+        question = next((t["q"] for t in history if t["action"] in QUESTION_ACTIONS), "")
+    if not question:
+        await _set_flow(msg, ctx)
+        return [Reply("担当者にお送りするご質問を入力してください。（やめる場合は「キャンセル」）",
+                      meta={"action": "ask_staff"})]
+    return [await _escalate(msg, ctx, question, history)]
+
+
+async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    """The message typed after 「担当者に聞く」 is the question itself."""
+    if not msg.text.strip():
+        return [Reply("ご質問を文章で入力してください。（やめる場合は「キャンセル」）")]
+    async with ctx.session() as session:
+        await repo.clear_state(session, msg.channel, msg.user_id)
+    return [await _escalate(msg, ctx, msg.text.strip(), await _history(msg, ctx))]
+
+
+async def handle_no_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    return [Reply("承知しました。ほかにご質問があれば、いつでも入力してください。")]
+
+
+async def _escalate(msg: Inbound, ctx: Context, question: str, history: list[dict]) -> Reply:
+    assert ctx.account is not None
+    candidates = [c.__dict__ for c in ctx.retriever.rank(question, k=3)]
+    context = {"history": history[:10], "candidates": candidates,
+               "institution_id": ctx.account.institution_id}
+    async with ctx.session() as session:
+        esc = await repo.create_escalation(session, ctx.tenant, ctx.account.id, question[:4000],
+                                           context, ctx.clock())
+    text = (
+        f"都道府県の担当者にお問い合わせを送りました。受付番号は {esc.receipt} です。\n"
+        "回答はこのチャットにお届けします。お急ぎの場合は、受付番号を添えて都道府県の窓口へ"
+        "お電話ください。"
+    )
+    return Reply(text, meta={"action": "escalated", "escalation_id": esc.id})
+
+
+async def _history(msg: Inbound, ctx: Context) -> list[dict]:
+    async with ctx.session() as session:
+        turns = await repo.recent_turns(session, msg.channel, msg.user_id, limit=10)
+    return [
+        {"q": t.inbound_text, "a": t.reply_text, "action": t.action, "score": t.score}
+        for t in turns if t.payload is None and t.inbound_text
+    ]
+
+
+async def _set_flow(msg: Inbound, ctx: Context) -> None:
+    async with ctx.session() as session:
+        await repo.set_state(session, msg.channel, msg.user_id, ASK_FLOW, {}, ctx.clock())

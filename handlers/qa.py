@@ -1,0 +1,67 @@
+"""Q&A: answer from the knowledge base, offer candidates, or offer a human."""
+
+from __future__ import annotations
+
+from handlers.context import Context
+from handlers.messages import Button, Inbound, Reply
+from handlers.router import Found
+from handlers.texts import UNREADABLE
+from knowledge.retriever import Decision
+
+ASK_STAFF = Button("担当者に聞く", "esc:ask")
+
+
+async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    if not ctx.retriever.analyzer.analyse(msg.text).folded.strip("0123456789"):
+        return [Reply(UNREADABLE)]
+    decision = ctx.retriever.decide(msg.text)
+    return [reply_for(decision, ctx)]
+
+
+def reply_for(decision: Decision, ctx: Context) -> Reply:
+    meta = {"action": decision.action, "entry_id": decision.entry_id, "score": decision.score}
+    if decision.action == "answer" and decision.entry_id:
+        return answer_reply(decision.entry_id, ctx, meta)
+    if decision.action == "suggest":
+        buttons = tuple(Button(c.question, f"qa:show:{c.entry_id}") for c in decision.candidates)
+        text = "もしかして、次のいずれかのご質問でしょうか。近いものをお選びください。"
+        return Reply(text, (*buttons, Button("どれでもない（担当者に聞く）", "esc:ask")), meta=meta)
+    if decision.route == "gmis_callcenter":
+        return Reply(gmis_text(ctx), meta=meta)
+    text = (
+        "申し訳ありません。このご質問に確実にお答えできる情報が見つかりませんでした。"
+        "都道府県の担当者にご質問をお送りしましょうか。"
+    )
+    return Reply(text, (ASK_STAFF, Button("送らない", "esc:no")), meta=meta)
+
+
+def gmis_text(ctx: Context) -> str:
+    return (
+        "G-MIS（医療機関等情報支援システム）のログイン・パスワード・画面操作などは、"
+        f"G-MIS事務局がお答えします。\n{ctx.config.gmis_contact}"
+    )
+
+
+def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | None = None) -> Reply:
+    entry = ctx.retriever.by_id[entry_id]
+    text = entry.answer
+    if entry.route == "gmis_callcenter" and ctx.config.gmis_contact not in text:
+        text += f"\n\n【お問い合わせ先】{ctx.config.gmis_contact}"
+    buttons = [Button("詳しく", f"qa:detail:{entry.id}")] if entry.detail else []
+    buttons += [Button("👍 役に立った", f"fb:up:{entry.id}"), Button("👎 違う", f"fb:down:{entry.id}")]
+    meta = meta or {"action": "answer", "entry_id": entry.id, "score": None}
+    return Reply(text, tuple(buttons), meta=meta)
+
+
+async def handle_show(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """A tapped suggestion: answer that entry."""
+    if found["arg"] not in ctx.retriever.by_id:
+        return [Reply("申し訳ありません、その項目は見つかりませんでした。もう一度ご質問ください。")]
+    return [answer_reply(found["arg"], ctx, {"action": "answer", "entry_id": found["arg"]})]
+
+
+async def handle_detail(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    entry = ctx.retriever.by_id.get(found["arg"])
+    if entry is None:
+        return [Reply("申し訳ありません、その項目は見つかりませんでした。")]
+    return [Reply(entry.detail or entry.answer, meta={"action": "detail", "entry_id": entry.id})]

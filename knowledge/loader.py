@@ -1,0 +1,111 @@
+"""Load and validate the YAML knowledge base, naming file, line, entry and field on error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from knowledge.model import Entry
+
+DEFAULT_DIR = Path(__file__).resolve().parent / "entries"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One precise complaint about the knowledge base, for the operator."""
+
+    file: str
+    line: int | None
+    entry_id: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        what = f" entry {self.entry_id}" if self.entry_id else ""
+        fld = f" field {self.field}" if self.field else ""
+        return f"{where}:{what}{fld}: {self.message}"
+
+
+class KnowledgeBaseError(Exception):
+    """The knowledge base is invalid; the bot must not start half-loaded."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def load_knowledge_base(directory: Path = DEFAULT_DIR) -> list[Entry]:
+    """Return every entry, or raise KnowledgeBaseError listing every problem found."""
+    files = sorted(directory.glob("*.yaml"))
+    problems: list[Problem] = []
+    entries: list[Entry] = []
+    if not files:
+        raise KnowledgeBaseError([Problem(str(directory), None, None, None, "no *.yaml files")])
+    for path in files:
+        file_entries, file_problems = _load_file(path)
+        entries.extend(file_entries)
+        problems.extend(file_problems)
+    problems.extend(_duplicate_ids(entries, files))
+    if problems:
+        raise KnowledgeBaseError(problems)
+    return entries
+
+
+def _load_file(path: Path) -> tuple[list[Entry], list[Problem]]:
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        return [], [Problem(name, None, None, None, f"not UTF-8: {exc.reason}")]
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        return [], [Problem(name, line, None, None, f"YAML syntax: {exc.problem}")]
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+        return [], [Problem(name, 1, None, None, "top level must be a mapping with an 'entries' list")]
+    lines = _entry_lines(raw)
+    entries: list[Entry] = []
+    problems: list[Problem] = []
+    for index, item in enumerate(data["entries"]):
+        line = lines[index] if index < len(lines) else None
+        entry_id = item.get("id") if isinstance(item, dict) else None
+        try:
+            entry = Entry.model_validate(item)
+        except ValidationError as exc:
+            for err in exc.errors():
+                field = ".".join(str(p) for p in err["loc"]) or None
+                problems.append(Problem(name, line, entry_id, field, err["msg"]))
+            continue
+        if entry.category != path.stem:
+            problems.append(
+                Problem(name, line, entry.id, "category", f"must match file name {path.stem!r}")
+            )
+        entries.append(entry)
+    return entries, problems
+
+
+def _entry_lines(root: yaml.Node | None) -> list[int]:
+    """Line numbers (1-based) of each item of the top-level 'entries' list."""
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    for key, value in root.value:
+        if key.value == "entries" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def _duplicate_ids(entries: list[Entry], files: list[Path]) -> list[Problem]:
+    seen: set[str] = set()
+    problems = []
+    for entry in entries:
+        if entry.id in seen:
+            problem = Problem(f"{files[0].parent}/{entry.category}.yaml", None, entry.id, "id",
+                              "duplicate id")
+            problems.append(problem)
+        seen.add(entry.id)
+    return problems

@@ -1,0 +1,92 @@
+"""Knowledge-base entry schema: the contract every YAML entry must meet."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CATEGORIES: dict[str, str] = {
+    "overview": "制度概要",
+    "scope": "報告対象",
+    "schedule": "スケジュール",
+    "method": "報告方法",
+    "gmis": "G-MISの操作・アカウント",
+    "func1": "1号機能",
+    "func2": "2号機能",
+    "items": "その他の報告事項",
+    "posting": "院内掲示",
+    "explanation": "患者説明",
+    "confirmation": "体制の確認・修正",
+    "reminder": "督促・未報告",
+    "publication": "公表",
+    "consultation": "協議の場",
+    "cases": "取組事例",
+    "contact": "問い合わせ先",
+}
+
+Route = Literal["prefecture", "gmis_callcenter"]
+_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
+
+
+class Source(BaseModel):
+    """Where a fact comes from: a seed document section or a public URL."""
+
+    model_config = ConfigDict(extra="forbid")
+    file: str | None = None
+    section: str | None = None
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _file_or_url(self) -> Source:
+        if not (self.file and self.section) and not self.url:
+            raise ValueError("a source needs file and section, or url")
+        return self
+
+
+class Entry(BaseModel):
+    """One question the bot can answer, with the ways people ask it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    category: str
+    question: str = Field(min_length=2)
+    phrasings: list[str] = Field(min_length=2)
+    answer: str = Field(min_length=10)
+    detail: str | None = None
+    route: Route
+    source: list[Source] = Field(min_length=1)
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("id must be lowercase words joined by '-', e.g. scope-dental-exempt")
+        return value
+
+    @field_validator("category")
+    @classmethod
+    def _known_category(cls, value: str) -> str:
+        if value not in CATEGORIES:
+            raise ValueError(f"unknown category {value!r} (known: {', '.join(CATEGORIES)})")
+        return value
+
+    @field_validator("question", "answer", "detail")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip() if value else value
+
+    @field_validator("phrasings")
+    @classmethod
+    def _phrasings_not_blank(cls, value: list[str]) -> list[str]:
+        if any(not p or not str(p).strip() for p in value):
+            raise ValueError("phrasings must not contain blank items")
+        return [str(p).strip() for p in value]
+
+    @property
+    def texts(self) -> list[str]:
+        """Every way of asking this entry, canonical question first."""
+        return [self.question, *self.phrasings]

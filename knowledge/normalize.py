@@ -1,0 +1,93 @@
+"""Japanese normalisation shared by indexing and querying, so both sides agree."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+from sudachipy import Dictionary, SplitMode
+
+SYNONYMS_FILE = Path(__file__).resolve().parent / "synonyms.yaml"
+MAX_QUERY_CHARS = 400  # long input is truncated for scoring, never rejected
+
+_CONTENT_POS = {"名詞", "動詞", "形容詞", "形状詞", "代名詞", "副詞", "接頭辞", "接尾辞"}
+_STOP = {
+    "する", "ある", "いる", "なる", "れる", "られる", "おる", "下さる", "くださる", "頂く",
+    "いただく", "申す", "致す", "こと", "もの", "よう", "ため", "方", "の", "ん", "ところ",
+    "御", "お", "ご", "さん", "様", "教える", "知る", "思う", "分かる", "聞く", "伺う",
+    "問う", "仕舞う", "しまう", "良い", "いい", "よい", "ちょっと", "一寸", "すみません", "済みません", "質問",
+    "これ", "それ", "あれ", "ここ", "そこ", "うち", "私", "当院", "弊院", "ねえ", "あの",
+}
+_KEEP_AUX = {"ない", "ず", "ぬ"}
+_PUNCT = re.compile(r"[\s\u3000、。，．,.!?！？「」『』（）()\[\]【】〈〉《》・…‥―\-_/:;'\"＃#*]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
+
+
+def clean_user_text(text: str) -> str:
+    """Strip control and invisible characters users paste by accident."""
+    return _CONTROL.sub(" ", text).strip()
+
+
+def fold_kana(text: str) -> str:
+    """Map katakana to hiragana so 'カカリツケ' and 'かかりつけ' compare equal."""
+    return "".join(chr(ord(c) - 0x60) if "ァ" <= c <= "ヶ" else c for c in text)
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """A text in the two forms the retriever scores: a folded string and content terms."""
+
+    folded: str
+    terms: tuple[str, ...]
+
+
+class Analyzer:
+    """NFKC, domain synonyms, SudachiPy normalized forms (mode C) and kana folding."""
+
+    def __init__(self, synonyms_file: Path = SYNONYMS_FILE) -> None:
+        self._tokenizer = Dictionary(dict="core").tokenizer()
+        self._synonyms = load_synonyms(synonyms_file)
+        variants = sorted(self._synonyms, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(v) for v in variants)) if variants else None
+
+    def canonical(self, text: str) -> str:
+        """NFKC, lower case, and every domain synonym replaced by its canonical term."""
+        text = unicodedata.normalize("NFKC", clean_user_text(text))[:MAX_QUERY_CHARS].lower()
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda m: self._synonyms[m.group(0)], text)
+
+    def analyse(self, text: str) -> Analysed:
+        canon = self.canonical(text)
+        folded = fold_kana(_PUNCT.sub("", canon))
+        return Analysed(folded=folded, terms=tuple(self._terms(canon)))
+
+    def _terms(self, canon: str) -> list[str]:
+        terms = []
+        for m in self._tokenizer.tokenize(canon, SplitMode.C):
+            pos = m.part_of_speech()[0]
+            norm = m.normalized_form()
+            if pos == "助動詞" and norm in _KEEP_AUX:
+                terms.append("ない")
+            elif pos in _CONTENT_POS and norm not in _STOP and not _PUNCT.fullmatch(norm):
+                terms.append(fold_kana(norm.lower()))
+        return terms
+
+    @cached_property
+    def canonical_terms(self) -> frozenset[str]:
+        return frozenset(self._synonyms.values())
+
+
+def load_synonyms(path: Path) -> dict[str, str]:
+    """Variant → canonical term, from a YAML mapping canonical: [variants]."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    table: dict[str, str] = {}
+    for canonical, variants in data.items():
+        canon = unicodedata.normalize("NFKC", str(canonical)).lower()
+        for variant in variants or []:
+            table[unicodedata.normalize("NFKC", str(variant)).lower()] = canon
+    return table

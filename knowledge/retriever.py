@@ -1,0 +1,169 @@
+"""Retrieval with abstention: answer when sure, suggest when close, escalate otherwise.
+
+A wrong confident answer about a legal duty is worse than an escalation, so the
+thresholds are deliberately conservative and calibrated on knowledge/eval (tune split).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import bm25s
+import numpy as np
+from rapidfuzz import fuzz
+
+from knowledge.model import Entry, Route
+from knowledge.normalize import Analysed, Analyzer
+
+Action = Literal["answer", "suggest", "escalate"]
+
+# Terms that make a question a G-MIS system question: those go to the call center.
+SYSTEM_TERMS = frozenset({"gmis", "ろぐいん", "ぱすわーど", "id", "あかうんと", "画面", "えらー"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    entry_id: str
+    question: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The public `ask --json` contract: keep these fields stable."""
+
+    action: Action
+    route: Route
+    entry_id: str | None
+    answer: str | None
+    score: float
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Weights and thresholds; calibrated with `main.py kb eval` on the tune split."""
+
+    answer_at: float = 0.62
+    margin: float = 0.04
+    suggest_at: float = 0.40
+    shortlist: int = 60
+    w_terms: float = 0.55
+    w_bigrams: float = 0.25
+    w_fuzzy: float = 0.20
+
+
+@dataclass(frozen=True)
+class _Doc:
+    entry_index: int
+    analysed: Analysed
+    bigrams: frozenset[str]
+
+
+def bigrams(text: str) -> list[str]:
+    return [text[i : i + 2] for i in range(len(text) - 1)] or ([text] if text else [])
+
+
+class Retriever:
+    """Index of every question and phrasing; BM25 shortlist, then an absolute rerank score."""
+
+    def __init__(self, entries: list[Entry], analyzer: Analyzer, tuning: Tuning | None = None):
+        self.entries = entries
+        self.analyzer = analyzer
+        self.tuning = tuning or Tuning()
+        self.by_id = {e.id: e for e in entries}
+        self._docs = [
+            self._doc(i, analyzer.analyse(text))
+            for i, entry in enumerate(entries)
+            for text in entry.texts
+        ]
+        self._idf = self._idf_table()
+        self._bm25 = bm25s.BM25()
+        self._bm25.index([self._bm25_tokens(d.analysed) for d in self._docs], show_progress=False)
+
+    @staticmethod
+    def _doc(index: int, analysed: Analysed) -> _Doc:
+        return _Doc(index, analysed, frozenset(bigrams(analysed.folded)))
+
+    @staticmethod
+    def _bm25_tokens(a: Analysed) -> list[str]:
+        return [*a.terms, *("~" + b for b in bigrams(a.folded))]
+
+    def _idf_table(self) -> dict[str, float]:
+        df: Counter[str] = Counter()
+        for doc in self._docs:
+            df.update(set(doc.analysed.terms))
+        n = len(self._docs)
+        return {t: math.log(1 + n / c) for t, c in df.items()}
+
+    def idf(self, term: str) -> float:
+        # An unseen term is maximally specific: it counts against a match.
+        return self._idf.get(term, math.log(1 + len(self._docs)))
+
+    def rank(self, query: str, k: int = 3) -> list[Candidate]:
+        """Best entries for the query, one score per entry (its best phrasing)."""
+        q = self.analyzer.analyse(query)
+        if not q.folded:
+            return []
+        best: dict[int, float] = {}
+        for doc in self._shortlist(q):
+            score = self._score(q, doc)
+            if score > best.get(doc.entry_index, -1.0):
+                best[doc.entry_index] = score
+        ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:k]
+        return [Candidate(self.entries[i].id, self.entries[i].question, round(s, 4)) for i, s in ranked]
+
+    def _shortlist(self, q: Analysed) -> list[_Doc]:
+        vocab = self._bm25.vocab_dict
+        tokens = [t for t in self._bm25_tokens(q) if t in vocab]
+        if not tokens:
+            return []
+        scores = self._bm25.get_scores(tokens)
+        n = min(self.tuning.shortlist, len(self._docs))
+        top = np.argpartition(-scores, n - 1)[:n]
+        return [self._docs[i] for i in top if scores[i] > 0]
+
+    def _score(self, q: Analysed, doc: _Doc) -> float:
+        t = self.tuning
+        terms = self._term_f1(q.terms, doc.analysed.terms)
+        qb = set(bigrams(q.folded))
+        grams = 2 * len(qb & doc.bigrams) / (len(qb) + len(doc.bigrams)) if qb else 0.0
+        fuzzy = fuzz.ratio(q.folded, doc.analysed.folded) / 100
+        return t.w_terms * terms + t.w_bigrams * grams + t.w_fuzzy * fuzzy
+
+    def _term_f1(self, query: tuple[str, ...], doc: tuple[str, ...]) -> float:
+        """IDF-weighted overlap, symmetric: extra words on either side lower the score."""
+        qs, ds = set(query), set(doc)
+        if not qs or not ds:
+            return 0.0
+        common = sum(self.idf(t) for t in qs & ds)
+        if common == 0:
+            return 0.0
+        recall = common / sum(self.idf(t) for t in qs)
+        precision = common / sum(self.idf(t) for t in ds)
+        return 2 * recall * precision / (recall + precision)
+
+    def decide(self, query: str) -> Decision:
+        """Answer, suggest the top three, or escalate; system questions route to G-MIS."""
+        ranked = self.rank(query, k=3)
+        top = ranked[0].score if ranked else 0.0
+        second = ranked[1].score if len(ranked) > 1 else 0.0
+        t = self.tuning
+        if ranked and top >= t.answer_at and top - second >= t.margin:
+            entry = self.by_id[ranked[0].entry_id]
+            return Decision("answer", entry.route, entry.id, entry.answer, top, ranked)
+        if ranked and top >= t.suggest_at:
+            shown = [c for c in ranked if c.score >= t.suggest_at * 0.8]
+            route = self.by_id[ranked[0].entry_id].route
+            return Decision("suggest", route, None, None, top, shown)
+        route: Route = "gmis_callcenter" if self.is_system_question(query) else "prefecture"
+        return Decision("escalate", route, None, None, top, ranked)
+
+    def is_system_question(self, query: str) -> bool:
+        return bool(SYSTEM_TERMS & set(self.analyzer.analyse(query).terms))

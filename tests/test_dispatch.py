@@ -1,0 +1,114 @@
+"""Conversations through the channel-neutral dispatcher, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from db.models import ConversationLog, Escalation
+from handlers.context import Context
+from handlers.dispatch import dispatch
+from handlers.messages import Inbound, Reply
+from handlers.router import Route, Router, always
+
+
+def said(text: str = "", payload: str | None = None, user: str = "u1") -> Inbound:
+    return Inbound("demo", user, text=text, payload=payload, tenant="26")
+
+
+async def logs(ctx: Context) -> list[ConversationLog]:
+    async with ctx.session() as session:
+        return list((await session.exec(select(ConversationLog).order_by(ConversationLog.id))))
+
+
+async def test_question_is_answered_and_logged_with_decision(ctx: Context) -> None:
+    [reply] = await dispatch(said("歯科診療所は報告しますか"), ctx)
+    assert "歯科" in reply.text and "対象外" in reply.text
+    assert any(b.payload.startswith("fb:up:") for b in reply.buttons)
+    [row] = await logs(ctx)
+    assert row.inbound_text == "歯科診療所は報告しますか"
+    assert row.action == "answer" and row.entry_id == "scope-dental-exempt"
+    assert row.score is not None and row.score > 0.5
+    assert row.prefecture_code == "26" and row.reply_text == reply.text
+
+
+async def test_gmis_question_gives_call_center_contact(ctx: Context) -> None:
+    [reply] = await dispatch(said("G-MISにログインできません"), ctx)
+    assert "050-3355-8230" in reply.text
+    assert not any(b.payload == "esc:ask" for b in reply.buttons)
+
+
+async def test_suggestion_tap_answers_that_entry(ctx: Context) -> None:
+    [reply] = await dispatch(said("報告"), ctx)
+    shown = [b for b in reply.buttons if b.payload.startswith("qa:show:")]
+    assert shown, reply
+    entry_id = shown[0].payload.removeprefix("qa:show:")
+    [answer] = await dispatch(said(shown[0].label, shown[0].payload), ctx)
+    assert answer.text == ctx.retriever.by_id[entry_id].answer
+
+
+async def test_out_of_scope_offers_staff_and_escalation_gets_receipt(ctx: Context) -> None:
+    [offer] = await dispatch(said("今日の天気は"), ctx)
+    assert "担当者" in offer.text
+    ask = next(b for b in offer.buttons if b.payload == "esc:ask")
+    [receipt] = await dispatch(said(ask.label, ask.payload), ctx)
+    async with ctx.session() as session:
+        [esc] = (await session.exec(select(Escalation))).all()
+    assert esc.question == "今日の天気は" and esc.prefecture_code == "26"
+    assert esc.receipt in receipt.text and esc.status == "open"
+    assert esc.context["history"][0]["q"] == "今日の天気は"
+
+
+async def test_ask_staff_without_question_asks_for_it_then_escalates(ctx: Context) -> None:
+    [prompt] = await dispatch(said("担当者に聞く"), ctx)
+    assert "ご質問を入力" in prompt.text
+    [receipt] = await dispatch(said("うちの分院の扱いを教えてください"), ctx)
+    assert "受付番号" in receipt.text
+    async with ctx.session() as session:
+        [esc] = (await session.exec(select(Escalation))).all()
+    assert esc.question == "うちの分院の扱いを教えてください"
+    [after] = await dispatch(said("紙で報告できますか"), ctx)
+    assert "受付番号" not in after.text  # the flow ended; back to Q&A
+
+
+async def test_cancel_leaves_the_staff_question_flow(ctx: Context) -> None:
+    await dispatch(said("担当者に聞く"), ctx)
+    [done] = await dispatch(said("キャンセル"), ctx)
+    assert "取り消しました" in done.text
+    [reply] = await dispatch(said("紙で報告できますか"), ctx)
+    assert "受付番号" not in reply.text
+
+
+async def test_feedback_is_recorded_on_the_answer(ctx: Context) -> None:
+    [reply] = await dispatch(said("紙で報告できますか"), ctx)
+    down = next(b for b in reply.buttons if b.payload.startswith("fb:down:"))
+    [thanks] = await dispatch(said(down.label, down.payload), ctx)
+    assert "担当者に聞く" in thanks.text
+    rows = await logs(ctx)
+    assert rows[0].feedback == -1
+
+
+async def test_empty_and_hostile_messages_get_polite_replies(ctx: Context) -> None:
+    for text in ["", "   ", "\x00\x1b", "😀😀", "'; DROP TABLE chataccount; --", "あ" * 10000,
+                 "ｶｶﾘﾂｹｲｷﾉｳﾎｳｺｸ"]:
+        replies = await dispatch(said(text), ctx)
+        assert replies and all(r.text for r in replies), text
+        assert all("Traceback" not in r.text and "Error" not in r.text for r in replies)
+    rows = await logs(ctx)
+    assert len(rows) == 7
+    assert max(len(r.inbound_text) for r in rows) <= 4000
+
+
+async def test_handler_failure_becomes_an_apology_and_is_logged(ctx: Context) -> None:
+    async def broken(_msg: Inbound, _ctx: Context, _found: dict[str, str]) -> list[Reply]:
+        raise RuntimeError("secret internal detail")
+
+    router = Router([Route("boom", always, broken)])
+    [reply] = await dispatch(said("報告期間は"), ctx, router)
+    assert "申し訳ありません" in reply.text and "secret" not in reply.text
+    [row] = await logs(ctx)
+    assert row.action == "error"
+
+
+async def test_start_explains_what_the_bot_does(ctx: Context) -> None:
+    [reply] = await dispatch(said("/start"), ctx)
+    assert "報告状況" in reply.text and "担当者に聞く" in reply.text
