@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "bm25s", "httpx", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     key = args.command + ("." + getattr(args, f"{args.command}_command", "")
                           if hasattr(args, f"{args.command}_command") else "")
     try:
@@ -124,13 +126,14 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
-    if settings.telegram_token is None and settings.slack_bot_token is None:
+    from bot.runner import run
+
+    code = run(settings)
+    if code:
         print("No chat channel is configured (set TELEGRAM_TOKEN or SLACK_BOT_TOKEN in .env).\n"
               "To try the bot locally without any token, run: python main.py demo",
               file=sys.stderr)
-        return 1
-    print("Configured channels are not available in this version yet.", file=sys.stderr)
-    return 1
+    return code
 
 
 COMMANDS: dict[str, Command] = {

@@ -1,0 +1,89 @@
+"""`main.py run`: start every configured channel and one web server for all webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import Protocol
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from bot.app import App, build_app
+from bot.settings import Settings
+from db.migrate import upgrade
+
+logger = logging.getLogger(__name__)
+
+
+class Channel(Protocol):
+    """A running chat channel (Telegram, Slack, ...), built by the composition root."""
+
+    name: str
+
+    def web_routes(self) -> list[BaseRoute]:
+        """Webhook endpoints to mount on the shared web server (empty for polling)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ChannelBuilder = Callable[[Settings, App], Channel | None]
+
+
+def channel_builders() -> list[ChannelBuilder]:
+    """Every channel the bot knows; each returns None when its settings are absent."""
+    return []
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> int:
+    """Run until `stop` is set; returns a process exit code."""
+    app = build_app(settings)
+    channels = [c for build in channel_builders() if (c := build(settings, app)) is not None]
+    if not channels:
+        await app.close()
+        logger.error("no chat channel is configured")
+        return 1
+    routes = [r for c in channels for r in c.web_routes()]
+    server = _web_server(settings, routes) if routes else None
+    try:
+        for channel in channels:
+            await channel.start()
+            logger.info("channel started: %s", channel.name)
+        web_task = asyncio.create_task(server.serve()) if server else None
+        await stop.wait()
+        if server and web_task:
+            server.should_exit = True
+            await web_task
+    finally:
+        for channel in reversed(channels):
+            await channel.stop()
+        await app.close()
+    return 0
+
+
+def _web_server(settings: Settings, routes: list[BaseRoute]) -> uvicorn.Server:
+    config = uvicorn.Config(Starlette(routes=routes), host=settings.web_host,
+                            port=settings.web_port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return server
+
+
+def run(settings: Settings) -> int:
+    """Blocking entry point for the CLI: migrate, then serve until SIGINT/SIGTERM."""
+    upgrade(settings.database_url)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await serve(settings, stop)
+
+    return asyncio.run(main())
