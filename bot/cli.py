@@ -10,7 +10,9 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 
-from bot.settings import Settings
+from pathlib import Path
+
+from bot.settings import Settings, prefecture_code
 from knowledge.loader import KnowledgeBaseError
 
 logger = logging.getLogger("bot")
@@ -31,6 +33,20 @@ def parser() -> argparse.ArgumentParser:
     kb_sub.add_parser("check", help="validate every entry")
     kb_eval = kb_sub.add_parser("eval", help="accuracy on the labelled questions")
     kb_eval.add_argument("--split", default="heldout", choices=["tune", "heldout", "all"])
+    for name, what in (("import-roster", "institutions (roster) CSV"),
+                       ("import-status", "report status CSV exported from G-MIS"),
+                       ("import-report", "report answers CSV (1号 ★ items, 2号 イ〜ニ)")):
+        imp = sub.add_parser(name, help=f"import a {what}; all or nothing")
+        imp.add_argument("file", type=Path)
+        imp.add_argument("--prefecture", required=True, type=prefecture_code)
+    codes = sub.add_parser("issue-codes", help="issue one-time link codes to a CSV file")
+    codes.add_argument("--prefecture", required=True, type=prefecture_code)
+    codes.add_argument("--institution", help="医療機関コード (default: every reporting institution)")
+    codes.add_argument("--out", required=True, type=Path)
+    codes.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    revoke = sub.add_parser("revoke-link", help="unlink every chat account of an institution")
+    revoke.add_argument("--prefecture", required=True, type=prefecture_code)
+    revoke.add_argument("--institution", required=True)
     db = sub.add_parser("db", help="database tools")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations up to the latest")
@@ -108,6 +124,8 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
     from db.migrate import upgrade
     from db.seed import seed_demo
 
+    if settings.log_level.upper() == "INFO":  # keep the chat readable in the terminal
+        logging.getLogger().setLevel(logging.WARNING)
     retriever = build_retriever(settings)
     upgrade(settings.database_url)
 
@@ -136,7 +154,34 @@ def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.admin import run_import
+    from db.migrate import upgrade
+
+    upgrade(settings.database_url)
+    kind = args.command.removeprefix("import-")
+    return asyncio.run(run_import(settings, kind, args.file, args.prefecture))
+
+
+def cmd_issue_codes(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.admin import run_issue_codes
+
+    return asyncio.run(run_issue_codes(settings, args.prefecture, args.institution, args.out,
+                                       args.force))
+
+
+def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.admin import run_revoke
+
+    return asyncio.run(run_revoke(settings, args.prefecture, args.institution))
+
+
 COMMANDS: dict[str, Command] = {
+    "import-roster": cmd_import,
+    "import-status": cmd_import,
+    "import-report": cmd_import,
+    "issue-codes": cmd_issue_codes,
+    "revoke-link": cmd_revoke,
     "ask": cmd_ask,
     "demo": cmd_demo,
     "run": cmd_run,

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, timedelta
 
 from db import repo
-from handlers import basic, escalation, feedback, qa
+from handlers import basic, escalation, feedback, linking, qa, status, wizard
 from handlers.context import Account, Context
 from handlers.errors import UserFacingError
 from handlers.messages import Inbound, Reply
@@ -32,6 +32,12 @@ ROUTES = Router([
     Route("no_staff", payload("esc:no"), escalation.handle_no_staff),
     Route("ask_staff_cmd", command("ask", "担当者に聞く", "担当者に質問"),
           escalation.handle_ask_staff),
+    Route("link", command("link", "連携"), linking.handle_link),
+    Route("status", command("status", "報告状況", "ステータス", "状況確認"), status.handle_status),
+    Route("check", command("check", "対象か確認", "対象確認", "対象かどうか確認"),
+          wizard.handle_start),
+    Route("wizard", payload("wiz"), wizard.handle_answer),
+    Route("wizard_text", in_flow(wizard.FLOW), wizard.handle_answer),
     Route("staff_question", in_flow(escalation.ASK_FLOW), escalation.handle_question_for_staff),
     Route("question", always, qa.handle_question),
 ])

@@ -6,6 +6,7 @@ thresholds are deliberately conservative and calibrated on knowledge/eval (tune 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,9 @@ from rapidfuzz import fuzz
 
 from knowledge.model import Entry, Route
 from knowledge.normalize import Analysed, Analyzer
+
+# bm25s sets its own logger to DEBUG on import; index building is not news.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 Action = Literal["answer", "suggest", "escalate"]
 

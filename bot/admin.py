@@ -1,0 +1,121 @@
+"""Operator commands for prefectures: imports, link codes, revocation (CLI front-end)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from tqdm import tqdm
+
+from bot.settings import Settings
+from db.csvfile import FileProblem
+from db.engine import make_engine, make_sessionmaker
+from db.imports import ImportResult, import_report, import_roster, import_status
+from db.models import Institution
+from db.seed import ensure_prefecture
+from handlers.linking import issue_code, revoke_links
+from handlers.rules import Facility, obligation
+
+MAX_ERRORS_SHOWN = 200
+
+
+async def with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[int]]) -> int:
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+async def run_import(settings: Settings, kind: str, path: Path, prefecture: str) -> int:
+    """Import one file; print the encoding used, the counts, or every bad row."""
+    now = datetime.now(UTC)
+
+    async def work(session: AsyncSession) -> int:
+        await ensure_prefecture(session, prefecture, now.date(), settings.gmis_contact)
+        with tqdm(desc="書き込み", unit="件", file=sys.stderr, leave=False,
+                  disable=None) as bar:
+            if kind == "roster":
+                result = await import_roster(session, path, prefecture, bar.update)
+            elif kind == "status":
+                result = await import_status(session, path, prefecture, now, bar.update)
+            else:
+                result = await import_report(session, path, prefecture, bar.update)
+        return report(result)
+
+    if not path.is_file():
+        print(f"ファイルが見つかりません: {path}", file=sys.stderr)
+        return 2
+    try:
+        return await with_session(settings, work)
+    except FileProblem as exc:
+        print(f"取り込めませんでした: {exc}", file=sys.stderr)
+        return 1
+
+
+def report(result: ImportResult) -> int:
+    print(f"{result.file}: 文字コード {result.encoding}、{result.rows}行")
+    if result.errors:
+        print(f"エラーが{len(result.errors)}件あるため、何も取り込みませんでした。", file=sys.stderr)
+        for error in result.errors[:MAX_ERRORS_SHOWN]:
+            print(f"  {result.file}:{error}", file=sys.stderr)
+        if len(result.errors) > MAX_ERRORS_SHOWN:
+            print(f"  ……ほか{len(result.errors) - MAX_ERRORS_SHOWN}件", file=sys.stderr)
+        return 1
+    print(f"取り込み完了：新規 {result.created}件、更新 {result.updated}件、"
+          f"変更なし {result.unchanged}件")
+    return 0
+
+
+async def run_issue_codes(settings: Settings, prefecture: str, institution: str | None,
+                          out: Path, force: bool) -> int:
+    if out.exists() and not force:
+        print(f"{out} は既にあります。上書きする場合は --force を付けてください。", file=sys.stderr)
+        return 2
+    now = datetime.now(UTC)
+
+    async def work(session: AsyncSession) -> int:
+        stmt = select(Institution).where(Institution.prefecture_code == prefecture)
+        if institution:
+            stmt = stmt.where(Institution.code == institution)
+        targets = [i for i in (await session.exec(stmt)).all()
+                   if institution or obligation(Facility(i.kind, i.special_function, i.dental,
+                                                         i.closed_on_jan1)).required]
+        if not targets:
+            print("対象の医療機関がありません（都道府県コード・医療機関コードをご確認ください）。",
+                  file=sys.stderr)
+            return 1
+        rows = []
+        for inst in sorted(targets, key=lambda i: i.code):
+            code, expires = await issue_code(session, inst, now, settings.link_code_days)
+            rows.append([inst.code, inst.name, code, expires.date().isoformat()])
+        _write_codes(out, rows)
+        await session.commit()
+        print(f"{len(rows)}件の連携コードを {out} に書き出しました（有効期限 {rows[0][3]}）。")
+        return 0
+
+    return await with_session(settings, work)
+
+
+def _write_codes(out: Path, rows: list[list[str]]) -> None:
+    """UTF-8 with BOM so Excel opens it correctly; written before the codes are committed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8-sig", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["医療機関コード", "名称", "連携コード", "有効期限"])
+        writer.writerows(rows)
+
+
+async def run_revoke(settings: Settings, prefecture: str, institution: str) -> int:
+    async def work(session: AsyncSession) -> int:
+        count = await revoke_links(session, prefecture, institution)
+        print(f"{count}件のチャット連携を解除しました。")
+        return 0
+
+    return await with_session(settings, work)

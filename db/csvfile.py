@@ -1,0 +1,107 @@
+"""Reading operator CSV files from Excel or G-MIS: encoding detection and header mapping."""
+
+from __future__ import annotations
+
+import csv
+import io
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class FileProblem(Exception):
+    """The file as a whole cannot be read (encoding, missing columns); names file and why."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    column: str
+    value: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.line}行目 「{self.column}」 値={self.value!r}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    key: str
+    parse: Callable[[str], object]
+    required: bool = True
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass
+class Table:
+    path: Path
+    encoding: str
+    rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+
+
+def decode(path: Path) -> tuple[str, str]:
+    """Return (text, label of the encoding used): UTF-8 with/without BOM, else CP932."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="strict"), "UTF-8（BOM付き）"
+    try:
+        return data.decode("utf-8"), "UTF-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp932"), "Shift_JIS（CP932）"
+    except UnicodeDecodeError as exc:
+        raise FileProblem(
+            f"{path}: 文字コードを判別できません（UTF-8 でも Shift_JIS でもありません。"
+            f"{exc.start}バイト目付近）") from exc
+
+
+def _key(header: str) -> str:
+    return unicodedata.normalize("NFKC", header).strip().replace(" ", "")
+
+
+def read_table(path: Path, columns: list[Column]) -> Table:
+    """Parse the CSV and map Japanese headers to keys; missing required columns fail."""
+    text, encoding = decode(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header:
+        raise FileProblem(f"{path}: 空のファイルです（1行目に見出しが必要です）")
+    index = {_key(h): i for i, h in enumerate(header)}
+    positions: dict[str, int] = {}
+    for col in columns:
+        names = [_key(n) for n in (col.header, *col.aliases)]
+        pos = next((index[n] for n in names if n in index), None)
+        if pos is None and col.required:
+            raise FileProblem(f"{path}: 1行目に列「{col.header}」がありません")
+        if pos is not None:
+            positions[col.key] = pos
+    table = Table(path, encoding)
+    for line, raw in _numbered(reader):
+        if not any(cell.strip() for cell in raw):
+            continue
+        table.rows.append((line, {k: (raw[p] if p < len(raw) else "") for k, p in positions.items()}))
+    return table
+
+
+def _numbered(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
+    # csv.reader.line_num counts physical lines, so quoted newlines keep numbers right.
+    for raw in reader:
+        yield reader.line_num, raw  # type: ignore[attr-defined]
+
+
+def parse_row(line: int, raw: dict[str, str], columns: list[Column],
+              errors: list[RowError]) -> dict[str, object] | None:
+    """Parse every cell; append a RowError per bad cell; None if any cell was bad."""
+    out: dict[str, object] = {}
+    ok = True
+    for col in columns:
+        value = unicodedata.normalize("NFKC", raw.get(col.key, "")).strip()
+        try:
+            out[col.key] = col.parse(value)
+        except ValueError as exc:
+            errors.append(RowError(line, col.header, value, str(exc)))
+            ok = False
+    return out if ok else None

@@ -1,0 +1,285 @@
+"""Imports of rosters, report status and report answers exported from G-MIS or Excel.
+
+All or nothing per file: every row is validated first; one bad row means nothing is
+written and the operator gets every bad row. Re-importing the same file changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from db.csvfile import Column, RowError, Table, parse_row, read_table
+from db.models import Institution, StatusHistory
+
+Progress = Callable[[int], None]
+CHUNK = 2000
+
+STATUSES = {"未報告": "未報告", "報告済": "報告済", "報告済み": "報告済", "確認済": "確認済",
+            "確認済み": "確認済", "差し戻し": "差し戻し", "差戻し": "差し戻し", "差戻": "差し戻し",
+            "修正依頼": "差し戻し", "紙受付": "紙受付", "紙報告受付": "紙受付"}
+TRUE = {"有", "あり", "はい", "○", "◯", "1", "true", "yes", "y", "実施", "実績あり", "該当"}
+FALSE = {"無", "なし", "いいえ", "×", "0", "false", "no", "n", "", "未実施", "実績なし", "非該当"}
+
+
+def institution_code(v: str) -> str:
+    if not re.fullmatch(r"\d{7}|\d{10}", v):
+        raise ValueError("医療機関コードは7桁または10桁の数字で入力してください")
+    return v
+
+
+def text(limit: int, required: bool = False) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        if required and not v:
+            raise ValueError("必須項目です")
+        if len(v) > limit:
+            raise ValueError(f"{limit}文字以内で入力してください")
+        return v
+    return parse
+
+
+def kind(v: str) -> str:
+    if v == "病院":
+        return "hospital"
+    if v in ("診療所", "一般診療所", "有床診療所", "無床診療所"):
+        return "clinic"
+    raise ValueError("「病院」または「診療所」を入力してください")
+
+
+def flag(v: str) -> bool:
+    low = v.lower()
+    if low in TRUE:
+        return True
+    if low in FALSE:
+        return False
+    raise ValueError("「有」または「無」（はい／いいえ、1／0 も可）を入力してください")
+
+
+def optional_flag(v: str) -> bool | None:
+    return None if v == "" else flag(v)
+
+
+def email(v: str) -> str:
+    if v and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v):
+        raise ValueError("メールアドレスの形式ではありません")
+    return v
+
+
+def phone(v: str) -> str:
+    if v and not re.fullmatch(r"[0-9()\-+ ]{6,20}", v):
+        raise ValueError("電話番号は数字とハイフンで入力してください")
+    return v
+
+
+def status(v: str) -> str:
+    if v not in STATUSES:
+        raise ValueError("未報告／報告済／確認済／差し戻し／紙受付 のいずれかを入力してください")
+    return STATUSES[v]
+
+
+def report_date(v: str) -> date | None:
+    if not v:
+        return None
+    m = re.fullmatch(r"(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?", v)
+    try:
+        if m:
+            return date(int(m[1]), int(m[2]), int(m[3]))
+    except ValueError:
+        pass
+    raise ValueError("日付は 2026-01-31 または 2026/1/31 の形で入力してください")
+
+
+def confirmation(v: str) -> str | None:
+    table = {"": None, "体制あり": "体制あり", "あり": "体制あり", "有": "体制あり",
+             "体制なし": "体制なし", "なし": "体制なし", "無": "体制なし"}
+    if v not in table:
+        raise ValueError("「体制あり」または「体制なし」を入力してください")
+    return table[v]
+
+
+ROSTER = [
+    Column("医療機関コード", "code", institution_code),
+    Column("名称", "name", text(200, required=True), aliases=("医療機関名", "医療機関名称")),
+    Column("種別", "kind", kind),
+    Column("特定機能病院", "special_function", flag),
+    Column("歯科", "dental", flag, aliases=("歯科医療機関",)),
+    Column("休院", "closed_on_jan1", flag, aliases=("休院（1月1日時点）", "1月1日時点休院")),
+    Column("市区町村", "municipality", text(50)),
+    Column("二次医療圏", "medical_area", text(50)),
+    Column("メール", "email", email, required=False, aliases=("メールアドレス",)),
+    Column("電話", "phone", phone, required=False, aliases=("電話番号",)),
+]
+STATUS = [
+    Column("医療機関コード", "code", institution_code),
+    Column("報告状況", "status", status),
+    Column("報告日", "reported_on", report_date, required=False),
+    Column("確認結果", "confirmation", confirmation, required=False),
+    Column("差し戻し理由", "return_reason", text(500), required=False, aliases=("差戻し理由",)),
+]
+REPORT = [
+    Column("医療機関コード", "code", institution_code),
+    Column("院内掲示", "posting", optional_flag),
+    Column("一次診療", "primary_care", optional_flag),
+    Column("患者相談", "consultation", optional_flag, aliases=("相談対応",)),
+    Column("2号イ", "i", optional_flag, aliases=("時間外診療",)),
+    Column("2号ロ", "ro", optional_flag, aliases=("入退院支援",)),
+    Column("2号ハ", "ha", optional_flag, aliases=("在宅医療",)),
+    Column("2号ニ", "ni", optional_flag, aliases=("介護連携",)),
+]
+
+
+@dataclass
+class ImportResult:
+    file: str
+    encoding: str
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _validate(table: Table, columns: list[Column], result: ImportResult,
+              extra: Callable[[int, dict[str, Any], list[RowError]], None] | None = None,
+              ) -> dict[str, dict[str, Any]]:
+    """Parsed rows by institution code; every problem lands in result.errors."""
+    parsed: dict[str, dict[str, Any]] = {}
+    first_line: dict[str, int] = {}
+    for line, raw in table.rows:
+        row = parse_row(line, raw, columns, result.errors)
+        if row is None:
+            continue
+        if extra:
+            extra(line, row, result.errors)
+        code = str(row["code"])
+        if code in first_line:
+            result.errors.append(RowError(line, "医療機関コード", code,
+                                          f"{first_line[code]}行目と重複しています"))
+            continue
+        first_line[code] = line
+        parsed[code] = row
+    result.rows = len(table.rows)
+    return parsed
+
+
+async def _existing(session: AsyncSession, prefecture: str) -> dict[str, Institution]:
+    rows = await session.exec(select(Institution).where(Institution.prefecture_code == prefecture))
+    return {inst.code: inst for inst in rows}
+
+
+async def import_roster(session: AsyncSession, path: Path, prefecture: str,
+                        progress: Progress | None = None) -> ImportResult:
+    table = read_table(path, ROSTER)
+    result = ImportResult(str(path), table.encoding)
+    parsed = _validate(table, ROSTER, result)
+    if result.errors:
+        return result
+    existing = await _existing(session, prefecture)
+    new, changed = [], []
+    for code, row in parsed.items():
+        current = existing.get(code)
+        if current is None:
+            new.append({**row, "prefecture_code": prefecture, "status": "未報告"})
+        elif any(getattr(current, k) != v for k, v in row.items()):
+            changed.append({"id": current.id, **row})
+    await _write(session, new, changed, progress)
+    result.created, result.updated = len(new), len(changed)
+    result.unchanged = len(parsed) - len(new) - len(changed)
+    return result
+
+
+async def _write(session: AsyncSession, new: list[dict[str, Any]],
+                 changed: list[dict[str, Any]], progress: Progress | None,
+                 history: list[dict[str, Any]] | None = None) -> None:
+    """One transaction for the whole file: a failure half-way writes nothing."""
+    try:
+        for i in range(0, len(new), CHUNK):
+            await session.exec(insert(Institution), params=new[i:i + CHUNK])  # type: ignore[call-overload]
+            if progress:
+                progress(len(new[i:i + CHUNK]))
+        for i in range(0, len(changed), CHUNK):
+            await session.exec(update(Institution), params=changed[i:i + CHUNK])  # type: ignore[call-overload]
+            if progress:
+                progress(len(changed[i:i + CHUNK]))
+        if history:
+            await session.exec(insert(StatusHistory), params=history)  # type: ignore[call-overload]
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+
+
+def _status_rules(line: int, row: dict[str, Any], errors: list[RowError]) -> None:
+    if row["status"] == "確認済" and not row["confirmation"]:
+        errors.append(RowError(line, "確認結果", "", "確認済の場合は「体制あり」か「体制なし」が必要です"))
+    if row["status"] == "差し戻し" and not row["return_reason"]:
+        errors.append(RowError(line, "差し戻し理由", "", "差し戻しの場合は理由が必要です"))
+
+
+async def import_status(session: AsyncSession, path: Path, prefecture: str, now: datetime,
+                        progress: Progress | None = None) -> ImportResult:
+    table = read_table(path, STATUS)
+    result = ImportResult(str(path), table.encoding)
+    parsed = _validate(table, STATUS, result, _status_rules)
+    existing = await _existing(session, prefecture)
+    _unknown_codes(table, parsed, existing, result)
+    if result.errors:
+        return result
+    changed, history = [], []
+    for code, row in parsed.items():
+        inst = existing[code]
+        fields = {k: v for k, v in row.items() if k != "code"}
+        if all(getattr(inst, k) == v for k, v in fields.items()):
+            continue
+        changed.append({"id": inst.id, **fields})
+        if inst.status != row["status"]:
+            history.append(dict(prefecture_code=prefecture, institution_id=inst.id,
+                                old_status=inst.status, new_status=row["status"],
+                                source_file=path.name, changed_at=now))
+    await _write(session, [], changed, progress, history)
+    result.updated, result.unchanged = len(changed), len(parsed) - len(changed)
+    return result
+
+
+def _unknown_codes(table: Table, parsed: dict[str, dict[str, Any]],
+                   existing: dict[str, Institution], result: ImportResult) -> None:
+    lines = {unicodedata.normalize("NFKC", raw.get("code", "")).strip(): line
+             for line, raw in table.rows}
+    for code in parsed:
+        if code not in existing:
+            result.errors.append(RowError(lines.get(code, 0), "医療機関コード", code,
+                                          "この都道府県の名簿にない医療機関です（先に名簿を取り込んでください）"))
+    result.errors.sort(key=lambda e: e.line)
+
+
+async def import_report(session: AsyncSession, path: Path, prefecture: str,
+                        progress: Progress | None = None) -> ImportResult:
+    table = read_table(path, REPORT)
+    result = ImportResult(str(path), table.encoding)
+    parsed = _validate(table, REPORT, result)
+    existing = await _existing(session, prefecture)
+    _unknown_codes(table, parsed, existing, result)
+    if result.errors:
+        return result
+    changed = []
+    for code, row in parsed.items():
+        report = {k: v for k, v in row.items() if k != "code"}
+        if existing[code].report != report:
+            changed.append({"id": existing[code].id, "report": report})
+    await _write(session, [], changed, progress)
+    result.updated, result.unchanged = len(changed), len(parsed) - len(changed)
+    return result
+

@@ -1,0 +1,143 @@
+"""One-time link codes: a clinic proves who it is once, then sees its own data.
+
+Codes are 10 characters from an alphabet without 0/O/1/I/L (31 symbols, ~49 bits), shown
+as XXXXX-XXXXX, stored only as a SHA-256 hash, single use and expiring. A wrong, used,
+expired or foreign code all get the same answer, and 5 failures in an hour lock the account
+out for the hour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import unicodedata
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from db.models import ChatAccount, Institution, LinkAttempt, LinkCode
+from handlers.context import Context
+from handlers.messages import Inbound, Reply
+from handlers.router import Found
+
+ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+CODE_LENGTH = 10
+MAX_FAILURES = 5
+LOCKOUT = timedelta(hours=1)
+
+HOW_TO_LINK = (
+    "医療機関との連携がまだお済みでないようです。都道府県からの案内文書に記載の"
+    "「連携コード」を、次のように送ってください。\n例：連携 ABCDE-FGHJK"
+)
+BAD_CODE = (
+    "連携コードを確認できませんでした。コードが正しいか、有効期限が切れていないかをご確認のうえ、"
+    "もう一度お送りください。ご不明な場合は都道府県の担当窓口にお問い合わせください。"
+)
+LOCKED = (
+    "連携コードの確認に続けて失敗したため、安全のため1時間ほど連携を受け付けられません。"
+    "時間をおいてお試しいただくか、都道府県の担当窓口にお問い合わせください。"
+)
+
+
+def new_code() -> str:
+    raw = "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
+    return f"{raw[:5]}-{raw[5:]}"
+
+
+def normalise_code(text: str) -> str | None:
+    """Accept full-width, lower case, spaces and hyphens; None if it cannot be a code."""
+    raw = unicodedata.normalize("NFKC", text).upper()
+    raw = "".join(c for c in raw if c not in " -‐－ー_　")
+    if len(raw) != CODE_LENGTH or any(c not in ALPHABET for c in raw):
+        return None
+    return raw
+
+
+def hash_code(code: str) -> str:
+    normalised = normalise_code(code)
+    if normalised is None:
+        raise ValueError("not a link code")
+    return hashlib.sha256(normalised.encode()).hexdigest()
+
+
+async def issue_code(session: AsyncSession, institution: Institution, now: datetime,
+                     days: int) -> tuple[str, datetime]:
+    """Create a code for one institution (caller commits); returns the plain code once."""
+    assert institution.id is not None
+    code, expires = new_code(), now + timedelta(days=days)
+    session.add(LinkCode(prefecture_code=institution.prefecture_code,
+                         institution_id=institution.id, code_hash=hash_code(code),
+                         expires_at=expires, created_at=now))
+    return code, expires
+
+
+async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    assert ctx.account is not None
+    now = ctx.clock()
+    async with ctx.session() as session:
+        if await _recent_failures(session, ctx.account.id, now) >= MAX_FAILURES:
+            return [Reply(LOCKED, meta={"action": "link_locked"})]
+        code = normalise_code(found.get("arg", ""))
+        if not found.get("arg", "").strip():
+            return [Reply(HOW_TO_LINK, meta={"action": "link_help"})]
+        institution = await _redeem(session, code, ctx.account.id, now) if code else None
+        if institution is None:
+            session.add(LinkAttempt(chat_account_id=ctx.account.id, attempted_at=now))
+            await session.commit()
+            return [Reply(BAD_CODE, meta={"action": "link_failed"})]
+        await _link_account(session, ctx.account.id, institution, now)
+    return [Reply(f"{institution.name} 様との連携が完了しました。\n「報告状況」と送ると、"
+                  "報告の状況と期限をお知らせします。", meta={"action": "linked"})]
+
+
+async def _recent_failures(session: AsyncSession, account_id: int, now: datetime) -> int:
+    stmt = select(func.count()).select_from(LinkAttempt).where(
+        LinkAttempt.chat_account_id == account_id, LinkAttempt.attempted_at > now - LOCKOUT)
+    return int((await session.exec(stmt)).one())
+
+
+async def _redeem(session: AsyncSession, code: str, account_id: int, now: datetime,
+                  ) -> Institution | None:
+    """Mark the code used in one conditional UPDATE, so a code can be used only once."""
+    stmt = (update(LinkCode)
+            .where(col(LinkCode.code_hash) == hash_code(code), col(LinkCode.used_at).is_(None),
+                   col(LinkCode.expires_at) > now)
+            .values(used_at=now, used_by=account_id)
+            .returning(col(LinkCode.institution_id), col(LinkCode.prefecture_code)))
+    row = (await session.exec(stmt)).first()  # type: ignore[call-overload]
+    if row is None:
+        await session.rollback()
+        return None
+    institution_id, prefecture_code = row
+    found = await session.exec(select(Institution).where(
+        Institution.id == institution_id, Institution.prefecture_code == prefecture_code))
+    return found.first()
+
+
+async def _link_account(session: AsyncSession, account_id: int, institution: Institution,
+                        now: datetime) -> None:
+    account = await session.get(ChatAccount, account_id)
+    assert account is not None
+    account.institution_id, account.prefecture_code = institution.id, institution.prefecture_code
+    account.linked_at = now
+    session.add(account)
+    await session.commit()
+
+
+async def revoke_links(session: AsyncSession, prefecture_code: str, institution_code: str,
+                       ) -> int:
+    """Unlink every chat account of one institution of this prefecture; returns how many."""
+    inst = (await session.exec(select(Institution).where(
+        Institution.prefecture_code == prefecture_code,
+        Institution.code == institution_code))).first()
+    if inst is None:
+        return 0
+    result = await session.exec(  # type: ignore[call-overload]
+        update(ChatAccount)
+        .where(col(ChatAccount.institution_id) == inst.id,
+               col(ChatAccount.prefecture_code) == prefecture_code)
+        .values(institution_id=None, linked_at=None))
+    await session.commit()
+    return int(result.rowcount or 0)

@@ -1,0 +1,88 @@
+"""「報告状況」: the linked institution's status, deadline, days left and next step."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from db import repo
+from db.models import Institution, Prefecture
+from handlers.context import Context
+from handlers.linking import HOW_TO_LINK
+from handlers.messages import Inbound, Reply
+from handlers.router import Found
+from handlers.rules import Facility, describe, judge, obligation
+
+JST = ZoneInfo("Asia/Tokyo")
+
+NEXT_STEP: dict[str, str] = {
+    "未報告": (
+        "G-MISにパソコンからログインし、かかりつけ医機能報告を入力したうえで、最後に"
+        "「報告」ボタンを押してください（押さないと提出されません）。G-MISのアカウントがない場合や"
+        "報告画面に進めない場合は、発行に2週間〜1か月ほどかかるため、お早めにご相談ください。"
+        "紙での報告をご希望の場合は、都道府県の担当窓口にお問い合わせください。"
+    ),
+    "報告済": "ご報告ありがとうございます。現在、都道府県が内容（体制の有無）を確認しています。",
+    "差し戻し": (
+        "都道府県から修正のお願い（差し戻し）が届いています。G-MISで報告を修正し、"
+        "もう一度「報告」ボタンを押して再提出してください。"
+    ),
+    "紙受付": "紙の調査票を受け付けています。都道府県がG-MISへの代理入力を進めています。",
+    "確認済": (
+        "都道府県による確認が完了しました。報告内容と確認結果は、4月以降に都道府県の"
+        "ホームページや医療情報ネット（ナビイ）で公表されます。"
+    ),
+}
+
+
+async def handle_status(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    account = ctx.account
+    if account is None or not account.linked or account.prefecture_code is None:
+        return [Reply(HOW_TO_LINK, meta={"action": "status_unlinked"})]
+    async with ctx.session() as session:
+        inst = await repo.get_institution(session, account.prefecture_code,
+                                          account.institution_id or 0)
+        pref = await repo.get_prefecture(session, account.prefecture_code)
+    if inst is None or pref is None:
+        return [Reply(HOW_TO_LINK, meta={"action": "status_unlinked"})]
+    return [Reply(status_text(inst, pref, ctx.clock()), meta={"action": "status"})]
+
+
+def status_text(inst: Institution, pref: Prefecture, now: datetime) -> str:
+    """Status in plain words; shared by the chat and the staff desk."""
+    head = f"【{inst.name}（医療機関コード {inst.code}）】"
+    verdict = obligation(Facility(inst.kind, inst.special_function, inst.dental,
+                                  inst.closed_on_jan1))
+    if not verdict.required:
+        return f"{head}\n報告の対象外です。{verdict.reason}"
+    lines = [head, f"報告状況：{_status_label(inst)}", deadline_line(pref, now.astimezone(JST).date())]
+    step = NEXT_STEP.get(inst.status, "")
+    if inst.status == "差し戻し" and inst.return_reason:
+        step += f"\n修正の理由：{inst.return_reason}"
+    lines.append(f"次にすること：{step}")
+    if inst.report:
+        lines.append("報告内容からの自動判定（目安）：\n" + describe(judge(inst.report)))
+    return "\n".join(lines)
+
+
+def _status_label(inst: Institution) -> str:
+    if inst.status == "確認済" and inst.confirmation:
+        return f"確認済（{inst.confirmation}）"
+    if inst.status == "報告済":
+        return "報告済（都道府県の確認待ち）"
+    if inst.status == "紙受付":
+        return "紙報告受付（代理入力待ち）"
+    return inst.status
+
+
+def deadline_line(pref: Prefecture, today: date) -> str:
+    if pref.period_end is None:
+        return f"報告期限：{pref.name}からの案内をご確認ください。"
+    end = pref.period_end
+    label = f"報告期限：{end.year}年{end.month}月{end.day}日（{pref.name}）"
+    days = (end - today).days
+    if days > 0:
+        return f"{label}　あと{days}日です。"
+    if days == 0:
+        return f"{label}　本日が期限です。"
+    return f"{label}　期限を{-days}日過ぎています。お早めにご対応ください。"

@@ -1,0 +1,150 @@
+"""「対象か確認」: a button wizard for 報告対象, then 1号 and 2号 self-checks.
+
+The state is only the list of answers given so far (in the database); the current step is
+derived from it, so 戻る is "drop the last answer" and a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from db import repo
+from handlers.context import Context
+from handlers.messages import Button, Inbound, Reply
+from handlers.router import Found
+from handlers.rules import FUNC1_ITEMS, FUNC2, Facility, describe, judge, obligation
+
+FLOW = "wizard"
+YES_NO = (("はい", "yes"), ("いいえ", "no"))
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    text: str
+    choices: tuple[tuple[str, str], ...] = YES_NO
+
+
+STEPS: dict[str, Step] = {s.key: s for s in [
+    Step("kind", "報告の対象かどうかを確認します。医療機関の種類をお選びください。",
+         (("病院", "hospital"), ("診療所", "clinic"))),
+    Step("special", "特定機能病院の承認を受けていますか。"),
+    Step("dental", "歯科医療機関（歯科のみを診療する病院・診療所）ですか。"),
+    Step("closed", "その年の1月1日の時点で休院していましたか（休院中ですか）。"),
+    Step("go_func1", "続けて、1号機能の要件を満たしているかを確認しますか（★の3項目）。",
+         (("確認する", "yes"), ("ここで終わる", "no"))),
+    Step("posting", "★1 かかりつけ医機能と報告する内容を、院内に掲示していますか（掲示できますか）。"),
+    Step("primary_care", "★2 17の診療領域のうち、一つ以上で一次診療（最初の診療）を行えますか。"),
+    Step("consultation", "★3 患者さんからの医療に関する相談（継続的な相談を含む）に応じていますか。"),
+    Step("i", "2号機能（イ）通常の診療時間外の診療：準夜帯（18〜22時）・深夜帯（22〜6時）・休日の"
+              "診療や在宅当番医制への参加など、自院または他院との連携で一つでも実施していますか。"),
+    Step("ro", "2号機能（ロ）入退院時の支援：後方支援病床の確保、入院時の情報共有、"
+               "退院時の共同指導など、一つでも実施していますか。"),
+    Step("ha", "2号機能（ハ）在宅医療の提供：訪問診療・往診・訪問看護の提供など、"
+               "一つでも実績がありますか。"),
+    Step("ni", "2号機能（ニ）介護サービス等と連携した医療提供：介護支援専門員（ケアマネジャー）との"
+               "連携、情報共有、ACP（人生会議）の支援など、一つでも実施していますか。"),
+]}
+
+
+def next_step(answers: dict[str, str]) -> str | None:
+    """The next question to ask, or None when the wizard has reached its result."""
+    order = ["kind"] + (["special"] if answers.get("kind") == "hospital" else [])
+    order += ["dental", "closed"]
+    for key in order:
+        if key not in answers:
+            return key
+    if not obligation(_facility(answers)).required:
+        return None
+    if "go_func1" not in answers:
+        return "go_func1"
+    if answers["go_func1"] == "no":
+        return None
+    for key in FUNC1_ITEMS:
+        if key not in answers:
+            return key
+        if answers[key] == "no":
+            return None
+    return next((key for key in FUNC2 if key not in answers), None)
+
+
+def _facility(a: dict[str, str]) -> Facility:
+    return Facility(kind=a.get("kind", "clinic"), special_function=a.get("special") == "yes",
+                    dental=a.get("dental") == "yes", closed_on_jan1=a.get("closed") == "yes")
+
+
+def result_text(answers: dict[str, str]) -> str:
+    verdict = obligation(_facility(answers))
+    if not verdict.required:
+        return f"判定：報告の対象外です。\n理由：{verdict.reason}"
+    lines = [f"判定：報告の対象です。\n理由：{verdict.reason}"]
+    if answers.get("go_func1") == "yes":
+        flags = {k: answers[k] == "yes" for k in (*FUNC1_ITEMS, *FUNC2) if k in answers}
+        lines.append(describe(judge(flags)))
+    lines.append("※ この結果は目安です。最終的な体制の確認は都道府県が行います。")
+    return "\n\n".join(lines)
+
+
+def question_reply(key: str, answers: dict[str, str]) -> Reply:
+    step = STEPS[key]
+    buttons = [Button(label, f"wiz:{value}") for label, value in step.choices]
+    if answers:
+        buttons.append(Button("戻る", "wiz:back"))
+    buttons.append(Button("やめる", "wiz:cancel"))
+    return Reply(step.text, tuple(buttons), meta={"action": "wizard"})
+
+
+async def handle_start(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    await _save(msg, ctx, [])
+    return [question_reply("kind", {})]
+
+
+async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """A tapped button (wiz:VALUE) or, while in the flow, typed text matching a label."""
+    if ctx.flow != FLOW:
+        return [Reply("確認の途中の情報が見つかりませんでした（時間が経って終了した可能性があります）。"
+                      "「対象か確認」からもう一度お試しください。")]
+    history: list[list[str]] = [list(p) for p in ctx.flow_data.get("answers", [])]
+    answers = dict((k, v) for k, v in history)
+    value = found.get("arg") or _value_from_text(msg.text, next_step(answers))
+    if value == "cancel":
+        return await _finish(msg, ctx, "確認を終了しました。ご質問があれば、そのまま入力してください。")
+    if value == "back":
+        history = history[:-1]
+    else:
+        current = next_step(answers)
+        if current is None or value not in {v for _, v in STEPS[current].choices}:
+            return [_retry(current, answers)]
+        history.append([current, value])
+    answers = dict((k, v) for k, v in history)
+    following = next_step(answers)
+    if following is None:
+        return await _finish(msg, ctx, result_text(answers))
+    await _save(msg, ctx, history)
+    return [question_reply(following, answers)]
+
+
+def _value_from_text(text: str, current: str | None) -> str:
+    labels = {"戻る": "back", "やめる": "cancel", "キャンセル": "cancel"}
+    if current:
+        labels.update({label: value for label, value in STEPS[current].choices})
+    return labels.get(text.strip(), "")
+
+
+def _retry(current: str | None, answers: dict[str, str]) -> Reply:
+    if current is None:
+        return Reply("確認はすでに終わっています。")
+    reply = question_reply(current, answers)
+    return Reply("ボタンでお答えください。\n" + reply.text, reply.buttons, meta=reply.meta)
+
+
+async def _save(msg: Inbound, ctx: Context, history: list[list[str]]) -> None:
+    async with ctx.session() as session:
+        await repo.set_state(session, msg.channel, msg.user_id, FLOW, {"answers": history},
+                             ctx.clock())
+
+
+async def _finish(msg: Inbound, ctx: Context, text: str) -> list[Reply]:
+    async with ctx.session() as session:
+        await repo.clear_state(session, msg.channel, msg.user_id)
+    return [Reply(text, meta={"action": "wizard_done"})]
