@@ -1,0 +1,114 @@
+"""CSV imports: encodings, all-or-nothing, precise errors, idempotence, status history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from db.csvfile import FileProblem
+from db.imports import import_report, import_roster, import_status
+from db.models import Institution, StatusHistory
+from handlers.context import Context
+from tests.conftest import NOW
+
+SAMPLES = Path(__file__).resolve().parent.parent / "docs" / "samples"
+HEADER = "医療機関コード,名称,種別,特定機能病院,歯科,休院,市区町村,二次医療圏,メール,電話\n"
+ROW = "2610001,さくら内科クリニック,診療所,無,無,無,京都市中京区,京都・乙訓,a@b.jp,075-000-0001\n"
+
+
+def csv_file(tmp_path: Path, text: str, encoding: str = "utf-8", name: str = "f.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+async def institutions(ctx: Context, pref: str = "26") -> dict[str, Institution]:
+    async with ctx.session() as session:
+        rows = await session.exec(select(Institution).where(Institution.prefecture_code == pref))
+        return {i.code: i for i in rows}
+
+
+@pytest.mark.parametrize(("encoding", "label"), [("utf-8", "UTF-8"), ("utf-8-sig", "BOM"),
+                                                 ("cp932", "Shift_JIS")])
+async def test_roster_in_every_excel_encoding(ctx: Context, tmp_path: Path, encoding: str,
+                                              label: str) -> None:
+    path = csv_file(tmp_path, HEADER + ROW, encoding)
+    async with ctx.session() as session:
+        result = await import_roster(session, path, "26")
+    assert result.ok and label in result.encoding and result.created == 1
+    inst = (await institutions(ctx))["2610001"]
+    assert inst.name == "さくら内科クリニック" and inst.kind == "clinic"
+    assert inst.municipality == "京都市中京区" and inst.status == "未報告"
+
+
+async def test_bad_rows_write_nothing_and_every_error_is_named(ctx: Context,
+                                                                tmp_path: Path) -> None:
+    bad = (HEADER + ROW
+           + "26100X2,みなみ病院,病院,無,無,無,宇治市,山城北,,\n"
+           + "2610003,,医院,たぶん,無,無,宇治市,山城北,not-a-mail,\n"
+           + ROW)
+    before = await institutions(ctx)
+    async with ctx.session() as session:
+        result = await import_roster(session, csv_file(tmp_path, bad), "26")
+    assert not result.ok
+    found = {(e.line, e.column) for e in result.errors}
+    assert {(3, "医療機関コード"), (4, "名称"), (4, "種別"), (4, "特定機能病院"), (4, "メール"),
+            (5, "医療機関コード")} <= found
+    dup = next(e for e in result.errors if e.line == 5)
+    assert "2行目と重複" in dup.reason
+    assert await institutions(ctx) == before  # nothing written, not even the good row
+
+
+async def test_missing_column_and_unreadable_file_are_file_problems(ctx: Context,
+                                                                    tmp_path: Path) -> None:
+    async with ctx.session() as session:
+        with pytest.raises(FileProblem, match="種別"):
+            await import_roster(session, csv_file(tmp_path, HEADER.replace("種別,", "") + ROW),
+                                "26")
+        with pytest.raises(FileProblem, match="文字コード"):
+            path = tmp_path / "bin.csv"
+            path.write_bytes(b"\x81\xff\xfe\x00" * 10)
+            await import_roster(session, path, "26")
+
+
+async def test_reimport_changes_nothing_and_status_changes_are_recorded(ctx: Context) -> None:
+    async with ctx.session() as session:
+        first = await import_roster(session, SAMPLES / "roster.csv", "26")
+        again = await import_roster(session, SAMPLES / "roster.csv", "26")
+        s1 = await import_status(session, SAMPLES / "status.csv", "26", NOW)
+        s2 = await import_status(session, SAMPLES / "status.csv", "26", NOW)
+        r1 = await import_report(session, SAMPLES / "report.csv", "26")
+        r2 = await import_report(session, SAMPLES / "report.csv", "26")
+    assert (first.created, again.created, again.updated, again.unchanged) == (5, 0, 0, 5)
+    assert (s1.updated, s2.updated, s2.unchanged) == (2, 0, 2)
+    assert (r1.updated, r2.updated) == (2, 0)
+    insts = await institutions(ctx)
+    assert insts["2610001"].status == "差し戻し" and "訪問診療" in (insts["2610001"].return_reason or "")
+    assert insts["2610002"].confirmation == "体制あり"
+    assert insts["2610001"].report and insts["2610001"].report["posting"] is True
+    async with ctx.session() as session:
+        history = (await session.exec(select(StatusHistory))).all()
+    assert sorted((h.old_status, h.new_status, h.source_file) for h in history) == [
+        ("未報告", "差し戻し", "status.csv"), ("未報告", "確認済", "status.csv")]
+
+
+async def test_status_rows_must_be_on_this_prefectures_roster(ctx: Context,
+                                                             tmp_path: Path) -> None:
+    async with ctx.session() as session:
+        await import_roster(session, SAMPLES / "roster.csv", "26")
+        text = ("医療機関コード,報告状況,報告日,確認結果,差し戻し理由\n"
+                "2610001,確認済,2027-01-10,,\n"
+                "9999999,報告済,2027/1/5,,\n"
+                "2610002,報告済,2027-13-01,,\n"
+                "2610003,差し戻し,,,\n")
+        result = await import_status(session, csv_file(tmp_path, text), "13", NOW)
+        other = await import_status(session, csv_file(tmp_path, text), "26", NOW)
+    foreign = {e.value for e in result.errors if "名簿にない" in e.reason}
+    assert {"2610001", "9999999"} <= foreign  # prefecture 13 cannot touch 26's institutions
+    reasons = {(e.line, e.column): e.reason for e in other.errors}
+    assert "体制あり" in reasons[(2, "確認結果")]
+    assert "名簿にない" in reasons[(3, "医療機関コード")]
+    assert "日付" in reasons[(4, "報告日")] and "理由が必要" in reasons[(5, "差し戻し理由")]
+    assert (await institutions(ctx))["2610001"].status == "未報告"

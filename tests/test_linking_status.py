@@ -1,0 +1,159 @@
+"""Linking a chat to an institution with a one-time code, then asking for its status."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from db.imports import import_report, import_roster, import_status
+from db.models import ChatAccount, Institution, LinkCode, Prefecture
+from db.seed import ensure_prefecture
+from handlers.context import Context
+from handlers.dispatch import dispatch
+from handlers.linking import ALPHABET, hash_code, issue_code, new_code, normalise_code
+from handlers.messages import Inbound
+from tests.conftest import NOW
+
+SAMPLES = Path(__file__).resolve().parent.parent / "docs" / "samples"
+
+
+def said(text: str, user: str = "clerk-1") -> Inbound:
+    return Inbound("demo", user, text=text, tenant="26")
+
+
+async def load_samples(ctx: Context) -> None:
+    async with ctx.session() as session:
+        await import_roster(session, SAMPLES / "roster.csv", "26")
+        await import_status(session, SAMPLES / "status.csv", "26", NOW)
+        await import_report(session, SAMPLES / "report.csv", "26")
+
+
+async def code_for(ctx: Context, inst_code: str, pref: str = "26", days: int = 120) -> str:
+    async with ctx.session() as session:
+        inst = (await session.exec(select(Institution).where(
+            Institution.prefecture_code == pref, Institution.code == inst_code))).one()
+        code, _ = await issue_code(session, inst, NOW, days)
+        await session.commit()
+    return code
+
+
+def test_codes_are_typeable_and_strong() -> None:
+    codes = {new_code() for _ in range(2000)}
+    assert len(codes) == 2000
+    for code in list(codes)[:50]:
+        raw = code.replace("-", "")
+        assert len(raw) == 10 and not set(raw) & set("0O1IL")
+        assert normalise_code(code.lower()) == raw
+        assert normalise_code("".join(chr(ord(c) + 0xFEE0) for c in raw)) == raw  # full-width
+    assert len(ALPHABET) ** 10 >= 2 ** 40
+    assert normalise_code("ABCDE-FGHJ0") is None
+    assert len(hash_code(code)) == 64 and code not in hash_code(code)
+
+
+async def test_unlinked_user_is_told_how_to_link_and_sees_nothing(ctx: Context) -> None:
+    await load_samples(ctx)
+    [reply] = await dispatch(said("報告状況"), ctx)
+    assert "連携コード" in reply.text
+    assert "さくら" not in reply.text and "2610001" not in reply.text
+
+
+async def test_link_then_status_shows_deadline_reason_and_judgement(ctx: Context) -> None:
+    await load_samples(ctx)
+    code = await code_for(ctx, "2610001")
+    [linked] = await dispatch(said(f"連携 {code.lower()}"), ctx)
+    assert "さくら内科クリニック" in linked.text and "完了" in linked.text
+    [status] = await dispatch(said("/status"), ctx)
+    assert "報告状況：差し戻し" in status.text
+    assert "訪問診療の件数が未入力" in status.text and "再提出" in status.text
+    assert "2027年3月31日" in status.text and "あと127日" in status.text
+    assert "1号機能：あり" in status.text and "（ロ）入退院時の支援：なし" in status.text
+    async with ctx.session() as session:
+        stored = (await session.exec(select(LinkCode))).one()
+    assert stored.used_at is not None and code.replace("-", "") not in stored.code_hash
+
+
+async def test_code_is_single_use_but_several_staff_may_link(ctx: Context) -> None:
+    await load_samples(ctx)
+    code = await code_for(ctx, "2610002")
+    [first] = await dispatch(said(f"連携 {code}", user="a"), ctx)
+    [reuse] = await dispatch(said(f"連携 {code}", user="b"), ctx)
+    assert "完了" in first.text and "確認できませんでした" in reuse.text
+    [second] = await dispatch(said(f"連携 {await code_for(ctx, '2610002')}", user="b"), ctx)
+    assert "完了" in second.text
+    [status] = await dispatch(said("報告状況", user="b"), ctx)
+    assert "確認済（体制あり）" in status.text and "公表" in status.text
+
+
+async def test_expired_wrong_and_foreign_codes_get_the_same_answer(ctx: Context) -> None:
+    await load_samples(ctx)
+    expired = await code_for(ctx, "2610001", days=-1)
+    replies = [
+        (await dispatch(said(f"連携 {text}"), ctx))[0].text
+        for text in (expired, "ABCDE-FGHJK", "これは違う", "'; DROP TABLE linkcode; --")
+    ]
+    assert len(set(replies)) == 1 and "確認できませんでした" in replies[0]
+
+
+async def test_five_failures_lock_the_account_for_an_hour(ctx: Context) -> None:
+    await load_samples(ctx)
+    good = await code_for(ctx, "2610001")
+    for _ in range(5):
+        await dispatch(said("連携 ABCDE-FGHJK"), ctx)
+    [locked] = await dispatch(said(f"連携 {good}"), ctx)
+    assert "1時間" in locked.text
+    later = replace(ctx, clock=lambda: NOW + timedelta(hours=1, minutes=1))
+    [ok] = await dispatch(said(f"連携 {good}"), later)
+    assert "完了" in ok.text
+
+
+@pytest.mark.parametrize(("inst", "expected"), [
+    ("2610003", "特定機能病院"), ("2610004", "歯科医療機関"), ("2610005", "休院")])
+async def test_exempt_institutions_are_told_why(ctx: Context, inst: str, expected: str) -> None:
+    await load_samples(ctx)
+    async with ctx.session() as session:
+        row = (await session.exec(select(Institution).where(Institution.code == inst))).one()
+        code, _ = await issue_code(session, row, NOW, 120)
+        await session.commit()
+    await dispatch(said(f"連携 {code}"), ctx)
+    [reply] = await dispatch(said("報告状況"), ctx)
+    assert "対象外" in reply.text and expected in reply.text
+
+
+async def test_overdue_deadline_and_unreported_next_step(ctx: Context) -> None:
+    await load_samples(ctx)
+    async with ctx.session() as session:
+        pref = await session.get(Prefecture, "26")
+        assert pref is not None
+        pref.period_end = date(2026, 11, 20)
+        session.add(pref)
+        await session.commit()
+        inst = (await session.exec(select(Institution).where(Institution.code == "2610001"))).one()
+        inst.status = "未報告"
+        session.add(inst)
+        await session.commit()
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    [reply] = await dispatch(said("報告状況"), ctx)
+    assert "期限を4日過ぎています" in reply.text and "「報告」ボタン" in reply.text
+
+
+async def test_link_in_one_prefecture_never_reads_another(ctx: Context) -> None:
+    await load_samples(ctx)
+    async with ctx.session() as session:
+        await ensure_prefecture(session, "13", NOW.date(), "")
+        session.add(Institution(prefecture_code="13", code="1310001", name="東京の秘密医院",
+                                kind="clinic", status="確認済", confirmation="体制なし"))
+        await session.commit()
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    async with ctx.session() as session:
+        account = (await session.exec(select(ChatAccount))).one()
+        tokyo = (await session.exec(select(Institution).where(
+            Institution.prefecture_code == "13"))).one()
+        account.institution_id = tokyo.id  # a corrupted link must still not leak across
+        session.add(account)
+        await session.commit()
+    [reply] = await dispatch(said("報告状況"), ctx)
+    assert "東京の秘密医院" not in reply.text and "体制なし" not in reply.text

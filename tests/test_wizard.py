@@ -1,0 +1,113 @@
+"""「対象か確認」: the eligibility wizard, its back/cancel, persistence and expiry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from db.engine import make_engine, make_sessionmaker
+from handlers.context import Context
+from handlers.dispatch import dispatch
+from handlers.messages import Inbound, Reply
+from handlers.rules import Facility, judge, obligation
+from tests.conftest import NOW
+
+
+def said(text: str = "", payload: str | None = None) -> Inbound:
+    return Inbound("demo", "w1", text=text, payload=payload, tenant="26")
+
+
+async def tap(ctx: Context, reply: Reply, label: str) -> Reply:
+    button = next(b for b in reply.buttons if b.label == label)
+    [nxt] = await dispatch(said(button.label, button.payload), ctx)
+    return nxt
+
+
+async def test_clinic_holding_1go_and_some_2go(ctx: Context) -> None:
+    [r] = await dispatch(said("対象か確認"), ctx)
+    assert "医療機関の種類" in r.text
+    r = await tap(ctx, r, "診療所")
+    assert "歯科" in r.text  # special-function question is only for hospitals
+    for label in ("いいえ", "いいえ"):
+        r = await tap(ctx, r, label)
+    assert "1号機能" in r.text
+    r = await tap(ctx, r, "確認する")
+    for label in ("はい", "はい", "はい", "はい", "いいえ", "はい", "いいえ"):
+        r = await tap(ctx, r, label)
+    assert "報告の対象です" in r.text and "1号機能：あり" in r.text
+    assert "（イ）通常の診療時間外の診療：あり" in r.text
+    assert "（ロ）入退院時の支援：なし" in r.text and "（ニ）介護サービス等と連携した医療提供：なし" in r.text
+    assert not r.buttons
+
+
+async def test_back_changes_an_answer_and_cancel_stops(ctx: Context) -> None:
+    [r] = await dispatch(said("/check"), ctx)
+    r = await tap(ctx, r, "病院")
+    assert "特定機能病院" in r.text
+    r = await tap(ctx, r, "はい")
+    assert "対象外" in r.text and "特定機能病院" in r.text
+    [r] = await dispatch(said("/check"), ctx)
+    r = await tap(ctx, r, "病院")
+    r = await tap(ctx, r, "いいえ")
+    r = await tap(ctx, r, "戻る")
+    assert "特定機能病院" in r.text
+    r = await tap(ctx, r, "戻る")
+    assert "医療機関の種類" in r.text
+    r = await tap(ctx, r, "やめる")
+    assert "終了しました" in r.text
+    [after] = await dispatch(said("はい"), ctx)
+    assert "特定機能病院" not in after.text
+
+
+async def test_without_1go_no_2go_questions(ctx: Context) -> None:
+    [r] = await dispatch(said("対象か確認"), ctx)
+    for label in ("診療所", "いいえ", "いいえ", "確認する", "はい", "いいえ"):
+        r = await tap(ctx, r, label)
+    assert "1号機能：なし" in r.text and "2号機能の報告は不要" in r.text
+
+
+async def test_typed_answers_work_and_nonsense_repeats_the_question(ctx: Context) -> None:
+    await dispatch(said("対象か確認"), ctx)
+    [r] = await dispatch(said("診療所"), ctx)
+    assert "歯科" in r.text
+    [r] = await dispatch(said("ラーメン食べたい"), ctx)
+    assert "ボタンでお答えください" in r.text and "歯科" in r.text
+
+
+async def test_wizard_survives_a_restart(ctx: Context, database_url: str) -> None:
+    [r] = await dispatch(said("対象か確認"), ctx)
+    await tap(ctx, r, "病院")
+    engine = make_engine(database_url)  # a new process: new engine, same database
+    restarted = replace(ctx, sessions=make_sessionmaker(engine))
+    [r] = await dispatch(said("いいえ"), restarted)
+    assert "歯科" in r.text
+    await engine.dispose()
+
+
+async def test_abandoned_wizard_expires(ctx: Context) -> None:
+    [r] = await dispatch(said("対象か確認"), ctx)
+    await tap(ctx, r, "診療所")
+    later = replace(ctx, clock=lambda: NOW + timedelta(hours=2))
+    [r] = await dispatch(said("いいえ"), later)
+    assert "歯科" not in r.text  # treated as a fresh message, not a wizard answer
+    [stale] = await dispatch(said("いいえ", "wiz:no"), later)
+    assert "もう一度" in stale.text
+
+
+@pytest.mark.parametrize(("facility", "required"), [
+    (Facility("hospital"), True), (Facility("clinic"), True),
+    (Facility("hospital", special_function=True), False), (Facility("clinic", dental=True), False),
+    (Facility("clinic", closed_on_jan1=True), False)])
+def test_obligation_rules(facility: Facility, required: bool) -> None:
+    assert obligation(facility).required is required
+
+
+def test_one_rule_set_judges_imported_answers() -> None:
+    assert judge({"posting": True, "primary_care": True, "consultation": True}).func1 is True
+    assert judge({"posting": True, "primary_care": False, "consultation": True}).func1 is False
+    assert judge({"posting": True, "primary_care": None, "consultation": True}).func1 is None
+    j = judge({"posting": True, "primary_care": True, "consultation": True, "i": True, "ha": False})
+    assert j.func2 == {"i": True, "ro": None, "ha": False, "ni": None}
+    assert judge({"posting": False, "i": True}).func2 == {k: None for k in ("i", "ro", "ha", "ni")}
