@@ -33,6 +33,8 @@ def parser() -> argparse.ArgumentParser:
     kb_sub.add_parser("check", help="validate every entry")
     kb_eval = kb_sub.add_parser("eval", help="accuracy on the labelled questions")
     kb_eval.add_argument("--split", default="heldout", choices=["tune", "heldout", "all"])
+    kb_eval.add_argument("--misses", action="store_true",
+                         help="list every miss (use with --split tune when tuning)")
     for name, what in (("import-roster", "institutions (roster) CSV"),
                        ("import-status", "report status CSV exported from G-MIS"),
                        ("import-report", "report answers CSV (1号 ★ items, 2号 イ〜ニ)")):
@@ -107,7 +109,7 @@ def cmd_kb_check(_args: argparse.Namespace, settings: Settings) -> int:
 def cmd_kb_eval(args: argparse.Namespace, settings: Settings) -> int:
     from knowledge.evaluate import run_eval
 
-    return run_eval(settings, args.split)
+    return run_eval(settings, args.split, args.misses)
 
 
 def cmd_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:

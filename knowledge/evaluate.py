@@ -1,0 +1,175 @@
+"""`kb eval`: retrieval quality on the labelled questions, against two baselines.
+
+Questions live in knowledge/eval/*.yaml (`q`, `expect`: list of acceptable entry ids, empty
+for out of scope). The split is fixed by a hash of the question text, so a question never
+moves between tune and held-out; tuning looks only at `tune`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import bm25s
+import yaml
+from rapidfuzz import fuzz, process
+
+from knowledge.loader import load_knowledge_base
+from knowledge.model import Entry
+from knowledge.normalize import Analyzer
+from knowledge.retriever import Decision, Retriever, bigrams
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+
+EVAL_DIR = Path(__file__).resolve().parent / "eval"
+Ranker = Callable[[str], list[str]]
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    expect: frozenset[str]
+    style: str
+
+    @property
+    def split(self) -> str:
+        digest = int(hashlib.sha256(self.text.encode()).hexdigest()[:8], 16)
+        return "heldout" if digest % 3 == 0 else "tune"
+
+
+def load_questions(split: str, directory: Path = EVAL_DIR) -> list[Question]:
+    out = []
+    for path in sorted(directory.glob("*.yaml")):
+        for item in yaml.safe_load(path.read_text(encoding="utf-8"))["questions"]:
+            q = Question(str(item["q"]), frozenset(item.get("expect") or []),
+                         str(item.get("style", "")))
+            if split == "all" or q.split == split:
+                out.append(q)
+    return out
+
+
+@dataclass
+class Scores:
+    name: str
+    in_scope: int = 0
+    top1: int = 0
+    top3: int = 0
+    rr: float = 0.0
+    out_scope: int = 0
+    escalated: int = 0
+    wrong_confident: int = 0
+    total: int = 0
+
+    def add_ranking(self, q: Question, ranked: list[str]) -> None:
+        self.total += 1
+        if not q.expect:
+            self.out_scope += 1
+            return
+        self.in_scope += 1
+        self.top1 += bool(ranked[:1]) and ranked[0] in q.expect
+        self.top3 += any(e in q.expect for e in ranked[:3])
+        self.rr += next((1 / (i + 1) for i, e in enumerate(ranked[:10]) if e in q.expect), 0.0)
+
+    def add_decision(self, q: Question, d: Decision) -> None:
+        if not q.expect:
+            self.escalated += d.action == "escalate"
+        if d.action == "answer" and d.entry_id not in q.expect:
+            self.wrong_confident += 1
+
+    def row(self, with_decisions: bool) -> str:
+        n, o = max(self.in_scope, 1), max(self.out_scope, 1)
+        cols = [f"{self.name:28}", f"{self.top1 / n:7.1%}", f"{self.top3 / n:7.1%}",
+                f"{self.rr / n:6.3f}", f"{1 - self.top1 / n:7.1%}"]
+        if with_decisions:
+            cols += [f"{self.wrong_confident / max(self.total, 1):8.1%}",
+                     f"{self.escalated / o:8.1%}"]
+        else:
+            cols += [f"{'-':>8}", f"{'-':>8}"]
+        return " ".join(cols)
+
+
+def bm25_bigram_baseline(entries: list[Entry]) -> Ranker:
+    docs = [(e.id, t) for e in entries for t in e.texts]
+    model = bm25s.BM25()
+    model.index([bigrams(t) for _, t in docs], show_progress=False)
+
+    def rank(query: str) -> list[str]:
+        tokens = [b for b in bigrams(query) if b in model.vocab_dict]
+        if not tokens:
+            return []
+        scores = model.get_scores(tokens)
+        order = scores.argsort()[::-1]
+        return _dedupe(docs[i][0] for i in order[:50] if scores[i] > 0)
+
+    return rank
+
+
+def wratio_baseline(entries: list[Entry]) -> Ranker:
+    docs = [(e.id, t) for e in entries for t in e.texts]
+    texts = [t for _, t in docs]
+
+    def rank(query: str) -> list[str]:
+        hits = process.extract(query, texts, scorer=fuzz.WRatio, limit=30)
+        return _dedupe(docs[i][0] for _, _, i in hits)
+
+    return rank
+
+
+def _dedupe(ids: object) -> list[str]:
+    seen: list[str] = []
+    for i in ids:  # type: ignore[attr-defined]
+        if i not in seen:
+            seen.append(i)
+    return seen
+
+
+def evaluate(retriever: Retriever, questions: list[Question]) -> list[Scores]:
+    ours = Scores("ours (answer/suggest/escalate)")
+    for q in questions:
+        ours.add_ranking(q, [c.entry_id for c in retriever.rank(q.text, k=10)])
+        ours.add_decision(q, retriever.decide(q.text))
+    results = [ours]
+    for name, make in (("baseline: BM25 char bigrams", bm25_bigram_baseline),
+                       ("baseline: rapidfuzz WRatio", wratio_baseline)):
+        ranker, scores = make(retriever.entries), Scores(name)
+        for q in questions:
+            scores.add_ranking(q, ranker(q.text))
+        results.append(scores)
+    return results
+
+
+def run_eval(settings: Settings, split: str, show_misses: bool = False) -> int:
+    retriever = Retriever(load_knowledge_base(settings.knowledge_dir), Analyzer())
+    questions = load_questions(split)
+    if not questions:
+        print("no labelled questions found in knowledge/eval/")
+        return 1
+    results = evaluate(retriever, questions)
+    ins = sum(1 for q in questions if q.expect)
+    print(f"split: {split}  questions: {len(questions)} ({ins} in scope, "
+          f"{len(questions) - ins} out of scope)  entries: {len(retriever.entries)}")
+    print(f"{'':28} {'top-1':>7} {'top-3':>7} {'MRR':>6} {'error':>7} {'wrongconf':>8} "
+          f"{'oos-esc':>8}")
+    for i, s in enumerate(results):
+        print(s.row(with_decisions=i == 0))
+    best_baseline = min(1 - s.top1 / max(s.in_scope, 1) for s in results[1:])
+    ours = 1 - results[0].top1 / max(results[0].in_scope, 1)
+    print(f"error ratio ours / best baseline: {ours / best_baseline if best_baseline else 0:.2f}")
+    if show_misses:
+        print_misses(retriever, questions)
+    return 0
+
+
+def print_misses(retriever: Retriever, questions: list[Question]) -> None:
+    for q in questions:
+        d = retriever.decide(q.text)
+        top = d.candidates[0].entry_id if d.candidates else None
+        wrong = (q.expect and top not in q.expect) or (d.action == "answer" and d.entry_id
+                                                       not in q.expect)
+        if wrong or (not q.expect and d.action != "escalate"):
+            print(f"{d.action:8} {d.score:.2f} {q.text}  expect={sorted(q.expect)} got="
+                  f"{[(c.entry_id, c.score) for c in d.candidates]}")

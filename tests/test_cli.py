@@ -1,0 +1,90 @@
+"""The CLI as an operator and a new user run it: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, stdin: str = "", env: dict[str, str] | None = None,
+        tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "LOG_LEVEL": "WARNING", **(env or {})}
+    if tmp is not None:
+        full_env.setdefault("DATABASE_URL", f"sqlite+aiosqlite:///{tmp / 'cli.db'}")
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], input=stdin,
+                          capture_output=True, text=True, env=full_env, timeout=120, cwd=tmp)
+
+
+def test_ask_json_is_exactly_one_object_with_the_public_contract(tmp_path: Path) -> None:
+    out = run("ask", "--json", "紙で報告できますか", tmp=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)  # raises if anything else was printed
+    assert set(data) == {"action", "route", "entry_id", "answer", "score", "candidates"}
+    assert data["action"] == "answer" and data["entry_id"] == "method-paper-allowed"
+    assert data["route"] == "prefecture" and data["answer"] and isinstance(data["score"], float)
+    assert all(set(c) == {"entry_id", "question", "score"} for c in data["candidates"])
+
+
+def test_ask_json_escalates_the_weather(tmp_path: Path) -> None:
+    data = json.loads(run("ask", "--json", "今日の天気は", tmp=tmp_path).stdout)
+    assert data["action"] == "escalate" and data["entry_id"] is None and data["answer"] is None
+
+
+def test_kb_check_names_file_and_line_and_refuses_to_start(tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "scope.yaml").write_text("entries:\n  - id: scope-x\n    question: [broken\n",
+                                   encoding="utf-8")
+    env = {"KNOWLEDGE_DIR": str(kb)}
+    check = run("kb", "check", env=env, tmp=tmp_path)
+    assert check.returncode == 2
+    assert f"{kb / 'scope.yaml'}:" in check.stderr and "YAML syntax" in check.stderr
+    demo = run("demo", stdin="報告期間は\n", env=env, tmp=tmp_path)
+    assert demo.returncode == 2 and "scope.yaml" in demo.stderr
+    assert "ボット>" not in demo.stdout
+
+
+def test_demo_reads_piped_stdin_and_numbered_choices(tmp_path: Path) -> None:
+    out = run("demo", stdin="報告期間はいつからいつまで\n対象か確認\n2\n\n😀\n", tmp=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "1月1日" in out.stdout and "3月31日" in out.stdout
+    assert "[1] 病院" in out.stdout and "歯科医療機関" in out.stdout  # "2" picked 診療所
+    assert out.stdout.count("ボット>") == 5 and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("command", [["import-roster"], ["issue-codes"]])
+def test_operator_commands_refuse_bad_prefecture(tmp_path: Path, command: list[str]) -> None:
+    extra = ["x.csv"] if command == ["import-roster"] else ["--out", "x.csv"]
+    out = run(*command, *extra, "--prefecture", "48", tmp=tmp_path)
+    assert out.returncode == 2 and "prefecture" in out.stderr
+
+
+def test_import_reports_bad_rows_with_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "roster.csv"
+    bad.write_bytes("医療機関コード,名称,種別,特定機能病院,歯科,休院,市区町村,二次医療圏\n"
+                    "123,テスト医院,診療所,無,無,無,市,圏\n".encode("cp932"))
+    out = run("import-roster", str(bad), "--prefecture", "26", tmp=tmp_path)
+    assert out.returncode == 1
+    assert "Shift_JIS" in out.stdout
+    assert f"{bad}:2行目 「医療機関コード」 値='123'" in out.stderr and "何も取り込みません" in out.stderr
+
+
+def test_issue_codes_writes_excel_friendly_csv_once(tmp_path: Path) -> None:
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    out_file = tmp_path / "codes.csv"
+    first = run("issue-codes", "--prefecture", "26", "--out", str(out_file), tmp=tmp_path)
+    assert first.returncode == 0, first.stderr
+    raw = out_file.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    lines = raw.decode("utf-8-sig").splitlines()
+    assert lines[0] == "医療機関コード,名称,連携コード,有効期限" and len(lines) == 3
+    again = run("issue-codes", "--prefecture", "26", "--out", str(out_file), tmp=tmp_path)
+    assert again.returncode == 2 and out_file.read_bytes() == raw
