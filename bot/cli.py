@@ -35,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     kb_eval.add_argument("--split", default="heldout", choices=["tune", "heldout", "all"])
     kb_eval.add_argument("--misses", action="store_true",
                          help="list every miss (use with --split tune when tuning)")
+    _desk_parsers(sub, kb_sub)
     for name, what in (("import-roster", "institutions (roster) CSV"),
                        ("import-status", "report status CSV exported from G-MIS"),
                        ("import-report", "report answers CSV (1号 ★ items, 2号 イ〜ニ)")):
@@ -53,6 +54,30 @@ def parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations up to the latest")
     return p
+
+
+def _desk_parsers(sub: argparse._SubParsersAction, kb_sub: argparse._SubParsersAction,
+                  ) -> None:
+    """Staff desk: Slack channel per prefecture, digest now, KB draft review."""
+    drafts = kb_sub.add_parser("drafts", help="review answers staff proposed for the KB")
+    d_sub = drafts.add_subparsers(dest="drafts_command", required=True)
+    d_sub.add_parser("list", help="every draft with its status")
+    for name in ("show", "reject"):
+        d_sub.add_parser(name, help=f"{name} one draft").add_argument("id", type=int)
+    approve = d_sub.add_parser("approve", help="append a draft to knowledge/entries/C.yaml")
+    approve.add_argument("id", type=int)
+    approve.add_argument("--category", required=True)
+    approve.add_argument("--phrasing", action="append", default=[],
+                         help="another way people ask it (repeatable; 2 or more in all)")
+    approve.add_argument("--entry-id", help="default: <category>-desk-<draft id>")
+    approve.add_argument("--url", help="public source URL instead of the staff answer")
+    slack = sub.add_parser("slack-channel", help="map a prefecture to its Slack staff channel")
+    slack.add_argument("--prefecture", required=True, type=prefecture_code)
+    slack.add_argument("--channel", required=True, help="Slack channel ID, e.g. C0123ABCD")
+    desk = sub.add_parser("desk", help="staff desk tools")
+    desk_sub = desk.add_subparsers(dest="desk_command", required=True)
+    digest = desk_sub.add_parser("digest", help="queue the daily digest for Slack now")
+    digest.add_argument("--prefecture", required=True, type=prefecture_code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +203,32 @@ def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_revoke(settings, args.prefecture, args.institution))
 
 
+def cmd_slack_channel(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.desk_admin import run_slack_channel
+    from db.migrate import upgrade
+
+    upgrade(settings.database_url)
+    return asyncio.run(run_slack_channel(settings, args.prefecture, args.channel))
+
+
+def cmd_desk_digest(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.desk_admin import run_digest
+    from db.migrate import upgrade
+
+    upgrade(settings.database_url)
+    return asyncio.run(run_digest(settings, args.prefecture))
+
+
+def cmd_kb_drafts(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.desk_admin import run_drafts
+    from db.migrate import upgrade
+
+    upgrade(settings.database_url)
+    return asyncio.run(run_drafts(settings, args.drafts_command, getattr(args, "id", None),
+                                  getattr(args, "category", None), getattr(args, "phrasing", []),
+                                  getattr(args, "entry_id", None), getattr(args, "url", None)))
+
+
 COMMANDS: dict[str, Command] = {
     "import-roster": cmd_import,
     "import-status": cmd_import,
@@ -190,4 +241,7 @@ COMMANDS: dict[str, Command] = {
     "kb.check": cmd_kb_check,
     "kb.eval": cmd_kb_eval,
     "db.upgrade": cmd_db_upgrade,
+    "slack-channel": cmd_slack_channel,
+    "desk.digest": cmd_desk_digest,
+    "kb.drafts": cmd_kb_drafts,
 }

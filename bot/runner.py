@@ -38,7 +38,10 @@ ChannelBuilder = Callable[[Settings, App], Channel | None]
 
 def channel_builders() -> list[ChannelBuilder]:
     """Every channel the bot knows; each returns None when its settings are absent."""
-    return []
+    from bot.slack import build_slack_channel
+    from bot.telegram import build_channel as build_telegram_channel
+
+    return [build_telegram_channel, build_slack_channel]
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> int:

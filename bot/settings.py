@@ -41,9 +41,20 @@ class Settings(BaseSettings):
     telegram_api_base: str | None = Field(
         default=None, description="Bot API base URL (tests point it at a local fake)"
     )
+    telegram_rate_per_second: float = Field(default=25.0, description="Outbox sends, all chats")
+    telegram_rate_per_chat: float = Field(default=1.0, description="Outbox sends, one chat")
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_base: str | None = None
+    slack_socket_mode: bool = Field(default=False, description="Socket Mode instead of HTTP")
+    slack_app_token: SecretStr | None = Field(default=None, description="xapp- (Socket Mode)")
+    slack_command: str = "/kakaritsuke"
+    slack_bot_user_id: str | None = None
+    desk_sla_hours: float = Field(default=4.0, description="Business hours before a reminder")
+    desk_outbox_interval: float = Field(default=5.0, description="Seconds between outbox passes")
+    redmine_url: str | None = Field(default=None, description="MHLW inquiry tool (Redmine) base")
+    redmine_api_key: SecretStr | None = None
+    redmine_project_id: str = ""
     web_host: str = "127.0.0.1"
     web_port: int = 8080
 

@@ -24,7 +24,7 @@ class Prefecture(SQLModel, table=True):
     send_end_hour: int = 17
     inquiry_contact: str = ""
     gmis_contact: str = ""
-    slack_channel: str | None = None
+    slack_channel: str | None = Field(default=None, unique=True, index=True)
 
 
 class Institution(SQLModel, table=True):
@@ -138,6 +138,18 @@ class Escalation(SQLModel, table=True):
     answer: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Staff desk (status: open → claimed → answered | forwarded → answered | resolved)
+    claimed_at: datetime | None = None
+    answered_by: str | None = None
+    answered_at: datetime | None = None
+    forwarded_by: str | None = None
+    forwarded_at: datetime | None = None
+    redmine_url: str | None = None
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+    resolution: str | None = None
+    card_channel: str | None = Field(default=None, max_length=40)
+    card_ts: str | None = Field(default=None, max_length=40)
 
     @property
     def receipt(self) -> str:
@@ -162,3 +174,28 @@ class Outbox(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+
+
+class KbDraft(SQLModel, table=True):
+    """A staff answer proposed for the knowledge base; a person approves it into YAML."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    prefecture_code: str = Field(max_length=2, index=True)
+    escalation_id: int = Field(foreign_key="escalation.id", unique=True)
+    question: str
+    answer: str
+    phrasings: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="draft", max_length=20, description="draft|approved|rejected")
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    category: str | None = Field(default=None, max_length=30)
+    entry_id: str | None = None
+    reviewed_at: datetime | None = None
+
+
+class ProcessedEvent(SQLModel, table=True):
+    """Event ids already handled, so a platform's retries (Slack `event_id`) run once."""
+
+    channel: str = Field(primary_key=True, max_length=20)
+    event_id: str = Field(primary_key=True, max_length=100)
+    received_at: datetime = Field(default_factory=utcnow, index=True)

@@ -110,3 +110,16 @@ async def create_escalation(
     await session.commit()
     await session.refresh(esc)
     return esc
+
+
+async def set_reachable(session: AsyncSession, channel: str, user_id: str, reachable: bool,
+                        ) -> bool:
+    """Record whether messages reach this account (False: the user blocked the bot);
+    True when this call changed it. Reads first, so the common no-change case never writes."""
+    account = await _account(session, channel, user_id)
+    if account is None or account.reachable == reachable:
+        return False
+    account.reachable = reachable
+    session.add(account)
+    await session.commit()
+    return True

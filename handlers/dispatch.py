@@ -24,6 +24,7 @@ MAX_TEXT = 4000  # longer messages are cut before storage; scoring truncates fur
 
 ROUTES = Router([
     Route("start", command("start", "ヘルプ", "help", "はじめる", "使い方"), basic.handle_start),
+    Route("help", command("help"), basic.handle_start),  # the /help menu command
     Route("cancel", command("cancel", "キャンセル", "やめる", "中止"), basic.handle_cancel),
     Route("show", payload("qa:show"), qa.handle_show),
     Route("detail", payload("qa:detail"), qa.handle_detail),
@@ -68,6 +69,8 @@ async def dispatch(msg: Inbound, ctx: Context, router: Router = ROUTES) -> list[
 async def _with_account(msg: Inbound, ctx: Context) -> Context:
     async with ctx.session() as session:
         row = await repo.ensure_account(session, msg.channel, msg.user_id, msg.display_name)
+        if not row.reachable:  # they wrote to us, so messages reach them again (unblocked)
+            await repo.set_reachable(session, msg.channel, msg.user_id, True)
         state = await repo.get_state(session, msg.channel, msg.user_id)
         ttl = timedelta(minutes=ctx.config.wizard_ttl_minutes)
         if state is not None and _aware(state.updated_at) + ttl < ctx.clock():

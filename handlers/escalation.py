@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from db import repo
+from handlers import desk
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
 from handlers.router import Found
@@ -45,6 +46,7 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, history: list[dic
     async with ctx.session() as session:
         esc = await repo.create_escalation(session, ctx.tenant, ctx.account.id, question[:4000],
                                            context, ctx.clock())
+        await desk.announce(session, esc, ctx.clock())  # the staff card, through the outbox
     text = (
         f"都道府県の担当者にお問い合わせを送りました。受付番号は {esc.receipt} です。\n"
         "回答はこのチャットにお届けします。お急ぎの場合は、受付番号を添えて都道府県の窓口へ"

@@ -58,9 +58,13 @@ class Tuning:
     margin: float = 0.04
     suggest_at: float = 0.40
     shortlist: int = 60
-    w_terms: float = 0.55
-    w_bigrams: float = 0.25
-    w_fuzzy: float = 0.20
+    entry_shortlist: int = 12
+    w_terms: float = 0.30
+    w_bigrams: float = 0.20
+    w_fuzzy: float = 0.10
+    w_cover: float = 0.40
+    answer_credit: float = 0.5
+    min_cover: float = 0.6
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,21 @@ class Retriever:
         self._idf = self._idf_table()
         self._bm25 = bm25s.BM25()
         self._bm25.index([self._bm25_tokens(d.analysed) for d in self._docs], show_progress=False)
+        # Entry-level evidence: every term of every phrasing, and (weaker) of the answer.
+        self._asked: list[frozenset[str]] = [frozenset() for _ in entries]
+        for doc in self._docs:
+            self._asked[doc.entry_index] |= frozenset(doc.analysed.terms)
+        self._answered = [
+            frozenset(analyzer.analyse(e.answer + (e.detail or "")).terms) for e in entries
+        ]
+        self._docs_of: list[list[_Doc]] = [[] for _ in entries]
+        for doc in self._docs:
+            self._docs_of[doc.entry_index].append(doc)
+        self._entry_bm25 = bm25s.BM25()
+        self._entry_bm25.index(
+            [[*self._asked[i], *self._answered[i]] for i in range(len(entries))],
+            show_progress=False,
+        )
 
     @staticmethod
     def _doc(index: int, analysed: Analysed) -> _Doc:
@@ -117,9 +136,9 @@ class Retriever:
             return []
         best: dict[int, float] = {}
         for doc in self._shortlist(q):
-            score = self._score(q, doc)
-            if score > best.get(doc.entry_index, -1.0):
-                best[doc.entry_index] = score
+            if doc.entry_index in best:
+                continue
+            best[doc.entry_index] = max(self._score(q, d) for d in self._docs_of[doc.entry_index])
         ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:k]
         return [Candidate(self.entries[i].id, self.entries[i].question, round(s, 4)) for i, s in ranked]
 
@@ -131,7 +150,14 @@ class Retriever:
         scores = self._bm25.get_scores(tokens)
         n = min(self.tuning.shortlist, len(self._docs))
         top = np.argpartition(-scores, n - 1)[:n]
-        return [self._docs[i] for i in top if scores[i] > 0]
+        docs = [self._docs[i] for i in top if scores[i] > 0]
+        entry_tokens = [t for t in q.terms if t in self._entry_bm25.vocab_dict]
+        if entry_tokens:
+            escores = self._entry_bm25.get_scores(entry_tokens)
+            m = min(self.tuning.entry_shortlist, len(self.entries))
+            docs += [self._docs_of[i][0] for i in np.argpartition(-escores, m - 1)[:m]
+                     if escores[i] > 0]
+        return docs
 
     def _score(self, q: Analysed, doc: _Doc) -> float:
         t = self.tuning
@@ -139,7 +165,21 @@ class Retriever:
         qb = set(bigrams(q.folded))
         grams = 2 * len(qb & doc.bigrams) / (len(qb) + len(doc.bigrams)) if qb else 0.0
         fuzzy = fuzz.ratio(q.folded, doc.analysed.folded) / 100
-        return t.w_terms * terms + t.w_bigrams * grams + t.w_fuzzy * fuzzy
+        cover = self._cover(q.terms, doc.entry_index)
+        score = t.w_terms * terms + t.w_bigrams * grams + t.w_fuzzy * fuzzy + t.w_cover * cover
+        # A question whose specific words the entry never mentions is about something else.
+        return score if cover >= t.min_cover else score * cover / t.min_cover
+
+    def _cover(self, query: tuple[str, ...], entry_index: int) -> float:
+        """Share of the query's weight that the entry's phrasings (or, weaker, answer) contain."""
+        qs = set(query)
+        if not qs:
+            return 0.0
+        asked, answered = self._asked[entry_index], self._answered[entry_index]
+        credit = self.tuning.answer_credit
+        found = sum(self.idf(t) * (1.0 if t in asked else credit if t in answered else 0.0)
+                    for t in qs)
+        return found / sum(self.idf(t) for t in qs)
 
     def _term_f1(self, query: tuple[str, ...], doc: tuple[str, ...]) -> float:
         """IDF-weighted overlap, symmetric: extra words on either side lower the score."""

@@ -1,0 +1,122 @@
+"""Outbox sender for channel "slack": posts escalation cards, keeps them current, posts
+thread reminders and digests. Cards are rendered from the database at send time, so a card
+posted late (Slack was down) already shows everything that happened meanwhile."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import update
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.slack.blocks import card_blocks
+from db.models import Escalation, Outbox, Prefecture
+from handlers.desk_card import Card, build_card, plain_text
+from scheduler.outbox import Outcome
+
+logger = logging.getLogger(__name__)
+TRANSIENT = "transient: "  # prefix of errors worth retrying for as long as Slack is away
+NO_CHANNEL_WAIT = 3600.0
+CARD_WAIT = 60.0
+RETRYABLE_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+
+
+class SlackSender:
+    """Callable handed to scheduler.outbox.dispatch_due for channel "slack"."""
+
+    def __init__(self, client: AsyncWebClient, sessions: Callable[[], AsyncSession],
+                 clock: Callable[[], datetime]) -> None:
+        self.client, self.sessions, self.clock = client, sessions, clock
+
+    async def __call__(self, row: Outbox) -> Outcome:
+        try:
+            if row.kind == "escalation_card":
+                return await self._card(row, post=True)
+            if row.kind == "escalation_card_update":
+                return await self._card(row, post=False)
+            if row.kind == "escalation_reminder":
+                return await self._reminder(row)
+            if row.kind == "digest":
+                return await self._text(row)
+            return Outcome("failed", f"unknown kind {row.kind}")
+        except SlackApiError as exc:
+            return api_outcome(exc)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return Outcome("retry", f"{TRANSIENT}{type(exc).__name__}")
+
+    async def _load(self, esc_id: int) -> tuple[Escalation, Prefecture | None, Card] | None:
+        async with self.sessions() as session:
+            esc = await session.get(Escalation, esc_id)
+            if esc is None:
+                return None
+            pref = await session.get(Prefecture, esc.prefecture_code)
+            return esc, pref, await build_card(session, esc, self.clock())
+
+    async def _card(self, row: Outbox, post: bool) -> Outcome:
+        loaded = await self._load(int(row.payload["escalation_id"]))
+        if loaded is None:
+            return Outcome("failed", "escalation not found")
+        esc, pref, card = loaded
+        if esc.card_ts and esc.card_channel:  # already posted (maybe by a crashed attempt)
+            await self.client.chat_update(channel=esc.card_channel, ts=esc.card_ts,
+                                          text=plain_text(card), blocks=card_blocks(card))
+            return Outcome("sent")
+        if not post:
+            return Outcome("retry", "card not posted yet", retry_after=CARD_WAIT)
+        channel = (pref.slack_channel if pref else None) or row.recipient
+        if not channel:
+            return Outcome("retry", "no Slack channel mapped for this prefecture",
+                           retry_after=NO_CHANNEL_WAIT)
+        resp = await self.client.chat_postMessage(channel=channel, text=plain_text(card),
+                                                  blocks=card_blocks(card), unfurl_links=False)
+        await self._remember(esc, str(resp["channel"]), str(resp["ts"]))
+        return Outcome("sent")
+
+    async def _remember(self, esc: Escalation, channel: str, ts: str) -> None:
+        async with self.sessions() as session:
+            stmt = (update(Escalation)
+                    .where(col(Escalation.id) == esc.id, col(Escalation.card_ts).is_(None))
+                    .values(card_channel=channel, card_ts=ts))
+            await session.exec(stmt)  # type: ignore[call-overload]
+            await session.commit()
+
+    async def _reminder(self, row: Outbox) -> Outcome:
+        async with self.sessions() as session:
+            esc = await session.get(Escalation, int(row.payload["escalation_id"]))
+        if esc is None or esc.status != "open":
+            return Outcome("sent", "no longer unclaimed")
+        if not (esc.card_ts and esc.card_channel):
+            return Outcome("retry", "card not posted yet", retry_after=CARD_WAIT)
+        await self.client.chat_postMessage(channel=esc.card_channel, thread_ts=esc.card_ts,
+                                           text=row.body)
+        return Outcome("sent")
+
+    async def _text(self, row: Outbox) -> Outcome:
+        async with self.sessions() as session:
+            pref = await session.get(Prefecture, row.prefecture_code or "")
+        channel = (pref.slack_channel if pref else None) or row.recipient
+        if not channel:
+            return Outcome("retry", "no Slack channel mapped for this prefecture",
+                           retry_after=NO_CHANNEL_WAIT)
+        await self.client.chat_postMessage(channel=channel, text=row.body, unfurl_links=False)
+        return Outcome("sent")
+
+
+def api_outcome(exc: SlackApiError) -> Outcome:
+    """Rate limits and Slack-side failures are retried; configuration errors are not."""
+    status = exc.response.status_code
+    error = str(exc.response.get("error") or status) if exc.response else "?"
+    if status == 429 or error == "ratelimited":
+        after = exc.response.headers.get("Retry-After") or exc.response.headers.get(
+            "retry-after") or "30"
+        return Outcome("retry", f"{TRANSIENT}ratelimited", retry_after=float(after))
+    if status >= 500 or error in RETRYABLE_ERRORS:
+        return Outcome("retry", f"{TRANSIENT}{error}")
+    logger.warning("Slack refused a message: %s", error)
+    return Outcome("failed", error)

@@ -1,0 +1,166 @@
+"""A fake Slack Web API (aiohttp, 127.0.0.1, ephemeral port) for end-to-end tests.
+
+The real slack_sdk AsyncWebClient talks to it through `base_url`. It answers the methods the
+desk uses (chat.postMessage, chat.update, chat.postEphemeral, views.open), checks the bot
+token, records every call with an awaitable wait, and can fail on demand: HTTP 500,
+`ratelimited` (429 + Retry-After), or go away entirely (connection refused) and come back
+on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+TOKEN = "xoxb-test-token-for-the-fake"
+WAIT_LIMIT = 10.0
+KNOWN = ("chat.postMessage", "chat.update", "chat.postEphemeral", "views.open")
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    status: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+class FakeSlackAPI:
+    """`async with FakeSlackAPI() as api:` then point the client at `api.base_url`."""
+
+    def __init__(self, token: str = TOKEN) -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) → message
+        self.unknown_channels: set[str] = set()
+        self._faults: list[tuple[str, int]] = []  # (status or "ratelimited", times)
+        self._ts = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    async def __aenter__(self) -> FakeSlackAPI:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Listen on an ephemeral port the first time, on the same port after a stop."""
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        if not self.port:
+            self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Go away: further calls see connection refused until `start()`."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def fail(self, status: int | str, times: int = 1) -> None:
+        """The next `times` calls fail with HTTP `status` (or "ratelimited")."""
+        self._faults.append((str(status), times))
+
+    def of(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method and c.ok]
+
+    async def wait_for(self, method: str, count: int = 1) -> list[Call]:
+        """Wait until `count` successful calls of `method` were recorded."""
+        async with asyncio.timeout(WAIT_LIMIT):
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.of(method)) >= count)
+        return self.of(method)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await _params(request)
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return await self._record(method, params, 200, {"ok": False, "error": "invalid_auth"})
+        if self._faults:
+            return await self._fault(method, params)
+        if method not in KNOWN:
+            return await self._record(method, params, 200,
+                                      {"ok": False, "error": "unknown_method"})
+        return await self._record(method, params, 200, self._answer(method, params))
+
+    async def _fault(self, method: str, params: dict[str, Any]) -> web.Response:
+        kind, times = self._faults[0]
+        self._faults[0] = (kind, times - 1)
+        if times <= 1:
+            self._faults.pop(0)
+        if kind == "ratelimited":
+            return await self._record(method, params, 429, {"ok": False, "error": "ratelimited"},
+                                      headers={"Retry-After": "7"})
+        return await self._record(method, params, int(kind), None)
+
+    def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel", ""))
+        if method in ("chat.postMessage", "chat.update", "chat.postEphemeral") and (
+                not channel or channel in self.unknown_channels):
+            return {"ok": False, "error": "channel_not_found"}
+        if method == "chat.postMessage":
+            ts = f"1700000000.{next(self._ts):06d}"
+            self.messages[(channel, ts)] = dict(params)
+            return {"ok": True, "channel": channel, "ts": ts, "message": {"ts": ts}}
+        if method == "chat.update":
+            key = (channel, str(params.get("ts")))
+            if key not in self.messages:
+                return {"ok": False, "error": "message_not_found"}
+            self.messages[key] = dict(params)
+            return {"ok": True, "channel": channel, "ts": key[1]}
+        if method == "views.open":
+            if not params.get("trigger_id") or not isinstance(params.get("view"), dict):
+                return {"ok": False, "error": "invalid_arguments"}
+            return {"ok": True, "view": {"id": "V1", **params["view"]}}
+        return {"ok": True, "message_ts": "1700000000.999999"}
+
+    async def _record(self, method: str, params: dict[str, Any], status: int,
+                      body: dict[str, Any] | None, headers: dict[str, str] | None = None,
+                      ) -> web.Response:
+        # A Slack-level error (HTTP 200, ok: false) is recorded as 400 so `ok` means delivered.
+        recorded = status if status != 200 else (200 if body and body.get("ok") else 400)
+        async with self._changed:
+            self.calls.append(Call(method, params, recorded))
+            self._changed.notify_all()
+        if body is None:
+            return web.Response(status=status, text="<html>Internal Server Error</html>",
+                                content_type="text/html")
+        return web.json_response(body, status=status, headers=headers)
+
+    def latest(self, channel: str, ts: str) -> dict[str, Any]:
+        """The message as Slack would show it now (after updates)."""
+        return self.messages[(channel, ts)]
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    """slack_sdk sends JSON for these methods, form data for some others."""
+    if request.content_type == "application/json":
+        data = await request.json()
+        return dict(data) if isinstance(data, dict) else {}
+    form = await request.post()
+    params: dict[str, Any] = {}
+    for key, value in form.items():
+        text = str(value)
+        try:
+            params[key] = json.loads(text) if text[:1] in "[{" else text
+        except json.JSONDecodeError:
+            params[key] = text
+    return params
