@@ -21,6 +21,9 @@ _STOP = {
     "御", "お", "ご", "さん", "様", "教える", "知る", "思う", "分かる", "聞く", "伺う",
     "問う", "仕舞う", "しまう", "良い", "いい", "よい", "ちょっと", "一寸", "すみません", "済みません", "質問",
     "これ", "それ", "あれ", "ここ", "そこ", "うち", "私", "当院", "弊院", "ねえ", "あの",
+    # Sudachi normalized forms of the same filler words (the check runs on normalized forms).
+    "為る", "有る", "居る", "成る", "物", "為", "一寸", "遣る", "呉れる", "貰う", "御座る",
+    "言う", "為さる", "御願い", "願う", "出来る", "どう", "すむ", "済む", "結局", "等",
 }
 _KEEP_AUX = {"ない", "ず", "ぬ"}
 _PUNCT = re.compile(r"[\s\u3000、。，．,.!?！？「」『』（）()\[\]【】〈〉《》・…‥―\-_/:;'\"＃#*]+")
@@ -43,6 +46,7 @@ class Analysed:
 
     folded: str
     terms: tuple[str, ...]
+    reading: str = ""  # hiragana reading of the content words: survives kana input and typos
 
 
 class Analyzer:
@@ -64,10 +68,11 @@ class Analyzer:
     def analyse(self, text: str) -> Analysed:
         canon = self.canonical(text)
         folded = fold_kana(_PUNCT.sub("", canon))
-        return Analysed(folded=folded, terms=tuple(self._terms(canon)))
+        terms, reading = self._terms(canon)
+        return Analysed(folded=folded, terms=tuple(terms), reading=reading)
 
-    def _terms(self, canon: str) -> list[str]:
-        terms = []
+    def _terms(self, canon: str) -> tuple[list[str], str]:
+        terms, readings = [], []
         for m in self._tokenizer.tokenize(canon, SplitMode.C):
             pos = m.part_of_speech()[0]
             norm = m.normalized_form()
@@ -75,7 +80,8 @@ class Analyzer:
                 terms.append("ない")
             elif pos in _CONTENT_POS and norm not in _STOP and not _PUNCT.fullmatch(norm):
                 terms.append(fold_kana(norm.lower()))
-        return terms
+                readings.append(m.reading_form() if m.reading_form() else m.surface())
+        return terms, fold_kana("".join(readings).lower())
 
     @cached_property
     def canonical_terms(self) -> frozenset[str]:

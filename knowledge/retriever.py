@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import bm25s
@@ -60,9 +60,10 @@ class Tuning:
     shortlist: int = 60
     entry_shortlist: int = 12
     w_terms: float = 0.30
-    w_bigrams: float = 0.20
+    w_bigrams: float = 0.10
     w_fuzzy: float = 0.10
     w_cover: float = 0.40
+    w_reading: float = 0.1
     answer_credit: float = 0.5
     min_cover: float = 0.6
 
@@ -72,6 +73,24 @@ class _Doc:
     entry_index: int
     analysed: Analysed
     bigrams: frozenset[str]
+    reading_bigrams: frozenset[str]
+    terms: frozenset[str]
+    weight: float = 0.0  # sum of the idf of its distinct terms
+
+
+@dataclass(frozen=True)
+class _Query:
+    """A query analysed once, with everything scoring needs per phrasing precomputed."""
+
+    analysed: Analysed
+    idf: dict[str, float]
+    weight: float
+    bigrams: frozenset[str]
+    reading_bigrams: frozenset[str]
+
+
+def _dice(a: set[str] | frozenset[str], b: frozenset[str]) -> float:
+    return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
 
 
 def bigrams(text: str) -> list[str]:
@@ -92,6 +111,8 @@ class Retriever:
             for text in entry.texts
         ]
         self._idf = self._idf_table()
+        self._unseen_idf = math.log(1 + len(self._docs))
+        self._docs = [replace(d, weight=sum(self.idf(t) for t in d.terms)) for d in self._docs]
         self._bm25 = bm25s.BM25()
         self._bm25.index([self._bm25_tokens(d.analysed) for d in self._docs], show_progress=False)
         # Entry-level evidence: every term of every phrasing, and (weaker) of the answer.
@@ -112,7 +133,8 @@ class Retriever:
 
     @staticmethod
     def _doc(index: int, analysed: Analysed) -> _Doc:
-        return _Doc(index, analysed, frozenset(bigrams(analysed.folded)))
+        return _Doc(index, analysed, frozenset(bigrams(analysed.folded)),
+                    frozenset(bigrams(analysed.reading)), frozenset(analysed.terms))
 
     @staticmethod
     def _bm25_tokens(a: Analysed) -> list[str]:
@@ -127,18 +149,28 @@ class Retriever:
 
     def idf(self, term: str) -> float:
         # An unseen term is maximally specific: it counts against a match.
-        return self._idf.get(term, math.log(1 + len(self._docs)))
+        return self._idf.get(term, self._unseen_idf)
+
+    def _query(self, analysed: Analysed) -> _Query:
+        idf = {t: self.idf(t) for t in set(analysed.terms)}
+        return _Query(analysed, idf, sum(idf.values()), frozenset(bigrams(analysed.folded)),
+                      frozenset(bigrams(analysed.reading)))
 
     def rank(self, query: str, k: int = 3) -> list[Candidate]:
         """Best entries for the query, one score per entry (its best phrasing)."""
-        q = self.analyzer.analyse(query)
-        if not q.folded:
+        return self._rank(self.analyzer.analyse(query), k)
+
+    def _rank(self, analysed: Analysed, k: int) -> list[Candidate]:
+        if not analysed.folded:
             return []
+        q = self._query(analysed)
         best: dict[int, float] = {}
-        for doc in self._shortlist(q):
-            if doc.entry_index in best:
+        for doc in self._shortlist(analysed):
+            i = doc.entry_index
+            if i in best:
                 continue
-            best[doc.entry_index] = max(self._score(q, d) for d in self._docs_of[doc.entry_index])
+            cover = self._cover(q, i)
+            best[i] = max(self._score(q, d, cover) for d in self._docs_of[i])
         ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:k]
         return [Candidate(self.entries[i].id, self.entries[i].question, round(s, 4)) for i, s in ranked]
 
@@ -159,43 +191,42 @@ class Retriever:
                      if escores[i] > 0]
         return docs
 
-    def _score(self, q: Analysed, doc: _Doc) -> float:
+    def _score(self, q: _Query, doc: _Doc, cover: float) -> float:
         t = self.tuning
-        terms = self._term_f1(q.terms, doc.analysed.terms)
-        qb = set(bigrams(q.folded))
-        grams = 2 * len(qb & doc.bigrams) / (len(qb) + len(doc.bigrams)) if qb else 0.0
-        fuzzy = fuzz.ratio(q.folded, doc.analysed.folded) / 100
-        cover = self._cover(q.terms, doc.entry_index)
+        terms = self._term_f1(q, doc)
+        grams = _dice(q.bigrams, doc.bigrams)
+        sounds = _dice(q.reading_bigrams, doc.reading_bigrams)
+        fuzzy = fuzz.ratio(q.analysed.folded, doc.analysed.folded) / 100
         score = t.w_terms * terms + t.w_bigrams * grams + t.w_fuzzy * fuzzy + t.w_cover * cover
+        score += t.w_reading * sounds
         # A question whose specific words the entry never mentions is about something else.
         return score if cover >= t.min_cover else score * cover / t.min_cover
 
-    def _cover(self, query: tuple[str, ...], entry_index: int) -> float:
+    def _cover(self, q: _Query, entry_index: int) -> float:
         """Share of the query's weight that the entry's phrasings (or, weaker, answer) contain."""
-        qs = set(query)
-        if not qs:
+        if not q.weight:
             return 0.0
         asked, answered = self._asked[entry_index], self._answered[entry_index]
         credit = self.tuning.answer_credit
-        found = sum(self.idf(t) * (1.0 if t in asked else credit if t in answered else 0.0)
-                    for t in qs)
-        return found / sum(self.idf(t) for t in qs)
+        found = sum(w * (1.0 if t in asked else credit if t in answered else 0.0)
+                    for t, w in q.idf.items())
+        return found / q.weight
 
-    def _term_f1(self, query: tuple[str, ...], doc: tuple[str, ...]) -> float:
+    @staticmethod
+    def _term_f1(q: _Query, doc: _Doc) -> float:
         """IDF-weighted overlap, symmetric: extra words on either side lower the score."""
-        qs, ds = set(query), set(doc)
-        if not qs or not ds:
+        if not q.weight or not doc.weight:
             return 0.0
-        common = sum(self.idf(t) for t in qs & ds)
+        common = sum(w for t, w in q.idf.items() if t in doc.terms)
         if common == 0:
             return 0.0
-        recall = common / sum(self.idf(t) for t in qs)
-        precision = common / sum(self.idf(t) for t in ds)
+        recall, precision = common / q.weight, common / doc.weight
         return 2 * recall * precision / (recall + precision)
 
     def decide(self, query: str) -> Decision:
         """Answer, suggest the top three, or escalate; system questions route to G-MIS."""
-        ranked = self.rank(query, k=3)
+        analysed = self.analyzer.analyse(query)
+        ranked = self._rank(analysed, k=3)
         top = ranked[0].score if ranked else 0.0
         second = ranked[1].score if len(ranked) > 1 else 0.0
         t = self.tuning
@@ -206,8 +237,6 @@ class Retriever:
             shown = [c for c in ranked if c.score >= t.suggest_at * 0.8]
             route = self.by_id[ranked[0].entry_id].route
             return Decision("suggest", route, None, None, top, shown)
-        route: Route = "gmis_callcenter" if self.is_system_question(query) else "prefecture"
+        system = bool(SYSTEM_TERMS & set(analysed.terms))
+        route: Route = "gmis_callcenter" if system else "prefecture"
         return Decision("escalate", route, None, None, top, ranked)
-
-    def is_system_question(self, query: str) -> bool:
-        return bool(SYSTEM_TERMS & set(self.analyzer.analyse(query).terms))
