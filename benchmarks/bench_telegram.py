@@ -1,7 +1,7 @@
 """Telegram end to end: updates per second and latency per update, for one bot process.
 
-fake Bot API (getUpdates) → PTB polling → adapter → handlers.dispatch (account, state,
-retrieval, conversation log) → SQLite → sendMessage back to the fake.
+fake Bot API (getUpdates) → PTB polling → adapter → handlers.dispatch (account and flow
+state read, retrieval, conversation-log write) → SQLite → sendMessage back to the fake.
 
 The fake Bot API runs in a child process (Telegram is not on the bot's CPU either) and
 drives the workload: it queues updates, timestamps them, and timestamps each reply when it
@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import logging
 import multiprocessing as mp
+import os
 import random
 import statistics
 import sys
@@ -156,6 +157,7 @@ def main() -> None:
                         help="replace the domain with an echo handler (adapter cost alone)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    load_before = os.getloadavg()
     ours, theirs = mp.get_context("spawn").Pipe()
     child = mp.get_context("spawn").Process(target=fake_side, args=(theirs, args.updates,
                                                                     args.rate))
@@ -170,6 +172,8 @@ def main() -> None:
     for name, count, elapsed, lat in results:
         print(f"| {name} | {count} | {count / elapsed:.0f} | {statistics.median(lat):.1f} | "
               f"{pct(lat, 95):.1f} | {pct(lat, 99):.1f} | {max(lat):.1f} |")
+    # The box is shared: the load average says how much else was running (2 cores).
+    print(f"load average (1 min) before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     kb_eval.add_argument("--misses", action="store_true",
                          help="list every miss (use with --split tune when tuning)")
     _desk_parsers(sub, kb_sub)
+    _campaign_parsers(sub)
     for name, what in (("import-roster", "institutions (roster) CSV"),
                        ("import-status", "report status CSV exported from G-MIS"),
                        ("import-report", "report answers CSV (1号 ★ items, 2号 イ〜ニ)")):
@@ -78,6 +79,52 @@ def _desk_parsers(sub: argparse._SubParsersAction, kb_sub: argparse._SubParsersA
     desk_sub = desk.add_subparsers(dest="desk_command", required=True)
     digest = desk_sub.add_parser("digest", help="queue the daily digest for Slack now")
     digest.add_argument("--prefecture", required=True, type=prefecture_code)
+
+
+def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
+    """Campaigns (案内・督促), each prefecture's calendar, and message templates."""
+    camp = sub.add_parser("campaign", help="案内・督促 campaigns: plan, preview, send, ...")
+    c_sub = camp.add_subparsers(dest="campaign_command", required=True)
+    plan = c_sub.add_parser("plan", help="compute recipients now (nothing is sent)")
+    plan.add_argument("--prefecture", required=True, type=prefecture_code)
+    plan.add_argument("--kind", required=True, choices=["annai", "dunning", "returned"])
+    plan.add_argument("--tag", help="run name (default: manual:<time>); same tag, same campaign")
+    for name, what in (("preview", "show a sample and post the approval card to Slack"),
+                       ("send", "approve: send from the next allowed slot"),
+                       ("cancel", "stop: nothing more is sent"),
+                       ("status", "counts by outcome (no id: recent campaigns)"),
+                       ("unlinked", "CSV of target institutions with no chat account")):
+        cmd = c_sub.add_parser(name, help=what)
+        cmd.add_argument("id", type=int, nargs="?" if name == "status" else None)
+        cmd.add_argument("--prefecture", type=prefecture_code)
+        if name in ("send", "cancel"):
+            cmd.add_argument("--by", default="cli", help="who approves or cancels")
+        if name == "unlinked":
+            cmd.add_argument("--out", required=True, type=Path)
+    cal = sub.add_parser("calendar", help="a prefecture's campaign calendar")
+    cal_sub = cal.add_subparsers(dest="calendar_command", required=True)
+    for name in ("show", "set"):
+        cmd = cal_sub.add_parser(name, help=f"{name} the calendar")
+        cmd.add_argument("--prefecture", required=True, type=prefecture_code)
+        if name == "set":
+            cmd.add_argument("--deadline", help="報告期限 YYYY-MM-DD")
+            cmd.add_argument("--hours", help="sending hours JST, e.g. 9-17")
+            cmd.add_argument("--annai", help="案内 date MM-DD (default 11-10)")
+            cmd.add_argument("--reminders", help="督促 days before the deadline, e.g. 30,14,7,3,1")
+            cmd.add_argument("--after-every", type=int, help="days between 督促 after it")
+            cmd.add_argument("--after-count", type=int, help="督促 after the deadline, how many")
+            cmd.add_argument("--returned-days", type=int,
+                             help="business days after a 差し戻し before the reminder")
+            cmd.add_argument("--auto-send", choices=["on", "off"])
+            cmd.add_argument("--enabled", choices=["on", "off"])
+    tpl = sub.add_parser("template", help="campaign message templates")
+    t_sub = tpl.add_subparsers(dest="template_command", required=True)
+    for name in ("show", "set"):
+        cmd = t_sub.add_parser(name, help=f"{name} a template (checked when saved)")
+        cmd.add_argument("--prefecture", required=True, type=prefecture_code)
+        cmd.add_argument("--kind", required=True, choices=["annai", "dunning", "returned"])
+        if name == "set":
+            cmd.add_argument("--file", required=True, type=Path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +276,16 @@ def cmd_kb_drafts(args: argparse.Namespace, settings: Settings) -> int:
                                   getattr(args, "entry_id", None), getattr(args, "url", None)))
 
 
+def cmd_campaign(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.campaign_admin import run_calendar, run_campaign, run_template
+    from db.migrate import upgrade
+
+    upgrade(settings.database_url)
+    run = {"campaign": run_campaign, "calendar": run_calendar,
+           "template": run_template}[args.command]
+    return asyncio.run(run(settings, args))
+
+
 COMMANDS: dict[str, Command] = {
     "import-roster": cmd_import,
     "import-status": cmd_import,
@@ -244,4 +301,10 @@ COMMANDS: dict[str, Command] = {
     "slack-channel": cmd_slack_channel,
     "desk.digest": cmd_desk_digest,
     "kb.drafts": cmd_kb_drafts,
+    **{f"campaign.{c}": cmd_campaign
+       for c in ("plan", "preview", "send", "cancel", "status", "unlinked")},
+    "calendar.show": cmd_campaign,
+    "calendar.set": cmd_campaign,
+    "template.show": cmd_campaign,
+    "template.set": cmd_campaign,
 }

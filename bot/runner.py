@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute
 from bot.app import App, build_app
 from bot.settings import Settings
 from db.migrate import upgrade
+from scheduler.jobs import CampaignScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -54,20 +55,41 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
         return 1
     routes = [r for c in channels for r in c.web_routes()]
     server = _web_server(settings, routes) if routes else None
+    campaigns = _campaign_scheduler(settings, app, channels)
     try:
         for channel in channels:
             await channel.start()
             logger.info("channel started: %s", channel.name)
+        if campaigns is not None:
+            await campaigns.start()
         web_task = asyncio.create_task(server.serve()) if server else None
         await stop.wait()
         if server and web_task:
             server.should_exit = True
             await web_task
     finally:
+        if campaigns is not None:
+            await campaigns.stop()
         for channel in reversed(channels):
             await channel.stop()
         await app.close()
     return 0
+
+
+def _campaign_scheduler(settings: Settings, app: App, channels: list[Channel],
+                        ) -> CampaignScheduler | None:
+    """Every process runs one; only the lease holder fires schedules (scheduler.jobs)."""
+    if not settings.campaign_scheduler:
+        return None
+
+    def wake() -> None:  # something was queued: let the outboxes look now
+        for channel in channels:
+            for name in ("wake", "kick"):
+                if callable(poke := getattr(channel, name, None)):
+                    poke()
+
+    ctx = app.context
+    return CampaignScheduler(ctx.sessions, settings.database_url, ctx.clock, on_queued=wake)
 
 
 def _web_server(settings: Settings, routes: list[BaseRoute]) -> uvicorn.Server:

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     redmine_url: str | None = Field(default=None, description="MHLW inquiry tool (Redmine) base")
     redmine_api_key: SecretStr | None = None
     redmine_project_id: str = ""
+    campaign_scheduler: bool = Field(
+        default=True, description="Fire campaign schedules (only the lease holder does)")
     web_host: str = "127.0.0.1"
     web_port: int = 8080
 

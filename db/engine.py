@@ -23,6 +23,22 @@ def sync_url(url: str) -> str:
     return url.replace("sqlite+aiosqlite://", "sqlite://")
 
 
+def job_store_url(url: str) -> str:
+    """Where APScheduler keeps its jobs: the same PostgreSQL database, or a sibling SQLite file.
+
+    The job store is synchronous and runs on the event-loop thread. Sharing one SQLite file
+    with the async engine would let it wait on a write lock held by a transaction that
+    itself waits for the loop: both sides stall until the busy timeout. A separate file
+    has its own lock; on PostgreSQL row locks make sharing safe.
+    """
+    url = sync_url(async_url(url))
+    if url.startswith("sqlite:///") and not url.endswith(":memory:"):
+        path = url.removeprefix("sqlite:///")
+        stem, dot, ext = path.rpartition(".")
+        return "sqlite:///" + (f"{stem}.scheduler.{ext}" if dot else f"{path}.scheduler")
+    return url
+
+
 def make_engine(url: str) -> AsyncEngine:
     """Create the engine; SQLite gets WAL and foreign keys so it behaves like a server."""
     url = async_url(url)

@@ -174,6 +174,8 @@ class Outbox(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    campaign_id: int | None = Field(default=None, index=True,
+                                    description="set on campaign messages, for reports")
 
 
 class KbDraft(SQLModel, table=True):
@@ -199,3 +201,61 @@ class ProcessedEvent(SQLModel, table=True):
     channel: str = Field(primary_key=True, max_length=20)
     event_id: str = Field(primary_key=True, max_length=100)
     received_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class CampaignSettings(SQLModel, table=True):
+    """A prefecture's campaign cadence; defaults apply when a prefecture has no row."""
+
+    prefecture_code: str = Field(primary_key=True, max_length=2)
+    annai_month: int = 11
+    annai_day: int = 10
+    reminder_days: list[int] = Field(default_factory=lambda: [30, 14, 7, 3, 1],
+                                     sa_column=Column(JSON, nullable=False))
+    after_deadline_every_days: int = 7
+    after_deadline_count: int = 8
+    returned_after_business_days: int = 3
+    auto_send: bool = False
+    enabled: bool = True
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class MessageTemplate(SQLModel, table=True):
+    """A prefecture's wording for one campaign kind; placeholders are checked when saved."""
+
+    __table_args__ = (UniqueConstraint("prefecture_code", "kind"),)
+    id: int | None = Field(default=None, primary_key=True)
+    prefecture_code: str = Field(max_length=2, index=True)
+    kind: str = Field(max_length=20)
+    body: str
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Campaign(SQLModel, table=True):
+    """One scheduled send: planned → previewed → approved → sending → done, or cancelled.
+    (prefecture, kind, run_tag) is unique so a schedule that fires twice plans once."""
+
+    __table_args__ = (UniqueConstraint("prefecture_code", "kind", "run_tag"),)
+    id: int | None = Field(default=None, primary_key=True)
+    prefecture_code: str = Field(max_length=2, index=True)
+    kind: str = Field(max_length=20, description="annai | dunning | returned")
+    run_tag: str = Field(max_length=60)
+    status: str = Field(default="planned", max_length=20, index=True)
+    deadline: date | None = None
+    send_at: datetime = Field(default_factory=utcnow)
+    body_template: str = ""
+    recipients: int = 0
+    unlinked: int = 0
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    cancelled_by: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    report: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class SchedulerLease(SQLModel, table=True):
+    """Leader election: only the holder of an unexpired lease runs the scheduler."""
+
+    name: str = Field(primary_key=True, max_length=40)
+    holder: str = Field(max_length=100)
+    expires_at: datetime

@@ -3,10 +3,14 @@ always looked up with their prefecture code."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Table, and_, bindparam, insert, tuple_
+from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -18,6 +22,48 @@ from db.models import (
     Institution,
     Prefecture,
 )
+
+# Every message reads its sender and writes its log row: these two run as SQLAlchemy Core
+# statements on a bare connection (one round trip each), not through the ORM.
+_ACCOUNT: Table = ChatAccount.__table__  # type: ignore[attr-defined]
+_STATE: Table = ConversationState.__table__  # type: ignore[attr-defined]
+_LOG: Table = ConversationLog.__table__  # type: ignore[attr-defined]
+_SENDERS = (
+    core_select(_ACCOUNT.c.channel, _ACCOUNT.c.external_user_id, _ACCOUNT.c.id,
+                _ACCOUNT.c.prefecture_code, _ACCOUNT.c.institution_id, _ACCOUNT.c.reachable,
+                _STATE.c.flow, _STATE.c.data, _STATE.c.updated_at)
+    .select_from(_ACCOUNT.outerjoin(_STATE, and_(
+        _STATE.c.channel == _ACCOUNT.c.channel,
+        _STATE.c.external_user_id == _ACCOUNT.c.external_user_id)))
+    .where(tuple_(_ACCOUNT.c.channel, _ACCOUNT.c.external_user_id)
+           .in_(bindparam("keys", expanding=True)))
+)
+_ADD_TURN = insert(_LOG)
+_ADD_ACCOUNT = insert(_ACCOUNT)
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who wrote a message, as it arrives: the chat account and any flow in progress."""
+
+    account_id: int
+    prefecture_code: str | None
+    institution_id: int | None
+    reachable: bool
+    flow: str | None
+    flow_data: dict[str, Any]
+    flow_updated_at: datetime | None
+
+
+async def load_senders(conn: AsyncConnection, keys: list[tuple[str, str]],
+                       ) -> list[Sender | None]:
+    """For each (channel, user id): account and flow state, read in one statement; None
+    before the user's first message."""
+    rows = (await conn.execute(_SENDERS, {"keys": list(set(keys))})).all()
+    found = {(r.channel, r.external_user_id): Sender(
+        r.id, r.prefecture_code, r.institution_id, bool(r.reachable), r.flow,
+        dict(r.data or {}), r.updated_at) for r in rows}
+    return [found.get(key) for key in keys]
 
 
 async def ensure_account(
@@ -37,6 +83,17 @@ async def ensure_account(
         assert found is not None
         return found
     return account
+
+
+async def add_account(conn: AsyncConnection, channel: str, user_id: str,
+                      display_name: str | None, now: datetime) -> Sender:
+    """Create the account of a first message; IntegrityError if it exists after all."""
+    result = await conn.execute(_ADD_ACCOUNT, {
+        "channel": channel, "external_user_id": user_id, "display_name": display_name,
+        "reachable": True, "created_at": now})
+    key = result.inserted_primary_key
+    assert key is not None
+    return Sender(key[0], None, None, True, None, {}, None)
 
 
 async def _account(session: AsyncSession, channel: str, user_id: str) -> ChatAccount | None:
@@ -59,9 +116,9 @@ async def get_institution(
     return (await session.exec(stmt)).first()
 
 
-async def log_turn(session: AsyncSession, **fields: Any) -> None:
-    session.add(ConversationLog(**fields))
-    await session.commit()
+async def log_turns(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Insert conversation-log rows, all with the same keys (the caller commits)."""
+    await conn.execute(_ADD_TURN, rows if len(rows) > 1 else rows[0])
 
 
 async def recent_turns(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db.turns import TurnStore
 from knowledge.retriever import Retriever
 
 
@@ -49,6 +51,8 @@ class Context:
     account: Account | None = None
     flow: str | None = None
     flow_data: dict[str, Any] = field(default_factory=dict)
+    # One per composition root; `replace()` hands the same one to every message's context.
+    turns: TurnStore = field(default_factory=TurnStore, compare=False, repr=False)
 
     @property
     def tenant(self) -> str:
@@ -59,3 +63,9 @@ class Context:
 
     def session(self) -> AsyncSession:
         return self.sessions()
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A bare Core connection in one transaction, committed on exit: for the statements
+        every message runs (a session costs several extra driver round trips)."""
+        engine: AsyncEngine = self.sessions.kw["bind"]
+        return engine.begin()

@@ -1,52 +1,27 @@
 """SLA: an escalation nobody has claimed for N business hours gets a reminder in its thread.
 
-Business hours are weekdays 9:00–17:00 JST, excluding national holidays (jpholiday) and the
-year-end break 12/29–1/3, which is not a national holiday but when offices are closed.
+Business hours come from the shared calendar (scheduler.calendar): weekdays 9:00–17:00 JST,
+excluding national holidays and the year-end break 12/29–1/3.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
-import jpholiday
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Escalation, Prefecture
 from scheduler import outbox
+from scheduler.calendar import JST, business_hours_between, is_business_day
+
+__all__ = ["JST", "business_hours_between", "is_business_day", "reminder_level",
+           "remind_unclaimed"]
 
 logger = logging.getLogger(__name__)
-JST = ZoneInfo("Asia/Tokyo")
-OPENS, CLOSES = time(9), time(17)
 MAX_LEVEL = 3  # after the third reminder, the digest keeps listing it
-MAX_DAYS = 400  # an escalation older than this is counted up to here
-
-
-def is_business_day(day: date) -> bool:
-    if day.weekday() >= 5 or jpholiday.is_holiday(day):
-        return False
-    return not ((day.month == 12 and day.day >= 29) or (day.month == 1 and day.day <= 3))
-
-
-def business_hours_between(start: datetime, end: datetime) -> float:
-    """Office hours elapsed between two aware datetimes."""
-    start, end = start.astimezone(JST), end.astimezone(JST)
-    if end <= start:
-        return 0.0
-    total = 0.0
-    day = start.date()
-    last = min(end.date(), day + timedelta(days=MAX_DAYS))
-    while day <= last:
-        if is_business_day(day):
-            opens = datetime.combine(day, OPENS, JST)
-            closes = datetime.combine(day, CLOSES, JST)
-            overlap = min(end, closes) - max(start, opens)
-            total += max(0.0, overlap.total_seconds() / 3600)
-        day += timedelta(days=1)
-    return total
 
 
 def reminder_level(created_at: datetime, now: datetime, after_hours: float) -> int:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
 
 from db import repo
 from handlers import basic, escalation, feedback, linking, qa, status, wizard
@@ -23,6 +25,7 @@ logger = logging.getLogger(__name__)
 MAX_TEXT = 4000  # longer messages are cut before storage; scoring truncates further
 
 ROUTES = Router([
+    Route("start_link", linking.start_with_code(), linking.handle_start_link),
     Route("start", command("start", "ヘルプ", "help", "はじめる", "使い方"), basic.handle_start),
     Route("help", command("help"), basic.handle_start),  # the /help menu command
     Route("cancel", command("cancel", "キャンセル", "やめる", "中止"), basic.handle_cancel),
@@ -67,38 +70,64 @@ async def dispatch(msg: Inbound, ctx: Context, router: Router = ROUTES) -> list[
 
 
 async def _with_account(msg: Inbound, ctx: Context) -> Context:
+    """Who is writing and where they are in a flow: a single read for a known user."""
+    sender = await _load(msg, ctx)
+    if sender is None:
+        sender = await _first_contact(msg, ctx)
+    elif not sender.reachable or _stale(sender.flow_updated_at, ctx):
+        await _settle(msg, ctx)  # unblocked, or a flow left too long ago
+        sender = await _load(msg, ctx)
+        assert sender is not None
+    account = Account(sender.account_id, msg.channel, msg.user_id, sender.prefecture_code,
+                      sender.institution_id)
+    return replace(ctx, account=account, flow=sender.flow, flow_data=sender.flow_data)
+
+
+async def _load(msg: Inbound, ctx: Context) -> repo.Sender | None:
+    return await ctx.turns.sender(ctx.begin, msg.channel, msg.user_id)
+
+
+async def _first_contact(msg: Inbound, ctx: Context) -> repo.Sender:
+    try:
+        async with ctx.begin() as conn:
+            return await repo.add_account(conn, msg.channel, msg.user_id, msg.display_name,
+                                          ctx.clock())
+    except IntegrityError:  # their other message, handled at the same moment, created it
+        sender = await _load(msg, ctx)
+        assert sender is not None
+        return sender
+
+
+async def _settle(msg: Inbound, ctx: Context) -> None:
+    """The writes a message may need before it is handled (rare, so the ORM is fine)."""
     async with ctx.session() as session:
         row = await repo.ensure_account(session, msg.channel, msg.user_id, msg.display_name)
         if not row.reachable:  # they wrote to us, so messages reach them again (unblocked)
             await repo.set_reachable(session, msg.channel, msg.user_id, True)
         state = await repo.get_state(session, msg.channel, msg.user_id)
-        ttl = timedelta(minutes=ctx.config.wizard_ttl_minutes)
-        if state is not None and _aware(state.updated_at) + ttl < ctx.clock():
+        if state is not None and _stale(state.updated_at, ctx):
             await repo.clear_state(session, msg.channel, msg.user_id)
-            state = None
-    assert row.id is not None
-    account = Account(row.id, row.channel, row.external_user_id, row.prefecture_code,
-                      row.institution_id)
-    return replace(ctx, account=account, flow=state.flow if state else None,
-                   flow_data=dict(state.data) if state else {})
 
 
-def _aware(value):  # type: ignore[no-untyped-def]
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+def _stale(updated_at: datetime | None, ctx: Context) -> bool:
+    """A flow untouched for longer than the wizard TTL has ended."""
+    if updated_at is None:
+        return False
+    aware = updated_at if updated_at.tzinfo else updated_at.replace(tzinfo=UTC)
+    return aware + timedelta(minutes=ctx.config.wizard_ttl_minutes) < ctx.clock()
 
 
 async def _log(msg: Inbound, ctx: Context, replies: list[Reply]) -> None:
     meta = replies[0].meta if replies else {}
     score = meta.get("score")
     try:
-        async with ctx.session() as session:
-            await repo.log_turn(
-                session, channel=msg.channel, external_user_id=msg.user_id,
-                prefecture_code=ctx.tenant, inbound_text=msg.text, payload=msg.payload,
-                reply_text="\n\n".join(r.text for r in replies)[:MAX_TEXT],
-                action=meta.get("action"), entry_id=meta.get("entry_id"),
-                score=float(score) if isinstance(score, int | float) else None,
-                created_at=ctx.clock(),
-            )
+        await ctx.turns.write(ctx.begin, dict(
+            channel=msg.channel, external_user_id=msg.user_id,
+            prefecture_code=ctx.tenant, inbound_text=msg.text, payload=msg.payload,
+            reply_text="\n\n".join(r.text for r in replies)[:MAX_TEXT],
+            action=meta.get("action"), entry_id=meta.get("entry_id"),
+            score=float(score) if isinstance(score, int | float) else None,
+            created_at=ctx.clock(),
+        ))
     except Exception:
         logger.exception("could not log turn: channel=%s user=%s", msg.channel, msg.user_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from db import repo
+from db.models import ConversationLog
 from handlers import desk
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
@@ -10,14 +11,16 @@ from handlers.router import Found
 
 ASK_FLOW = "ask_staff"
 QUESTION_ACTIONS = ("answer", "suggest", "escalate")
+ESCALATED = "escalated"  # the logged action of a turn that handed a question to staff
 
 
 async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """Escalate the question given, else the user's last question, else ask for one."""
     question = found.get("arg", "").strip() if msg.payload is None else ""
-    history = await _history(msg, ctx)
+    turns = await _turns(msg, ctx)
+    history = _history(turns)
     if not question:
-        question = next((t["q"] for t in history if t["action"] in QUESTION_ACTIONS), "")
+        question = _last_open_question(turns)
     if not question:
         await _set_flow(msg, ctx)
         return [Reply("担当者にお送りするご質問を入力してください。（やめる場合は「キャンセル」）",
@@ -31,7 +34,7 @@ async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -
         return [Reply("ご質問を文章で入力してください。（やめる場合は「キャンセル」）")]
     async with ctx.session() as session:
         await repo.clear_state(session, msg.channel, msg.user_id)
-    return [await _escalate(msg, ctx, msg.text.strip(), await _history(msg, ctx))]
+    return [await _escalate(msg, ctx, msg.text.strip(), _history(await _turns(msg, ctx)))]
 
 
 async def handle_no_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
@@ -52,12 +55,26 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, history: list[dic
         "回答はこのチャットにお届けします。お急ぎの場合は、受付番号を添えて都道府県の窓口へ"
         "お電話ください。"
     )
-    return Reply(text, meta={"action": "escalated", "escalation_id": esc.id})
+    return Reply(text, meta={"action": ESCALATED, "escalation_id": esc.id})
 
 
-async def _history(msg: Inbound, ctx: Context) -> list[dict]:
+async def _turns(msg: Inbound, ctx: Context) -> list[ConversationLog]:
     async with ctx.session() as session:
-        turns = await repo.recent_turns(session, msg.channel, msg.user_id, limit=10)
+        return await repo.recent_turns(session, msg.channel, msg.user_id, limit=10)
+
+
+def _last_open_question(turns: list[ConversationLog]) -> str:
+    """The latest question typed since the last escalation; one already handed to staff
+    is not sent again (a second 「担当者に聞く」 asks for the new question instead)."""
+    for turn in turns:  # newest first
+        if turn.action == ESCALATED:
+            return ""
+        if turn.payload is None and turn.inbound_text and turn.action in QUESTION_ACTIONS:
+            return turn.inbound_text
+    return ""
+
+
+def _history(turns: list[ConversationLog]) -> list[dict]:
     return [
         {"q": t.inbound_text, "a": t.reply_text, "action": t.action, "score": t.score}
         for t in turns if t.payload is None and t.inbound_text

@@ -20,7 +20,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db.models import ChatAccount, Institution, LinkAttempt, LinkCode
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
-from handlers.router import Found
+from handlers.router import Found, Matcher, command
+from handlers.texts import WELCOME
 
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LENGTH = 10
@@ -90,6 +91,23 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
         await _link_account(session, ctx.account.id, institution, now)
     return [Reply(f"{institution.name} 様との連携が完了しました。\n「報告状況」と送ると、"
                   "報告の状況と期限をお知らせします。", meta={"action": "linked"})]
+
+
+def start_with_code() -> Matcher:
+    """`/start CODE`: what Telegram sends when a deep link t.me/<bot>?start=CODE (printed
+    as a QR code on the prefecture's letter) is opened; a plain /start is not matched."""
+    start = command("start")
+
+    def match(msg: Inbound, ctx: Context) -> Found | None:
+        found = start(msg, ctx)
+        return found if found and normalise_code(found.get("arg", "")) else None
+
+    return match
+
+
+async def handle_start_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """A deep link: link with its code, then say what the bot can do."""
+    return [*await handle_link(msg, ctx, found), Reply(WELCOME, meta={"action": "help"})]
 
 
 async def _recent_failures(session: AsyncSession, account_id: int, now: datetime) -> int:

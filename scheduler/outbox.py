@@ -4,12 +4,26 @@ A row is inserted once per idempotency key; a dispatcher claims due rows, hands 
 the channel's sender and records the outcome. A crash between claim and send leaves the
 row `sending` with a lease; it becomes due again when the lease runs out, and the channel
 sender must tolerate that (the key travels with the message).
+
+Kinds may have a policy (scheduler.policies): a pre-send check run on the claimed batch
+just before sending (a campaign row whose institution reported meanwhile is `skipped`;
+one outside the sending hours is deferred), and a delivery guarantee. Default kinds are
+at-least-once: a crash between the platform accepting a message and the outcome being
+recorded sends it again. At-most-once kinds (campaigns) are moved to `inflight` by a
+compare-and-set right before the send; a row found `inflight` after its lease is marked
+`uncertain` and never resent. Platforms like Telegram have no idempotency key, so no
+design can make that one row exactly-once; the window is at most `concurrency` rows per
+crash, and those rows are counted in reports instead of being guessed at.
+
+Statuses: held (planned, not yet approved) · pending · sending (claimed) · inflight ·
+sent · failed · unreachable · skipped · cancelled · uncertain.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -21,20 +35,22 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Outbox
+from scheduler.policies import POLICIES, KindPolicy
 
 logger = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 8
+OPEN_STATUSES = ("held", "pending", "sending", "inflight")  # not finished yet
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What a channel sender reports for one message."""
 
-    kind: Literal["sent", "retry", "failed", "unreachable"]
+    kind: Literal["sent", "retry", "failed", "unreachable", "skipped", "defer"]
     detail: str = ""
-    retry_after: float | None = None
+    retry_after: float | None = None  # retry/defer: seconds to wait
 
 
 Sender = Callable[[Outbox], Awaitable[Outcome]]
@@ -61,7 +77,12 @@ async def enqueue(
 
 
 async def claim(session: AsyncSession, channel: str, now: datetime, limit: int) -> list[Outbox]:
-    """Lease up to `limit` due rows of a channel; concurrent dispatchers never share a row."""
+    """Lease up to `limit` due rows of a channel; concurrent dispatchers never share a row.
+    At-most-once rows left `inflight` by a crashed dispatcher become `uncertain` here."""
+    await session.exec(update(Outbox).where(  # type: ignore[call-overload]
+        Outbox.channel == channel, col(Outbox.status) == "inflight",
+        Outbox.next_attempt_at <= now).values(status="uncertain",
+                                                last_error="crashed while sending"))
     stmt = (
         select(Outbox)
         .where(Outbox.channel == channel, col(Outbox.status).in_(("pending", "sending")),
@@ -82,32 +103,120 @@ async def claim(session: AsyncSession, channel: str, now: datetime, limit: int) 
 async def record(session: AsyncSession, row_id: int, outcome: Outcome, now: datetime,
                  attempts: int) -> None:
     """Store a send outcome; retries back off exponentially, honouring retry_after."""
+    await record_many(session, [(row_id, outcome, attempts)], now)
+
+
+async def record_many(session: AsyncSession, outcomes: Iterable[tuple[int, Outcome, int]],
+                      now: datetime) -> None:
+    """Store several outcomes in one transaction; plain successes in one statement."""
+    sent = [row_id for row_id, outcome, _ in outcomes if outcome == SENT]
+    if sent:
+        await session.exec(update(Outbox).where(col(Outbox.id).in_(sent)).values(  # type: ignore[call-overload]
+            status="sent", sent_at=now, last_error=None))
+    for row_id, outcome, attempts in outcomes:
+        if outcome != SENT:
+            await session.exec(update(Outbox).where(col(Outbox.id) == row_id).values(  # type: ignore[call-overload]
+                **_values(outcome, now, attempts)))
+    await session.commit()
+
+
+def _values(outcome: Outcome, now: datetime, attempts: int) -> dict[str, Any]:
     values: dict[str, Any] = {"last_error": outcome.detail or None}
     if outcome.kind == "sent":
         values.update(status="sent", sent_at=now, last_error=None)
+    elif outcome.kind == "skipped":
+        values.update(status="skipped")
+    elif outcome.kind == "defer":  # not now (outside sending hours): not an attempt
+        values.update(status="pending", attempts=max(0, attempts - 1),
+                      next_attempt_at=now + timedelta(seconds=outcome.retry_after or 60))
     elif outcome.kind == "retry" and attempts < MAX_ATTEMPTS:
         delay = outcome.retry_after if outcome.retry_after is not None else 2 ** attempts
         values.update(status="pending", next_attempt_at=now + timedelta(seconds=delay))
     else:
         values.update(status="unreachable" if outcome.kind == "unreachable" else "failed")
-    await session.exec(update(Outbox).where(col(Outbox.id) == row_id).values(**values))  # type: ignore[call-overload]
-    await session.commit()
+    return values
 
 
 async def dispatch_due(
     sessions: Callable[[], AsyncSession], channel: str, sender: Sender, now: datetime,
-    limit: int = 50,
+    limit: int = 50, *, concurrency: int = 1, policies: Mapping[str, KindPolicy] | None = None,
 ) -> int:
-    """Send one batch of due rows through `sender`; returns how many were handled."""
+    """Send one batch of due rows through `sender`; returns how many were handled.
+
+    Up to `concurrency` rows are sent at once, never two to the same recipient (their order
+    is kept). Kind policies (default: scheduler.policies.POLICIES) check rows first and
+    decide the delivery guarantee."""
+    policies = POLICIES if policies is None else policies
     async with sessions() as session:
         rows = await claim(session, channel, now, limit)
-    for row in rows:
-        try:
-            outcome = await sender(row)
-        except Exception as exc:  # a sender bug must not lose the row
-            logger.exception("sender failed for outbox row %s", row.id)
-            outcome = Outcome("retry", f"{type(exc).__name__}")
+        verdicts = await _pre_send(session, rows, now, policies)
+        if verdicts:
+            await record_many(session, [(r.id, verdicts[r.id], r.attempts) for r in rows
+                                        if r.id in verdicts], now)  # type: ignore[misc]
+    todo = [row for row in rows if row.id not in verdicts]
+    for window in _windows(todo, max(1, concurrency)):
+        window = await _own(sessions, window, policies, now)
+        results = await asyncio.gather(*(_send(sender, row) for row in window))
         async with sessions() as session:
-            assert row.id is not None
-            await record(session, row.id, outcome, now, row.attempts)
+            await record_many(session, [(r.id, o, r.attempts) for r, o in  # type: ignore[misc]
+                                        zip(window, results, strict=True)], now)
     return len(rows)
+
+
+SENT = Outcome("sent")
+
+
+async def _send(sender: Sender, row: Outbox) -> Outcome:
+    try:
+        return await sender(row)
+    except Exception as exc:  # a sender bug must not lose the row
+        logger.exception("sender failed for outbox row %s", row.id)
+        return Outcome("retry", f"{type(exc).__name__}")
+
+
+async def _pre_send(session: AsyncSession, rows: list[Outbox], now: datetime,
+                    policies: Mapping[str, KindPolicy]) -> dict[int, Outcome]:
+    """Ask each kind's check about its rows; rows it has a verdict on are not sent."""
+    verdicts: dict[int, Outcome] = {}
+    for kind in {row.kind for row in rows}:
+        policy = policies.get(kind)
+        if policy is not None and policy.check is not None:
+            verdicts.update(await policy.check(session, [r for r in rows if r.kind == kind],
+                                               now))
+    return verdicts
+
+
+def _windows(rows: list[Outbox], size: int) -> Iterable[list[Outbox]]:
+    """Consecutive groups of up to `size` rows with distinct recipients."""
+    window: list[Outbox] = []
+    for row in rows:
+        if len(window) >= size or any(r.recipient == row.recipient for r in window):
+            yield window
+            window = []
+        window.append(row)
+    if window:
+        yield window
+
+
+async def _own(sessions: Callable[[], AsyncSession], window: list[Outbox],
+               policies: Mapping[str, KindPolicy], now: datetime) -> list[Outbox]:
+    """Move at-most-once rows to `inflight` if they are still ours (same claim, same attempt):
+    a dispatcher whose lease ran out loses them here instead of sending them twice."""
+    strict = [r for r in window if (p := policies.get(r.kind)) is not None and p.at_most_once]
+    if not strict:
+        return window
+    owned: set[int] = set()
+    async with sessions() as session:
+        for attempts in {r.attempts for r in strict}:
+            ids = [r.id for r in strict if r.attempts == attempts]
+            stmt = (update(Outbox)
+                    .where(col(Outbox.id).in_(ids), col(Outbox.status) == "sending",
+                           col(Outbox.attempts) == attempts)
+                    .values(status="inflight", next_attempt_at=now + LEASE)
+                    .returning(col(Outbox.id)))
+            owned.update((await session.exec(stmt)).scalars().all())  # type: ignore[call-overload]
+        await session.commit()
+    lost = [r.id for r in strict if r.id not in owned]
+    if lost:
+        logger.warning("outbox rows %s were re-claimed elsewhere; not sending them", lost)
+    return [r for r in window if r not in strict or r.id in owned]

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
+import asyncio
 
-from db.models import ConversationLog, Escalation
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from db.models import ChatAccount, ConversationLog, Escalation
+from db.turns import TurnStore
 from handlers.context import Context
 from handlers.dispatch import dispatch
 from handlers.messages import Inbound, Reply
 from handlers.router import Route, Router, always
+from tests.conftest import NOW
 
 
 def said(text: str = "", payload: str | None = None, user: str = "u1") -> Inbound:
     return Inbound("demo", user, text=text, payload=payload, tenant="26")
 
 
+ROW = dict(channel="demo", external_user_id="u1", prefecture_code="26", inbound_text="",
+           payload=None, reply_text="", action=None, entry_id=None, score=None, created_at=NOW)
+
+
 async def logs(ctx: Context) -> list[ConversationLog]:
     async with ctx.session() as session:
-        return list((await session.exec(select(ConversationLog).order_by(ConversationLog.id))))
+        return list(await session.exec(select(ConversationLog).order_by(ConversationLog.id)))
 
 
 async def test_question_is_answered_and_logged_with_decision(ctx: Context) -> None:
@@ -68,6 +77,49 @@ async def test_ask_staff_without_question_asks_for_it_then_escalates(ctx: Contex
     assert esc.question == "うちの分院の扱いを教えてください"
     [after] = await dispatch(said("紙で報告できますか"), ctx)
     assert "受付番号" not in after.text  # the flow ended; back to Q&A
+
+
+async def escalations(ctx: Context) -> list[Escalation]:
+    async with ctx.session() as session:
+        return list((await session.exec(select(Escalation).order_by(col(Escalation.id)))).all())
+
+
+async def test_a_question_is_handed_to_staff_once(ctx: Context) -> None:
+    """A second 「担当者に聞く」 (a double tap, or /ask again) asks for the new question
+    instead of sending the one staff already have."""
+    [offer] = await dispatch(said("今日の天気は"), ctx)
+    ask = next(b for b in offer.buttons if b.payload == "esc:ask")
+    [receipt] = await dispatch(said(ask.label, ask.payload), ctx)
+    [again] = await dispatch(said(ask.label, ask.payload), ctx)
+    assert "受付番号" in receipt.text and "ご質問を入力" in again.text
+    await dispatch(said("キャンセル"), ctx)
+    await dispatch(said("明日の天気は"), ctx)
+    [typed] = await dispatch(said("/ask"), ctx)
+    [typed_again] = await dispatch(said("/ask"), ctx)
+    assert "受付番号" in typed.text and "ご質問を入力" in typed_again.text
+    assert [e.question for e in await escalations(ctx)] == ["今日の天気は", "明日の天気は"]
+
+
+async def test_concurrent_messages_are_all_logged_and_make_one_account(ctx: Context) -> None:
+    """Rows of messages finishing together share a commit; each is still written."""
+    texts = [f"紙で報告できますか {i}" for i in range(12)]
+    await asyncio.gather(*(dispatch(said(t, user="new"), ctx) for t in texts),
+                         *(dispatch(said(t, user=f"u{i}"), ctx) for i, t in enumerate(texts)))
+    rows = await logs(ctx)
+    assert sorted(r.inbound_text for r in rows) == sorted(texts * 2)
+    async with ctx.session() as session:
+        accounts = (await session.exec(select(ChatAccount))).all()
+    assert len(accounts) == 13 and sum(a.external_user_id == "new" for a in accounts) == 1
+
+
+async def test_a_bad_log_row_does_not_cost_the_others_theirs(ctx: Context) -> None:
+    log = TurnStore()
+    good = [dict(ROW, inbound_text=f"q{i}") for i in range(6)]
+    bad = dict(ROW, channel=None)  # NOT NULL: this insert fails
+    results = await asyncio.gather(*(log.write(ctx.begin, row) for row in [*good, bad, *good]),
+                                   return_exceptions=True)
+    assert [isinstance(r, IntegrityError) for r in results] == [False] * 6 + [True] + [False] * 6
+    assert len(await logs(ctx)) == 12
 
 
 async def test_cancel_leaves_the_staff_question_flow(ctx: Context) -> None:

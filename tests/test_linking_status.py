@@ -16,6 +16,7 @@ from handlers.context import Context
 from handlers.dispatch import dispatch
 from handlers.linking import ALPHABET, hash_code, issue_code, new_code, normalise_code
 from handlers.messages import Inbound
+from handlers.texts import WELCOME
 from tests.conftest import NOW
 
 SAMPLES = Path(__file__).resolve().parent.parent / "docs" / "samples"
@@ -157,3 +158,22 @@ async def test_link_in_one_prefecture_never_reads_another(ctx: Context) -> None:
         await session.commit()
     [reply] = await dispatch(said("報告状況"), ctx)
     assert "東京の秘密医院" not in reply.text and "体制なし" not in reply.text
+
+
+async def test_deep_link_start_with_a_code_links_and_greets(ctx: Context) -> None:
+    """t.me/<bot>?start=CODE arrives as `/start CODE`: the first message links the chat."""
+    await load_samples(ctx)
+    code = await code_for(ctx, "2610002")
+    linked, welcome = await dispatch(said(f"/start {code}", user="qr"), ctx)
+    assert "完了" in linked.text and welcome.text == WELCOME
+    [status] = await dispatch(said("報告状況", user="qr"), ctx)
+    assert "確認済（体制あり）" in status.text
+    bad, _ = await dispatch(said("/start ABCDE-FGHJK", user="other"), ctx)
+    assert "確認できませんでした" in bad.text  # counted as a failed attempt, like /link
+    for plain in ("/start", "/start hello"):  # not a code: the usual greeting only
+        [greeting] = await dispatch(said(plain, user="other"), ctx)
+        assert greeting.text == WELCOME
+    async with ctx.session() as session:
+        rows = (await session.exec(select(ChatAccount).order_by(ChatAccount.id))).all()
+    assert [(r.external_user_id, r.institution_id is not None) for r in rows] == [
+        ("qr", True), ("other", False)]

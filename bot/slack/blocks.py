@@ -127,3 +127,30 @@ def resolve_modal(card: Card, channel_id: str) -> dict[str, Any]:
     return text_modal("desk_resolve", "解決にする", card, channel_id, "解決の理由",
                       "例：電話で回答済み／重複した問い合わせ。医療機関には送られません。",
                       "解決にする")
+
+
+def campaign_preview_blocks(campaign_id: int, title: str, summary: str, sample: str | None,
+                            unlinked_csv: str, unlinked: int) -> list[Block]:
+    """The approval card: counts, one message as it will be sent, the first unlinked
+    institutions as CSV, and 送信 / 中止."""
+    blocks: list[Block] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+        _section(summary),
+        _section(f"*送信する文面の例*\n{_quote(sample or '（送信対象がありません）')}"),
+    ]
+    if unlinked:
+        blocks.append(_section(
+            f"*チャット未連携の医療機関（{unlinked}件）*：電話・メールでのご連絡用です。"
+            f"全件は `python main.py campaign unlinked {campaign_id} --out 未連携.csv` "
+            f"で出力できます。\n```{escape(unlinked_csv)}```"))
+    blocks.append({"type": "actions", "block_id": f"campaign:{campaign_id}", "elements": [
+        {"type": "button", "action_id": "campaign_send", "value": str(campaign_id),
+         "style": "primary", "text": {"type": "plain_text", "text": "送信"},
+         "confirm": {"title": {"type": "plain_text", "text": "送信しますか？"},
+                     "text": {"type": "mrkdwn", "text": "送信時間帯の中で、順に送信します。"},
+                     "confirm": {"type": "plain_text", "text": "送信する"},
+                     "deny": {"type": "plain_text", "text": "やめる"}}},
+        {"type": "button", "action_id": "campaign_cancel", "value": str(campaign_id),
+         "style": "danger", "text": {"type": "plain_text", "text": "中止"}},
+    ]})
+    return blocks

@@ -26,6 +26,7 @@ from db.events import first_delivery
 from handlers import desk, kb_drafts
 from handlers.desk_card import build_card, plain_text
 from handlers.desk_lookup import lookup, lookup_text
+from scheduler import campaigns
 
 logger = logging.getLogger(__name__)
 UNMAPPED = ("このチャンネルはどの都道府県の窓口にも割り当てられていません。管理者に "
@@ -58,6 +59,8 @@ def register(app: AsyncApp, deps: DeskDeps) -> None:
                            ("desk_kb", _kb), ("desk_answer", _open_answer),
                            ("desk_resolve", _open_resolve)):
         app.action(action_id)(_button(deps, run))
+    for action_id, approve in (("campaign_send", True), ("campaign_cancel", False)):
+        app.action(action_id)(_campaign_button(deps, approve))
     app.view("desk_answer")(_submit(deps, _do_answer))
     app.view("desk_resolve")(_submit(deps, _do_resolve))
     app.command(deps.command)(_command(deps))
@@ -113,6 +116,39 @@ def _button(deps: DeskDeps, run: Action) -> Callable[..., Any]:
             await _tell(client, channel, user, TRY_AGAIN)
         deps.kick()
     return on_button
+
+
+def _campaign_button(deps: DeskDeps, approve: bool) -> Callable[..., Any]:
+    """送信 / 中止 on a campaign preview; only from the prefecture's own channel."""
+    async def on_campaign(ack: Callable[..., Any], body: dict[str, Any],
+                          client: AsyncWebClient) -> None:
+        await ack()
+        user = str(body.get("user", {}).get("id", ""))
+        channel = str((body.get("channel") or {}).get("id")
+                      or (body.get("container") or {}).get("channel_id") or "")
+        value = str((body.get("actions") or [{}])[0].get("value", ""))
+        pref = await deps.prefecture(channel)
+        if pref is None or not value.isdigit():
+            await _tell(client, channel, user, UNMAPPED if pref is None else BAD_REQUEST)
+            return
+        try:
+            async with deps.sessions() as session:
+                c = await campaigns.get(session, int(value), pref)
+                if approve:
+                    n = await campaigns.approve(session, c, f"slack:{user}", deps.clock())
+                    text = (f"キャンペーン {c.id} を承認しました（{n}件）。"
+                            "送信時間帯の中で順に送信します。")
+                else:
+                    n = await campaigns.cancel(session, c, f"slack:{user}", deps.clock())
+                    text = f"キャンペーン {c.id} を中止しました（{n}件を取り消し）。"
+        except campaigns.CampaignError as exc:
+            text = str(exc)
+        except Exception:
+            logger.exception("campaign button failed on campaign %s", value)
+            text = TRY_AGAIN
+        await _tell(client, channel, user, text)
+        deps.kick()
+    return on_campaign
 
 
 async def _claim(deps: DeskDeps, p: Press, client: AsyncWebClient) -> None:

@@ -15,9 +15,11 @@ from sqlalchemy import update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.slack.blocks import card_blocks
+from bot.slack.blocks import campaign_preview_blocks, card_blocks
 from db.models import Escalation, Outbox, Prefecture
 from handlers.desk_card import Card, build_card, plain_text
+from scheduler import campaigns
+from scheduler.calendar import JST
 from scheduler.outbox import Outcome
 
 logger = logging.getLogger(__name__)
@@ -42,8 +44,10 @@ class SlackSender:
                 return await self._card(row, post=False)
             if row.kind == "escalation_reminder":
                 return await self._reminder(row)
-            if row.kind == "digest":
+            if row.kind in ("digest", "campaign_report"):
                 return await self._text(row)
+            if row.kind == "campaign_preview":
+                return await self._campaign_preview(row)
             return Outcome("failed", f"unknown kind {row.kind}")
         except SlackApiError as exc:
             return api_outcome(exc)
@@ -105,6 +109,31 @@ class SlackSender:
             return Outcome("retry", "no Slack channel mapped for this prefecture",
                            retry_after=NO_CHANNEL_WAIT)
         await self.client.chat_postMessage(channel=channel, text=row.body, unfurl_links=False)
+        return Outcome("sent")
+
+
+    async def _campaign_preview(self, row: Outbox) -> Outcome:
+        """Rendered from the database at send time, like cards."""
+        async with self.sessions() as session:
+            try:
+                c = await campaigns.get(session, int(row.payload["campaign_id"]))
+            except campaigns.CampaignError:
+                return Outcome("failed", "campaign not found")
+            pref = await session.get(Prefecture, c.prefecture_code)
+            sample = await campaigns.sample(session, c)
+            csv_head = await campaigns.unlinked_csv(session, c, limit=20) if c.unlinked else ""
+        channel = (pref.slack_channel if pref else None) or row.recipient
+        if not channel:
+            return Outcome("retry", "no Slack channel mapped for this prefecture",
+                           retry_after=NO_CHANNEL_WAIT)
+        title = f"{campaigns.KIND_LABELS[c.kind]}の送信確認（キャンペーン {c.id}）"
+        summary = (f"*送信対象*：{c.recipients:,}件（チャット連携済み）\n"
+                   f"*送信予定*：{c.send_at.astimezone(JST):%Y-%m-%d %H:%M} から"
+                   f"（送信時間帯のみ）\n*予定*：{c.run_tag}")
+        blocks = campaign_preview_blocks(c.id or 0, title, summary, sample, csv_head,
+                                         c.unlinked)
+        await self.client.chat_postMessage(channel=channel, text=title, blocks=blocks,
+                                           unfurl_links=False)
         return Outcome("sent")
 
 

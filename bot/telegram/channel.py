@@ -8,6 +8,7 @@ outbox worker and our scheduler own everything that runs on a timer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from bot.settings import Settings
 from bot.telegram.inbound import CHANNEL, Incoming, parse
 from bot.telegram.processor import PerChatUpdateProcessor
 from bot.telegram.render import CallbackCodec
+from bot.telegram.request import AiohttpRequest
 from bot.telegram.sender import TelegramSender
 from bot.telegram.webhook import webhook_route
 from db import repo
@@ -181,19 +183,27 @@ class TelegramChannel:
 
     async def _with_typing(self, chat_id: int, work: Awaitable[list[Reply]]) -> list[Reply]:
         """Show "typing…" once the work takes longer than `typing_after`, renewed every
-        4.5 s (Telegram clears it after 5 s); the work task is always awaited here."""
-        task = asyncio.ensure_future(work)
+        4.5 s (Telegram clears it after 5 s). A quick answer costs one timer, no task."""
+        typing: asyncio.Task[None] | None = None
+
+        def start() -> None:
+            nonlocal typing
+            typing = asyncio.ensure_future(self._keep_typing(chat_id))
+
+        timer = asyncio.get_running_loop().call_later(self._typing_after, start)
         try:
-            wait = self._typing_after
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=wait)
-                if done:
-                    return task.result()
-                await self._typing(chat_id)
-                wait = 4.5
+            return await work
         finally:
-            if not task.done():
-                task.cancel()
+            timer.cancel()
+            if typing is not None:  # always awaited here, never left running
+                typing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await typing
+
+    async def _keep_typing(self, chat_id: int) -> None:
+        while True:
+            await self._typing(chat_id)
+            await asyncio.sleep(4.5)
 
     async def _membership(self, change: ChatMemberUpdated) -> None:
         """Telegram tells us at once when a private chat blocks the bot ("kicked"), so staff
@@ -255,16 +265,22 @@ def _build(settings: Settings, *, webhook: bool, timeout: float | None,
            concurrency: int) -> Application:  # type: ignore[type-arg]
     assert settings.telegram_token is not None
     builder = (ApplicationBuilder().token(settings.telegram_token.get_secret_value())
-               .job_queue(None).concurrent_updates(PerChatUpdateProcessor(concurrency)))
+               .job_queue(None).concurrent_updates(PerChatUpdateProcessor(concurrency))
+               .request(_request(256, timeout))  # PTB's own default pool sizes
+               .get_updates_request(_request(1, timeout)))
     if settings.telegram_api_base:
         base = settings.telegram_api_base.rstrip("/")
         builder = builder.base_url(f"{base}/bot").base_file_url(f"{base}/file/bot")
     if webhook:
         builder = builder.updater(None)
-    if timeout is not None:
-        builder = (builder.connect_timeout(timeout).read_timeout(timeout)
-                   .write_timeout(timeout).pool_timeout(timeout))
     return builder.build()
+
+
+def _request(pool_size: int, timeout: float | None) -> AiohttpRequest:
+    if timeout is None:
+        return AiohttpRequest(pool_size=pool_size)
+    return AiohttpRequest(pool_size=pool_size, read_timeout=timeout, write_timeout=timeout,
+                          connect_timeout=timeout, pool_timeout=timeout)
 
 
 def build_channel(settings: Settings, app: App) -> TelegramChannel | None:

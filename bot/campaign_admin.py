@@ -1,0 +1,174 @@
+"""Operator commands for campaigns, calendars and templates (`main.py campaign|calendar|
+template ...`). Output is for prefecture staff: Japanese, plain text."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from bot.settings import Settings
+from db.engine import make_engine, make_sessionmaker
+from db.models import Campaign, CampaignSettings, Prefecture, utcnow
+from scheduler import campaigns, templates
+from scheduler.cadence import cycle_runs, due_run
+from scheduler.calendar import JST
+from scheduler.jobs import settings_for
+
+STATUS_LABELS = {"planned": "計画済み", "previewed": "承認待ち", "sending": "送信中",
+                 "done": "完了", "cancelled": "中止"}
+
+
+async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
+    engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            command = args.campaign_command
+            if command == "plan":
+                tag = args.tag or f"manual:{now.astimezone(JST):%Y-%m-%dT%H:%M}"
+                result = await campaigns.plan(session, args.prefecture, args.kind, tag, now)
+                c = result.campaign
+                head = "作成しました" if result.created else "作成済みです"
+                print(f"{head}：キャンペーン {c.id}"
+                      f"（{campaigns.KIND_LABELS[c.kind]}・{tag}）送信対象 {c.recipients}件、"
+                      f"チャット未連携 {c.unlinked}件")
+                return 0
+            if command == "status" and args.id is None:
+                return await _list(session, args.prefecture)
+            c = await campaigns.get(session, args.id, args.prefecture)
+            if command == "preview":
+                await campaigns.request_preview(session, c, now)
+                print(_summary(c))
+                print("--- 送信する文面の例 ---")
+                print(await campaigns.sample(session, c) or "（送信対象がありません）")
+                print("Slackの担当チャンネルに確認カード（送信／中止ボタン付き）を送ります。")
+            elif command == "send":
+                released = await campaigns.approve(session, c, args.by, now)
+                print(f"キャンペーン {c.id} を承認しました：{released}件を送信します。")
+            elif command == "cancel":
+                cancelled = await campaigns.cancel(session, c, args.by, now)
+                print(f"キャンペーン {c.id} を中止しました：{cancelled}件を取り消しました。")
+            elif command == "unlinked":
+                args.out.write_text(await campaigns.unlinked_csv(session, c),
+                                    encoding="utf-8-sig")
+                print(f"チャット未連携の医療機関 {c.unlinked}件を {args.out} に書き出しました。")
+            else:
+                print(_summary(c))
+                for status, n in sorted((await campaigns.counts(session, c.id or 0)).items()):
+                    print(f"  {status}: {n}")
+            return 0
+    except campaigns.CampaignError as exc:
+        print(str(exc))
+        return 1
+    finally:
+        await engine.dispose()
+
+
+def _summary(c: Campaign) -> str:
+    return (f"キャンペーン {c.id}：{campaigns.KIND_LABELS[c.kind]}（{c.run_tag}）"
+            f" 状態 {STATUS_LABELS.get(c.status, c.status)}、送信予定 "
+            f"{c.send_at.astimezone(JST):%Y-%m-%d %H:%M}、送信対象 {c.recipients}件、"
+            f"チャット未連携 {c.unlinked}件")
+
+
+async def _list(session: object, prefecture: str | None) -> int:
+    stmt = select(Campaign).order_by(col(Campaign.id).desc()).limit(50)
+    if prefecture:
+        stmt = stmt.where(Campaign.prefecture_code == prefecture)
+    for c in (await session.exec(stmt)).all():  # type: ignore[attr-defined]
+        print(_summary(c))
+    return 0
+
+
+async def run_calendar(settings: Settings, args: argparse.Namespace) -> int:
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            pref = await session.get(Prefecture, args.prefecture)
+            if pref is None:
+                print(f"都道府県 {args.prefecture} が登録されていません"
+                      "（名簿を先に取り込んでください）。")
+                return 1
+            cadence = await settings_for(session, args.prefecture)
+            if args.calendar_command == "set":
+                try:
+                    _apply(args, pref, cadence)
+                except ValueError as exc:
+                    print(f"設定できませんでした：{exc}")
+                    return 1
+                cadence.updated_at = utcnow()
+                session.add_all([pref, cadence])
+                await session.commit()
+                print("保存しました。実行中のボットは、次のリース更新時に予定を反映します。")
+            _show(pref, cadence, datetime.now(UTC))
+            return 0
+    finally:
+        await engine.dispose()
+
+
+def _apply(args: argparse.Namespace, pref: Prefecture, cadence: CampaignSettings) -> None:
+    if args.deadline:
+        pref.period_end = date.fromisoformat(args.deadline)
+    if args.hours:
+        start, end = (int(h) for h in args.hours.split("-"))
+        if not 0 <= start < end <= 24:
+            raise ValueError("送信時間帯は 9-17 のように指定してください")
+        pref.send_start_hour, pref.send_end_hour = start, end
+    if args.annai:
+        month, day = (int(x) for x in args.annai.split("-"))
+        date(2027, month, day)  # validates
+        cadence.annai_month, cadence.annai_day = month, day
+    if args.reminders is not None:
+        cadence.reminder_days = sorted({int(d) for d in args.reminders.split(",") if d},
+                                       reverse=True)
+    for name in ("after_every", "after_count", "returned_days"):
+        value = getattr(args, name)
+        if value is not None:
+            field = {"after_every": "after_deadline_every_days",
+                     "after_count": "after_deadline_count",
+                     "returned_days": "returned_after_business_days"}[name]
+            setattr(cadence, field, value)
+    for name in ("auto_send", "enabled"):
+        if getattr(args, name) is not None:
+            setattr(cadence, name, getattr(args, name) == "on")
+
+
+def _show(pref: Prefecture, cadence: CampaignSettings, now: datetime) -> None:
+    print(f"{pref.name}：報告期限 {templates.format_deadline(pref.period_end)}、送信時間帯 "
+          f"{pref.send_start_hour}:00〜{pref.send_end_hour}:00（営業日のみ）、"
+          f"自動送信 {'する' if cadence.auto_send else 'しない（Slackで承認）'}、"
+          f"{'有効' if cadence.enabled else '停止中'}")
+    if pref.period_end is None:
+        return
+    runs = cycle_runs(cadence, pref.period_end, pref.send_start_hour, pref.send_end_hour)
+    due = due_run(runs, now)
+    for run in runs:
+        mark = "済" if run.at <= now and run is not due else ("← 現在" if run is due else "")
+        print(f"  {run.at:%Y-%m-%d %H:%M}  {campaigns.KIND_LABELS[run.kind]:<6} "
+              f"{run.tag.split(':')[1]:<6} {mark}")
+    print(f"  差し戻し：{cadence.returned_after_business_days}営業日後に再提出のお願い")
+
+
+async def run_template(settings: Settings, args: argparse.Namespace) -> int:
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            if args.template_command == "set":
+                body = (await asyncio.to_thread(Path(args.file).read_text, "utf-8")).strip()
+                try:
+                    await templates.save(session, args.prefecture, args.kind, body)
+                except templates.TemplateError as exc:
+                    print(f"保存できませんでした：{exc}")
+                    return 1
+                print("テンプレートを保存しました。")
+            print(await templates.get_body(session, args.prefecture, args.kind))
+            print("--- 使える差し込み項目 ---")
+            for name, what in templates.PLACEHOLDERS.items():
+                print(f"  {{{name}}}  {what}")
+            return 0
+    finally:
+        await engine.dispose()

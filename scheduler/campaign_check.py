@@ -1,0 +1,88 @@
+"""The last look before a campaign message leaves: is it still wanted, and is it allowed now?
+
+Run by the outbox dispatcher on each claimed batch (see scheduler.policies). A row is
+skipped when its campaign was cancelled, when the institution's status no longer calls for
+the message (it reported meanwhile), or when the chat account was unlinked or blocked the
+bot; it is deferred (not an attempt) when the prefecture's sending window is closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from db.models import Campaign, ChatAccount, Institution, Outbox, Prefecture
+from scheduler.calendar import next_slot
+
+if TYPE_CHECKING:
+    from scheduler.outbox import Outcome
+
+# Which report statuses each campaign kind is for; anything else means "nothing to chase".
+TARGET_STATUSES: Mapping[str, tuple[str, ...]] = {
+    "annai": ("未報告", "差し戻し"),
+    "dunning": ("未報告", "差し戻し"),
+    "returned": ("差し戻し",),
+}
+
+
+async def check_campaign_rows(session: AsyncSession, rows: list[Outbox], now: datetime,
+                              ) -> dict[int, Outcome]:
+    from scheduler.outbox import Outcome
+
+    campaigns = await _by_id(session, Campaign, {_get(r, "campaign_id") for r in rows})
+    insts = await _by_id(session, Institution, {_get(r, "institution_id") for r in rows})
+    accounts = await _by_id(session, ChatAccount, {_get(r, "account_id") for r in rows})
+    prefs = await _by_id(session, Prefecture, {r.prefecture_code for r in rows}, key="code")
+    verdicts: dict[int, Outcome] = {}
+    for row in rows:
+        assert row.id is not None
+        if _get(row, "campaign_id") is None:
+            continue  # a one-off message of this kind, not governed by a campaign
+        reason = _reason(row, campaigns, insts, accounts)
+        if reason:
+            verdicts[row.id] = Outcome("skipped", reason)
+            continue
+        pref = prefs.get(row.prefecture_code)
+        start, end = (pref.send_start_hour, pref.send_end_hour) if pref else (9, 17)
+        slot = next_slot(now, start, end)
+        if slot > now:
+            verdicts[row.id] = Outcome("defer", "outside sending hours",
+                                       retry_after=(slot - now).total_seconds())
+    return verdicts
+
+
+def _reason(row: Outbox, campaigns: dict[Any, Any], insts: dict[Any, Any],
+            accounts: dict[Any, Any]) -> str | None:
+    campaign = campaigns.get(_get(row, "campaign_id"))
+    if campaign is None or campaign.status == "cancelled":
+        return "campaign cancelled"
+    inst = insts.get(_get(row, "institution_id"))
+    if inst is None or inst.prefecture_code != row.prefecture_code:
+        return "institution not found"
+    if inst.status not in TARGET_STATUSES.get(campaign.kind, ()):
+        return f"status is now {inst.status}"
+    account = accounts.get(_get(row, "account_id"))
+    if account is None or account.institution_id != inst.id:
+        return "chat account no longer linked"
+    if not account.reachable:
+        return "chat account unreachable"
+    return None
+
+
+def _get(row: Outbox, name: str) -> int | None:
+    value = (row.payload or {}).get(name)
+    return int(value) if value is not None else None
+
+
+async def _by_id(session: AsyncSession, model: Any, ids: set[Any], key: str = "id",
+                 ) -> dict[Any, Any]:
+    ids.discard(None)
+    if not ids:
+        return {}
+    column = getattr(model, key)
+    found = (await session.exec(select(model).where(col(column).in_(ids)))).all()
+    return {getattr(obj, key): obj for obj in found}

@@ -1,0 +1,261 @@
+"""The campaign scheduler: APScheduler 3 (AsyncIOScheduler) with its SQLAlchemy job store in
+our database (a sibling file on SQLite: db.engine.job_store_url), run by whichever process holds the lease (scheduler.leader).
+
+Jobs come from each prefecture's calendar (scheduler.cadence): one date job per run
+("run:26:2027-03-31:D-7"), a weekday job for the 差し戻し sweep, and one that closes
+finished campaigns. Job functions are module-level and take ids only; they find the
+process's database and clock through the runtime the scheduler installs when it starts.
+
+Downtime: date jobs keep `misfire_grace_time` of a week, so runs missed while the process
+was down fire late — and a run that finds a later run of its cycle already due does nothing
+(superseded), so a restart sends what was missed once. The weekday sweep uses `coalesce`.
+Start-up adds missing jobs without `replace_existing` (that would drop missed runs) and
+reschedules only those whose date changed in the calendar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from db.engine import job_store_url
+from db.models import CampaignSettings, Prefecture
+from scheduler import campaigns
+from scheduler.cadence import cycle_runs, due_run
+from scheduler.calendar import JST
+from scheduler.leader import release, try_lead
+
+logger = logging.getLogger(__name__)
+LEASE_NAME = "campaign-scheduler"
+MISFIRE_GRACE = int(timedelta(days=7).total_seconds())
+CATCH_UP = timedelta(days=14)  # a run missed longer ago than this is not sent late
+
+
+@dataclass(frozen=True)
+class Runtime:
+    sessions: Callable[[], AsyncSession]
+    clock: Callable[[], datetime]
+    on_queued: Callable[[], None] = lambda: None
+
+
+_runtime: list[Runtime] = []  # the one runtime of this process, installed by start()
+
+
+def runtime() -> Runtime:
+    if not _runtime:
+        raise RuntimeError("the campaign scheduler is not running in this process")
+    return _runtime[-1]
+
+
+async def settings_for(session: AsyncSession, code: str) -> CampaignSettings:
+    """The prefecture's cadence, or the defaults when it has none."""
+    return await session.get(CampaignSettings, code) or CampaignSettings(prefecture_code=code)
+
+
+# ---- job functions (module level, ids only) ------------------------------------------
+
+
+async def fire_run(prefecture_code: str, kind: str, tag: str) -> int | None:
+    """A calendar run is due: plan its campaign unless a later run supersedes it."""
+    rt = runtime()
+    now = rt.clock()
+    async with rt.sessions() as session:
+        pref = await session.get(Prefecture, prefecture_code)
+        cadence = await settings_for(session, prefecture_code)
+        if pref is None or pref.period_end is None or not cadence.enabled:
+            return None
+        due = due_run(cycle_runs(cadence, pref.period_end, pref.send_start_hour,
+                                 pref.send_end_hour), now)
+        if due is None or due.tag != tag:
+            logger.info("run %s/%s not sent: superseded by %s", prefecture_code, tag,
+                        due.tag if due else "nothing due yet")
+            return None
+        result = await campaigns.plan(session, prefecture_code, kind, tag, now)
+        if result.created:
+            await _next_step(session, result.campaign, cadence, now)
+    rt.on_queued()
+    return result.campaign.id
+
+
+async def sweep_returned(prefecture_code: str) -> int | None:
+    """Daily: chase 差し戻し not resubmitted after N business days."""
+    rt = runtime()
+    now = rt.clock()
+    async with rt.sessions() as session:
+        cadence = await settings_for(session, prefecture_code)
+        if not cadence.enabled:
+            return None
+        result = await campaigns.plan_returned(session, prefecture_code, now,
+                                               cadence.returned_after_business_days)
+        if result is None or not result.created:
+            return None
+        await _next_step(session, result.campaign, cadence, now)
+    rt.on_queued()
+    return result.campaign.id
+
+
+async def finish_campaigns() -> list[int]:
+    rt = runtime()
+    async with rt.sessions() as session:
+        done = await campaigns.finish_done(session, rt.clock())
+    if done:
+        rt.on_queued()
+    return done
+
+
+async def _next_step(session: AsyncSession, campaign: campaigns.Campaign,
+                     cadence: CampaignSettings, now: datetime) -> None:
+    if campaign.recipients == 0 and campaign.unlinked == 0:
+        return
+    if cadence.auto_send:
+        await campaigns.approve(session, campaign, "auto", now)
+    else:
+        await campaigns.request_preview(session, campaign, now)
+
+
+# ---- keeping the job store in line with the calendars ---------------------------------
+
+
+async def sync_jobs(scheduler: AsyncIOScheduler, session: AsyncSession, now: datetime) -> int:
+    """Add missing jobs, move changed ones, drop stale ones; returns how many were added.
+    Reads everything first and ends the transaction before the (synchronous) job store
+    writes, so the two connections never wait on each other (SQLite)."""
+    dated: list[tuple[str, datetime | None, tuple[str, str, str]]] = []
+    sweeps: list[tuple[str, int]] = []
+    prefs = (await session.exec(select(Prefecture).where(
+        col(Prefecture.period_end).is_not(None)))).all()
+    for pref in prefs:
+        cadence = await settings_for(session, pref.code)
+        if not cadence.enabled:
+            continue
+        assert pref.period_end is not None
+        runs = cycle_runs(cadence, pref.period_end, pref.send_start_hour, pref.send_end_hour)
+        due = due_run(runs, now)
+        for run in runs:
+            late = (run is due and now - run.at <= CATCH_UP
+                    and await campaigns.find(session, pref.code, run.kind, run.tag) is None)
+            if run.at > now or late:
+                dated.append((f"run:{pref.code}:{run.tag}", None if run.at <= now else run.at,
+                              (pref.code, run.kind, run.tag)))
+        sweeps.append((pref.code, pref.send_start_hour))
+    await session.commit()
+    added = sum(_ensure_date_job(scheduler, job_id, at, args) for job_id, at, args in dated)
+    for code, hour in sweeps:
+        if scheduler.get_job(f"returned:{code}") is None:
+            scheduler.add_job(sweep_returned, "cron", id=f"returned:{code}", args=(code,),
+                              day_of_week="mon-fri", hour=hour, minute=5, timezone=JST,
+                              coalesce=True, misfire_grace_time=8 * 3600)
+            added += 1
+    if scheduler.get_job("finish") is None:
+        scheduler.add_job(finish_campaigns, "interval", id="finish", minutes=1, coalesce=True)
+    wanted = {"finish"} | {j for j, _, _ in dated} | {f"returned:{c}" for c, _ in sweeps}
+    for job in scheduler.get_jobs():
+        if job.id not in wanted:
+            job.remove()
+    return added
+
+
+def _ensure_date_job(scheduler: AsyncIOScheduler, job_id: str, at: datetime | None,
+                     args: tuple[str, str, str]) -> int:
+    job = scheduler.get_job(job_id)
+    if job is None:
+        scheduler.add_job(fire_run, "date", id=job_id, run_date=at, args=args,
+                          misfire_grace_time=MISFIRE_GRACE, coalesce=True)
+        return 1
+    if at is not None and job.next_run_time is not None and job.next_run_time != at:
+        job.reschedule("date", run_date=at)  # the prefecture's calendar changed
+    return 0
+
+
+def holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class CampaignScheduler:
+    """Runs in every process; fires schedules only while it holds the lease."""
+
+    def __init__(self, sessions: Callable[[], AsyncSession], database_url: str,
+                 clock: Callable[[], datetime], *, on_queued: Callable[[], None] = lambda: None,
+                 holder: str | None = None, lease_ttl: float = 60.0, renew_every: float = 20.0,
+                 ) -> None:
+        self._rt = Runtime(sessions, clock, on_queued)
+        self._url = job_store_url(database_url)
+        self._holder = holder or holder_id()
+        self._ttl, self._every = timedelta(seconds=lease_ttl), renew_every
+        self._task: asyncio.Task[None] | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.leading = asyncio.Event()
+
+    async def start(self) -> None:
+        _runtime.append(self._rt)
+        await self.tick()
+        self._task = asyncio.create_task(self._loop(), name="campaign-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._stop_scheduler()
+        async with self._rt.sessions() as session:
+            await release(session, LEASE_NAME, self._holder, self._rt.clock())
+        if self._rt in _runtime:
+            _runtime.remove(self._rt)
+
+    async def tick(self) -> None:
+        """Renew or take the lease; start or stop the APScheduler accordingly."""
+        async with self._rt.sessions() as session:
+            lead = await try_lead(session, LEASE_NAME, self._holder, self._rt.clock(),
+                                  self._ttl)
+        async with self._rt.sessions() as session:
+            if lead and self.scheduler is None:
+                self.scheduler = self._build()
+                self.scheduler.start(paused=True)  # no job fires before the store is in line
+                added = await sync_jobs(self.scheduler, session, self._rt.clock())
+                self.scheduler.resume()
+                logger.info("campaign scheduler: leading as %s (%d jobs added)", self._holder,
+                            added)
+                self.leading.set()
+        if not lead and self.scheduler is not None:
+            logger.warning("campaign scheduler: lease lost; stopping schedules here")
+            self._stop_scheduler()
+
+    async def resync(self) -> int:
+        """After a calendar change (CLI or settings): bring the jobs in line now."""
+        if self.scheduler is None:
+            return 0
+        async with self._rt.sessions() as session:
+            return await sync_jobs(self.scheduler, session, self._rt.clock())
+
+    def _build(self) -> AsyncIOScheduler:
+        store = SQLAlchemyJobStore(url=self._url, engine_options={"pool_pre_ping": True})
+        return AsyncIOScheduler(jobstores={"default": store}, timezone=JST,
+                                job_defaults={"coalesce": True,
+                                              "misfire_grace_time": MISFIRE_GRACE,
+                                              "max_instances": 1})
+
+    def _stop_scheduler(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+            self.leading.clear()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._every)
+            try:
+                await self.tick()
+            except Exception:  # the database may be away for a moment
+                logger.exception("campaign scheduler: lease renewal failed")

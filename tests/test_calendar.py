@@ -1,0 +1,115 @@
+"""Business calendar and per-prefecture cadence, with time injected (never slept)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pytest
+
+from db.models import CampaignSettings
+from scheduler.cadence import cycle_runs, due_run
+from scheduler.calendar import (
+    JST,
+    add_business_days,
+    in_window,
+    is_business_day,
+    next_business_day,
+    next_slot,
+)
+
+
+def jst(*args: int) -> datetime:
+    return datetime(*args, tzinfo=JST)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("day, open_", [
+    (date(2026, 11, 23), False),  # 勤労感謝の日
+    (date(2026, 11, 24), True),
+    (date(2026, 12, 28), True),
+    (date(2026, 12, 29), False),  # 年末年始: not a national holiday, but offices are closed
+    (date(2027, 1, 3), False),
+    (date(2027, 1, 4), True),
+    (date(2027, 1, 11), False),  # 成人の日
+    (date(2027, 3, 27), False),  # Saturday
+])
+def test_business_days(day: date, open_: bool) -> None:
+    assert is_business_day(day) is open_
+
+
+def test_business_day_arithmetic_skips_the_year_end_break() -> None:
+    assert next_business_day(date(2026, 12, 29)) == date(2027, 1, 4)
+    assert add_business_days(date(2026, 12, 25), 3) == date(2027, 1, 5)
+    assert add_business_days(date(2026, 11, 20), 1) == date(2026, 11, 24)
+
+
+@pytest.mark.parametrize("at, expected", [
+    (jst(2026, 11, 24, 10, 30), jst(2026, 11, 24, 10, 30)),  # inside: now
+    (jst(2026, 11, 24, 8, 59), jst(2026, 11, 24, 9)),  # before opening
+    (jst(2026, 11, 24, 17, 0), jst(2026, 11, 25, 9)),  # closing time is outside
+    (jst(2026, 11, 21, 12), jst(2026, 11, 24, 9)),  # Saturday → Tuesday (Monday holiday)
+    (jst(2026, 12, 28, 18), jst(2027, 1, 4, 9)),  # over the year-end break
+])
+def test_next_slot(at: datetime, expected: datetime) -> None:
+    assert next_slot(at) == expected
+
+
+def test_sending_hours_are_per_prefecture() -> None:
+    assert not in_window(jst(2026, 11, 24, 9, 30), 10, 16)
+    assert next_slot(jst(2026, 11, 24, 16, 0), 10, 16) == jst(2026, 11, 25, 10)
+    with pytest.raises(ValueError):
+        next_slot(jst(2026, 11, 24, 12), 17, 9)
+
+
+def settings(**kw: object) -> CampaignSettings:
+    return CampaignSettings(prefecture_code="26", **kw)  # type: ignore[arg-type]
+
+
+def test_default_cadence_for_a_march_deadline() -> None:
+    runs = cycle_runs(settings(), date(2027, 3, 31))
+    tags = [r.tag.split(":")[1] for r in runs]
+    assert tags[:6] == ["annai", "D-30", "D-14", "D-7", "D-3", "D-1"]
+    assert tags[6:] == [f"D+{7 * k}" for k in range(1, 9)]
+    assert runs[0].at == jst(2026, 11, 10, 9)  # 案内 in November before the deadline
+    d3 = next(r for r in runs if r.tag.endswith("D-3"))
+    assert d3.day == date(2027, 3, 28) and d3.at == jst(2027, 3, 29, 9)  # Sunday → Monday
+    assert all(is_business_day(r.at.date()) for r in runs)
+
+
+def test_cadence_follows_each_prefectures_deadline_and_settings() -> None:
+    """静岡県 closed on 2027-02-27 (a Saturday); reminders configured as D-21/D-5 only."""
+    runs = cycle_runs(settings(reminder_days=[21, 5], after_deadline_count=2,
+                               after_deadline_every_days=14, annai_month=11, annai_day=20),
+                      date(2027, 2, 27), start_hour=10, end_hour=16)
+    assert [r.tag.split(":")[1] for r in runs] == ["annai", "D-21", "D-5", "D+14", "D+28"]
+    assert runs[0].at == jst(2026, 11, 20, 10)
+    assert runs[1].at == jst(2027, 2, 8, 10)  # 2/6 is a Saturday
+
+
+def test_a_reminder_never_lands_after_the_deadline() -> None:
+    """Deadline Saturday 2027-02-27: D-1 is Friday; a Sunday D-1 before a Monday deadline
+    goes out on the deadline morning, and one that would slide past the deadline is dropped."""
+    fri = cycle_runs(settings(reminder_days=[1], after_deadline_count=0), date(2027, 2, 27))
+    assert fri[-1].at == jst(2027, 2, 26, 9)
+    holiday = cycle_runs(settings(reminder_days=[2], after_deadline_count=0),
+                         date(2026, 12, 30))  # D-2 = 12/28 is open; D-1 = 12/29 is not
+    assert holiday[-1].at == jst(2026, 12, 28, 9)
+    dropped = cycle_runs(settings(reminder_days=[1], after_deadline_count=0),
+                         date(2026, 12, 31))  # D-1 = 12/30 → next slot 1/4, after it
+    assert [r.tag.split(":")[1] for r in dropped] == ["annai"]
+
+
+def test_runs_on_the_same_slot_collapse_into_the_later_one() -> None:
+    """Deadline Monday 2027-01-04: D-3 (1/1) and D-1 (1/3) both wait for 1/4 9:00; one
+    message goes then, labelled D-1 (本日が期限)."""
+    runs = cycle_runs(settings(reminder_days=[7, 3, 1], after_deadline_count=0),
+                      date(2027, 1, 4))
+    assert [(r.tag.split(":")[1], r.at) for r in runs[1:]] == [
+        ("D-7", jst(2026, 12, 28, 9)), ("D-1", jst(2027, 1, 4, 9))]
+
+
+def test_after_downtime_only_the_latest_due_run_is_sent() -> None:
+    runs = cycle_runs(settings(), date(2027, 3, 31))
+    assert due_run(runs, jst(2026, 11, 9, 12)) is None
+    assert due_run(runs, jst(2026, 11, 10, 9)).tag.endswith("annai")  # type: ignore[union-attr]
+    # down from 3/16 to 3/25 10:00: D-14 (3/17) and D-7 (3/24) were missed; only D-7 goes
+    assert due_run(runs, jst(2027, 3, 25, 10)).tag.endswith("D-7")  # type: ignore[union-attr]

@@ -1,0 +1,245 @@
+"""Campaigns: planning from status, templates, approval, the pre-send re-check, reports."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlmodel import col, select
+
+from db.models import ChatAccount, Institution, Outbox, Prefecture, StatusHistory
+from handlers.context import Context
+from scheduler import campaigns, templates
+from scheduler.calendar import JST
+from scheduler.outbox import Outcome, claim, dispatch_due
+from tests.conftest import DEMO_PREF, NOW
+
+
+async def add_clinics(ctx: Context, statuses: list[str], *, linked: bool = True,
+                      prefix: str = "77") -> list[int]:
+    """Clinics in the demo prefecture, each with one Telegram chat account when linked."""
+    ids = []
+    async with ctx.session() as session:
+        for i, status in enumerate(statuses):
+            inst = Institution(prefecture_code=DEMO_PREF, code=f"{prefix}{i:05d}",
+                               name=f"テスト診療所{prefix}{i}", kind="clinic", status=status,
+                               return_reason="未入力" if status == "差し戻し" else None)
+            session.add(inst)
+            await session.flush()
+            if linked:
+                session.add(ChatAccount(channel="telegram", external_user_id=f"{prefix}{i}",
+                                        prefecture_code=DEMO_PREF, institution_id=inst.id,
+                                        linked_at=NOW))
+            ids.append(inst.id)
+        await session.commit()
+    return ids  # type: ignore[return-value]
+
+
+async def outbox_rows(ctx: Context, **filters: object) -> list[Outbox]:
+    async with ctx.session() as session:
+        stmt = select(Outbox).order_by(col(Outbox.id))
+        for name, value in filters.items():
+            stmt = stmt.where(getattr(Outbox, name) == value)
+        return list((await session.exec(stmt)).all())
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def __call__(self, row: Outbox) -> Outcome:
+        self.sent.append(row.recipient)
+        return Outcome("sent")
+
+
+async def run_all(ctx: Context, sender: Recorder, at: object = NOW, rounds: int = 5) -> None:
+    for _ in range(rounds):
+        if not await dispatch_due(ctx.sessions, "telegram", sender, at, 100,  # type: ignore[arg-type]
+                                  concurrency=8):
+            return
+
+
+async def test_plan_chases_unreported_linked_institutions_only(ctx: Context) -> None:
+    await add_clinics(ctx, ["未報告", "差し戻し", "報告済", "確認済", "紙受付"])
+    await add_clinics(ctx, ["未報告", "未報告"], linked=False, prefix="88")
+    async with ctx.session() as session:
+        result = await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-7", NOW)
+    c = result.campaign
+    assert result.created and c.recipients == 2
+    # unlinked: the two "88" clinics plus the seeded demo ones still 未報告/差し戻し
+    assert c.unlinked == 4
+    rows = await outbox_rows(ctx, campaign_id=c.id)
+    assert {r.recipient for r in rows} == {"770", "771"}
+    assert all(r.status == "held" and r.kind == "campaign" for r in rows)
+    assert "テスト診療所770 ご担当者さま" in rows[0].body
+    assert "報告期限は" in rows[0].body and "{" not in rows[0].body
+    async with ctx.session() as session:  # the same run planned again: nothing new
+        again = await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-7", NOW)
+        csv_text = await campaigns.unlinked_csv(session, c)
+    assert not again.created and again.campaign.id == c.id
+    assert len(await outbox_rows(ctx)) == 2
+    assert "テスト診療所880" in csv_text and "医療機関コード" in csv_text.splitlines()[0]
+
+
+async def test_nothing_leaves_before_approval_then_each_recipient_once(ctx: Context) -> None:
+    await add_clinics(ctx, ["未報告"] * 5)
+    sender = Recorder()
+    async with ctx.session() as session:
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-3", NOW)).campaign
+    await run_all(ctx, sender)
+    assert sender.sent == []
+    async with ctx.session() as session:
+        assert await campaigns.approve(session, c, "U1", NOW) == 5
+        assert await campaigns.approve(session, c, "U1", NOW) == 0  # a second press
+    await run_all(ctx, sender)
+    await run_all(ctx, sender, NOW + timedelta(hours=1))
+    assert sorted(sender.sent) == [f"77{i}" for i in range(5)]
+    async with ctx.session() as session:
+        assert await campaigns.finish_done(session, NOW) == [c.id]
+        assert await campaigns.finish_done(session, NOW) == []
+    [report] = await outbox_rows(ctx, kind="campaign_report")
+    assert "送信済み：5件" in report.body and report.channel == "slack"
+
+
+async def test_an_institution_that_reported_meanwhile_gets_nothing(ctx: Context) -> None:
+    ids = await add_clinics(ctx, ["未報告", "未報告", "未報告"])
+    async with ctx.session() as session:
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-1", NOW)).campaign
+        await campaigns.approve(session, c, "U1", NOW)
+        reported = await session.get(Institution, ids[1])
+        reported.status = "報告済"  # type: ignore[union-attr]
+        account = (await session.exec(select(ChatAccount).where(
+            ChatAccount.institution_id == ids[2]))).one()
+        account.reachable = False  # blocked the bot after planning
+        session.add_all([reported, account])
+        await session.commit()
+    sender = Recorder()
+    await run_all(ctx, sender)
+    assert sender.sent == ["770"]
+    async with ctx.session() as session:
+        numbers = await campaigns.counts(session, c.id)  # type: ignore[arg-type]
+    assert numbers == {"sent": 1, "skipped": 2}
+
+
+async def test_outside_sending_hours_rows_wait_without_using_attempts(ctx: Context) -> None:
+    await add_clinics(ctx, ["未報告"])
+    async with ctx.session() as session:
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:x", NOW)).campaign
+        await campaigns.approve(session, c, "U1", NOW)
+    evening = NOW.astimezone(JST).replace(hour=18)
+    sender = Recorder()
+    await run_all(ctx, sender, evening)
+    [row] = await outbox_rows(ctx, campaign_id=c.id)
+    assert sender.sent == [] and row.status == "pending" and row.attempts == 0
+    assert row.next_attempt_at.astimezone(JST) == evening.replace(hour=9) + timedelta(days=1)
+    await run_all(ctx, sender, row.next_attempt_at)
+    assert sender.sent == ["770"]
+
+
+async def test_approval_outside_hours_starts_at_the_next_slot(ctx: Context) -> None:
+    await add_clinics(ctx, ["未報告"])
+    saturday = NOW.astimezone(JST).replace(day=28, hour=11)
+    async with ctx.session() as session:
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:y", saturday)).campaign
+        await campaigns.approve(session, c, "U1", saturday)
+    [row] = await outbox_rows(ctx, campaign_id=c.id)
+    assert row.next_attempt_at.astimezone(JST) == saturday.replace(day=30, hour=9)
+
+
+async def test_cancel_stops_what_has_not_gone(ctx: Context) -> None:
+    await add_clinics(ctx, ["未報告"] * 4)
+    async with ctx.session() as session:
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:z", NOW)).campaign
+        await campaigns.approve(session, c, "U1", NOW)
+        claimed = await claim(session, "telegram", NOW, 1)  # one is already being sent
+        assert await campaigns.cancel(session, c, "U2", NOW) == 3
+        with pytest.raises(campaigns.CampaignError):
+            await campaigns.approve(session, c, "U1", NOW)
+    sender = Recorder()
+    await run_all(ctx, sender, NOW + timedelta(minutes=5))  # the claimed row's lease ended
+    assert sender.sent == [] and len(claimed) == 1
+    async with ctx.session() as session:
+        assert await campaigns.counts(session, c.id) == {  # type: ignore[arg-type]
+            "cancelled": 3, "skipped": 1}
+
+
+async def test_a_template_with_an_unknown_placeholder_is_refused_when_saved(
+        ctx: Context) -> None:
+    async with ctx.session() as session:
+        with pytest.raises(templates.TemplateError, match="clinic_name"):
+            await templates.save(session, DEMO_PREF, "dunning", "{clinic_name} 様、督促です。")
+        with pytest.raises(templates.TemplateError):
+            await templates.save(session, DEMO_PREF, "dunning", "期限 {deadline:>10} です")
+        with pytest.raises(templates.TemplateError):
+            await templates.save(session, DEMO_PREF, "dunning", "期限 {deadline です")
+        assert await templates.get_body(session, DEMO_PREF, "dunning") == \
+            templates.DEFAULTS["dunning"]
+        await templates.save(session, DEMO_PREF, "dunning",
+                             "{institution_name}様：期限は{deadline}（{days_left}）です。{{注意}}")
+    await add_clinics(ctx, ["未報告"])
+    async with ctx.session() as session:
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:tpl", NOW)).campaign
+    [row] = await outbox_rows(ctx, campaign_id=c.id)
+    assert row.body.startswith("テスト診療所770様：期限は") and row.body.endswith("です。{注意}")
+    assert "（あと" in row.body
+
+
+async def test_returned_reminder_3_business_days_after_and_only_once(ctx: Context) -> None:
+    ids = await add_clinics(ctx, ["差し戻し", "差し戻し"])
+    returned_on = NOW.astimezone(JST).replace(day=20)  # Friday; 11/23 is a holiday
+    async with ctx.session() as session:
+        for inst_id in ids:
+            session.add(StatusHistory(prefecture_code=DEMO_PREF, institution_id=inst_id,
+                                      old_status="報告済", new_status="差し戻し",
+                                      source_file="t.csv", changed_at=returned_on))
+        await session.commit()
+        tue = NOW  # 11/24: only 1 business day later
+        assert await campaigns.plan_returned(session, DEMO_PREF, tue, 3) is None
+        thu = NOW + timedelta(days=2)  # 11/26: the 3rd business day
+        first = await campaigns.plan_returned(session, DEMO_PREF, thu, 3)
+        assert first is not None and first.campaign.recipients == 2
+        assert await campaigns.plan_returned(session, DEMO_PREF, thu + timedelta(days=1),
+                                             3) is None  # already chased
+
+
+async def test_a_lapsed_claim_cannot_send_an_at_most_once_row_twice(ctx: Context) -> None:
+    """Dispatcher A claims, stalls past its lease; B re-claims and sends; A must not."""
+    await add_clinics(ctx, ["未報告"])
+    async with ctx.session() as session:
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:cas", NOW)).campaign
+        await campaigns.approve(session, c, "U1", NOW)
+        stale = await claim(session, "telegram", NOW, 10)
+    sender = Recorder()
+    await run_all(ctx, sender, NOW + timedelta(minutes=3))  # B
+    from scheduler.outbox import _own
+    from scheduler.policies import POLICIES
+
+    assert await _own(ctx.sessions, stale, POLICIES, NOW) == []  # A finds it taken
+    assert sender.sent == ["770"]
+
+
+async def test_a_row_in_flight_at_a_crash_is_never_resent(ctx: Context) -> None:
+    await add_clinics(ctx, ["未報告"])
+    async with ctx.session() as session:
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:crash", NOW)).campaign
+        await campaigns.approve(session, c, "U1", NOW)
+        rows = await claim(session, "telegram", NOW, 10)
+    from scheduler.outbox import _own
+    from scheduler.policies import POLICIES
+
+    assert len(await _own(ctx.sessions, rows, POLICIES, NOW)) == 1  # ... and the process dies
+    sender = Recorder()
+    await run_all(ctx, sender, NOW + timedelta(minutes=10))
+    [row] = await outbox_rows(ctx, campaign_id=c.id)
+    assert sender.sent == [] and row.status == "uncertain"
+
+
+async def test_campaigns_are_per_prefecture(ctx: Context) -> None:
+    await add_clinics(ctx, ["未報告"])
+    async with ctx.session() as session:
+        session.add(Prefecture(code="13", name="東京都"))
+        await session.commit()
+        c = (await campaigns.plan(session, "13", "dunning", "t:tokyo", NOW)).campaign
+        with pytest.raises(campaigns.CampaignError):
+            await campaigns.get(session, c.id, DEMO_PREF)  # type: ignore[arg-type]
+    assert c.recipients == 0

@@ -1,0 +1,166 @@
+"""The campaign scheduler: one leader, calendar runs, catch-up after downtime sends once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, timedelta
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlmodel import select
+
+from db.models import Campaign, CampaignSettings, Outbox, Prefecture
+from handlers.context import Context
+from scheduler import jobs
+from scheduler.calendar import JST
+from scheduler.leader import release, try_lead
+from tests.conftest import DEMO_PREF, NOW
+from tests.test_campaign import add_clinics
+
+TTL = timedelta(seconds=60)
+LATE_MARCH = datetime(2027, 3, 25, 10, tzinfo=JST)  # after D-7 (3/24), before D-3 (3/29)
+
+
+async def test_only_one_process_holds_the_lease(ctx: Context) -> None:
+    async with ctx.session() as session:
+        assert await try_lead(session, "s", "A", NOW, TTL)
+        assert not await try_lead(session, "s", "B", NOW + timedelta(seconds=30), TTL)
+        assert await try_lead(session, "s", "A", NOW + timedelta(seconds=30), TTL)  # renew
+        assert not await try_lead(session, "s", "B", NOW + timedelta(seconds=80), TTL)
+        assert await try_lead(session, "s", "B", NOW + timedelta(seconds=91), TTL)  # expired
+        assert not await try_lead(session, "s", "A", NOW + timedelta(seconds=92), TTL)
+        await release(session, "s", "B", NOW + timedelta(seconds=93))
+        assert await try_lead(session, "s", "A", NOW + timedelta(seconds=94), TTL)
+
+
+async def set_deadline(ctx: Context, deadline: date, **cadence: object) -> None:
+    async with ctx.session() as session:
+        pref = await session.get(Prefecture, DEMO_PREF)
+        assert pref is not None
+        pref.period_end = deadline
+        session.add(pref)
+        if cadence:
+            session.add(CampaignSettings(prefecture_code=DEMO_PREF, **cadence))  # type: ignore[arg-type]
+        await session.commit()
+
+
+async def all_campaigns(ctx: Context) -> list[Campaign]:
+    async with ctx.session() as session:
+        return list((await session.exec(select(Campaign))).all())
+
+
+def install(ctx: Context, now: datetime) -> jobs.Runtime:
+    rt = jobs.Runtime(ctx.sessions, lambda: now)
+    jobs._runtime.append(rt)
+    return rt
+
+
+async def test_a_superseded_run_sends_nothing_and_a_due_run_once(ctx: Context) -> None:
+    await add_clinics(ctx, ["未報告", "未報告"])
+    await set_deadline(ctx, date(2027, 3, 31))
+    rt = install(ctx, LATE_MARCH)
+    try:
+        assert await jobs.fire_run(DEMO_PREF, "dunning", "2027-03-31:D-14") is None
+        first = await jobs.fire_run(DEMO_PREF, "dunning", "2027-03-31:D-7")
+        assert await jobs.fire_run(DEMO_PREF, "dunning", "2027-03-31:D-7") == first
+    finally:
+        jobs._runtime.remove(rt)
+    [campaign] = await all_campaigns(ctx)
+    assert campaign.status == "previewed" and campaign.recipients == 2
+    async with ctx.session() as session:
+        [preview] = (await session.exec(select(Outbox).where(
+            Outbox.kind == "campaign_preview"))).all()
+    assert preview.channel == "slack" and preview.payload["campaign_id"] == campaign.id
+
+
+async def test_auto_send_prefectures_skip_the_preview(ctx: Context) -> None:
+    await add_clinics(ctx, ["未報告"])
+    await set_deadline(ctx, date(2027, 3, 31), auto_send=True)
+    rt = install(ctx, LATE_MARCH)
+    try:
+        await jobs.fire_run(DEMO_PREF, "dunning", "2027-03-31:D-7")
+    finally:
+        jobs._runtime.remove(rt)
+    [campaign] = await all_campaigns(ctx)
+    assert campaign.status == "sending" and campaign.approved_by == "auto"
+
+
+async def test_downtime_catch_up_fires_once_through_the_persisted_job_store(
+        ctx: Context, database_url: str) -> None:
+    """Jobs for D-14 and D-7 were persisted, then the process was down over both. On start
+    the job store still holds them: D-14 is superseded (dropped), D-7 fires late, once
+    (misfire grace); a second restart adds no job for it again."""
+    await add_clinics(ctx, ["未報告"] * 3)
+    await set_deadline(ctx, date(2027, 3, 31))
+    real_now = datetime.now(UTC)
+    first = jobs.CampaignScheduler(ctx.sessions, database_url, lambda: LATE_MARCH,
+                                   holder="A", renew_every=3600)
+    store = first._build()
+    store.start(paused=True)
+    for tag, days in (("D-14", 6), ("D-7", 1)):
+        store.add_job(jobs.fire_run, "date", id=f"run:{DEMO_PREF}:2027-03-31:{tag}",
+                      run_date=real_now - timedelta(days=days),
+                      args=(DEMO_PREF, "dunning", f"2027-03-31:{tag}"),
+                      misfire_grace_time=jobs.MISFIRE_GRACE)
+    store.shutdown(wait=False)  # "the process went down"
+
+    done: list[JobExecutionEvent] = []
+    fired = asyncio.Event()
+
+    def listen(event: JobExecutionEvent) -> None:
+        if event.job_id.startswith("run:"):
+            done.append(event)
+            fired.set()
+
+    build = first._build
+
+    def build_with_listener() -> AsyncIOScheduler:
+        scheduler = build()
+        scheduler.add_listener(listen, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        return scheduler
+
+    first._build = build_with_listener  # type: ignore[method-assign]
+    await first.start()
+    try:
+        assert first.scheduler is not None
+        async with asyncio.timeout(10):
+            await fired.wait()
+        await asyncio.sleep(0.2)  # anything else that was going to fire has fired
+        assert [(e.job_id.rsplit(":", 1)[1], e.exception) for e in done] == [("D-7", None)]
+        ids = {j.id for j in first.scheduler.get_jobs()}
+        assert f"run:{DEMO_PREF}:2027-03-31:D-14" not in ids
+        assert f"run:{DEMO_PREF}:2027-03-31:D-3" in ids and f"returned:{DEMO_PREF}" in ids
+    finally:
+        await first.stop()
+    [campaign] = await all_campaigns(ctx)
+    assert campaign.run_tag == "2027-03-31:D-7"
+
+    second = jobs.CampaignScheduler(ctx.sessions, database_url, lambda: LATE_MARCH,
+                                    holder="B", renew_every=3600)
+    await second.start()
+    try:
+        assert second.leading.is_set() and second.scheduler is not None
+        ids = {j.id for j in second.scheduler.get_jobs()}
+        assert f"run:{DEMO_PREF}:2027-03-31:D-7" not in ids  # done: not re-added
+    finally:
+        await second.stop()
+    assert len(await all_campaigns(ctx)) == 1
+
+
+async def test_a_second_process_does_not_schedule_while_the_first_leads(
+        ctx: Context, database_url: str) -> None:
+    await set_deadline(ctx, date(2027, 3, 31))
+    a = jobs.CampaignScheduler(ctx.sessions, database_url, lambda: NOW, holder="A",
+                               renew_every=3600)
+    b = jobs.CampaignScheduler(ctx.sessions, database_url, lambda: NOW, holder="B",
+                               renew_every=3600)
+    await a.start()
+    await b.start()
+    try:
+        assert a.scheduler is not None and b.scheduler is None
+        await a.stop()
+        await b.tick()  # A released the lease on stop: B takes over at its next renewal
+        assert b.scheduler is not None
+    finally:
+        await a.stop()
+        await b.stop()

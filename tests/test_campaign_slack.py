@@ -1,0 +1,70 @@
+"""Campaign preview in the prefecture's Slack channel: 送信 / 中止, tenant-checked; report."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from db.models import Campaign
+from scheduler import campaigns
+from tests.conftest import DEMO_PREF, NOW
+from tests.test_campaign import add_clinics, outbox_rows
+from tests.test_slack_desk import C13, C26, STAFF_A, STAFF_TOKYO, Desk, action_ids, blocks_text
+from tests.test_slack_desk import api, d  # noqa: F401  (fixtures)
+
+
+async def planned(d: Desk) -> Campaign:
+    await add_clinics(d.ctx, ["未報告", "未報告"])
+    await add_clinics(d.ctx, ["未報告"], linked=False, prefix="88")
+    async with d.ctx.session() as session:
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "slack:D-7", NOW)).campaign
+        await campaigns.request_preview(session, c, NOW)
+    await d.channel.flush(NOW)
+    return c
+
+
+async def status_of(d: Desk, campaign_id: int) -> str:
+    async with d.ctx.session() as session:
+        return (await session.exec(select(Campaign.status).where(
+            Campaign.id == campaign_id))).one()
+
+
+async def test_preview_card_then_send_button_releases_the_messages(d: Desk) -> None:
+    c = await planned(d)
+    [card] = d.api.of("chat.postMessage")
+    assert card.params["channel"] == C26
+    text = blocks_text(card.params)
+    assert "送信対象" in text and "2件" in text and "テスト診療所770 ご担当者さま" in text
+    assert "テスト診療所880" in text  # the unlinked CSV excerpt
+    assert action_ids(card.params) == ["campaign_send", "campaign_cancel"]
+    await d.slack.press("campaign_send", c.id, C26, STAFF_A)
+    assert await status_of(d, c.id) == "sending"  # type: ignore[arg-type]
+    assert {r.status for r in await outbox_rows(d.ctx, campaign_id=c.id)} == {"pending"}
+    assert "承認しました（2件）" in d.api.of("chat.postEphemeral")[-1].params["text"]
+
+
+async def test_another_prefectures_channel_cannot_approve(d: Desk) -> None:
+    c = await planned(d)
+    await d.slack.press("campaign_send", c.id, C13, STAFF_TOKYO)
+    assert await status_of(d, c.id) == "previewed"  # type: ignore[arg-type]
+    assert "見つかりません" in d.api.of("chat.postEphemeral")[-1].params["text"]
+
+
+async def test_cancel_button_and_the_final_report(d: Desk) -> None:
+    c = await planned(d)
+    await d.slack.press("campaign_cancel", c.id, C26, STAFF_A)
+    assert await status_of(d, c.id) == "cancelled"  # type: ignore[arg-type]
+    async with d.ctx.session() as session:
+        c2 = (await campaigns.plan(session, DEMO_PREF, "dunning", "slack:D-3", NOW)).campaign
+        await campaigns.approve(session, c2, "auto", NOW)
+        await campaigns.cancel(session, c2, "x", NOW)
+        c3 = (await campaigns.plan(session, DEMO_PREF, "annai", "slack:annai", NOW)).campaign
+        await campaigns.approve(session, c3, "auto", NOW)
+    from tests.test_campaign import Recorder, run_all
+
+    await run_all(d.ctx, Recorder())
+    async with d.ctx.session() as session:
+        assert await campaigns.finish_done(session, NOW) == [c3.id]
+    await d.channel.flush(NOW)
+    report = d.api.of("chat.postMessage")[-1].params
+    assert report["channel"] == C26 and "送信済み：2件" in report["text"]
+    assert "チャット未連携の医療機関：" in report["text"]
