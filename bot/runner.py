@@ -89,7 +89,8 @@ def _campaign_scheduler(settings: Settings, app: App, channels: list[Channel],
                     poke()
 
     ctx = app.context
-    return CampaignScheduler(ctx.sessions, settings.database_url, ctx.clock, on_queued=wake)
+    return CampaignScheduler(ctx.sessions, settings.database_url, ctx.clock, on_queued=wake,
+                             sla_hours=settings.desk_sla_hours)
 
 
 def _web_server(settings: Settings, routes: list[BaseRoute]) -> uvicorn.Server:

@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     redmine_api_key: SecretStr | None = None
     redmine_project_id: str = ""
     campaign_scheduler: bool = Field(
-        default=True, description="Fire campaign schedules (only the lease holder does)")
+        default=True,
+        description="Fire schedules: campaigns, the 9:00 digest, SLA reminders (lease holder)")
     web_host: str = "127.0.0.1"
     web_port: int = 8080
 

@@ -3,7 +3,8 @@ our database (a sibling file on SQLite: db.engine.job_store_url), run by whichev
 
 Jobs come from each prefecture's calendar (scheduler.cadence): one date job per run
 ("run:26:2027-03-31:D-7"), a weekday job for the 差し戻し sweep, and one that closes
-finished campaigns. Job functions are module-level and take ids only; they find the
+finished campaigns. The staff desk adds, for each prefecture with a Slack channel, the
+9:00 JST digest on business days and a sweep that reminds unclaimed escalations. Job functions are module-level and take ids only; they find the
 process's database and clock through the runtime the scheduler installs when it starts.
 
 Downtime: date jobs keep `misfire_grace_time` of a week, so runs missed while the process
@@ -31,15 +32,19 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.engine import job_store_url
 from db.models import CampaignSettings, Prefecture
+from handlers.desk_digest import enqueue_digest
+from handlers.desk_sla import remind_unclaimed
 from scheduler import campaigns
 from scheduler.cadence import cycle_runs, due_run
-from scheduler.calendar import JST
+from scheduler.calendar import JST, is_business_day
 from scheduler.leader import release, try_lead
 
 logger = logging.getLogger(__name__)
 LEASE_NAME = "campaign-scheduler"
 MISFIRE_GRACE = int(timedelta(days=7).total_seconds())
 CATCH_UP = timedelta(days=14)  # a run missed longer ago than this is not sent late
+DIGEST_HOUR = 9  # JST, business days
+SLA_EVERY_MINUTES = 15
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class Runtime:
     sessions: Callable[[], AsyncSession]
     clock: Callable[[], datetime]
     on_queued: Callable[[], None] = lambda: None
+    sla_hours: float = 4.0  # business hours an escalation may stay unclaimed
 
 
 _runtime: list[Runtime] = []  # the one runtime of this process, installed by start()
@@ -114,6 +120,34 @@ async def finish_campaigns() -> list[int]:
     return done
 
 
+async def send_digest(prefecture_code: str) -> bool:
+    """9:00 JST: the staff desk's daily digest, on business days only (once a day)."""
+    rt = runtime()
+    now = rt.clock()
+    if not is_business_day(now.astimezone(JST).date()):
+        return False
+    queued = await enqueue_digest(rt.sessions, prefecture_code, now)
+    if queued:
+        rt.on_queued()
+    return queued
+
+
+async def remind_escalations() -> int:
+    """Every few minutes: remind each prefecture's unclaimed escalations in their threads
+    (each escalation and level once, so running often is harmless)."""
+    rt = runtime()
+    now = rt.clock()
+    async with rt.sessions() as session:
+        codes = (await session.exec(select(Prefecture.code).where(
+            col(Prefecture.slack_channel).is_not(None)))).all()
+    queued = 0
+    for code in codes:
+        queued += await remind_unclaimed(rt.sessions, code, now, rt.sla_hours)
+    if queued:
+        rt.on_queued()
+    return queued
+
+
 async def _next_step(session: AsyncSession, campaign: campaigns.Campaign,
                      cadence: CampaignSettings, now: datetime) -> None:
     if campaign.recipients == 0 and campaign.unlinked == 0:
@@ -133,6 +167,8 @@ async def sync_jobs(scheduler: AsyncIOScheduler, session: AsyncSession, now: dat
     writes, so the two connections never wait on each other (SQLite)."""
     dated: list[tuple[str, datetime | None, tuple[str, str, str]]] = []
     sweeps: list[tuple[str, int]] = []
+    desks = list((await session.exec(select(Prefecture.code).where(
+        col(Prefecture.slack_channel).is_not(None)))).all())
     prefs = (await session.exec(select(Prefecture).where(
         col(Prefecture.period_end).is_not(None)))).all()
     for pref in prefs:
@@ -159,10 +195,27 @@ async def sync_jobs(scheduler: AsyncIOScheduler, session: AsyncSession, now: dat
             added += 1
     if scheduler.get_job("finish") is None:
         scheduler.add_job(finish_campaigns, "interval", id="finish", minutes=1, coalesce=True)
-    wanted = {"finish"} | {j for j, _, _ in dated} | {f"returned:{c}" for c, _ in sweeps}
+    added += _ensure_desk_jobs(scheduler, desks)
+    wanted = ({"finish", "sla"} | {j for j, _, _ in dated} | {f"returned:{c}" for c, _ in sweeps}
+              | {f"digest:{c}" for c in desks})
     for job in scheduler.get_jobs():
         if job.id not in wanted:
             job.remove()
+    return added
+
+
+def _ensure_desk_jobs(scheduler: AsyncIOScheduler, desks: list[str]) -> int:
+    """The digest per prefecture with a Slack channel, and one SLA sweep for all."""
+    added = 0
+    for code in desks:
+        if scheduler.get_job(f"digest:{code}") is None:
+            scheduler.add_job(send_digest, "cron", id=f"digest:{code}", args=(code,),
+                              hour=DIGEST_HOUR, minute=0, timezone=JST, coalesce=True,
+                              misfire_grace_time=3 * 3600)
+            added += 1
+    if scheduler.get_job("sla") is None:
+        scheduler.add_job(remind_escalations, "interval", id="sla", minutes=SLA_EVERY_MINUTES,
+                          coalesce=True)
     return added
 
 
@@ -187,9 +240,10 @@ class CampaignScheduler:
 
     def __init__(self, sessions: Callable[[], AsyncSession], database_url: str,
                  clock: Callable[[], datetime], *, on_queued: Callable[[], None] = lambda: None,
-                 holder: str | None = None, lease_ttl: float = 60.0, renew_every: float = 20.0,
+                 sla_hours: float = 4.0, holder: str | None = None, lease_ttl: float = 60.0,
+                 renew_every: float = 20.0,
                  ) -> None:
-        self._rt = Runtime(sessions, clock, on_queued)
+        self._rt = Runtime(sessions, clock, on_queued, sla_hours)
         self._url = job_store_url(database_url)
         self._holder = holder or holder_id()
         self._ttl, self._every = timedelta(seconds=lease_ttl), renew_every
@@ -215,29 +269,27 @@ class CampaignScheduler:
             _runtime.remove(self._rt)
 
     async def tick(self) -> None:
-        """Renew or take the lease; start or stop the APScheduler accordingly."""
+        """Renew or take the lease; start or stop the APScheduler accordingly. While leading,
+        bring the jobs in line with the calendars, so a change made with the CLI (`calendar
+        set`, `slack-channel`) reaches a running bot within one renewal."""
         async with self._rt.sessions() as session:
             lead = await try_lead(session, LEASE_NAME, self._holder, self._rt.clock(),
                                   self._ttl)
-        async with self._rt.sessions() as session:
-            if lead and self.scheduler is None:
-                self.scheduler = self._build()
-                self.scheduler.start(paused=True)  # no job fires before the store is in line
+        if lead and self.scheduler is not None:
+            async with self._rt.sessions() as session:
+                await sync_jobs(self.scheduler, session, self._rt.clock())
+        elif lead:
+            self.scheduler = self._build()
+            self.scheduler.start(paused=True)  # no job fires before the store is in line
+            async with self._rt.sessions() as session:
                 added = await sync_jobs(self.scheduler, session, self._rt.clock())
-                self.scheduler.resume()
-                logger.info("campaign scheduler: leading as %s (%d jobs added)", self._holder,
-                            added)
-                self.leading.set()
-        if not lead and self.scheduler is not None:
+            self.scheduler.resume()
+            logger.info("campaign scheduler: leading as %s (%d jobs added)", self._holder,
+                        added)
+            self.leading.set()
+        elif self.scheduler is not None:
             logger.warning("campaign scheduler: lease lost; stopping schedules here")
             self._stop_scheduler()
-
-    async def resync(self) -> int:
-        """After a calendar change (CLI or settings): bring the jobs in line now."""
-        if self.scheduler is None:
-            return 0
-        async with self._rt.sessions() as session:
-            return await sync_jobs(self.scheduler, session, self._rt.clock())
 
     def _build(self) -> AsyncIOScheduler:
         store = SQLAlchemyJobStore(url=self._url, engine_options={"pool_pre_ping": True})

@@ -164,3 +164,63 @@ async def test_a_second_process_does_not_schedule_while_the_first_leads(
     finally:
         await a.stop()
         await b.stop()
+
+
+async def map_channel(ctx: Context, channel: str) -> None:
+    async with ctx.session() as session:
+        pref = await session.get(Prefecture, DEMO_PREF)
+        assert pref is not None
+        pref.slack_channel = channel
+        session.add(pref)
+        await session.commit()
+
+
+async def test_desk_jobs_run_under_the_scheduler_and_follow_a_channel_mapped_later(
+        ctx: Context, database_url: str) -> None:
+    """The 9:00 JST digest and the SLA sweep are real scheduler jobs; a prefecture mapped
+    to Slack while the bot runs gets its digest at the leader's next renewal."""
+    s = jobs.CampaignScheduler(ctx.sessions, database_url, lambda: NOW, holder="A",
+                               renew_every=3600)
+    await s.start()
+    try:
+        assert s.scheduler is not None
+        ids = {j.id for j in s.scheduler.get_jobs()}
+        assert "sla" in ids and f"digest:{DEMO_PREF}" not in ids  # no Slack channel yet
+        await map_channel(ctx, "C0KYOTO")
+        await s.tick()
+        digest = s.scheduler.get_job(f"digest:{DEMO_PREF}")
+        assert digest is not None
+        at = digest.next_run_time.astimezone(JST)
+        assert (at.hour, at.minute) == (9, 0)
+    finally:
+        await s.stop()
+
+
+async def test_digest_job_skips_holidays_and_queues_once_on_a_business_day(
+        ctx: Context) -> None:
+    await map_channel(ctx, "C0KYOTO")
+    holiday = datetime(2026, 11, 23, 9, tzinfo=JST)  # 勤労感謝の日
+    workday = datetime(2026, 11, 24, 9, tzinfo=JST)
+    for now, queued in ((holiday, False), (workday, True), (workday, False)):
+        rt = install(ctx, now)
+        try:
+            assert await jobs.send_digest(DEMO_PREF) is queued
+        finally:
+            jobs._runtime.remove(rt)
+    async with ctx.session() as session:
+        [row] = (await session.exec(select(Outbox).where(Outbox.kind == "digest"))).all()
+    assert row.recipient == "C0KYOTO" and "2026-11-24" in row.idempotency_key
+
+
+async def test_sla_job_reminds_an_unclaimed_escalation_in_its_thread(ctx: Context) -> None:
+    from tests.test_desk_sla import new_escalation
+
+    await map_channel(ctx, "C0KYOTO")
+    created = datetime(2026, 11, 24, 9, tzinfo=JST)
+    await new_escalation(ctx, "u-sla", created)
+    for hour, expected in ((12, 0), (14, 1), (15, 0)):  # 4 business hours by default
+        rt = install(ctx, created.replace(hour=hour))
+        try:
+            assert await jobs.remind_escalations() == expected
+        finally:
+            jobs._runtime.remove(rt)

@@ -427,14 +427,17 @@ async def test_the_dispatcher_loop_posts_without_being_asked(
 
 async def test_production_mode_acks_first_and_works_after(ctx: Context,
                                                           api: FakeSlackAPI) -> None:
-    """Without process_before_response, a button's work runs after Slack got its 200."""
+    """Without process_before_response, a button's work runs after Slack got its 200: the
+    ack arrives while the modal's `views.open` is still stuck at Slack."""
     await map_channels(ctx)
     channel = SlackChannel(desk_settings(api), ctx.sessions, ctx.clock)
     async with serve(channel.web_routes()) as url, httpx.AsyncClient(timeout=15) as http:
         slack = SlackSide(http, url + "/slack/events")
         esc_id = await escalate(ctx)
+        slow_slack = api.hold("views.open")
         pressed = await slack.press("desk_answer", esc_id, C26, STAFF_A)
-        assert pressed.status_code == 200
+        assert pressed.status_code == 200 and api.of("views.open") == []
+        slow_slack.set()
         [opened] = await api.wait_for("views.open")
         assert opened.params["view"]["callback_id"] == "desk_answer"
         done = await slack.submit("desk_answer", esc_id, C26, STAFF_A, "回答いたします。")

@@ -22,6 +22,7 @@ from sqlmodel import col, select
 from telegram import Bot
 
 from bot.telegram.render import CallbackCodec
+from bot.telegram.request import AiohttpRequest
 from bot.telegram.sender import TelegramSender
 from db.engine import make_engine, make_sessionmaker
 from db.models import Outbox
@@ -40,7 +41,9 @@ async def run(args: argparse.Namespace) -> int:
     engine = make_engine(args.database_url)
     sessions = make_sessionmaker(engine)
     limiter = RateLimiter(args.rate, args.per_chat, clock=time.monotonic)
-    async with Bot(TOKEN, base_url=f"{args.api}/bot") as bot:
+    # The transport the running bot uses (bot.telegram.channel), not PTB's httpx default.
+    request = AiohttpRequest(pool_size=max(8, args.concurrency))
+    async with Bot(TOKEN, base_url=f"{args.api}/bot", request=request) as bot:
         sender = TelegramSender(bot, sessions, limiter, CallbackCodec(), clock, lambda: None,
                                 "26")
         while True:

@@ -42,6 +42,7 @@ class FakeSlackAPI:
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) → message
         self.unknown_channels: set[str] = set()
         self._faults: list[tuple[str, int]] = []  # (status or "ratelimited", times)
+        self._holds: dict[str, asyncio.Event] = {}  # method -> released when set
         self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -79,6 +80,10 @@ class FakeSlackAPI:
         """The next `times` calls fail with HTTP `status` (or "ratelimited")."""
         self._faults.append((str(status), times))
 
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls of `method` wait (unanswered, unrecorded) until the returned event is set."""
+        return self._holds.setdefault(method, asyncio.Event())
+
     def of(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method and c.ok]
 
@@ -94,6 +99,8 @@ class FakeSlackAPI:
         params = await _params(request)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return await self._record(method, params, 200, {"ok": False, "error": "invalid_auth"})
+        if (gate := self._holds.get(method)) is not None:
+            await gate.wait()
         if self._faults:
             return await self._fault(method, params)
         if method not in KNOWN:
