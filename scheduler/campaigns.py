@@ -209,6 +209,14 @@ async def request_preview(session: AsyncSession, campaign: Campaign, now: dateti
         body=f"{KIND_LABELS[campaign.kind]}の送信確認（{campaign.recipients}件）",
         prefecture_code=campaign.prefecture_code, now=now,
         payload={"campaign_id": campaign.id})
+    if campaign.unlinked:  # the whole list as a file, for phone or mail follow-up
+        await enqueue(
+            session, key=f"campaign-unlinked:{campaign.id}", channel="slack",
+            recipient=(pref.slack_channel if pref else None) or "", kind="campaign_unlinked",
+            body=f"チャット未連携の医療機関（{campaign.unlinked:,}件）の一覧です。"
+                 "電話・メールでのご連絡にお使いください。",
+            prefecture_code=campaign.prefecture_code, now=now,
+            payload={"campaign_id": campaign.id})
     campaign.status = "previewed"
     session.add(campaign)
     await session.commit()

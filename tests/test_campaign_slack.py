@@ -36,6 +36,14 @@ async def test_preview_card_then_send_button_releases_the_messages(d: Desk) -> N
     assert "送信対象" in text and "2件" in text and "テスト診療所770 ご担当者さま" in text
     assert "テスト診療所880" in text  # the unlinked CSV excerpt
     assert action_ids(card.params) == ["campaign_send", "campaign_cancel"]
+    [upload] = d.api.of("files.completeUploadExternal")  # the full list, to phone or mail
+    assert c.unlinked >= 1 and upload.params["channel_id"] == C26
+    assert f"未連携の医療機関（{c.unlinked}件）" in upload.params["initial_comment"]
+    [(file_id, table)] = d.api.uploads.items()
+    assert upload.params["files"][0]["id"] == file_id
+    lines = table.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("医療機関コード,医療機関名") and len(lines) == 1 + c.unlinked
+    assert any("テスト診療所880" in line for line in lines)
     await d.slack.press("campaign_send", c.id, C26, STAFF_A)
     assert await status_of(d, c.id) == "sending"  # type: ignore[arg-type]
     assert {r.status for r in await outbox_rows(d.ctx, campaign_id=c.id)} == {"pending"}

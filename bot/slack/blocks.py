@@ -141,8 +141,8 @@ def campaign_preview_blocks(campaign_id: int, title: str, summary: str, sample: 
     if unlinked:
         blocks.append(_section(
             f"*チャット未連携の医療機関（{unlinked}件）*：電話・メールでのご連絡用です。"
-            f"全件は `python main.py campaign unlinked {campaign_id} --out 未連携.csv` "
-            f"で出力できます。\n```{escape(unlinked_csv)}```"))
+            "全件のCSVファイルをこのチャンネルに添付します（Excelで開けます）。"
+            f"先頭の数件：\n```{escape(unlinked_csv)}```"))
     blocks.append({"type": "actions", "block_id": f"campaign:{campaign_id}", "elements": [
         {"type": "button", "action_id": "campaign_send", "value": str(campaign_id),
          "style": "primary", "text": {"type": "plain_text", "text": "送信"},

@@ -48,6 +48,8 @@ class SlackSender:
                 return await self._text(row)
             if row.kind == "campaign_preview":
                 return await self._campaign_preview(row)
+            if row.kind == "campaign_unlinked":
+                return await self._unlinked_file(row)
             return Outcome("failed", f"unknown kind {row.kind}")
         except SlackApiError as exc:
             return api_outcome(exc)
@@ -134,6 +136,26 @@ class SlackSender:
                                          c.unlinked)
         await self.client.chat_postMessage(channel=channel, text=title, blocks=blocks,
                                            unfurl_links=False)
+        return Outcome("sent")
+
+    async def _unlinked_file(self, row: Outbox) -> Outcome:
+        """The full list of target institutions no chat reaches, as a CSV that opens in
+        Excel (UTF-8 with BOM), built from the database at send time."""
+        async with self.sessions() as session:
+            try:
+                c = await campaigns.get(session, int(row.payload["campaign_id"]))
+            except campaigns.CampaignError:
+                return Outcome("failed", "campaign not found")
+            pref = await session.get(Prefecture, c.prefecture_code)
+            table = await campaigns.unlinked_csv(session, c)
+        channel = (pref.slack_channel if pref else None) or row.recipient
+        if not channel:
+            return Outcome("retry", "no Slack channel mapped for this prefecture",
+                           retry_after=NO_CHANNEL_WAIT)
+        await self.client.files_upload_v2(
+            channel=channel, content=table.encode("utf-8-sig"),
+            filename=f"unlinked-campaign-{c.id}.csv", title=f"未連携医療機関_キャンペーン{c.id}",
+            initial_comment=row.body)
         return Outcome("sent")
 
 

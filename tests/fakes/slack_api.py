@@ -19,7 +19,8 @@ from aiohttp import web
 
 TOKEN = "xoxb-test-token-for-the-fake"
 WAIT_LIMIT = 10.0
-KNOWN = ("chat.postMessage", "chat.update", "chat.postEphemeral", "views.open")
+KNOWN = ("chat.postMessage", "chat.update", "chat.postEphemeral", "views.open",
+         "files.getUploadURLExternal", "files.completeUploadExternal")
 
 
 @dataclass
@@ -43,6 +44,7 @@ class FakeSlackAPI:
         self.unknown_channels: set[str] = set()
         self._faults: list[tuple[str, int]] = []  # (status or "ratelimited", times)
         self._holds: dict[str, asyncio.Event] = {}  # method -> released when set
+        self.uploads: dict[str, bytes] = {}  # file id -> bytes received at its upload URL
         self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -63,6 +65,7 @@ class FakeSlackAPI:
         """Listen on an ephemeral port the first time, on the same port after a stop."""
         app = web.Application()
         app.router.add_post("/api/{method}", self._handle)
+        app.router.add_post("/upload/{file_id}", self._upload)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
@@ -108,6 +111,14 @@ class FakeSlackAPI:
                                       {"ok": False, "error": "unknown_method"})
         return await self._record(method, params, 200, self._answer(method, params))
 
+    async def _upload(self, request: web.Request) -> web.Response:
+        """Step 2 of files_upload_v2: the bytes go to the URL step 1 handed out."""
+        file_id = request.match_info["file_id"]
+        if file_id not in self.uploads:
+            return web.Response(status=404, text="unknown upload")
+        self.uploads[file_id] = await request.read()
+        return web.Response(status=200, text="OK - 1")
+
     async def _fault(self, method: str, params: dict[str, Any]) -> web.Response:
         kind, times = self._faults[0]
         self._faults[0] = (kind, times - 1)
@@ -137,6 +148,18 @@ class FakeSlackAPI:
             if not params.get("trigger_id") or not isinstance(params.get("view"), dict):
                 return {"ok": False, "error": "invalid_arguments"}
             return {"ok": True, "view": {"id": "V1", **params["view"]}}
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{next(self._ts):06d}"
+            self.uploads[file_id] = b""
+            return {"ok": True, "file_id": file_id,
+                    "upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}"}
+        if method == "files.completeUploadExternal":
+            files = params.get("files")
+            if not isinstance(files, list) or not all(
+                    isinstance(f, dict) and self.uploads.get(str(f.get("id"))) for f in files):
+                return {"ok": False, "error": "file_not_found"}
+            return {"ok": True, "files": [{"id": f["id"], "title": f.get("title")}
+                                          for f in files]}
         return {"ok": True, "message_ts": "1700000000.999999"}
 
     async def _record(self, method: str, params: dict[str, Any], status: int,
@@ -158,13 +181,13 @@ class FakeSlackAPI:
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
-    """slack_sdk sends JSON for these methods, form data for some others."""
+    """slack_sdk sends JSON for these methods, form data or query parameters for others."""
     if request.content_type == "application/json":
         data = await request.json()
         return dict(data) if isinstance(data, dict) else {}
     form = await request.post()
     params: dict[str, Any] = {}
-    for key, value in form.items():
+    for key, value in [*request.query.items(), *form.items()]:
         text = str(value)
         try:
             params[key] = json.loads(text) if text[:1] in "[{" else text
