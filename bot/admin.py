@@ -21,8 +21,6 @@ from db.seed import ensure_prefecture
 from handlers.linking import issue_code, revoke_links
 from handlers.rules import Facility, obligation
 
-MAX_ERRORS_SHOWN = 200
-
 
 async def with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[int]]) -> int:
     engine = make_engine(settings.database_url)
@@ -38,15 +36,22 @@ async def run_import(settings: Settings, kind: str, path: Path, prefecture: str)
     now = datetime.now(UTC)
 
     async def work(session: AsyncSession) -> int:
-        await ensure_prefecture(session, prefecture, now.date(), settings.gmis_contact)
+        await ensure_prefecture(session, prefecture, now.date(), settings.gmis_contact,
+                                commit=False)
         with tqdm(desc="書き込み", unit="件", file=sys.stderr, leave=False,
                   disable=None) as bar:
+
+            def progress(written: int, total: int) -> None:
+                if bar.total != total:
+                    bar.reset(total=total)
+                bar.update(written)
+
             if kind == "roster":
-                result = await import_roster(session, path, prefecture, bar.update)
+                result = await import_roster(session, path, prefecture, progress)
             elif kind == "status":
-                result = await import_status(session, path, prefecture, now, bar.update)
+                result = await import_status(session, path, prefecture, now, progress)
             else:
-                result = await import_report(session, path, prefecture, bar.update)
+                result = await import_report(session, path, prefecture, progress)
         return report(result)
 
     if not path.is_file():
@@ -63,10 +68,8 @@ def report(result: ImportResult) -> int:
     print(f"{result.file}: 文字コード {result.encoding}、{result.rows}行")
     if result.errors:
         print(f"エラーが{len(result.errors)}件あるため、何も取り込みませんでした。", file=sys.stderr)
-        for error in result.errors[:MAX_ERRORS_SHOWN]:
+        for error in result.errors:  # every one: the operator fixes them all in one pass
             print(f"  {result.file}:{error}", file=sys.stderr)
-        if len(result.errors) > MAX_ERRORS_SHOWN:
-            print(f"  ……ほか{len(result.errors) - MAX_ERRORS_SHOWN}件", file=sys.stderr)
         return 1
     print(f"取り込み完了：新規 {result.created}件、更新 {result.updated}件、"
           f"変更なし {result.unchanged}件")

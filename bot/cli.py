@@ -9,7 +9,6 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
-
 from pathlib import Path
 
 from bot.settings import Settings, prefecture_code

@@ -31,7 +31,6 @@ class Settings(BaseSettings):
         default="26", description="Tenant for chats not yet linked to an institution"
     )
     gmis_contact: str = GMIS_CONTACT_DEFAULT
-    timezone: str = "Asia/Tokyo"
     link_code_days: int = 120
     wizard_ttl_minutes: int = 60
 

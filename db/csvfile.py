@@ -79,17 +79,22 @@ def read_table(path: Path, columns: list[Column]) -> Table:
         if pos is not None:
             positions[col.key] = pos
     table = Table(path, encoding)
-    for line, raw in _numbered(reader):
+    for line, raw in _numbered(reader, path):
         if not any(cell.strip() for cell in raw):
             continue
         table.rows.append((line, {k: (raw[p] if p < len(raw) else "") for k, p in positions.items()}))
     return table
 
 
-def _numbered(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
+def _numbered(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, list[str]]]:
     # csv.reader.line_num counts physical lines, so quoted newlines keep numbers right.
-    for raw in reader:
-        yield reader.line_num, raw  # type: ignore[attr-defined]
+    try:
+        for raw in reader:
+            yield reader.line_num, raw  # type: ignore[attr-defined]
+    except csv.Error as exc:  # e.g. a runaway quote swallowing the rest of the file
+        line = reader.line_num  # type: ignore[attr-defined]
+        raise FileProblem(f"{path}:{line}行目付近: CSVとして読み取れません（{exc}）。"
+                          "引用符（\"）の閉じ忘れがないかご確認ください") from exc
 
 
 def parse_row(line: int, raw: dict[str, str], columns: list[Column],

@@ -7,7 +7,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
-
 def async_url(url: str) -> str:
     """Pick the async driver for a plain URL (sqlite → aiosqlite, postgresql → psycopg 3)."""
     for plain, driver in (("sqlite://", "sqlite+aiosqlite://"),

@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db.csvfile import Column, RowError, Table, parse_row, read_table
 from db.models import Institution, StatusHistory
 
-Progress = Callable[[int], None]
+Progress = Callable[[int, int], None]  # (rows just written, rows to write in all)
 CHUNK = 2000
 
 STATUSES = {"未報告": "未報告", "報告済": "報告済", "報告済み": "報告済", "確認済": "確認済",
@@ -205,15 +205,18 @@ async def _write(session: AsyncSession, new: list[dict[str, Any]],
                  changed: list[dict[str, Any]], progress: Progress | None,
                  history: list[dict[str, Any]] | None = None) -> None:
     """One transaction for the whole file: a failure half-way writes nothing."""
+    total = len(new) + len(changed)
     try:
+        if progress:
+            progress(0, total)
         for i in range(0, len(new), CHUNK):
             await session.exec(insert(Institution), params=new[i:i + CHUNK])  # type: ignore[call-overload]
             if progress:
-                progress(len(new[i:i + CHUNK]))
+                progress(len(new[i:i + CHUNK]), total)
         for i in range(0, len(changed), CHUNK):
             await session.exec(update(Institution), params=changed[i:i + CHUNK])  # type: ignore[call-overload]
             if progress:
-                progress(len(changed[i:i + CHUNK]))
+                progress(len(changed[i:i + CHUNK]), total)
         if history:
             await session.exec(insert(StatusHistory), params=history)  # type: ignore[call-overload]
         await session.commit()

@@ -13,6 +13,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+
+def aware(value: datetime) -> datetime:
+    """A stored timestamp as an aware UTC datetime: SQLite returns them naive."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
 class Prefecture(SQLModel, table=True):
     """The tenant: one prefecture's calendar and contacts."""
 

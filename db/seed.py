@@ -21,8 +21,9 @@ DEMO_INSTITUTIONS = [
 
 
 async def ensure_prefecture(session: AsyncSession, code: str, today: date, gmis_contact: str,
-                            ) -> Prefecture:
-    """Create the prefecture with the statutory period if it does not exist yet."""
+                            *, commit: bool = True) -> Prefecture:
+    """Create the prefecture with the statutory period if it does not exist yet. With
+    `commit=False` it joins the caller's transaction (an import that fails leaves no trace)."""
     pref = await session.get(Prefecture, code)
     if pref is None:
         start, end = default_period(today)
@@ -30,7 +31,8 @@ async def ensure_prefecture(session: AsyncSession, code: str, today: date, gmis_
                           inquiry_contact=f"{NAMES[code]} かかりつけ医機能報告 担当窓口",
                           gmis_contact=gmis_contact)
         session.add(pref)
-        await session.commit()
+        if commit:
+            await session.commit()
     return pref
 
 

@@ -6,14 +6,14 @@ Adapters render a `Card` (Slack Block Kit, or plain text); nothing here knows a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db import repo
-from db.models import ChatAccount, Escalation
+from db.models import ChatAccount, Escalation, aware
 
 JST = ZoneInfo("Asia/Tokyo")
 UNLINKED = "未連携"
@@ -93,8 +93,8 @@ async def build_card(session: AsyncSession, esc: Escalation, now: datetime) -> C
     account = await session.get(ChatAccount, esc.chat_account_id)
     return Card(
         escalation_id=esc.id, prefecture_code=esc.prefecture_code, receipt=esc.receipt,
-        status=esc.status, received=_aware(esc.created_at).astimezone(JST).strftime(
-            "%Y/%m/%d %H:%M"), age=format_age(_aware(esc.created_at), now),
+        status=esc.status, received=aware(esc.created_at).astimezone(JST).strftime(
+            "%Y/%m/%d %H:%M"), age=format_age(aware(esc.created_at), now),
         clinic=await _clinic(session, esc, account), via=account.channel if account else "",
         question=esc.question, history=_history(esc.context), tried=_tried(esc.context),
         tier=esc.tier, claimed_by=esc.claimed_by, answer=esc.answer,
@@ -149,7 +149,3 @@ def plain_text(card: Card) -> str:
 def _cut(text: str, limit: int = TEXT_CUT) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

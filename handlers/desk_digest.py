@@ -7,14 +7,14 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import ConversationLog, Escalation, Institution, Prefecture
+from db.models import ConversationLog, Escalation, Institution, Prefecture, aware
 from handlers.desk_card import OPEN_STATUSES, STATUS_LABELS, format_age, staff_ref
 from scheduler import outbox
 
@@ -78,7 +78,7 @@ async def _open_items(session: AsyncSession, pref: str, now: datetime) -> list[O
     stmt = (select(Escalation).where(Escalation.prefecture_code == pref,
                                      col(Escalation.status).in_(OPEN_STATUSES))
             .order_by(col(Escalation.created_at), col(Escalation.id)))
-    return [OpenItem(e.receipt, e.status, format_age(_aware(e.created_at), now), e.claimed_by,
+    return [OpenItem(e.receipt, e.status, format_age(aware(e.created_at), now), e.claimed_by,
                      " ".join(e.question.split())[:60])
             for e in (await session.exec(stmt)).all()]
 
@@ -161,7 +161,3 @@ async def enqueue_digest(sessions: Callable[[], AsyncSession], prefecture_code: 
             session, key=key, channel="slack",
             recipient=(pref.slack_channel if pref else None) or "", kind="digest",
             body=render_digest(digest), prefecture_code=prefecture_code, now=now)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -10,6 +10,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import ChatAccount, Institution
+from handlers.rules import judgement_text
 
 MAX_RESULTS = 5
 USAGE = ("医療機関コード（例：1234567）または医療機関名の一部を続けて入力してください。"
@@ -26,6 +27,8 @@ class InstitutionSummary:
     return_reason: str | None
     linked_accounts: int
     unreachable_accounts: int
+    judgement: str | None = None  # from imported report answers, by the clinics' rules
+
 
     def text(self) -> str:
         lines = [f"【{self.name}】（医療機関コード {self.code}）{self.municipality}",
@@ -35,6 +38,8 @@ class InstitutionSummary:
                     if self.unreachable_accounts else "")]
         if self.return_reason and self.status == "差し戻し":
             lines.append(f"差し戻し理由：{self.return_reason}")
+        if self.judgement:
+            lines.append(self.judgement)
         return "\n".join(lines)
 
 
@@ -68,7 +73,8 @@ async def _summary(session: AsyncSession, inst: Institution) -> InstitutionSumma
         name=inst.name, code=inst.code, municipality=inst.municipality, status=inst.status,
         confirmation=inst.confirmation, return_reason=inst.return_reason,
         linked_accounts=counts.get(True, 0) + counts.get(False, 0),
-        unreachable_accounts=counts.get(False, 0))
+        unreachable_accounts=counts.get(False, 0),
+        judgement=judgement_text(inst.report))
 
 
 def lookup_text(results: list[InstitutionSummary], total: int, query: str,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
 from db import repo
+from db.models import aware
 from handlers import basic, escalation, feedback, linking, qa, status, wizard
 from handlers.context import Account, Context
 from handlers.errors import UserFacingError
@@ -113,8 +114,7 @@ def _stale(updated_at: datetime | None, ctx: Context) -> bool:
     """A flow untouched for longer than the wizard TTL has ended."""
     if updated_at is None:
         return False
-    aware = updated_at if updated_at.tzinfo else updated_at.replace(tzinfo=UTC)
-    return aware + timedelta(minutes=ctx.config.wizard_ttl_minutes) < ctx.clock()
+    return aware(updated_at) + timedelta(minutes=ctx.config.wizard_ttl_minutes) < ctx.clock()
 
 
 async def _log(msg: Inbound, ctx: Context, replies: list[Reply]) -> None:

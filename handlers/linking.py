@@ -13,11 +13,11 @@ import secrets
 import unicodedata
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, update
+from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import ChatAccount, Institution, LinkAttempt, LinkCode
+from db.models import ChatAccount, Institution, LinkAttempt, LinkCode, aware
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
 from handlers.router import Found, Matcher, command
@@ -78,7 +78,7 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     assert ctx.account is not None
     now = ctx.clock()
     async with ctx.session() as session:
-        if await _recent_failures(session, ctx.account.id, now) >= MAX_FAILURES:
+        if await _locked(session, ctx.account.id, now):
             return [Reply(LOCKED, meta={"action": "link_locked"})]
         code = normalise_code(found.get("arg", ""))
         if not found.get("arg", "").strip():
@@ -110,10 +110,16 @@ async def handle_start_link(msg: Inbound, ctx: Context, found: Found) -> list[Re
     return [*await handle_link(msg, ctx, found), Reply(WELCOME, meta={"action": "help"})]
 
 
-async def _recent_failures(session: AsyncSession, account_id: int, now: datetime) -> int:
-    stmt = select(func.count()).select_from(LinkAttempt).where(
-        LinkAttempt.chat_account_id == account_id, LinkAttempt.attempted_at > now - LOCKOUT)
-    return int((await session.exec(stmt)).one())
+async def _locked(session: AsyncSession, account_id: int, now: datetime) -> bool:
+    """Refused for an hour from the failure that made it 5 within an hour. Tries made while
+    refused are not recorded, so that failure is the latest one."""
+    stmt = (select(LinkAttempt.attempted_at)
+            .where(LinkAttempt.chat_account_id == account_id,
+                   LinkAttempt.attempted_at > now - 2 * LOCKOUT)
+            .order_by(col(LinkAttempt.attempted_at).desc()).limit(MAX_FAILURES))
+    recent = [aware(t) for t in (await session.exec(stmt)).all()]
+    return (len(recent) == MAX_FAILURES and recent[0] > now - LOCKOUT
+            and recent[0] - recent[-1] < LOCKOUT)
 
 
 async def _redeem(session: AsyncSession, code: str, account_id: int, now: datetime,

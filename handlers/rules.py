@@ -78,9 +78,14 @@ def describe(j: Judgement) -> str:
     if j.func1 is None:
         return "1号機能：判定できません（未回答の項目があります）"
     if not j.func1:
-        return "1号機能：なし（★の要件に満たしていないものがあります）→ 2号機能の報告は不要です"
+        return "1号機能：なし（満たしていない★の要件があります）→ 2号機能の報告は不要です"
     parts = [f"{FUNC2[k]}：{_mark(v)}" for k, v in j.func2.items()]
     return "1号機能：あり → 2号機能も報告します\n" + "\n".join(parts)
+
+
+def judgement_text(report: Mapping[str, bool | None] | None) -> str | None:
+    """The automatic judgement of imported report answers, as clinics and staff see it."""
+    return f"報告内容からの自動判定（目安）：\n{describe(judge(report))}" if report else None
 
 
 def _mark(value: bool | None) -> str:

@@ -11,7 +11,7 @@ from handlers.context import Context
 from handlers.linking import HOW_TO_LINK
 from handlers.messages import Inbound, Reply
 from handlers.router import Found
-from handlers.rules import Facility, describe, judge, obligation
+from handlers.rules import Facility, judgement_text, obligation
 
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -49,7 +49,7 @@ async def handle_status(msg: Inbound, ctx: Context, _found: Found) -> list[Reply
 
 
 def status_text(inst: Institution, pref: Prefecture, now: datetime) -> str:
-    """Status in plain words; shared by the chat and the staff desk."""
+    """Status in plain words, with the next step, for a linked clinic."""
     head = f"【{inst.name}（医療機関コード {inst.code}）】"
     verdict = obligation(Facility(inst.kind, inst.special_function, inst.dental,
                                   inst.closed_on_jan1))
@@ -60,8 +60,8 @@ def status_text(inst: Institution, pref: Prefecture, now: datetime) -> str:
     if inst.status == "差し戻し" and inst.return_reason:
         step += f"\n修正の理由：{inst.return_reason}"
     lines.append(f"次にすること：{step}")
-    if inst.report:
-        lines.append("報告内容からの自動判定（目安）：\n" + describe(judge(inst.report)))
+    if judged := judgement_text(inst.report):
+        lines.append(judged)
     return "\n".join(lines)
 
 

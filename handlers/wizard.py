@@ -87,11 +87,15 @@ def result_text(answers: dict[str, str]) -> str:
 
 def question_reply(key: str, answers: dict[str, str]) -> Reply:
     step = STEPS[key]
+    text = step.text
+    if key == "go_func1":  # the eligibility result comes first; the 1号 check is optional
+        verdict = obligation(_facility(answers))
+        text = f"判定：報告の対象です。\n理由：{verdict.reason}\n\n{text}"
     buttons = [Button(label, f"wiz:{value}") for label, value in step.choices]
     if answers:
         buttons.append(Button("戻る", "wiz:back"))
     buttons.append(Button("やめる", "wiz:cancel"))
-    return Reply(step.text, tuple(buttons), meta={"action": "wizard"})
+    return Reply(text, tuple(buttons), meta={"action": "wizard"})
 
 
 async def handle_start(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:

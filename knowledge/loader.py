@@ -27,7 +27,7 @@ class Problem:
         where = self.file + (f":{self.line}" if self.line else "")
         what = f" entry {self.entry_id}" if self.entry_id else ""
         fld = f" field {self.field}" if self.field else ""
-        return f"{where}:{what}{fld}: {self.message}"
+        return f"{where}:{what}{fld}: {self.message}" if what or fld else f"{where}: {self.message}"
 
 
 class KnowledgeBaseError(Exception):

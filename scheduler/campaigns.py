@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import Campaign, ChatAccount, Institution, Outbox, Prefecture, StatusHistory
+from db.models import Campaign, ChatAccount, Institution, Outbox, Prefecture, StatusHistory, aware
 from scheduler import templates
 from scheduler.calendar import JST, add_business_days, next_slot
 from scheduler.campaign_check import TARGET_STATUSES
@@ -314,7 +314,7 @@ async def returned_candidates(session: AsyncSession, prefecture_code: str, today
             .group_by(col(StatusHistory.institution_id)))
     found: dict[int, int] = {}
     for inst_id, hist_id, changed in (await session.exec(stmt)).all():  # type: ignore[call-overload]
-        changed_day = _aware(changed).astimezone(JST).date()
+        changed_day = aware(changed).astimezone(JST).date()
         if add_business_days(changed_day, after_days) <= today:
             found[int(inst_id)] = int(hist_id)
     return found
@@ -338,9 +338,3 @@ async def plan_returned(session: AsyncSession, prefecture_code: str, now: dateti
     return await plan(session, prefecture_code, "returned", f"returned:{today}", now,
                       send_at=now, scope={"institution_ids": list(found),
                                           "history": {str(k): v for k, v in found.items()}})
-
-
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,27 @@ def test_import_reports_bad_rows_with_file_and_line(tmp_path: Path) -> None:
     assert f"{bad}:2行目 「医療機関コード」 値='123'" in out.stderr and "何も取り込みません" in out.stderr
 
 
+def test_every_bad_row_is_reported_and_a_failed_import_leaves_no_trace(tmp_path: Path) -> None:
+    header = "医療機関コード,名称,種別,特定機能病院,歯科,休院,市区町村,二次医療圏\n"
+    bad = tmp_path / "roster.csv"
+    bad.write_text(header + "".join(f"X{i},医院{i},診療所,無,無,無,市,圏\n" for i in range(250)),
+                   encoding="utf-8")
+    out = run("import-roster", str(bad), "--prefecture", "13", tmp=tmp_path)
+    assert out.returncode == 1
+    assert "エラーが250件" in out.stderr and f"{bad}:251行目" in out.stderr  # the last one too
+    with sqlite3.connect(tmp_path / "cli.db") as db:  # not even the new prefecture was kept
+        assert db.execute("select count(*) from prefecture where code = '13'").fetchone() == (0,)
+
+
+def test_a_runaway_field_is_a_precise_error_not_a_crash(tmp_path: Path) -> None:
+    bad = tmp_path / "roster.csv"
+    bad.write_text("医療機関コード,名称,種別,特定機能病院,歯科,休院,市区町村,二次医療圏\n"
+                   "2610001,\"さくら" + "あ" * 200_000 + ",診療所\n", encoding="utf-8")
+    out = run("import-roster", str(bad), "--prefecture", "26", tmp=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"{bad}:" in out.stderr and "引用符" in out.stderr
+
+
 def test_issue_codes_writes_excel_friendly_csv_once(tmp_path: Path) -> None:
     roster = ROOT / "docs" / "samples" / "roster.csv"
     assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
@@ -88,3 +110,13 @@ def test_issue_codes_writes_excel_friendly_csv_once(tmp_path: Path) -> None:
     assert lines[0] == "医療機関コード,名称,連携コード,有効期限" and len(lines) == 3
     again = run("issue-codes", "--prefecture", "26", "--out", str(out_file), tmp=tmp_path)
     assert again.returncode == 2 and out_file.read_bytes() == raw
+
+
+def test_env_example_documents_every_setting() -> None:
+    from bot.settings import Settings
+
+    documented = {line.lstrip("# ").split("=", 1)[0].strip()
+                  for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines()
+                  if "=" in line}
+    missing = {name.upper() for name in Settings.model_fields} - documented
+    assert missing == set(), f".env.example does not document {sorted(missing)}"

@@ -14,7 +14,14 @@ from db.models import ChatAccount, Institution, LinkCode, Prefecture
 from db.seed import ensure_prefecture
 from handlers.context import Context
 from handlers.dispatch import dispatch
-from handlers.linking import ALPHABET, hash_code, issue_code, new_code, normalise_code
+from handlers.linking import (
+    ALPHABET,
+    hash_code,
+    issue_code,
+    new_code,
+    normalise_code,
+    revoke_links,
+)
 from handlers.messages import Inbound
 from handlers.texts import WELCOME
 from tests.conftest import NOW
@@ -177,3 +184,42 @@ async def test_deep_link_start_with_a_code_links_and_greets(ctx: Context) -> Non
         rows = (await session.exec(select(ChatAccount).order_by(ChatAccount.id))).all()
     assert [(r.external_user_id, r.institution_id is not None) for r in rows] == [
         ("qr", True), ("other", False)]
+
+
+async def test_the_lockout_lasts_an_hour_from_the_fifth_failure(ctx: Context) -> None:
+    await load_samples(ctx)
+    good = await code_for(ctx, "2610001")
+    for minutes in (0, 10, 20, 30, 40):  # five failures spread over 40 minutes
+        at = replace(ctx, clock=lambda m=minutes: NOW + timedelta(minutes=m))
+        await dispatch(said("連携 ABCDE-FGHJK"), at)
+    still = replace(ctx, clock=lambda: NOW + timedelta(minutes=40 + 59))
+    assert "1時間" in (await dispatch(said(f"連携 {good}"), still))[0].text
+    after = replace(ctx, clock=lambda: NOW + timedelta(minutes=40 + 61))
+    assert "完了" in (await dispatch(said(f"連携 {good}"), after))[0].text
+
+
+async def test_staff_revoke_unlinks_only_their_own_institution(ctx: Context) -> None:
+    await load_samples(ctx)
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    async with ctx.session() as session:
+        assert await revoke_links(session, "13", "2610001") == 0  # another prefecture
+        assert await revoke_links(session, "26", "2610001") == 1
+    [reply] = await dispatch(said("報告状況"), ctx)
+    assert "連携" in reply.text and "さくら内科" not in reply.text
+
+
+@pytest.mark.parametrize(("status", "label", "expected"), [
+    ("報告済", "報告済（都道府県の確認待ち）", "内容（体制の有無）を確認しています"),
+    ("紙受付", "紙報告受付（代理入力待ち）", "代理入力を進めています")])
+async def test_reported_and_paper_statuses_say_what_happens_next(
+        ctx: Context, status: str, label: str, expected: str) -> None:
+    await load_samples(ctx)
+    async with ctx.session() as session:
+        inst = (await session.exec(select(Institution).where(
+            Institution.code == "2610001"))).one()
+        inst.status = status
+        session.add(inst)
+        await session.commit()
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    [reply] = await dispatch(said("報告状況"), ctx)
+    assert f"報告状況：{label}" in reply.text and expected in reply.text

@@ -504,11 +504,16 @@ async def test_slash_command_looks_up_only_its_own_prefecture(d: Desk) -> None:
             session.add(ChatAccount(channel="telegram", external_user_id=user,
                                     prefecture_code="26", institution_id=inst.id,
                                     reachable=reachable))
+        inst.report = {"posting": True, "primary_care": True, "consultation": True,
+                       "i": True, "ro": False, "ha": True, "ni": False}
+        session.add(inst)
         await session.commit()
     found = await d.slack.command("/kakaritsuke", "9990001", C26, STAFF_A)
     text = found.json()["text"]
     assert "デモ内科クリニック" in text and "報告状況：未報告" in text
     assert "連携済みチャット：2件（うち連絡が届かない 1件）" in text
+    # staff see the same automatic judgement the clinic sees in /status
+    assert "自動判定" in text and "1号機能：あり" in text and "（ロ）入退院時の支援：なし" in text
     by_name = (await d.slack.command("/kakaritsuke", "デモ", C26, STAFF_A)).json()["text"]
     assert by_name.count("医療機関コード") == 5
     other = (await d.slack.command("/kakaritsuke", "9990001", C13, STAFF_TOKYO)).json()["text"]

@@ -33,6 +33,9 @@ async def test_clinic_holding_1go_and_some_2go(ctx: Context) -> None:
     for label in ("いいえ", "いいえ"):
         r = await tap(ctx, r, label)
     assert "1号機能" in r.text
+    # the eligibility result comes before the optional 1号 check, and stopping there keeps it
+    assert "判定：報告の対象です" in r.text and "理由：" in r.text
+    assert [b.label for b in r.buttons] == ["確認する", "ここで終わる", "戻る", "やめる"]
     r = await tap(ctx, r, "確認する")
     for label in ("はい", "はい", "はい", "はい", "いいえ", "はい", "いいえ"):
         r = await tap(ctx, r, label)
