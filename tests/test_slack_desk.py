@@ -629,3 +629,33 @@ async def test_channel_is_built_only_with_token_and_secret(api: FakeSlackAPI) ->
     assert build_slack_channel(bare, _App()) is None  # type: ignore[arg-type]
     socket_mode = desk_settings(api, slack_socket_mode=True)
     assert build_slack_channel(socket_mode, _App()) is None  # type: ignore[arg-type]
+
+
+async def test_socket_mode_needs_no_signing_secret_and_handles_a_button(
+        ctx: Context, api: FakeSlackAPI) -> None:
+    """Socket Mode through the real AsyncSocketModeHandler: the app opens the websocket
+    with its app token, acknowledges the envelope, and the press claims the escalation."""
+    from tests.fakes.slack_api import APP_TOKEN
+    from tests.fakes.slack_requests import block_actions
+
+    await map_channels(ctx)
+    settings = Settings(_env_file=None, slack_bot_token=SecretStr(TOKEN),  # type: ignore[call-arg]
+                        slack_api_base=api.base_url, slack_socket_mode=True,
+                        slack_app_token=SecretStr(APP_TOKEN))
+
+    class _App:
+        context = ctx
+
+    channel = build_slack_channel(settings, _App())  # type: ignore[arg-type]
+    assert channel is not None and channel.web_routes() == []  # nothing to forge over HTTP
+    esc_id = await escalate(ctx)
+    await channel.start()
+    try:
+        ack = await api.deliver("interactive", block_actions("desk_claim", esc_id, C26, STAFF_A))
+        assert set(ack) == {"envelope_id"}
+        [update] = await api.wait_for("chat.update")  # the claim, after the ack, shows on the card
+        assert STAFF_A in json.dumps(update.params, ensure_ascii=False)
+    finally:
+        await channel.stop()
+    assert (await esc(ctx, esc_id)).claimed_by == STAFF_A
+    assert api.of("apps.connections.open")

@@ -39,11 +39,15 @@ REVIVE_AFTER = timedelta(minutes=5)
 
 
 def build_slack_channel(settings: Settings, app: App) -> SlackChannel | None:
-    """The desk, or None when the bot token or signing secret is not configured."""
-    if settings.slack_bot_token is None or settings.slack_signing_secret is None:
+    """The desk, or None when it is not configured: a bot token, and either a signing
+    secret (HTTP mode, every request verified) or an app token (Socket Mode, where the
+    websocket itself is authenticated and no request reaches our web server)."""
+    if settings.slack_bot_token is None:
         return None
     if settings.slack_socket_mode and settings.slack_app_token is None:
         logger.error("SLACK_SOCKET_MODE needs SLACK_APP_TOKEN; the Slack desk is not started")
+        return None
+    if not settings.slack_socket_mode and settings.slack_signing_secret is None:
         return None
     ctx = app.context
     return SlackChannel(settings, ctx.sessions, ctx.clock)
@@ -54,7 +58,9 @@ class SlackChannel:
 
     def __init__(self, settings: Settings, sessions: Callable[[], AsyncSession],
                  clock: Callable[[], datetime], process_before_response: bool = False) -> None:
-        assert settings.slack_bot_token and settings.slack_signing_secret
+        assert settings.slack_bot_token
+        secret = settings.slack_signing_secret
+        assert secret or settings.slack_socket_mode, "HTTP mode needs the signing secret"
         self.settings, self.sessions, self.clock = settings, sessions, clock
         base = settings.slack_api_base or DEFAULT_API_BASE
         self.api_base = base if base.endswith("/") else base + "/"
@@ -66,7 +72,7 @@ class SlackChannel:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._socket: object | None = None
-        self.bolt = self._bolt(token, settings.slack_signing_secret.get_secret_value(),
+        self.bolt = self._bolt(token, secret.get_secret_value() if secret else "",
                                process_before_response)
         self._handler = AsyncSlackRequestHandler(self.bolt)
 

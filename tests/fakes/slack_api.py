@@ -19,8 +19,9 @@ from aiohttp import web
 
 TOKEN = "xoxb-test-token-for-the-fake"
 WAIT_LIMIT = 10.0
+APP_TOKEN = "xapp-test-app-token"  # Socket Mode: apps.connections.open takes the app token
 KNOWN = ("chat.postMessage", "chat.update", "chat.postEphemeral", "views.open",
-         "files.getUploadURLExternal", "files.completeUploadExternal")
+         "files.getUploadURLExternal", "files.completeUploadExternal", "apps.connections.open")
 
 
 @dataclass
@@ -45,6 +46,8 @@ class FakeSlackAPI:
         self._faults: list[tuple[str, int]] = []  # (status or "ratelimited", times)
         self._holds: dict[str, asyncio.Event] = {}  # method -> released when set
         self.uploads: dict[str, bytes] = {}  # file id -> bytes received at its upload URL
+        self.socket_acks: list[dict[str, Any]] = []  # what the app acknowledged over Socket Mode
+        self._sockets: list[web.WebSocketResponse] = []
         self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -66,6 +69,7 @@ class FakeSlackAPI:
         app = web.Application()
         app.router.add_post("/api/{method}", self._handle)
         app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
@@ -100,7 +104,8 @@ class FakeSlackAPI:
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params = await _params(request)
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        expected = APP_TOKEN if method == "apps.connections.open" else self.token
+        if request.headers.get("Authorization") != f"Bearer {expected}":
             return await self._record(method, params, 200, {"ok": False, "error": "invalid_auth"})
         if (gate := self._holds.get(method)) is not None:
             await gate.wait()
@@ -110,6 +115,37 @@ class FakeSlackAPI:
             return await self._record(method, params, 200,
                                       {"ok": False, "error": "unknown_method"})
         return await self._record(method, params, 200, self._answer(method, params))
+
+    async def deliver(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Socket Mode: push one envelope to the connected app and return its ack."""
+        async with asyncio.timeout(WAIT_LIMIT):
+            async with self._changed:
+                await self._changed.wait_for(lambda: bool(self._sockets))
+        envelope_id = f"env-{next(self._ts)}"
+        await self._sockets[-1].send_json({"envelope_id": envelope_id, "type": kind,
+                                           "payload": payload,
+                                           "accepts_response_payload": False})
+        async with asyncio.timeout(WAIT_LIMIT):
+            async with self._changed:
+                await self._changed.wait_for(lambda: any(
+                    a.get("envelope_id") == envelope_id for a in self.socket_acks))
+        return next(a for a in self.socket_acks if a.get("envelope_id") == envelope_id)
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        await ws.send_json({"type": "hello", "num_connections": 1,
+                            "connection_info": {"app_id": "A0TEST"}})
+        async with self._changed:
+            self._sockets.append(ws)
+            self._changed.notify_all()
+        async for message in ws:
+            if message.type == web.WSMsgType.TEXT:
+                async with self._changed:
+                    self.socket_acks.append(json.loads(message.data))
+                    self._changed.notify_all()
+        self._sockets.remove(ws)
+        return ws
 
     async def _upload(self, request: web.Request) -> web.Response:
         """Step 2 of files_upload_v2: the bytes go to the URL step 1 handed out."""
@@ -148,6 +184,8 @@ class FakeSlackAPI:
             if not params.get("trigger_id") or not isinstance(params.get("view"), dict):
                 return {"ok": False, "error": "invalid_arguments"}
             return {"ok": True, "view": {"id": "V1", **params["view"]}}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"}
         if method == "files.getUploadURLExternal":
             file_id = f"F{next(self._ts):06d}"
             self.uploads[file_id] = b""
