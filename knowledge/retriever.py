@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import bm25s
 import numpy as np
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 from knowledge.model import Entry, Route
 from knowledge.normalize import Analysed, Analyzer
@@ -69,28 +70,68 @@ class Tuning:
 
 
 @dataclass(frozen=True)
-class _Doc:
-    entry_index: int
+class _Query:
+    """A query analysed once, as dense vectors over the index's columns, for scoring in bulk."""
+
     analysed: Analysed
-    bigrams: frozenset[str]
-    reading_bigrams: frozenset[str]
-    terms: frozenset[str]
-    weight: float = 0.0  # sum of the idf of its distinct terms
+    weight: float  # sum of the idf of its distinct terms, unseen ones included
+    features: np.ndarray  # idf per term column, then 1.0 per folded and per reading bigram
+    n_grams: int
+    n_sounds: int
+
+
+def _spans(first: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """first[i] .. first[i] + counts[i] - 1 for every i, concatenated, and where each i starts."""
+    starts = np.cumsum(counts) - counts
+    return np.repeat(first - starts, counts) + np.arange(int(counts.sum())), starts
 
 
 @dataclass(frozen=True)
-class _Query:
-    """A query analysed once, with everything scoring needs per phrasing precomputed."""
+class _Rows:
+    """A sparse matrix stored flat (CSR), so one numpy pass scores many rows against a query."""
 
-    analysed: Analysed
-    idf: dict[str, float]
-    weight: float
-    bigrams: frozenset[str]
-    reading_bigrams: frozenset[str]
+    indptr: np.ndarray  # row r is cols[indptr[r]:indptr[r + 1]]
+    cols: np.ndarray
+    values: np.ndarray | None  # None: every stored value is 1.0
+
+    @classmethod
+    def of(cls, rows: list[list[int]], values: list[list[float]] | None = None) -> _Rows:
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(r) for r in rows])
+        n = int(indptr[-1])
+        cols = np.fromiter((c for r in rows for c in r), dtype=np.int64, count=n)
+        flat = None if values is None else np.fromiter(
+            (v for r in values for v in r), dtype=np.float64, count=n)
+        return cls(indptr, cols, flat)
+
+    def sizes(self, rows: np.ndarray) -> np.ndarray:
+        return self.indptr[rows + 1] - self.indptr[rows]
+
+    def dot(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """Each given row's dot product with the dense query vector."""
+        first = self.indptr[rows]
+        counts = self.indptr[rows + 1] - first
+        at, starts = _spans(first, counts)
+        weights = query[self.cols[at]]
+        if self.values is not None:
+            weights *= self.values[at]
+        # reduceat needs every start in range and gives an empty row its neighbour's value.
+        sums = np.add.reduceat(np.append(weights, 0.0), starts)
+        return np.where(counts > 0, sums, 0.0)
 
 
-def _dice(a: set[str] | frozenset[str], b: frozenset[str]) -> float:
-    return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
+def _vector(vocab: dict[str, int], weights: Mapping[str, float]) -> np.ndarray:
+    """Dense query vector over a vocabulary; keys the index never saw have no column."""
+    vector = np.zeros(len(vocab))
+    for key, weight in weights.items():
+        if (col := vocab.get(key)) is not None:
+            vector[col] = weight
+    return vector
+
+
+def _dice(common: np.ndarray, size: int, sizes: np.ndarray) -> np.ndarray:
+    """Dice of one set of `size` against many, from intersection sizes; 0 if either is empty."""
+    return 2 * common / (size + sizes) if size else np.zeros_like(common)
 
 
 def bigrams(text: str) -> list[str]:
@@ -98,53 +139,70 @@ def bigrams(text: str) -> list[str]:
 
 
 class Retriever:
-    """Index of every question and phrasing; BM25 shortlist, then an absolute rerank score."""
+    """Index of every question and phrasing; BM25 shortlist, then an absolute rerank score.
+
+    Scoring runs over all phrasings of the shortlisted entries at once: each phrasing (doc)
+    is a row of term and bigram columns, so set overlaps become sparse dot products.
+    """
 
     def __init__(self, entries: list[Entry], analyzer: Analyzer, tuning: Tuning | None = None):
         self.entries = entries
         self.analyzer = analyzer
         self.tuning = tuning or Tuning()
         self.by_id = {e.id: e for e in entries}
-        self._docs = [
-            self._doc(i, analyzer.analyse(text))
-            for i, entry in enumerate(entries)
-            for text in entry.texts
-        ]
-        self._idf = self._idf_table()
-        self._unseen_idf = math.log(1 + len(self._docs))
-        self._docs = [replace(d, weight=sum(self.idf(t) for t in d.terms)) for d in self._docs]
+        # Docs are every text of every entry, in entry order: an entry's docs are contiguous.
+        owners = [i for i, entry in enumerate(entries) for _ in entry.texts]
+        docs = [analyzer.analyse(text) for entry in entries for text in entry.texts]
+        self._entry_of = np.array(owners, dtype=np.int64)
+        self._n_docs = np.bincount(self._entry_of, minlength=len(entries))
+        self._first_doc = np.cumsum(self._n_docs) - self._n_docs
+        self._folded = np.array([d.folded for d in docs], dtype=object)  # for rapidfuzz
+        self._idf = self._idf_table(docs)
+        self._unseen_idf = math.log(1 + len(docs))
         self._bm25 = bm25s.BM25()
-        self._bm25.index([self._bm25_tokens(d.analysed) for d in self._docs], show_progress=False)
+        self._bm25.index([self._bm25_tokens(d) for d in docs], show_progress=False)
         # Entry-level evidence: every term of every phrasing, and (weaker) of the answer.
-        self._asked: list[frozenset[str]] = [frozenset() for _ in entries]
-        for doc in self._docs:
-            self._asked[doc.entry_index] |= frozenset(doc.analysed.terms)
-        self._answered = [
-            frozenset(analyzer.analyse(e.answer + (e.detail or "")).terms) for e in entries
-        ]
-        self._docs_of: list[list[_Doc]] = [[] for _ in entries]
-        for doc in self._docs:
-            self._docs_of[doc.entry_index].append(doc)
+        asked: list[set[str]] = [set() for _ in entries]
+        for i, d in zip(owners, docs, strict=True):
+            asked[i].update(d.terms)
+        answered = [set(analyzer.analyse(e.answer + (e.detail or "")).terms) for e in entries]
         self._entry_bm25 = bm25s.BM25()
-        self._entry_bm25.index(
-            [[*self._asked[i], *self._answered[i]] for i in range(len(entries))],
-            show_progress=False,
-        )
+        self._entry_bm25.index([[*asked[i], *answered[i]] for i in range(len(entries))],
+                               show_progress=False)
+        self._term_col: dict[str, int] = {}
+        self._gram_col: dict[str, int] = {}
+        term_sets = [frozenset(d.terms) for d in docs]
+        self._doc_weight = np.array([sum(self.idf(t) for t in s) for s in term_sets])
+        terms = [self._columns(self._term_col, s) for s in term_sets]
+        grams = [self._columns(self._gram_col, set(bigrams(d.folded))) for d in docs]
+        sounds = [self._columns(self._gram_col, set(bigrams(d.reading))) for d in docs]
+        credit = self.tuning.answer_credit
+        evidence = [{**dict.fromkeys(answered[i], credit), **dict.fromkeys(asked[i], 1.0)}
+                    for i in range(len(entries))]
+        self._evidence = _Rows.of([self._columns(self._term_col, e) for e in evidence],
+                                  [list(e.values()) for e in evidence])
+        # Rows 3d, 3d+1, 3d+2: doc d's terms, folded and reading bigrams, in one column space
+        # (terms, then bigrams twice), so one pass gets all three overlaps of many docs.
+        t, g = len(self._term_col), len(self._gram_col)
+        self._features = _Rows.of([
+            row for d in range(len(docs))
+            for row in (terms[d], [t + c for c in grams[d]], [t + g + c for c in sounds[d]])
+        ])
 
     @staticmethod
-    def _doc(index: int, analysed: Analysed) -> _Doc:
-        return _Doc(index, analysed, frozenset(bigrams(analysed.folded)),
-                    frozenset(bigrams(analysed.reading)), frozenset(analysed.terms))
+    def _columns(vocab: dict[str, int], keys: Iterable[str]) -> list[int]:
+        return [vocab.setdefault(k, len(vocab)) for k in keys]
 
     @staticmethod
     def _bm25_tokens(a: Analysed) -> list[str]:
         return [*a.terms, *("~" + b for b in bigrams(a.folded))]
 
-    def _idf_table(self) -> dict[str, float]:
+    @staticmethod
+    def _idf_table(docs: list[Analysed]) -> dict[str, float]:
         df: Counter[str] = Counter()
-        for doc in self._docs:
-            df.update(set(doc.analysed.terms))
-        n = len(self._docs)
+        for doc in docs:
+            df.update(set(doc.terms))
+        n = len(docs)
         return {t: math.log(1 + n / c) for t, c in df.items()}
 
     def idf(self, term: str) -> float:
@@ -153,8 +211,11 @@ class Retriever:
 
     def _query(self, analysed: Analysed) -> _Query:
         idf = {t: self.idf(t) for t in set(analysed.terms)}
-        return _Query(analysed, idf, sum(idf.values()), frozenset(bigrams(analysed.folded)),
-                      frozenset(bigrams(analysed.reading)))
+        grams, sounds = set(bigrams(analysed.folded)), set(bigrams(analysed.reading))
+        features = np.concatenate([_vector(self._term_col, idf),
+                                   _vector(self._gram_col, dict.fromkeys(grams, 1.0)),
+                                   _vector(self._gram_col, dict.fromkeys(sounds, 1.0))])
+        return _Query(analysed, sum(idf.values()), features, len(grams), len(sounds))
 
     def rank(self, query: str, k: int = 3) -> list[Candidate]:
         """Best entries for the query, one score per entry (its best phrasing)."""
@@ -163,65 +224,67 @@ class Retriever:
     def _rank(self, analysed: Analysed, k: int) -> list[Candidate]:
         if not analysed.folded:
             return []
-        q = self._query(analysed)
-        best: dict[int, float] = {}
-        for doc in self._shortlist(analysed):
-            i = doc.entry_index
-            if i in best:
-                continue
-            cover = self._cover(q, i)
-            best[i] = max(self._score(q, d, cover) for d in self._docs_of[i])
-        ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)[:k]
-        return [Candidate(self.entries[i].id, self.entries[i].question, round(s, 4)) for i, s in ranked]
+        shortlist = self._shortlist(analysed)
+        if not shortlist:
+            return []
+        scores = self._entry_scores(self._query(analysed), np.array(shortlist))
+        # sorted() is stable: equal scores keep shortlist order.
+        scored = zip(shortlist, scores.tolist(), strict=True)
+        ranked = sorted(scored, key=lambda kv: kv[1], reverse=True)[:k]
+        return [Candidate(self.entries[i].id, self.entries[i].question, round(s, 4))
+                for i, s in ranked]
 
-    def _shortlist(self, q: Analysed) -> list[_Doc]:
+    def _shortlist(self, q: Analysed) -> list[int]:
+        """Entries worth scoring, in order of first appearance: best docs, then best entries."""
         vocab = self._bm25.vocab_dict
         tokens = [t for t in self._bm25_tokens(q) if t in vocab]
         if not tokens:
             return []
         scores = self._bm25.get_scores(tokens)
-        n = min(self.tuning.shortlist, len(self._docs))
+        n = min(self.tuning.shortlist, len(self._folded))
         top = np.argpartition(-scores, n - 1)[:n]
-        docs = [self._docs[i] for i in top if scores[i] > 0]
+        found = self._entry_of[top[scores[top] > 0]].tolist()
         entry_tokens = [t for t in q.terms if t in self._entry_bm25.vocab_dict]
         if entry_tokens:
             escores = self._entry_bm25.get_scores(entry_tokens)
             m = min(self.tuning.entry_shortlist, len(self.entries))
-            docs += [self._docs_of[i][0] for i in np.argpartition(-escores, m - 1)[:m]
-                     if escores[i] > 0]
-        return docs
+            top = np.argpartition(-escores, m - 1)[:m]
+            found += top[escores[top] > 0].tolist()
+        return list(dict.fromkeys(found))
 
-    def _score(self, q: _Query, doc: _Doc, cover: float) -> float:
+    def _entry_scores(self, q: _Query, shortlist: np.ndarray) -> np.ndarray:
+        """Each entry's score: the best of its phrasings, all phrasings scored in one pass."""
         t = self.tuning
-        terms = self._term_f1(q, doc)
-        grams = _dice(q.bigrams, doc.bigrams)
-        sounds = _dice(q.reading_bigrams, doc.reading_bigrams)
-        fuzzy = fuzz.ratio(q.analysed.folded, doc.analysed.folded) / 100
+        counts = self._n_docs[shortlist]
+        docs, starts = _spans(self._first_doc[shortlist], counts)
+        cover = np.repeat(self._cover(q, shortlist), counts)
+        rows = (3 * docs[:, None] + np.arange(3)).ravel()
+        common = self._features.dot(rows, q.features).reshape(-1, 3)
+        sizes = self._features.sizes(rows).reshape(-1, 3)
+        terms = self._term_f1(q, docs, common[:, 0])
+        grams = _dice(common[:, 1], q.n_grams, sizes[:, 1])
+        sounds = _dice(common[:, 2], q.n_sounds, sizes[:, 2])
+        fuzzy = process.cdist([q.analysed.folded], self._folded[docs], scorer=fuzz.ratio,
+                              dtype=np.float64)[0] / 100
         score = t.w_terms * terms + t.w_bigrams * grams + t.w_fuzzy * fuzzy + t.w_cover * cover
         score += t.w_reading * sounds
         # A question whose specific words the entry never mentions is about something else.
-        return score if cover >= t.min_cover else score * cover / t.min_cover
+        score = np.where(cover >= t.min_cover, score, score * cover / t.min_cover)
+        return np.maximum.reduceat(score, starts)
 
-    def _cover(self, q: _Query, entry_index: int) -> float:
-        """Share of the query's weight that the entry's phrasings (or, weaker, answer) contain."""
+    def _cover(self, q: _Query, shortlist: np.ndarray) -> np.ndarray:
+        """Share of the query's weight that each entry's phrasings (or, weaker, answer) contain."""
         if not q.weight:
-            return 0.0
-        asked, answered = self._asked[entry_index], self._answered[entry_index]
-        credit = self.tuning.answer_credit
-        found = sum(w * (1.0 if t in asked else credit if t in answered else 0.0)
-                    for t, w in q.idf.items())
-        return found / q.weight
+            return np.zeros(len(shortlist))
+        return self._evidence.dot(shortlist, q.features) / q.weight  # term columns come first
 
-    @staticmethod
-    def _term_f1(q: _Query, doc: _Doc) -> float:
+    def _term_f1(self, q: _Query, docs: np.ndarray, common: np.ndarray) -> np.ndarray:
         """IDF-weighted overlap, symmetric: extra words on either side lower the score."""
-        if not q.weight or not doc.weight:
-            return 0.0
-        common = sum(w for t, w in q.idf.items() if t in doc.terms)
-        if common == 0:
-            return 0.0
-        recall, precision = common / q.weight, common / doc.weight
-        return 2 * recall * precision / (recall + precision)
+        f1 = np.zeros_like(common)
+        hit = common > 0  # idf is positive, so both weights are too
+        recall, precision = common[hit] / q.weight, common[hit] / self._doc_weight[docs[hit]]
+        f1[hit] = 2 * recall * precision / (recall + precision)
+        return f1
 
     def decide(self, query: str) -> Decision:
         """Answer, suggest the top three, or escalate; system questions route to G-MIS."""

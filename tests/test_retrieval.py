@@ -1,8 +1,11 @@
 """Retrieval: right entry when sure, call center for G-MIS, escalation when out of scope."""
 
+import numpy as np
 import pytest
+from rapidfuzz import fuzz
 
-from knowledge.retriever import Retriever
+from knowledge.normalize import Analysed
+from knowledge.retriever import Retriever, bigrams
 
 EXPECTED = [
     ("歯科診療所は報告しますか", "scope-dental-exempt", "prefecture"),
@@ -58,3 +61,45 @@ def test_suggestions_are_at_most_three_distinct_entries(retriever: Retriever) ->
     assert len(ranked) <= 3
     assert len({c.entry_id for c in ranked}) == len(ranked)
     assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
+
+
+def _reference_score(retriever: Retriever, query: str, entry_index: int) -> float:
+    """The rerank score written out plainly, one phrasing at a time, as the docs describe it."""
+    t, analyse = retriever.tuning, retriever.analyzer.analyse
+    q = analyse(query)
+    entry = retriever.entries[entry_index]
+    docs = [analyse(text) for text in entry.texts]
+    idf = {term: retriever.idf(term) for term in set(q.terms)}
+    weight = sum(idf.values())
+    asked = {term for d in docs for term in d.terms}
+    answered = set(analyse(entry.answer + (entry.detail or "")).terms)
+    credit = {term: 1.0 if term in asked else t.answer_credit if term in answered else 0.0
+              for term in idf}
+    cover = sum(w * credit[term] for term, w in idf.items()) / weight if weight else 0.0
+
+    def dice(a: set[str], b: set[str]) -> float:
+        return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
+
+    def score(d: Analysed) -> float:
+        d_weight = sum(retriever.idf(term) for term in set(d.terms))
+        common = sum(w for term, w in idf.items() if term in d.terms)
+        recall, precision = (common / weight, common / d_weight) if common else (0.0, 0.0)
+        f1 = 2 * recall * precision / (recall + precision) if common else 0.0
+        s = (t.w_terms * f1 + t.w_bigrams * dice(set(bigrams(q.folded)), set(bigrams(d.folded)))
+             + t.w_fuzzy * fuzz.ratio(q.folded, d.folded) / 100 + t.w_cover * cover
+             + t.w_reading * dice(set(bigrams(q.reading)), set(bigrams(d.reading))))
+        return s if cover >= t.min_cover else s * cover / t.min_cover
+
+    return max(score(d) for d in docs)
+
+
+@pytest.mark.parametrize("question", ["報告期間はいつからいつまで", "ｼﾞｰﾐｽのパスワード忘れた",
+                                      "今日の天気は", "紙で報告できますか、それとも電子で"])
+def test_bulk_scoring_matches_the_plain_formula_for_every_entry(
+    retriever: Retriever, question: str
+) -> None:
+    everything = np.arange(len(retriever.entries))
+    bulk = retriever._entry_scores(retriever._query(retriever.analyzer.analyse(question)),
+                                   everything)
+    plain = [_reference_score(retriever, question, i) for i in everything]
+    assert bulk == pytest.approx(plain, abs=1e-12)
