@@ -18,6 +18,7 @@ from sqlalchemy import insert, update
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db import repo
 from db.csvfile import Column, RowError, Table, parse_row, read_table
 from db.models import Institution, StatusHistory
 
@@ -220,6 +221,8 @@ async def _write(session: AsyncSession, new: list[dict[str, Any]],
         if history:
             await session.exec(insert(StatusHistory), params=history)  # type: ignore[call-overload]
         await session.commit()
+        if total:
+            await repo.refresh_statistics(session, "institution")
     except BaseException:
         await session.rollback()
         raise

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, insert, tuple_
+from sqlalchemy import Table, and_, bindparam, insert, text, tuple_
 from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -180,3 +180,12 @@ async def set_reachable(session: AsyncSession, channel: str, user_id: str, reach
     session.add(account)
     await session.commit()
     return True
+
+
+async def refresh_statistics(session: AsyncSession, *tables: str) -> None:
+    """Let PostgreSQL's planner see tables as they are now. Right after a bulk load it has
+    no statistics yet (autovacuum runs later) and picks nested loops that are quadratic in
+    the roster size; SQLite plans without them."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.exec(text("ANALYZE " + ", ".join(tables)))  # type: ignore[call-overload]
+        await session.commit()

@@ -24,7 +24,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import Campaign, ChatAccount, Institution, Outbox, Prefecture, StatusHistory, aware
+from db import repo
+from db.models import (
+    Campaign,
+    ChatAccount,
+    Institution,
+    Outbox,
+    Prefecture,
+    StatusHistory,
+    aware,
+)
 from scheduler import templates
 from scheduler.calendar import JST, add_business_days, next_slot
 from scheduler.campaign_check import TARGET_STATUSES
@@ -78,6 +87,7 @@ async def plan(session: AsyncSession, prefecture_code: str, kind: str, run_tag: 
         found = await find(session, prefecture_code, kind, run_tag)
         assert found is not None
         return Plan(found, False)
+    await repo.refresh_statistics(session, "institution", "chataccount")
     campaign.recipients = await _write_rows(session, campaign, pref, channels, now)
     campaign.unlinked = await count_unlinked(session, campaign, channels)
     session.add(campaign)
