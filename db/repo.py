@@ -103,10 +103,6 @@ async def _account(session: AsyncSession, channel: str, user_id: str) -> ChatAcc
     return (await session.exec(stmt)).first()
 
 
-async def get_prefecture(session: AsyncSession, code: str) -> Prefecture | None:
-    return await session.get(Prefecture, code)
-
-
 async def get_institution(
     session: AsyncSession, prefecture_code: str, institution_id: int
 ) -> Institution | None:
@@ -114,6 +110,18 @@ async def get_institution(
         Institution.prefecture_code == prefecture_code, Institution.id == institution_id
     )
     return (await session.exec(stmt)).first()
+
+
+async def institution_and_prefecture(session: AsyncSession, prefecture_code: str,
+                                     institution_id: int,
+                                     ) -> tuple[Institution, Prefecture] | None:
+    """What a status answer needs, in one round trip (tenant-filtered)."""
+    stmt = (select(Institution, Prefecture)
+            .join(Prefecture, col(Prefecture.code) == col(Institution.prefecture_code))
+            .where(Institution.prefecture_code == prefecture_code,
+                   Institution.id == institution_id))
+    row = (await session.exec(stmt)).first()
+    return (row[0], row[1]) if row else None
 
 
 async def log_turns(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:

@@ -40,12 +40,11 @@ async def handle_status(msg: Inbound, ctx: Context, _found: Found) -> list[Reply
     if account is None or not account.linked or account.prefecture_code is None:
         return [Reply(HOW_TO_LINK, meta={"action": "status_unlinked"})]
     async with ctx.session() as session:
-        inst = await repo.get_institution(session, account.prefecture_code,
-                                          account.institution_id or 0)
-        pref = await repo.get_prefecture(session, account.prefecture_code)
-    if inst is None or pref is None:
+        found = await repo.institution_and_prefecture(session, account.prefecture_code,
+                                                      account.institution_id or 0)
+    if found is None:
         return [Reply(HOW_TO_LINK, meta={"action": "status_unlinked"})]
-    return [Reply(status_text(inst, pref, ctx.clock()), meta={"action": "status"})]
+    return [Reply(status_text(*found, ctx.clock()), meta={"action": "status"})]
 
 
 def status_text(inst: Institution, pref: Prefecture, now: datetime) -> str:
