@@ -82,11 +82,12 @@ def _dedupe(deps: DeskDeps) -> Callable[..., Any]:
 
 @dataclass(frozen=True)
 class Press:
-    """One button press, decided once: who, where, which escalation, which prefecture."""
+    """One button press, decided once: who, where, on what (an escalation or a campaign, by
+    id), and which prefecture the channel belongs to."""
 
     user: str
     channel: str
-    escalation_id: int
+    item_id: int
     prefecture: str
     trigger_id: str
 
@@ -94,26 +95,35 @@ class Press:
 Action = Callable[[DeskDeps, Press, AsyncWebClient], Any]
 
 
+async def _pressed(deps: DeskDeps, body: dict[str, Any], client: AsyncWebClient,
+                   ) -> Press | None:
+    """Read a block_actions payload; None (and the person is told why) when the channel is
+    not a prefecture's desk or the button carries no id."""
+    user = str(body.get("user", {}).get("id", ""))
+    channel = str((body.get("channel") or {}).get("id")
+                  or (body.get("container") or {}).get("channel_id") or "")
+    value = str((body.get("actions") or [{}])[0].get("value", ""))
+    pref = await deps.prefecture(channel)
+    if pref is None or not value.isdigit():
+        await _tell(client, channel, user, UNMAPPED if pref is None else BAD_REQUEST)
+        return None
+    return Press(user, channel, int(value), pref, str(body.get("trigger_id", "")))
+
+
 def _button(deps: DeskDeps, run: Action) -> Callable[..., Any]:
     async def on_button(ack: Callable[..., Any], body: dict[str, Any],
                         client: AsyncWebClient) -> None:
         await ack()
-        user = str(body.get("user", {}).get("id", ""))
-        channel = str((body.get("channel") or {}).get("id")
-                      or (body.get("container") or {}).get("channel_id") or "")
-        value = str((body.get("actions") or [{}])[0].get("value", ""))
-        pref = await deps.prefecture(channel)
-        if pref is None or not value.isdigit():
-            await _tell(client, channel, user, UNMAPPED if pref is None else BAD_REQUEST)
+        if (press := await _pressed(deps, body, client)) is None:
             return
-        press = Press(user, channel, int(value), pref, str(body.get("trigger_id", "")))
         try:
             await run(deps, press, client)
         except desk.DeskRefused as exc:
-            await _tell(client, channel, user, exc.message)
+            await _tell(client, press.channel, press.user, exc.message)
         except Exception:  # the error boundary: log it, tell the person, never crash
-            logger.exception("desk button failed: %s on escalation %s", run.__name__, value)
-            await _tell(client, channel, user, TRY_AGAIN)
+            logger.exception("desk button failed: %s on escalation %s", run.__name__,
+                             press.item_id)
+            await _tell(client, press.channel, press.user, TRY_AGAIN)
         deps.kick()
     return on_button
 
@@ -123,40 +133,35 @@ def _campaign_button(deps: DeskDeps, approve: bool) -> Callable[..., Any]:
     async def on_campaign(ack: Callable[..., Any], body: dict[str, Any],
                           client: AsyncWebClient) -> None:
         await ack()
-        user = str(body.get("user", {}).get("id", ""))
-        channel = str((body.get("channel") or {}).get("id")
-                      or (body.get("container") or {}).get("channel_id") or "")
-        value = str((body.get("actions") or [{}])[0].get("value", ""))
-        pref = await deps.prefecture(channel)
-        if pref is None or not value.isdigit():
-            await _tell(client, channel, user, UNMAPPED if pref is None else BAD_REQUEST)
+        if (press := await _pressed(deps, body, client)) is None:
             return
+        by = f"slack:{press.user}"
         try:
             async with deps.sessions() as session:
-                c = await campaigns.get(session, int(value), pref)
+                c = await campaigns.get(session, press.item_id, press.prefecture)
                 if approve:
-                    n = await campaigns.approve(session, c, f"slack:{user}", deps.clock())
+                    n = await campaigns.approve(session, c, by, deps.clock())
                     text = (f"キャンペーン {c.id} を承認しました（{n}件）。"
                             "送信時間帯の中で順に送信します。")
                 else:
-                    n = await campaigns.cancel(session, c, f"slack:{user}", deps.clock())
+                    n = await campaigns.cancel(session, c, by, deps.clock())
                     text = f"キャンペーン {c.id} を中止しました（{n}件を取り消し）。"
         except campaigns.CampaignError as exc:
             text = str(exc)
         except Exception:
-            logger.exception("campaign button failed on campaign %s", value)
+            logger.exception("campaign button failed on campaign %s", press.item_id)
             text = TRY_AGAIN
-        await _tell(client, channel, user, text)
+        await _tell(client, press.channel, press.user, text)
         deps.kick()
     return on_campaign
 
 
 async def _claim(deps: DeskDeps, p: Press, client: AsyncWebClient) -> None:
-    await desk.claim(deps.sessions, p.prefecture, p.escalation_id, p.user, deps.clock())
+    await desk.claim(deps.sessions, p.prefecture, p.item_id, p.user, deps.clock())
 
 
 async def _forward(deps: DeskDeps, p: Press, client: AsyncWebClient) -> None:
-    esc = await desk.forward(deps.sessions, p.prefecture, p.escalation_id, p.user, deps.clock(),
+    esc = await desk.forward(deps.sessions, p.prefecture, p.item_id, p.user, deps.clock(),
                              deps.redmine)
     extra = "問合せ管理ツールへの登録が済むと、カードにリンクが表示されます。" if deps.redmine \
         else "問合せ管理ツールへの登録は、手作業でお願いします（Redmine連携は未設定です）。"
@@ -166,7 +171,7 @@ async def _forward(deps: DeskDeps, p: Press, client: AsyncWebClient) -> None:
 
 
 async def _kb(deps: DeskDeps, p: Press, client: AsyncWebClient) -> None:
-    draft, created = await kb_drafts.create_draft(deps.sessions, p.prefecture, p.escalation_id,
+    draft, created = await kb_drafts.create_draft(deps.sessions, p.prefecture, p.item_id,
                                                   p.user, deps.clock())
     head = "KBの下書きを作成しました" if created else "この問い合わせのKB下書きは作成済みです"
     await _tell(client, p.channel, p.user,
@@ -185,7 +190,7 @@ async def _open_resolve(deps: DeskDeps, p: Press, client: AsyncWebClient) -> Non
 
 async def _open_modal(deps: DeskDeps, p: Press, client: AsyncWebClient,
                       allowed: tuple[str, ...], make: Callable[..., dict[str, Any]]) -> None:
-    esc = await desk.require(deps.sessions, p.prefecture, p.escalation_id, allowed)
+    esc = await desk.require(deps.sessions, p.prefecture, p.item_id, allowed)
     async with deps.sessions() as session:
         card = await build_card(session, esc, deps.clock())
     await client.views_open(trigger_id=p.trigger_id, view=make(card, p.channel))

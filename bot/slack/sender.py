@@ -29,6 +29,16 @@ CARD_WAIT = 60.0
 RETRYABLE_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 
 
+
+NO_CHANNEL = Outcome("retry", "no Slack channel mapped for this prefecture",
+                     retry_after=NO_CHANNEL_WAIT)  # it waits until `slack-channel` maps one
+
+
+def destination(pref: Prefecture | None, row: Outbox) -> str:
+    """The prefecture's staff channel now (it may have been mapped or moved since the row
+    was queued), else the one the row was addressed to."""
+    return (pref.slack_channel if pref else None) or row.recipient
+
 class SlackSender:
     """Callable handed to scheduler.outbox.dispatch_due for channel "slack"."""
 
@@ -75,10 +85,9 @@ class SlackSender:
             return Outcome("sent")
         if not post:
             return Outcome("retry", "card not posted yet", retry_after=CARD_WAIT)
-        channel = (pref.slack_channel if pref else None) or row.recipient
+        channel = destination(pref, row)
         if not channel:
-            return Outcome("retry", "no Slack channel mapped for this prefecture",
-                           retry_after=NO_CHANNEL_WAIT)
+            return NO_CHANNEL
         resp = await self.client.chat_postMessage(channel=channel, text=plain_text(card),
                                                   blocks=card_blocks(card), unfurl_links=False)
         await self._remember(esc, str(resp["channel"]), str(resp["ts"]))
@@ -106,10 +115,9 @@ class SlackSender:
     async def _text(self, row: Outbox) -> Outcome:
         async with self.sessions() as session:
             pref = await session.get(Prefecture, row.prefecture_code or "")
-        channel = (pref.slack_channel if pref else None) or row.recipient
+        channel = destination(pref, row)
         if not channel:
-            return Outcome("retry", "no Slack channel mapped for this prefecture",
-                           retry_after=NO_CHANNEL_WAIT)
+            return NO_CHANNEL
         await self.client.chat_postMessage(channel=channel, text=row.body, unfurl_links=False)
         return Outcome("sent")
 
@@ -124,10 +132,9 @@ class SlackSender:
             pref = await session.get(Prefecture, c.prefecture_code)
             sample = await campaigns.sample(session, c)
             csv_head = await campaigns.unlinked_csv(session, c, limit=20) if c.unlinked else ""
-        channel = (pref.slack_channel if pref else None) or row.recipient
+        channel = destination(pref, row)
         if not channel:
-            return Outcome("retry", "no Slack channel mapped for this prefecture",
-                           retry_after=NO_CHANNEL_WAIT)
+            return NO_CHANNEL
         title = f"{campaigns.KIND_LABELS[c.kind]}の送信確認（キャンペーン {c.id}）"
         summary = (f"*送信対象*：{c.recipients:,}件（チャット連携済み）\n"
                    f"*送信予定*：{c.send_at.astimezone(JST):%Y-%m-%d %H:%M} から"
@@ -148,10 +155,9 @@ class SlackSender:
                 return Outcome("failed", "campaign not found")
             pref = await session.get(Prefecture, c.prefecture_code)
             table = await campaigns.unlinked_csv(session, c)
-        channel = (pref.slack_channel if pref else None) or row.recipient
+        channel = destination(pref, row)
         if not channel:
-            return Outcome("retry", "no Slack channel mapped for this prefecture",
-                           retry_after=NO_CHANNEL_WAIT)
+            return NO_CHANNEL
         await self.client.files_upload_v2(
             channel=channel, content=table.encode("utf-8-sig"),
             filename=f"unlinked-campaign-{c.id}.csv", title=f"未連携医療機関_キャンペーン{c.id}",
