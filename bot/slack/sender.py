@@ -16,7 +16,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.slack.blocks import campaign_preview_blocks, card_blocks
-from db.models import Escalation, Outbox, Prefecture
+from db.models import Campaign, Escalation, Outbox, Prefecture
 from handlers.desk_card import Card, build_card, plain_text
 from scheduler import campaigns
 from scheduler.calendar import JST
@@ -121,15 +121,12 @@ class SlackSender:
         await self.client.chat_postMessage(channel=channel, text=row.body, unfurl_links=False)
         return Outcome("sent")
 
-
     async def _campaign_preview(self, row: Outbox) -> Outcome:
         """Rendered from the database at send time, like cards."""
         async with self.sessions() as session:
-            try:
-                c = await campaigns.get(session, int(row.payload["campaign_id"]))
-            except campaigns.CampaignError:
+            if (found := await _campaign_of(session, row)) is None:
                 return Outcome("failed", "campaign not found")
-            pref = await session.get(Prefecture, c.prefecture_code)
+            c, pref = found
             sample = await campaigns.sample(session, c)
             csv_head = await campaigns.unlinked_csv(session, c, limit=20) if c.unlinked else ""
         channel = destination(pref, row)
@@ -149,11 +146,9 @@ class SlackSender:
         """The full list of target institutions no chat reaches, as a CSV that opens in
         Excel (UTF-8 with BOM), built from the database at send time."""
         async with self.sessions() as session:
-            try:
-                c = await campaigns.get(session, int(row.payload["campaign_id"]))
-            except campaigns.CampaignError:
+            if (found := await _campaign_of(session, row)) is None:
                 return Outcome("failed", "campaign not found")
-            pref = await session.get(Prefecture, c.prefecture_code)
+            c, pref = found
             table = await campaigns.unlinked_csv(session, c)
         channel = destination(pref, row)
         if not channel:
@@ -163,6 +158,16 @@ class SlackSender:
             filename=f"unlinked-campaign-{c.id}.csv", title=f"未連携医療機関_キャンペーン{c.id}",
             initial_comment=row.body)
         return Outcome("sent")
+
+
+async def _campaign_of(session: AsyncSession, row: Outbox,
+                       ) -> tuple[Campaign, Prefecture | None] | None:
+    """The campaign a preview or file row is about, with its prefecture."""
+    try:
+        c = await campaigns.get(session, int(row.payload["campaign_id"]))
+    except campaigns.CampaignError:
+        return None
+    return c, await session.get(Prefecture, c.prefecture_code)
 
 
 def api_outcome(exc: SlackApiError) -> Outcome:
