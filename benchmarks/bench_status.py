@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
-
 from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.settings import GMIS_CONTACT_DEFAULT
 from db import repo
@@ -46,7 +45,8 @@ def write_roster(path: Path, n: int) -> None:
         f.write(HEADER)
         for i in range(n):
             kind = "病院" if i % 14 == 0 else "診療所"
-            f.write(f"{1300000 + i},ベンチ医院{i},{kind},無,{'有' if rnd.random() < 0.01 else '無'},"
+            f.write(f"{1300000 + i},ベンチ医院{i},{kind},無,"
+                    f"{'有' if rnd.random() < 0.01 else '無'},"
                     f"無,区{i % 60},圏{i % 13},c{i}@example.jp,03-0000-{i % 10000:04d}\n")
 
 

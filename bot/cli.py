@@ -44,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
         imp.add_argument("--prefecture", required=True, type=prefecture_code)
     codes = sub.add_parser("issue-codes", help="issue one-time link codes to a CSV file")
     codes.add_argument("--prefecture", required=True, type=prefecture_code)
-    codes.add_argument("--institution", help="医療機関コード (default: every reporting institution)")
+    codes.add_argument("--institution",
+                       help="医療機関コード (default: every reporting institution)")
     codes.add_argument("--out", required=True, type=Path)
     codes.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     revoke = sub.add_parser("revoke-link", help="unlink every chat account of an institution")

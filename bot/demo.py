@@ -9,6 +9,7 @@ from typing import TextIO
 from handlers.context import Context
 from handlers.dispatch import dispatch
 from handlers.messages import Button, Inbound, Reply
+from knowledge.normalize import clean_user_text
 
 DEMO_USER = "demo-user"
 
@@ -51,7 +52,7 @@ async def run_demo(ctx: Context, stdin: TextIO = sys.stdin, stdout: TextIO = sys
         if not line or line.strip() in ("終了", "exit", "quit"):
             break
         if not interactive:
-            out(f"\nあなた> {line.rstrip()}\n")
+            out(f"\nあなた> {clean_user_text(line)}\n")  # never echo escape codes
         replies = await dispatch(to_inbound(line.rstrip("\n"), choices, ctx.tenant), ctx)
         text, choices = render(replies)
         out(f"ボット> {text}\n")

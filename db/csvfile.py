@@ -82,7 +82,8 @@ def read_table(path: Path, columns: list[Column]) -> Table:
     for line, raw in _numbered(reader, path):
         if not any(cell.strip() for cell in raw):
             continue
-        table.rows.append((line, {k: (raw[p] if p < len(raw) else "") for k, p in positions.items()}))
+        table.rows.append((line, {k: (raw[p] if p < len(raw) else "")
+                                  for k, p in positions.items()}))
     return table
 
 

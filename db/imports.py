@@ -230,7 +230,8 @@ async def _write(session: AsyncSession, new: list[dict[str, Any]],
 
 def _status_rules(line: int, row: dict[str, Any], errors: list[RowError]) -> None:
     if row["status"] == "確認済" and not row["confirmation"]:
-        errors.append(RowError(line, "確認結果", "", "確認済の場合は「体制あり」か「体制なし」が必要です"))
+        errors.append(RowError(line, "確認結果", "",
+                               "確認済の場合は「体制あり」か「体制なし」が必要です"))
     if row["status"] == "差し戻し" and not row["return_reason"]:
         errors.append(RowError(line, "差し戻し理由", "", "差し戻しの場合は理由が必要です"))
 

@@ -25,7 +25,8 @@ def reply_for(decision: Decision, ctx: Context) -> Reply:
     if decision.action == "suggest":
         buttons = tuple(Button(c.question, f"qa:show:{c.entry_id}") for c in decision.candidates)
         text = "もしかして、次のいずれかのご質問でしょうか。近いものをお選びください。"
-        return Reply(text, (*buttons, Button("どれでもない（担当者に聞く）", "esc:ask")), meta=meta)
+        return Reply(text, (*buttons, Button("どれでもない（担当者に聞く）", "esc:ask")),
+                     meta=meta)
     if decision.route == "gmis_callcenter":
         return Reply(gmis_text(ctx), meta=meta)
     text = (
@@ -48,7 +49,8 @@ def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | None = N
     if entry.route == "gmis_callcenter" and ctx.config.gmis_contact not in text:
         text += f"\n\n【お問い合わせ先】{ctx.config.gmis_contact}"
     buttons = [Button("詳しく", f"qa:detail:{entry.id}")] if entry.detail else []
-    buttons += [Button("👍 役に立った", f"fb:up:{entry.id}"), Button("👎 違う", f"fb:down:{entry.id}")]
+    buttons += [Button("👍 役に立った", f"fb:up:{entry.id}"),
+                Button("👎 違う", f"fb:down:{entry.id}")]
     meta = meta or {"action": "answer", "entry_id": entry.id, "score": None}
     return Reply(text, tuple(buttons), meta=meta)
 
@@ -56,7 +58,8 @@ def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | None = N
 async def handle_show(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """A tapped suggestion: answer that entry."""
     if found["arg"] not in ctx.retriever.by_id:
-        return [Reply("申し訳ありません、その項目は見つかりませんでした。もう一度ご質問ください。")]
+        return [Reply("申し訳ありません、その項目は見つかりませんでした。"
+                      "もう一度ご質問ください。")]
     return [answer_reply(found["arg"], ctx, {"action": "answer", "entry_id": found["arg"]})]
 
 

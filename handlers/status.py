@@ -54,7 +54,8 @@ def status_text(inst: Institution, pref: Prefecture, now: datetime) -> str:
                                   inst.closed_on_jan1))
     if not verdict.required:
         return f"{head}\n報告の対象外です。{verdict.reason}"
-    lines = [head, f"報告状況：{_status_label(inst)}", deadline_line(pref, now.astimezone(JST).date())]
+    lines = [head, f"報告状況：{_status_label(inst)}",
+             deadline_line(pref, now.astimezone(JST).date())]
     step = NEXT_STEP.get(inst.status, "")
     if inst.status == "差し戻し" and inst.return_reason:
         step += f"\n修正の理由：{inst.return_reason}"

@@ -33,17 +33,21 @@ STEPS: dict[str, Step] = {s.key: s for s in [
     Step("closed", "その年の1月1日の時点で休院していましたか（休院中ですか）。"),
     Step("go_func1", "続けて、1号機能の要件を満たしているかを確認しますか（★の3項目）。",
          (("確認する", "yes"), ("ここで終わる", "no"))),
-    Step("posting", "★1 かかりつけ医機能と報告する内容を、院内に掲示していますか（掲示できますか）。"),
-    Step("primary_care", "★2 17の診療領域のうち、一つ以上で一次診療（最初の診療）を行えますか。"),
-    Step("consultation", "★3 患者さんからの医療に関する相談（継続的な相談を含む）に応じていますか。"),
+    Step("posting", "★1 かかりつけ医機能と報告する内容を、院内に掲示していますか"
+                    "（掲示できますか）。"),
+    Step("primary_care", "★2 17の診療領域のうち、一つ以上で一次診療（最初の診療）を"
+                         "行えますか。"),
+    Step("consultation", "★3 患者さんからの医療に関する相談（継続的な相談を含む）に"
+                         "応じていますか。"),
     Step("i", "2号機能（イ）通常の診療時間外の診療：準夜帯（18〜22時）・深夜帯（22〜6時）・休日の"
               "診療や在宅当番医制への参加など、自院または他院との連携で一つでも実施していますか。"),
     Step("ro", "2号機能（ロ）入退院時の支援：後方支援病床の確保、入院時の情報共有、"
                "退院時の共同指導など、一つでも実施していますか。"),
     Step("ha", "2号機能（ハ）在宅医療の提供：訪問診療・往診・訪問看護の提供など、"
                "一つでも実績がありますか。"),
-    Step("ni", "2号機能（ニ）介護サービス等と連携した医療提供：介護支援専門員（ケアマネジャー）との"
-               "連携、情報共有、ACP（人生会議）の支援など、一つでも実施していますか。"),
+    Step("ni", "2号機能（ニ）介護サービス等と連携した医療提供：介護支援専門員"
+               "（ケアマネジャー）との連携、情報共有、ACP（人生会議）の支援など、"
+               "一つでも実施していますか。"),
 ]}
 
 
@@ -106,13 +110,15 @@ async def handle_start(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]
 async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """A tapped button (wiz:VALUE) or, while in the flow, typed text matching a label."""
     if ctx.flow != FLOW:
-        return [Reply("確認の途中の情報が見つかりませんでした（時間が経って終了した可能性があります）。"
+        return [Reply("確認の途中の情報が見つかりませんでした"
+                      "（時間が経って終了した可能性があります）。"
                       "「対象か確認」からもう一度お試しください。")]
     history: list[list[str]] = [list(p) for p in ctx.flow_data.get("answers", [])]
     answers = dict((k, v) for k, v in history)
     value = found.get("arg") or _value_from_text(msg.text, next_step(answers))
     if value == "cancel":
-        return await _finish(msg, ctx, "確認を終了しました。ご質問があれば、そのまま入力してください。")
+        return await _finish(msg, ctx,
+                             "確認を終了しました。ご質問があれば、そのまま入力してください。")
     if value == "back":
         history = history[:-1]
     else:

@@ -27,7 +27,8 @@ class Problem:
         where = self.file + (f":{self.line}" if self.line else "")
         what = f" entry {self.entry_id}" if self.entry_id else ""
         fld = f" field {self.field}" if self.field else ""
-        return f"{where}:{what}{fld}: {self.message}" if what or fld else f"{where}: {self.message}"
+        return (f"{where}:{what}{fld}: {self.message}" if what or fld
+                else f"{where}: {self.message}")
 
 
 class KnowledgeBaseError(Exception):
@@ -67,7 +68,8 @@ def _load_file(path: Path) -> tuple[list[Entry], list[Problem]]:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         return [], [Problem(name, line, None, None, f"YAML syntax: {exc.problem}")]
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
-        return [], [Problem(name, 1, None, None, "top level must be a mapping with an 'entries' list")]
+        return [], [Problem(name, 1, None, None,
+                            "top level must be a mapping with an 'entries' list")]
     lines = _entry_lines(raw)
     entries: list[Entry] = []
     problems: list[Problem] = []

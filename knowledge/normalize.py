@@ -19,7 +19,8 @@ _STOP = {
     "する", "ある", "いる", "なる", "れる", "られる", "おる", "下さる", "くださる", "頂く",
     "いただく", "申す", "致す", "こと", "もの", "よう", "ため", "方", "の", "ん", "ところ",
     "御", "お", "ご", "さん", "様", "教える", "知る", "思う", "分かる", "聞く", "伺う",
-    "問う", "仕舞う", "しまう", "良い", "いい", "よい", "ちょっと", "すみません", "済みません", "質問",
+    "問う", "仕舞う", "しまう", "良い", "いい", "よい", "ちょっと", "すみません", "済みません",
+    "質問",
     "これ", "それ", "あれ", "ここ", "そこ", "うち", "私", "当院", "弊院", "ねえ", "あの",
     # Sudachi normalized forms of the same filler words (the check runs on normalized forms).
     "為る", "有る", "居る", "成る", "物", "為", "一寸", "遣る", "呉れる", "貰う", "御座る",
@@ -32,12 +33,15 @@ _STOP = {
 }
 _KEEP_AUX = {"ない", "ず", "ぬ"}
 _PUNCT = re.compile(r"[\s\u3000、。，．,.!?！？「」『』（）()\[\]【】〈〉《》・…‥―\-_/:;'\"＃#*]+")
+# Terminal escape sequences go whole (a pasted colour code is not words), then any other
+# control or invisible formatting character.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
 
 
 def clean_user_text(text: str) -> str:
     """Strip control and invisible characters users paste by accident."""
-    return _CONTROL.sub(" ", text).strip()
+    return _CONTROL.sub(" ", _ANSI.sub("", text)).strip()
 
 
 def fold_kana(text: str) -> str:

@@ -1,11 +1,13 @@
 """The campaign scheduler: APScheduler 3 (AsyncIOScheduler) with its SQLAlchemy job store in
-our database (a sibling file on SQLite: db.engine.job_store_url), run by whichever process holds the lease (scheduler.leader).
+our database (a sibling file on SQLite: db.engine.job_store_url), run by whichever process
+holds the lease (scheduler.leader).
 
 Jobs come from each prefecture's calendar (scheduler.cadence): one date job per run
 ("run:26:2027-03-31:D-7"), a weekday job for the 差し戻し sweep, and one that closes
 finished campaigns. The staff desk adds, for each prefecture with a Slack channel, the
-9:00 JST digest on business days and a sweep that reminds unclaimed escalations. Job functions are module-level and take ids only; they find the
-process's database and clock through the runtime the scheduler installs when it starts.
+9:00 JST digest on business days and a sweep that reminds unclaimed escalations. Job
+functions are module-level and take ids only; they find the process's database and clock
+through the runtime the scheduler installs when it starts.
 
 Downtime: date jobs keep `misfire_grace_time` of a week, so runs missed while the process
 was down fire late — and a run that finds a later run of its cycle already due does nothing

@@ -102,7 +102,8 @@ async def test_sigkill_at_random_points_never_sends_twice(
         assert_at_most_once(api, found, recipients, kills * CONCURRENCY)
     print(f"\n{kills} kills: sent={len(found.get('sent', []))} "
           f"uncertain={len(found.get('uncertain', []))} "
-          f"uncertain-but-delivered={sum(1 for r in found.get('uncertain', []) if delivered(api)[int(r)])}")
+          "uncertain-but-delivered="
+          f"{sum(1 for r in found.get('uncertain', []) if delivered(api)[int(r)])}")
 
 
 @pytest.mark.postgres

@@ -8,8 +8,17 @@ from db.models import Campaign
 from scheduler import campaigns
 from tests.conftest import DEMO_PREF, NOW
 from tests.test_campaign import add_clinics, outbox_rows
-from tests.test_slack_desk import C13, C26, STAFF_A, STAFF_TOKYO, Desk, action_ids, blocks_text
-from tests.test_slack_desk import api, d  # noqa: F401  (fixtures)
+from tests.test_slack_desk import (  # noqa: F401  (fixtures)
+    C13,
+    C26,
+    STAFF_A,
+    STAFF_TOKYO,
+    Desk,
+    action_ids,
+    api,
+    blocks_text,
+    d,
+)
 
 
 async def planned(d: Desk) -> Campaign:

@@ -74,7 +74,8 @@ def test_import_reports_bad_rows_with_file_and_line(tmp_path: Path) -> None:
     out = run("import-roster", str(bad), "--prefecture", "26", tmp=tmp_path)
     assert out.returncode == 1
     assert "Shift_JIS" in out.stdout
-    assert f"{bad}:2行目 「医療機関コード」 値='123'" in out.stderr and "何も取り込みません" in out.stderr
+    assert (f"{bad}:2行目 「医療機関コード」 値='123'" in out.stderr
+            and "何も取り込みません" in out.stderr)
 
 
 def test_every_bad_row_is_reported_and_a_failed_import_leaves_no_trace(tmp_path: Path) -> None:
@@ -120,3 +121,11 @@ def test_env_example_documents_every_setting() -> None:
                   if "=" in line}
     missing = {name.upper() for name in Settings.model_fields} - documented
     assert missing == set(), f".env.example does not document {sorted(missing)}"
+
+
+def test_demo_never_echoes_terminal_escape_codes(tmp_path: Path) -> None:
+    out = run("demo", stdin="\x1b[2J\x1b[31m報告期間はいつからいつまで\n", tmp=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "\x1b" not in out.stdout
+    assert "あなた> 報告期間はいつからいつまで" in out.stdout
+    assert "3月31日" in out.stdout  # the question behind the codes is still understood

@@ -85,7 +85,8 @@ async def test_reimport_changes_nothing_and_status_changes_are_recorded(ctx: Con
     assert (s1.updated, s2.updated, s2.unchanged) == (2, 0, 2)
     assert (r1.updated, r2.updated) == (2, 0)
     insts = await institutions(ctx)
-    assert insts["2610001"].status == "差し戻し" and "訪問診療" in (insts["2610001"].return_reason or "")
+    assert (insts["2610001"].status == "差し戻し"
+            and "訪問診療" in (insts["2610001"].return_reason or ""))
     assert insts["2610002"].confirmation == "体制あり"
     assert insts["2610001"].report and insts["2610001"].report["posting"] is True
     async with ctx.session() as session:

@@ -64,7 +64,8 @@ def test_broken_yaml_names_file_and_line(tmp_path: Path) -> None:
         (("    source:\n      - file: 002_6cfe617623eeeb84.txt\n        section: 報告対象\n",
           ""), "source"),
         (("    route: prefecture", "    route: slack"), "route"),
-        (("    phrasings: [歯医者も対象ですか, 歯科は報告不要ですか]", "    phrasings: [一つだけ]"),
+        (("    phrasings: [歯医者も対象ですか, 歯科は報告不要ですか]",
+          "    phrasings: [一つだけ]"),
          "phrasings"),
     ],
 )

@@ -20,7 +20,8 @@ from tests.conftest import NOW
 PREFS = ["01", "13", "26", "47"]
 _serial = itertools.count(1000000)
 
-roster = st.lists(st.tuples(st.sampled_from(PREFS), st.sampled_from(["未報告", "報告済", "確認済"])),
+roster = st.lists(st.tuples(st.sampled_from(PREFS),
+                            st.sampled_from(["未報告", "報告済", "確認済"])),
                   min_size=2, max_size=6)
 
 

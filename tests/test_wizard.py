@@ -41,7 +41,8 @@ async def test_clinic_holding_1go_and_some_2go(ctx: Context) -> None:
         r = await tap(ctx, r, label)
     assert "報告の対象です" in r.text and "1号機能：あり" in r.text
     assert "（イ）通常の診療時間外の診療：あり" in r.text
-    assert "（ロ）入退院時の支援：なし" in r.text and "（ニ）介護サービス等と連携した医療提供：なし" in r.text
+    assert ("（ロ）入退院時の支援：なし" in r.text
+            and "（ニ）介護サービス等と連携した医療提供：なし" in r.text)
     assert not r.buttons
 
 
@@ -111,6 +112,7 @@ def test_one_rule_set_judges_imported_answers() -> None:
     assert judge({"posting": True, "primary_care": True, "consultation": True}).func1 is True
     assert judge({"posting": True, "primary_care": False, "consultation": True}).func1 is False
     assert judge({"posting": True, "primary_care": None, "consultation": True}).func1 is None
-    j = judge({"posting": True, "primary_care": True, "consultation": True, "i": True, "ha": False})
+    j = judge({"posting": True, "primary_care": True, "consultation": True,
+               "i": True, "ha": False})
     assert j.func2 == {"i": True, "ro": None, "ha": False, "ni": None}
     assert judge({"posting": False, "i": True}).func2 == {k: None for k in ("i", "ro", "ha", "ni")}

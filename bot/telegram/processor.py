@@ -19,7 +19,6 @@ from typing import Any
 from telegram import Update
 from telegram.ext import BaseUpdateProcessor
 
-
 WAITING_PER_SLOT = 64  # updates admitted (waiting or working) per working slot
 
 

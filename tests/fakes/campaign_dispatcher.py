@@ -53,7 +53,8 @@ async def run(args: argparse.Namespace) -> int:
                 continue
             async with sessions() as session:
                 stmt = select(func.count()).select_from(Outbox).where(
-                    Outbox.channel == "telegram", col(Outbox.status).in_(("pending", "sending", "inflight")))
+                    Outbox.channel == "telegram",
+                    col(Outbox.status).in_(("pending", "sending", "inflight")))
                 if not (await session.exec(stmt)).one():
                     break
             await asyncio.sleep(0.05)
