@@ -12,7 +12,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tqdm import tqdm
 
-from bot.settings import Settings
+from bot.settings import Settings, link_code_key
 from db.csvfile import FileProblem
 from db.engine import make_engine, make_sessionmaker
 from db.imports import ImportResult, import_report, import_roster, import_status
@@ -85,6 +85,9 @@ async def run_issue_codes(settings: Settings, prefecture: str, institution: str 
         print(f"{out} は既にあります。上書きする場合は --force を付けてください。",
               file=sys.stderr)
         return 2
+    if link_code_key(settings) is None:
+        print("注意: LINK_CODE_KEY が設定されていないため、連携コードは鍵なしのハッシュで"
+              "保存されます。本番環境では設定してください。", file=sys.stderr)
     now = datetime.now(UTC)
 
     async def work(session: AsyncSession) -> int:
@@ -100,7 +103,8 @@ async def run_issue_codes(settings: Settings, prefecture: str, institution: str 
             return 1
         rows = []
         for inst in sorted(targets, key=lambda i: i.code):
-            code, expires = await issue_code(session, inst, now, settings.link_code_days)
+            code, expires = await issue_code(session, inst, now, settings.link_code_days,
+                                             link_code_key(settings))
             rows.append([inst.code, inst.name, code, expires.date().isoformat()])
         _write_codes(out, rows)
         await session.commit()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.settings import Settings
+from bot.settings import Settings, link_code_key
 from db.engine import make_engine, make_sessionmaker
 from handlers.context import Context, HandlerConfig
 from knowledge.loader import load_knowledge_base
@@ -42,6 +42,7 @@ def build_app(settings: Settings, retriever: Retriever | None = None) -> App:
         gmis_contact=settings.gmis_contact,
         link_code_days=settings.link_code_days,
         wizard_ttl_minutes=settings.wizard_ttl_minutes,
+        link_code_key=link_code_key(settings),
     )
     ctx = Context(retriever or build_retriever(settings), make_sessionmaker(engine), config)
     return App(settings, engine, ctx)

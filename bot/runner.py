@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from bot.app import App, build_app
-from bot.settings import Settings
+from bot.settings import Settings, link_code_key
 from db.migrate import upgrade
 from scheduler.jobs import CampaignScheduler
 
@@ -48,6 +48,9 @@ def channel_builders() -> list[ChannelBuilder]:
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
     """Run until `stop` is set; returns a process exit code."""
     app = build_app(settings)
+    if link_code_key(settings) is None:
+        logger.warning("LINK_CODE_KEY is not set: link codes are hashed without a key; "
+                       "set it in production")
     channels = [c for build in channel_builders() if (c := build(settings, app)) is not None]
     if not channels:
         await app.close()

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     )
     gmis_contact: str = GMIS_CONTACT_DEFAULT
     link_code_days: int = 120
+    link_code_key: SecretStr | None = Field(
+        default=None, description="Secret key for hashing link codes (HMAC); set it in production")
     wizard_ttl_minutes: int = 60
 
     telegram_token: SecretStr | None = None
@@ -77,3 +79,9 @@ def prefecture_code(code: str | int) -> str:
     if not text.isdigit() or not 1 <= int(text) <= 47:
         raise ValueError(f"prefecture code must be 01–47, got {code!r}")
     return f"{int(text):02d}"
+
+
+def link_code_key(settings: Settings) -> bytes | None:
+    """The key link codes are hashed with, as bytes; None in the demo."""
+    key = settings.link_code_key
+    return key.get_secret_value().encode() if key and key.get_secret_value() else None

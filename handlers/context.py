@@ -21,6 +21,7 @@ class HandlerConfig:
     gmis_contact: str
     link_code_days: int = 120
     wizard_ttl_minutes: int = 60
+    link_code_key: bytes | None = field(default=None, repr=False)  # a secret: never printed
 
 
 @dataclass(frozen=True)

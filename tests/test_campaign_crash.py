@@ -107,10 +107,9 @@ async def test_sigkill_at_random_points_never_sends_twice(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SKIP LOCKED sharing
 async def test_two_dispatchers_on_postgresql_never_send_to_a_recipient_twice(
         database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SKIP LOCKED sharing is a PostgreSQL property")
     await prepare(database_url, 3000)
     async with FakeTelegramAPI() as api:
         procs = [await dispatcher(database_url, api, offset=0.0) for _ in range(2)]

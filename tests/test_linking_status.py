@@ -223,3 +223,25 @@ async def test_reported_and_paper_statuses_say_what_happens_next(
     await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
     [reply] = await dispatch(said("報告状況"), ctx)
     assert f"報告状況：{label}" in reply.text and expected in reply.text
+
+
+async def test_with_a_key_codes_are_stored_keyed_and_old_codes_still_work(ctx: Context) -> None:
+    """LINK_CODE_KEY: the stored hash is an HMAC (useless without the key); a code printed
+    before the key was configured still links; a code hashed with another key does not."""
+    await load_samples(ctx)
+    key = b"prefecture-secret"
+    keyed = replace(ctx, config=replace(ctx.config, link_code_key=key))
+    async with ctx.session() as session:
+        inst = (await session.exec(select(Institution).where(
+            Institution.code == "2610001"))).one()
+        new, _ = await issue_code(session, inst, NOW, 120, key)
+        old, _ = await issue_code(session, inst, NOW, 120)
+        other, _ = await issue_code(session, inst, NOW, 120, b"another-key")
+        await session.commit()
+        stored = set((await session.exec(select(LinkCode.code_hash))).all())
+    assert hash_code(new, key) in stored and hash_code(new) not in stored
+    assert "prefecture-secret" not in repr(keyed.config)  # the secret never reaches a log
+    assert "完了" in (await dispatch(said(f"連携 {new}", "clerk-a"), keyed))[0].text
+    assert "完了" in (await dispatch(said(f"連携 {old}", "clerk-b"), keyed))[0].text
+    assert "完了" not in (await dispatch(said(f"連携 {other}", "clerk-c"), keyed))[0].text
+    assert "完了" not in (await dispatch(said(f"連携 {new}", "clerk-d"), ctx))[0].text
