@@ -48,14 +48,14 @@ def channel_builders() -> list[ChannelBuilder]:
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
     """Run until `stop` is set; returns a process exit code."""
     app = build_app(settings)
-    if link_code_key(settings) is None:
-        logger.warning("LINK_CODE_KEY is not set: link codes are hashed without a key; "
-                       "set it in production")
     channels = [c for build in channel_builders() if (c := build(settings, app)) is not None]
     if not channels:
         await app.close()
         logger.error("no chat channel is configured")
         return 1
+    if link_code_key(settings) is None:
+        logger.warning("LINK_CODE_KEY is not set: link codes are hashed without a key; "
+                       "set it in production")
     routes = [r for c in channels for r in c.web_routes()]
     server = _web_server(settings, routes) if routes else None
     campaigns = _campaign_scheduler(settings, app, channels)
