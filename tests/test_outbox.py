@@ -69,3 +69,16 @@ async def test_a_crashed_claim_becomes_due_again_after_the_lease(ctx: Context) -
         assert await claim(session, "demo", NOW + timedelta(seconds=30), 10) == []
         [again] = await claim(session, "demo", NOW + timedelta(minutes=5), 10)
     assert again.id == claimed.id and again.attempts == 2
+
+
+async def test_claimed_rows_carry_the_attempt_the_database_holds(ctx: Context) -> None:
+    """At-most-once sending compares the claimed attempt with the stored one: if they ever
+    disagreed, every campaign message would be refused as "claimed elsewhere"."""
+    for i in range(3):
+        await put(ctx, f"k{i}", recipient=f"r{i}")
+    async with ctx.session() as session:
+        claimed = await claim(session, "demo", NOW, 10)
+    stored = {r.id: r for r in await rows(ctx)}
+    assert [(r.status, r.attempts) for r in claimed] == [("sending", 1)] * 3
+    assert all(stored[r.id].attempts == r.attempts and stored[r.id].status == "sending"
+               for r in claimed)
