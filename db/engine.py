@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -32,9 +34,8 @@ def job_store_url(url: str) -> str:
     """
     url = sync_url(async_url(url))
     if url.startswith("sqlite:///") and not url.endswith(":memory:"):
-        path = url.removeprefix("sqlite:///")
-        stem, dot, ext = path.rpartition(".")
-        return "sqlite:///" + (f"{stem}.scheduler.{ext}" if dot else f"{path}.scheduler")
+        path = Path(url.removeprefix("sqlite:///"))
+        return "sqlite:///" + str(path.with_name(f"{path.stem}.scheduler{path.suffix}"))
     return url
 
 

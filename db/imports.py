@@ -6,6 +6,7 @@ written and the operator gets every bad row. Re-importing the same file changes 
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from db import repo
 from db.csvfile import Column, RowError, Table, parse_row, read_table
 from db.models import Institution, StatusHistory
 
+logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (rows just written, rows to write in all)
 CHUNK = 2000
 
@@ -221,11 +223,15 @@ async def _write(session: AsyncSession, new: list[dict[str, Any]],
         if history:
             await session.exec(insert(StatusHistory), params=history)  # type: ignore[call-overload]
         await session.commit()
-        if total:
-            await repo.refresh_statistics(session, "institution")
     except BaseException:
         await session.rollback()
         raise
+    if total:  # after the commit: the file is in, whatever happens to the statistics
+        try:
+            await repo.refresh_statistics(session, "institution")
+        except Exception:
+            logger.warning("import committed; refreshing planner statistics failed",
+                           exc_info=True)
 
 
 def _status_rules(line: int, row: dict[str, Any], errors: list[RowError]) -> None:

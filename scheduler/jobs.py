@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -233,6 +234,18 @@ def _ensure_date_job(scheduler: AsyncIOScheduler, job_id: str, at: datetime | No
     return 0
 
 
+async def calendars_seen(session: AsyncSession) -> str:
+    """A digest of everything the jobs are derived from: each prefecture's deadline, sending
+    hours and Slack channel, and its campaign cadence."""
+    prefs = (await session.exec(select(
+        Prefecture.code, Prefecture.period_end, Prefecture.send_start_hour,
+        Prefecture.send_end_hour, Prefecture.slack_channel).order_by(col(Prefecture.code)))).all()
+    cadences = (await session.exec(select(CampaignSettings).order_by(
+        col(CampaignSettings.prefecture_code)))).all()
+    text = repr([tuple(p) for p in prefs]) + repr([c.model_dump() for c in cadences])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -252,6 +265,7 @@ class CampaignScheduler:
         self._task: asyncio.Task[None] | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.leading = asyncio.Event()
+        self._seen = ""  # calendars and channels the jobs were last brought in line with
 
     async def start(self) -> None:
         _runtime.append(self._rt)
@@ -279,11 +293,15 @@ class CampaignScheduler:
                                   self._ttl)
         if lead and self.scheduler is not None:
             async with self._rt.sessions() as session:
-                await sync_jobs(self.scheduler, session, self._rt.clock())
+                seen = await calendars_seen(session)
+                if seen != self._seen:  # the job store is synchronous: touch it only then
+                    await sync_jobs(self.scheduler, session, self._rt.clock())
+                    self._seen = seen
         elif lead:
             self.scheduler = self._build()
             self.scheduler.start(paused=True)  # no job fires before the store is in line
             async with self._rt.sessions() as session:
+                self._seen = await calendars_seen(session)
                 added = await sync_jobs(self.scheduler, session, self._rt.clock())
             self.scheduler.resume()
             logger.info("campaign scheduler: leading as %s (%d jobs added)", self._holder,

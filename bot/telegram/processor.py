@@ -6,8 +6,8 @@ user's updates run one after another while different users never wait for each o
 
 A message waits for its chat's turn *before* it takes one of the `max_concurrent_updates`
 working slots: a clerk who sends four messages in a row holds one slot, not four, so
-other chats keep the slots busy. PTB's own semaphore only bounds how many updates may be
-waiting in memory at once.
+other chats keep the slots busy. PTB's own semaphore is set far above that so it never
+caps the work; it would otherwise count messages that are only waiting for their chat.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from telegram import Update
 from telegram.ext import BaseUpdateProcessor
 
-WAITING_PER_SLOT = 64  # updates admitted (waiting or working) per working slot
+WAITING_PER_SLOT = 64  # PTB's semaphore: messages waiting for their chat, per working slot
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
