@@ -26,16 +26,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import update  # noqa: E402
-from sqlmodel import col  # noqa: E402
+from sqlmodel import col, select  # noqa: E402
 
 from db.engine import make_engine, make_sessionmaker  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
-from db.models import Outbox  # noqa: E402
+from db.models import Institution, Outbox  # noqa: E402
 from scheduler import campaigns  # noqa: E402
 from tests.fakes.roster import seed_linked_clinics  # noqa: E402
 from tests.fakes.telegram_api import FakeTelegramAPI  # noqa: E402
 
 NOW = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)  # 10:00 JST, a business day
+
+
+async def is_empty(url: str) -> bool:
+    """The benchmark seeds its own clinics; it never writes into a database that has some."""
+    engine = make_engine(url)
+    async with make_sessionmaker(engine)() as session:
+        found = (await session.exec(select(Institution.id).limit(1))).first()
+    await engine.dispose()
+    return found is None
 
 
 async def plan_phase(url: str, n: int) -> tuple[int, float]:
@@ -89,6 +98,9 @@ async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
         upgrade(url)
+        if not await is_empty(url):
+            sys.exit(f"{args.database_url} already holds institutions; the benchmark needs an "
+                     "empty database (for example: dropdb bench_c && createdb bench_c)")
         campaign_id, plan_s = await plan_phase(url, args.recipients)
         plan_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"plan: {args.recipients:,} recipients in {plan_s:.2f} s "
