@@ -10,13 +10,10 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
+    # Every datetime column is SQLModel's UTCDateTime: it refuses naive values and reads
+    # aware UTC back on every database, SQLite included, so timestamps always compare.
     return datetime.now(UTC)
 
-
-
-def aware(value: datetime) -> datetime:
-    """A stored timestamp as an aware UTC datetime: SQLite returns them naive."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 class Prefecture(SQLModel, table=True):
     """The tenant: one prefecture's calendar and contacts."""

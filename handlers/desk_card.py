@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db import repo
-from db.models import ChatAccount, Escalation, aware
+from db.models import ChatAccount, Escalation
 
 JST = ZoneInfo("Asia/Tokyo")
 UNLINKED = "未連携"
@@ -93,8 +93,8 @@ async def build_card(session: AsyncSession, esc: Escalation, now: datetime) -> C
     account = await session.get(ChatAccount, esc.chat_account_id)
     return Card(
         escalation_id=esc.id, prefecture_code=esc.prefecture_code, receipt=esc.receipt,
-        status=esc.status, received=aware(esc.created_at).astimezone(JST).strftime(
-            "%Y/%m/%d %H:%M"), age=format_age(aware(esc.created_at), now),
+        status=esc.status, received=esc.created_at.astimezone(JST).strftime(
+            "%Y/%m/%d %H:%M"), age=format_age(esc.created_at, now),
         clinic=await _clinic(session, esc, account), via=account.channel if account else "",
         question=esc.question, history=_history(esc.context), tried=_tried(esc.context),
         tier=esc.tier, claimed_by=esc.claimed_by, answer=esc.answer,

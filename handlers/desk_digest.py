@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import ConversationLog, Escalation, Institution, Prefecture, aware
+from db.models import ConversationLog, Escalation, Institution, Prefecture
 from handlers.desk_card import OPEN_STATUSES, STATUS_LABELS, format_age, staff_ref
 from scheduler import outbox
 
@@ -78,7 +78,7 @@ async def _open_items(session: AsyncSession, pref: str, now: datetime) -> list[O
     stmt = (select(Escalation).where(Escalation.prefecture_code == pref,
                                      col(Escalation.status).in_(OPEN_STATUSES))
             .order_by(col(Escalation.created_at), col(Escalation.id)))
-    return [OpenItem(e.receipt, e.status, format_age(aware(e.created_at), now), e.claimed_by,
+    return [OpenItem(e.receipt, e.status, format_age(e.created_at, now), e.claimed_by,
                      " ".join(e.question.split())[:60])
             for e in (await session.exec(stmt)).all()]
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import Escalation, Prefecture, aware
+from db.models import Escalation, Prefecture
 from scheduler import outbox
 from scheduler.calendar import JST, business_hours_between, is_business_day
 
@@ -28,7 +28,7 @@ def reminder_level(created_at: datetime, now: datetime, after_hours: float) -> i
     """0 = no reminder yet; 1 after N business hours, 2 after 2N, ... up to MAX_LEVEL."""
     if after_hours <= 0:
         return 0
-    return min(int(business_hours_between(aware(created_at), now) // after_hours), MAX_LEVEL)
+    return min(int(business_hours_between(created_at, now) // after_hours), MAX_LEVEL)
 
 
 async def remind_unclaimed(sessions: Callable[[], AsyncSession], prefecture_code: str,

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 
 from db import repo
-from db.models import aware
 from handlers import basic, escalation, feedback, linking, qa, status, wizard
 from handlers.context import Account, Context
 from handlers.errors import UserFacingError
@@ -114,7 +113,7 @@ def _stale(updated_at: datetime | None, ctx: Context) -> bool:
     """A flow untouched for longer than the wizard TTL has ended."""
     if updated_at is None:
         return False
-    return aware(updated_at) + timedelta(minutes=ctx.config.wizard_ttl_minutes) < ctx.clock()
+    return updated_at + timedelta(minutes=ctx.config.wizard_ttl_minutes) < ctx.clock()
 
 
 async def _log(msg: Inbound, ctx: Context, replies: list[Reply]) -> None:

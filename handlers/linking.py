@@ -18,7 +18,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import ChatAccount, Institution, LinkAttempt, LinkCode, aware
+from db.models import ChatAccount, Institution, LinkAttempt, LinkCode
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
 from handlers.router import Found, Matcher, command
@@ -130,7 +130,7 @@ async def _locked(session: AsyncSession, account_id: int, now: datetime) -> bool
             .where(LinkAttempt.chat_account_id == account_id,
                    LinkAttempt.attempted_at > now - 2 * LOCKOUT)
             .order_by(col(LinkAttempt.attempted_at).desc()).limit(MAX_FAILURES))
-    recent = [aware(t) for t in (await session.exec(stmt)).all()]
+    recent = list((await session.exec(stmt)).all())
     return (len(recent) == MAX_FAILURES and recent[0] > now - LOCKOUT
             and recent[0] - recent[-1] < LOCKOUT)
 

@@ -32,7 +32,6 @@ from db.models import (
     Outbox,
     Prefecture,
     StatusHistory,
-    aware,
 )
 from scheduler import templates
 from scheduler.calendar import JST, add_business_days, next_slot
@@ -324,7 +323,7 @@ async def returned_candidates(session: AsyncSession, prefecture_code: str, today
             .group_by(col(StatusHistory.institution_id)))
     found: dict[int, int] = {}
     for inst_id, hist_id, changed in (await session.exec(stmt)).all():  # type: ignore[call-overload]
-        changed_day = aware(changed).astimezone(JST).date()
+        changed_day = changed.astimezone(JST).date()
         if add_business_days(changed_day, after_days) <= today:
             found[int(inst_id)] = int(hist_id)
     return found

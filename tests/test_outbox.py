@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from sqlmodel import select
 
@@ -27,6 +27,15 @@ async def test_same_key_is_stored_once(ctx: Context) -> None:
     assert await put(ctx, "k1") is True
     assert await put(ctx, "k1") is False
     assert len(await rows(ctx)) == 1
+
+
+async def test_timestamps_read_back_aware_in_utc(ctx: Context) -> None:
+    """Due times, SLA ages and lockouts compare stored times with an aware clock; SQLite
+    stores no offset, so the column type must restore it (a naive value would raise)."""
+    await put(ctx, "k1")
+    [row] = await rows(ctx)
+    assert row.next_attempt_at.utcoffset() == timedelta(0)
+    assert row.next_attempt_at == NOW.astimezone(UTC)
 
 
 async def test_sent_rows_are_not_sent_again(ctx: Context) -> None:
