@@ -17,7 +17,7 @@ from handlers import basic, escalation, feedback, linking, qa, status, wizard
 from handlers.context import Account, Context
 from handlers.errors import UserFacingError
 from handlers.messages import Inbound, Reply
-from handlers.router import Route, Router, always, command, in_flow, payload
+from handlers.router import Route, Router, always, command, in_flow, payload, phrase
 from handlers.texts import APOLOGY, EMPTY
 from knowledge.normalize import clean_user_text
 
@@ -43,6 +43,7 @@ ROUTES = Router([
     Route("wizard", payload("wiz"), wizard.handle_answer),
     Route("wizard_text", in_flow(wizard.FLOW), wizard.handle_answer),
     Route("staff_question", in_flow(escalation.ASK_FLOW), escalation.handle_question_for_staff),
+    Route("more", phrase(qa.MORE), qa.handle_more),
     Route("question", always, qa.handle_question),
 ])
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+from db import repo
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
@@ -9,6 +12,10 @@ from handlers.texts import UNREADABLE
 from knowledge.retriever import Decision
 
 ASK_STAFF = Button("担当者に聞く", "esc:ask")
+# People type the follow-up instead of tapping 「詳しく」: 「もっと詳しく教えてください」.
+MORE = re.compile(r"(?:もっと|さらに|もう少し|もうすこし)?[\s　]*(?:詳しく|くわしく|詳細|詳細を)"
+                  r"(?:教えて|おしえて|知りたい|しりたい)?(?:ください|下さい|ほしい|欲しい|"
+                  r"ほしいです|お願いします|おねがいします|お願い|おねがい)?[。.!！?？\s　]*")
 
 
 async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
@@ -68,3 +75,22 @@ async def handle_detail(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
     if entry is None:
         return [Reply("申し訳ありません、その項目は見つかりませんでした。")]
     return [Reply(entry.detail or entry.answer, meta={"action": "detail", "entry_id": entry.id})]
+
+
+async def handle_more(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    """A typed 「詳しく」: the detail of the answer just given, or an honest "that is all"
+    with a way to a person, never a search for the word 詳しく itself."""
+    async with ctx.session() as session:
+        turns = await repo.recent_turns(session, msg.channel, msg.user_id, limit=5)
+    last = next((t for t in turns if t.entry_id in ctx.retriever.by_id
+                 and t.action in ("answer", "detail")), None)
+    if last is None or last.entry_id is None:
+        return [Reply("どの件について詳しくお知りになりたいか、ご質問の内容をそのまま"
+                      "入力してください。", meta={"action": "more"})]
+    entry = ctx.retriever.by_id[last.entry_id]
+    if entry.detail and last.action == "answer":
+        return [Reply(entry.detail, meta={"action": "detail", "entry_id": entry.id})]
+    text = (f"「{entry.question}」についてご案内できる内容は、先ほどのお答えですべてです。"
+            "さらに詳しいことは、都道府県の担当者にお尋ねいただけます。")
+    return [Reply(text, (ASK_STAFF, Button("送らない", "esc:no")),
+                  meta={"action": "more", "entry_id": entry.id})]

@@ -51,6 +51,15 @@ def command(name: str, *words: str) -> Matcher:
     return match
 
 
+def phrase(pattern: re.Pattern[str]) -> Matcher:
+    """Match a typed message that is, as a whole, one of the phrases `pattern` describes."""
+
+    def match(msg: Inbound, _ctx: Context) -> Found | None:
+        return {} if msg.payload is None and pattern.fullmatch(msg.text.strip()) else None
+
+    return match
+
+
 def in_flow(flow: str) -> Matcher:
     """Match any typed text while the user is in the middle of `flow`."""
 

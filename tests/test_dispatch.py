@@ -55,6 +55,36 @@ async def test_suggestion_tap_answers_that_entry(ctx: Context) -> None:
     assert answer.text == ctx.retriever.by_id[entry_id].answer
 
 
+async def test_typed_more_shows_the_detail_of_the_last_answer(ctx: Context) -> None:
+    [answer] = await dispatch(said("医療機能情報提供制度とはどういう関係ですか"), ctx)
+    entry = ctx.retriever.by_id["overview-vs-iryokino"]
+    assert answer.text == entry.answer and entry.detail
+    [more] = await dispatch(said("もっと詳しく教えてください"), ctx)
+    assert more.text == entry.detail
+    [again] = await dispatch(said("詳しく"), ctx)  # nothing more to show: say so, offer staff
+    assert "すべて" in again.text and entry.question in again.text
+    assert any(b.payload == "esc:ask" for b in again.buttons)
+
+
+async def test_typed_more_without_detail_offers_staff_with_the_question(ctx: Context) -> None:
+    [answer] = await dispatch(said("歯科診療所は報告しますか"), ctx)
+    assert not ctx.retriever.by_id["scope-dental-exempt"].detail
+    [more] = await dispatch(said("詳しく"), ctx)
+    assert "すべて" in more.text and "申し訳ありません" not in more.text
+    ask = next(b for b in more.buttons if b.payload == "esc:ask")
+    await dispatch(said(ask.label, ask.payload), ctx)
+    async with ctx.session() as session:
+        [esc] = (await session.exec(select(Escalation))).all()
+    assert esc.question == "歯科診療所は報告しますか"
+
+
+async def test_typed_more_before_any_answer_asks_for_the_question(ctx: Context) -> None:
+    [reply] = await dispatch(said("詳しく"), ctx)
+    assert "ご質問の内容" in reply.text
+    [question] = await dispatch(said("詳しく知りたいのは院内掲示の様式です"), ctx)
+    assert question.text == ctx.retriever.by_id["posting-template"].answer
+
+
 async def test_out_of_scope_offers_staff_and_escalation_gets_receipt(ctx: Context) -> None:
     [offer] = await dispatch(said("今日の天気は"), ctx)
     assert "担当者" in offer.text
