@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -29,7 +28,9 @@ _STOP = {
     # ご教示ください"): the frame is in no entry, so it would count as a specific word
     # that no entry covers and sink the question.
     "管内", "照会", "取り扱い", "教示", "幸い", "恐れ入る", "示す", "受ける", "簡潔", "具体的",
-    "資料", "作成", "検討", "可能", "次第", "頂戴", "存じる",
+    "資料", "作成", "検討", "可能", "次第", "頂戴", "存じる", "恐縮", "宜しい", "苦慮", "念",
+    "手数", "差し支える", "理解", "忙しい", "申し訳", "何とぞ", "宜しく", "大変", "助かる",
+    "手すき", "承知", "程", "申し上げる",
 }
 _KEEP_AUX = {"ない", "ず", "ぬ"}
 _PUNCT = re.compile(r"[\s\u3000、。，．,.!?！？「」『』（）()\[\]【】〈〉《》・…‥―\-_/:;'\"＃#*]+")
@@ -92,10 +93,6 @@ class Analyzer:
                 readings.append(m.reading_form() if m.reading_form() else m.surface())
         return terms, fold_kana("".join(readings).lower())
 
-    @cached_property
-    def canonical_terms(self) -> frozenset[str]:
-        return frozenset(self._synonyms.values())
-
 
 def load_synonyms(path: Path) -> dict[str, str]:
     """Variant → canonical term, from a YAML mapping canonical: [variants]."""
@@ -103,6 +100,9 @@ def load_synonyms(path: Path) -> dict[str, str]:
     table: dict[str, str] = {}
     for canonical, variants in data.items():
         canon = unicodedata.normalize("NFKC", str(canonical)).lower()
+        # The canonical term is matched whole first: 特定機能病院 must not have its 特定機能
+        # replaced by 特定機能病院 again.
+        table.setdefault(canon.replace(" ", ""), canon)
         for variant in variants or []:
             table[unicodedata.normalize("NFKC", str(variant)).lower()] = canon
     return table

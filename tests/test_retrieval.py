@@ -45,6 +45,41 @@ def test_unsure_system_question_routes_to_call_center_not_prefecture(
     assert decision.route == "gmis_callcenter"
 
 
+# How prefecture staff wrap a question in an e-mail or a ticket. The frame adds words no
+# entry has; it must neither sink the question nor pull it to another entry.
+OFFICER_FRAMES = [
+    "担当になったばかりで恐縮ですが、医療機関の方から、{q}、というご質問をいただきました。"
+    "どのように回答すればよろしいでしょうか、ご教示いただけますと幸いです。",
+    "管内の医療機関から「{q}」との照会があり、回答に苦慮しております。お手数ですがご教示願います。",
+    "{q}という理解でよろしいでしょうか。念のため確認させてください。",
+]
+
+
+@pytest.mark.parametrize("frame", OFFICER_FRAMES)
+def test_an_officers_frame_keeps_every_question_on_its_entry(retriever: Retriever,
+                                                              frame: str) -> None:
+    wrong, right = [], 0
+    for entry in retriever.entries:
+        decision = retriever.decide(frame.format(q=entry.question.rstrip("？?")))
+        if decision.action == "answer":
+            if decision.entry_id == entry.id:
+                right += 1
+            else:
+                wrong.append((entry.id, decision.entry_id))
+    assert wrong == []
+    assert right >= 0.85 * len(retriever.entries)
+
+
+def test_synonyms_leave_longer_words_whole(retriever: Retriever) -> None:
+    """A variant inside a longer word is not that word: 歯科医 in 歯科医師会, and the canonical
+    特定機能病院 must not gain a second 病院 from its own variant 特定機能."""
+    analyse = retriever.analyzer.analyse
+    assert analyse("特定機能病院は対象外ですか").terms.count("病院") == 1
+    assert {"歯科", "医療機関"} <= set(analyse("歯科医療機関の扱い").terms)
+    assert {"歯科", "医師会"} <= set(analyse("歯科医師会にも聞きたい").terms)
+    assert "歯科" in analyse("歯医者さんも報告する？").terms
+
+
 def test_colloquial_and_width_variants_find_the_same_entry(retriever: Retriever) -> None:
     assert retriever.decide("ｼﾞｰﾐｽのパスワード忘れた").entry_id == "gmis-forgot-password"
     assert retriever.decide("締め切りっていつ").entry_id == "schedule-reporting-period"
