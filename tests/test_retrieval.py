@@ -45,9 +45,10 @@ def test_unsure_system_question_routes_to_call_center_not_prefecture(
     assert decision.route == "gmis_callcenter"
 
 
-# How prefecture staff wrap a question in an e-mail or a ticket. The frame adds words no
-# entry has; it must neither sink the question nor pull it to another entry.
-OFFICER_FRAMES = [
+# How prefecture and clinic staff wrap a question in an e-mail or a ticket. The frame adds
+# words no entry has; it must neither sink the question nor pull it to another entry.
+FRAMES = [
+    "いつもお世話になっております。〇〇クリニック事務の者です。{q}。よろしくお願いします。",
     "担当になったばかりで恐縮ですが、医療機関の方から、{q}、というご質問をいただきました。"
     "どのように回答すればよろしいでしょうか、ご教示いただけますと幸いです。",
     "管内の医療機関から「{q}」との照会があり、回答に苦慮しております。お手数ですがご教示願います。",
@@ -55,8 +56,8 @@ OFFICER_FRAMES = [
 ]
 
 
-@pytest.mark.parametrize("frame", OFFICER_FRAMES)
-def test_an_officers_frame_keeps_every_question_on_its_entry(retriever: Retriever,
+@pytest.mark.parametrize("frame", FRAMES)
+def test_a_frame_keeps_every_question_on_its_entry(retriever: Retriever,
                                                               frame: str) -> None:
     wrong, right = [], 0
     for entry in retriever.entries:
