@@ -68,6 +68,11 @@ class Tuning:
     answer_floor: float = 0.36
     margin: float = 0.08
     suggest_at: float = 0.50
+    # A question typed in kana (a clerk on a phone) matches mostly through readings and edit
+    # ratio, so it scores lower. With at most `kana_share` kanji as typed, suggestions start
+    # at `kana_suggest_at`; the bar for answering stays where it is.
+    kana_share: float = 0.10
+    kana_suggest_at: float = 0.30
     shortlist: int = 60
     entry_shortlist: int = 12
     w_terms: float = 0.243
@@ -142,6 +147,10 @@ def _vector(vocab: dict[str, int], weights: Mapping[str, float]) -> np.ndarray:
 def _dice(common: np.ndarray, size: int, sizes: np.ndarray) -> np.ndarray:
     """Dice of one set of `size` against many, from intersection sizes; 0 if either is empty."""
     return 2 * common / (size + sizes) if size else np.zeros_like(common)
+
+
+def _kanji_share(text: str) -> float:
+    return sum("\u4e00" <= c <= "\u9fff" for c in text) / len(text) if text else 0.0
 
 
 def bigrams(text: str) -> list[str]:
@@ -308,8 +317,10 @@ class Retriever:
         if ranked and top >= answer_at and top - second >= t.margin:
             entry = self.by_id[ranked[0].entry_id]
             return Decision("answer", entry.route, entry.id, entry.answer, top, ranked)
-        if ranked and top >= t.suggest_at:
-            shown = [c for c in ranked if c.score >= t.suggest_at * 0.8]
+        suggest_at = t.kana_suggest_at if _kanji_share(query) <= t.kana_share \
+            else t.suggest_at
+        if ranked and top >= suggest_at:
+            shown = [c for c in ranked if c.score >= suggest_at * 0.8]
             route = self.by_id[ranked[0].entry_id].route
             return Decision("suggest", route, None, None, top, shown)
         system = bool(SYSTEM_TERMS & set(analysed.terms))

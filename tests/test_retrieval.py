@@ -18,6 +18,10 @@ EXPECTED = [
     ("うちみたいな有床診療所も出さなきゃだめ？", "scope-beds", "prefecture"),
     ("ジーミスのパスワード忘れた", "gmis-forgot-password", "gmis_callcenter"),
     ("締め切りっていつ", "schedule-reporting-period", "prefecture"),
+    # "Must" (しないといけない) once read as two negations and matched 提出しないといけない
+    # of the company-clinic entry better than 歯科 of the dental one.
+    ("歯科診療所も報告しないといけないですか", "scope-dental-exempt", "prefecture"),
+    ("しかしんりょうじょもほうこくしないといけないですか", "scope-dental-exempt", "prefecture"),
 ]
 
 
@@ -69,6 +73,14 @@ def test_a_frame_keeps_every_question_on_its_entry(retriever: Retriever,
                 wrong.append((entry.id, decision.entry_id))
     assert wrong == []
     assert right >= 0.85 * len(retriever.entries)
+
+
+def test_a_question_typed_in_kana_gets_suggestions_rather_than_a_hand_off(
+    retriever: Retriever,
+) -> None:
+    decision = retriever.decide("しゅうりょうしょうをなくしました")
+    assert decision.action == "suggest"
+    assert "contact-mamis-certificate" in [c.entry_id for c in decision.candidates]
 
 
 def test_synonyms_leave_longer_words_whole(retriever: Retriever) -> None:
