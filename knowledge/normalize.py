@@ -27,7 +27,7 @@ _STOP = {
     # How officers frame a question ("管内の医療機関から…との照会がありました。取扱いを
     # ご教示ください"): the frame is in no entry, so it would count as a specific word
     # that no entry covers and sink the question.
-    "管内", "照会", "取り扱い", "教示", "幸い", "恐れ入る", "示す", "受ける", "簡潔", "具体的",
+    "管内", "取り扱い", "教示", "幸い", "恐れ入る", "示す", "受ける", "簡潔", "具体的",
     "資料", "作成", "検討", "可能", "次第", "頂戴", "存じる", "恐縮", "宜しい", "苦慮", "念",
     "手数", "差し支える", "理解", "忙しい", "申し訳", "何とぞ", "宜しく", "助かる",
     "手すき", "承知", "程", "申し上げる",
@@ -36,6 +36,10 @@ _STOP = {
     "御世話", "いつも", "者", "事務",
 }
 _KEEP_AUX = {"ない", "ず", "ぬ"}
+# 照会 frames a question (…との照会がありました) far more often than it is one (厚生労働省へ
+# どう照会するか): only the framing use goes.
+_FRAME = re.compile(r"(?:との|という|と|の)?(?:ご)?(?:照会|問い?合わ?せ|相談)(?:が|を)"
+                    r"(?:あり|ござい|受け|いただ|頂|寄せ|来)[^。、，,？?！!]*")
 _PUNCT = re.compile(r"[\s\u3000、。，．,.!?！？「」『』（）()\[\]【】〈〉《》・…‥―\-_/:;'\"＃#*]+")
 # Terminal escape sequences go whole (a pasted colour code is not words), then any other
 # control or invisible formatting character.
@@ -74,6 +78,7 @@ class Analyzer:
     def canonical(self, text: str) -> str:
         """NFKC, lower case, and every domain synonym replaced by its canonical term."""
         text = unicodedata.normalize("NFKC", clean_user_text(text))[:MAX_QUERY_CHARS].lower()
+        text = _FRAME.sub("", text)
         if self._pattern is None:
             return text
         return self._pattern.sub(lambda m: self._synonyms[m.group(0)], text)

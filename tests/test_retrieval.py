@@ -93,6 +93,15 @@ def test_synonyms_leave_longer_words_whole(retriever: Retriever) -> None:
     assert "歯科" in analyse("歯医者さんも報告する？").terms
 
 
+def test_an_inquiry_frame_is_dropped_but_an_inquiry_question_is_kept(
+    retriever: Retriever,
+) -> None:
+    analyse = retriever.analyzer.analyse
+    framed = analyse("管内の医療機関から報告期間についての照会がありました。").terms
+    assert "問い合わせ" not in framed and {"報告", "期間"} <= set(framed)
+    assert "問い合わせ" in analyse("厚生労働省へどのように照会すればよいですか").terms
+
+
 def test_colloquial_and_width_variants_find_the_same_entry(retriever: Retriever) -> None:
     assert retriever.decide("ｼﾞｰﾐｽのパスワード忘れた").entry_id == "gmis-forgot-password"
     assert retriever.decide("締め切りっていつ").entry_id == "schedule-reporting-period"
