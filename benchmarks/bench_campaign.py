@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import update  # noqa: E402
+from sqlalchemy.exc import DBAPIError  # noqa: E402
 from sqlmodel import col, select  # noqa: E402
 
 from db.engine import make_engine, make_sessionmaker  # noqa: E402
@@ -39,11 +40,16 @@ NOW = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)  # 10:00 JST, a business day
 
 
 async def is_empty(url: str) -> bool:
-    """The benchmark seeds its own clinics; it never writes into a database that has some."""
+    """The benchmark seeds its own clinics; it never writes into (or migrates) a database that
+    has some. A database without our tables yet is empty."""
     engine = make_engine(url)
-    async with make_sessionmaker(engine)() as session:
-        found = (await session.exec(select(Institution.id).limit(1))).first()
-    await engine.dispose()
+    try:
+        async with make_sessionmaker(engine)() as session:
+            found = (await session.exec(select(Institution.id).limit(1))).first()
+    except DBAPIError:
+        found = None
+    finally:
+        await engine.dispose()
     return found is None
 
 
@@ -97,10 +103,10 @@ async def dispatch_phase(url: str, api: FakeTelegramAPI, count: int, rate: float
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-        upgrade(url)
         if not await is_empty(url):
             sys.exit(f"{args.database_url} already holds institutions; the benchmark needs an "
                      "empty database (for example: dropdb bench_c && createdb bench_c)")
+        upgrade(url)
         campaign_id, plan_s = await plan_phase(url, args.recipients)
         plan_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"plan: {args.recipients:,} recipients in {plan_s:.2f} s "

@@ -12,10 +12,13 @@ from handlers.texts import UNREADABLE
 from knowledge.retriever import Decision
 
 ASK_STAFF = Button("担当者に聞く", "esc:ask")
-# People type the follow-up instead of tapping 「詳しく」: 「もっと詳しく教えてください」.
-MORE = re.compile(r"(?:もっと|さらに|もう少し|もうすこし)?[\s　]*(?:詳しく|くわしく|詳細|詳細を)"
-                  r"(?:教えて|おしえて|知りたい|しりたい)?(?:ください|下さい|ほしい|欲しい|"
-                  r"ほしいです|お願いします|おねがいします|お願い|おねがい)?[。.!！?？\s　]*")
+# People type the follow-up instead of tapping 「詳しく」: 「もっと詳しく教えていただけますか」.
+MORE = re.compile(
+    r"(?:もっと|さらに|もう少し|もうすこし)?[\s　]*"
+    r"(?:詳しく|くわしく|詳細(?:を|は)?|詳しい(?:説明|内容|こと)(?:を|は)?)[\s　]*"
+    r"(?:教えて|おしえて|知りたい|しりたい|聞きたい|説明して)?"
+    r"(?:ください|下さい|ほしい|欲しい|ほしいです|欲しいです|いただけますか|いただけませんか|"
+    r"もらえますか|です|お願いします|おねがいします|お願い|おねがい)?[。.!！?？\s　]*")
 
 
 async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
@@ -79,17 +82,19 @@ async def handle_detail(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
 
 async def handle_more(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
     """A typed 「詳しく」: the detail of the answer just given, or an honest "that is all"
-    with a way to a person, never a search for the word 詳しく itself."""
+    with a way to a person, never a search for the word 詳しく itself. Only the latest
+    question counts: an older answer would be about something else by now."""
     async with ctx.session() as session:
         turns = await repo.recent_turns(session, msg.channel, msg.user_id, limit=5)
-    last = next((t for t in turns if t.entry_id in ctx.retriever.by_id
-                 and t.action in ("answer", "detail")), None)
-    if last is None or last.entry_id is None:
+    last = next((t for t in turns if t.action != "more"), None)  # newest first
+    entry = ctx.retriever.by_id.get(last.entry_id or "") if last is not None else None
+    if last is None or entry is None or last.action not in ("answer", "detail"):
         return [Reply("どの件について詳しくお知りになりたいか、ご質問の内容をそのまま"
                       "入力してください。", meta={"action": "more"})]
-    entry = ctx.retriever.by_id[last.entry_id]
     if entry.detail and last.action == "answer":
         return [Reply(entry.detail, meta={"action": "detail", "entry_id": entry.id})]
+    if entry.route == "gmis_callcenter":  # G-MIS questions are never the prefecture's
+        return [Reply(gmis_text(ctx), meta={"action": "more", "entry_id": entry.id})]
     text = (f"「{entry.question}」についてご案内できる内容は、先ほどのお答えですべてです。"
             "さらに詳しいことは、都道府県の担当者にお尋ねいただけます。")
     return [Reply(text, (ASK_STAFF, Button("送らない", "esc:no")),

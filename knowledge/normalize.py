@@ -37,9 +37,12 @@ _STOP = {
 }
 _KEEP_AUX = {"ない", "ず", "ぬ"}
 # 照会 frames a question (…との照会がありました) far more often than it is one (厚生労働省へ
-# どう照会するか): only the framing use goes.
-_FRAME = re.compile(r"(?:との|という|と|の)?(?:ご)?(?:照会|問い?合わ?せ|相談)(?:が|を)"
-                    r"(?:あり|ござい|受け|いただ|頂|寄せ|来)[^。、，,？?！!]*")
+# どう照会するか). Only the frame goes, and only in its reporting forms (had, received, is
+# coming in), so 相談を受ける体制 or 相談を受け付ける窓口 stay questions.
+_FRAME = re.compile(
+    r"(?:との|という|と|の)?(?:ご)?(?:照会|問い?合わ?せ|相談)(?:が|を)"
+    r"(?:(?:あり|ござい|受け|いただき|いただい|頂き|頂い|寄せられ|来)"
+    r"(?:まし(?:た|て)|ます|た|て(?:おり(?:ます)?|います)?)|あり(?=[、,。]))")
 _PUNCT = re.compile(r"[\s\u3000、。，．,.!?！？「」『』（）()\[\]【】〈〉《》・…‥―\-_/:;'\"＃#*]+")
 # Terminal escape sequences go whole (a pasted colour code is not words), then any other
 # control or invisible formatting character.
@@ -102,14 +105,33 @@ class Analyzer:
         return terms, fold_kana("".join(readings).lower())
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """A repeated canonical term would silently drop the first list of variants."""
+
+
+def _unique_mapping(loader: _UniqueKeys, node: yaml.MappingNode) -> dict[object, object]:
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_synonyms(path: Path) -> dict[str, str]:
     """Variant → canonical term, from a YAML mapping canonical: [variants]."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    with path.open(encoding="utf-8") as stream:  # errors then name the file and line
+        data = yaml.load(stream, Loader=_UniqueKeys) or {}  # noqa: S506
     table: dict[str, str] = {}
     for canonical, variants in data.items():
         canon = unicodedata.normalize("NFKC", str(canonical)).lower()
-        # The canonical term is matched whole first: 特定機能病院 must not have its 特定機能
-        # replaced by 特定機能病院 again.
+        # The canonical term is a variant of itself, so the longest-first match takes it whole:
+        # 特定機能病院 must not have its 特定機能 replaced by 特定機能病院 again.
         table.setdefault(canon.replace(" ", ""), canon)
         for variant in variants or []:
             table[unicodedata.normalize("NFKC", str(variant)).lower()] = canon

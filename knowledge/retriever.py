@@ -61,18 +61,19 @@ class Tuning:
 
     answer_at: float = 0.50
     # Long questions (officers' 〜についてご教示ください) score lower by construction: term F1
-    # and edit ratio against short phrasings. The bar drops per distinct term past
-    # `long_after`, down to `answer_floor`; the margin still guards against near ties.
+    # and edit ratio against short phrasings. The bar drops per distinct term the index knows
+    # past `long_after` (padding such as a signature does not lower it), down to
+    # `answer_floor`; the margin still guards, and a near tie above the bar is suggested.
     long_after: int = 6
     answer_step: float = 0.01
-    answer_floor: float = 0.36
+    answer_floor: float = 0.42
     margin: float = 0.08
     suggest_at: float = 0.50
     # A question typed in kana (a clerk on a phone) matches mostly through readings and edit
     # ratio, so it scores lower. With at most `kana_share` kanji as typed, suggestions start
     # at `kana_suggest_at`; the bar for answering stays where it is.
     kana_share: float = 0.10
-    kana_suggest_at: float = 0.30
+    kana_suggest_at: float = 0.36
     shortlist: int = 60
     entry_shortlist: int = 12
     w_terms: float = 0.243
@@ -149,8 +150,13 @@ def _dice(common: np.ndarray, size: int, sizes: np.ndarray) -> np.ndarray:
     return 2 * common / (size + sizes) if size else np.zeros_like(common)
 
 
-def _kanji_share(text: str) -> float:
-    return sum("\u4e00" <= c <= "\u9fff" for c in text) / len(text) if text else 0.0
+def _kana_typed(text: str, max_kanji: float) -> bool:
+    """Written mostly in kana (at least 60% of its letters) with few kanji: not romaji,
+    digits or emoji, which get no reading to match on."""
+    kanji = sum("\u4e00" <= c <= "\u9fff" for c in text)
+    kana = sum("\u3041" <= c <= "\u30ff" for c in text)
+    letters = sum(c.isalnum() for c in text)
+    return bool(letters) and kana >= 0.6 * letters and kanji <= max_kanji * letters
 
 
 def bigrams(text: str) -> list[str]:
@@ -312,13 +318,15 @@ class Retriever:
         top = ranked[0].score if ranked else 0.0
         second = ranked[1].score if len(ranked) > 1 else 0.0
         t = self.tuning
-        extra = max(0, len(set(analysed.terms)) - t.long_after)
-        answer_at = max(t.answer_floor, t.answer_at - t.answer_step * extra)
+        known = {term for term in analysed.terms if term in self._idf}
+        answer_at = max(t.answer_floor,
+                        t.answer_at - t.answer_step * max(0, len(known) - t.long_after))
         if ranked and top >= answer_at and top - second >= t.margin:
             entry = self.by_id[ranked[0].entry_id]
             return Decision("answer", entry.route, entry.id, entry.answer, top, ranked)
-        suggest_at = t.kana_suggest_at if _kanji_share(query) <= t.kana_share \
-            else t.suggest_at
+        suggest_at = min(t.suggest_at, answer_at)
+        if _kana_typed(query, t.kana_share):
+            suggest_at = min(suggest_at, t.kana_suggest_at)
         if ranked and top >= suggest_at:
             shown = [c for c in ranked if c.score >= suggest_at * 0.8]
             route = self.by_id[ranked[0].entry_id].route

@@ -121,6 +121,7 @@ async def record(session: AsyncSession, row_id: int, outcome: Outcome, now: date
 async def record_many(session: AsyncSession, outcomes: Iterable[tuple[int, Outcome, int]],
                       now: datetime) -> None:
     """Store several outcomes in one transaction; plain successes in one statement."""
+    outcomes = list(outcomes)  # read twice below
     sent = [row_id for row_id, outcome, _ in outcomes if outcome == SENT]
     if sent:
         await session.exec(update(_TABLE).where(_TABLE.c.id.in_(sent)).values(  # type: ignore[call-overload]

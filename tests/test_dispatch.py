@@ -78,6 +78,20 @@ async def test_typed_more_without_detail_offers_staff_with_the_question(ctx: Con
     assert esc.question == "歯科診療所は報告しますか"
 
 
+async def test_typed_more_after_a_gmis_answer_points_to_the_call_center(ctx: Context) -> None:
+    await dispatch(said("G-MISのパスワードを忘れました"), ctx)
+    [more] = await dispatch(said("詳しく教えていただけますか"), ctx)
+    assert "050-3355-8230" in more.text
+    assert not any(b.payload == "esc:ask" for b in more.buttons)
+
+
+async def test_typed_more_is_about_the_latest_question_only(ctx: Context) -> None:
+    await dispatch(said("歯科診療所は報告しますか"), ctx)
+    await dispatch(said("今日の天気は"), ctx)  # escalation offered, not an answer
+    [more] = await dispatch(said("詳しく"), ctx)
+    assert "歯科" not in more.text and "ご質問の内容" in more.text
+
+
 async def test_typed_more_before_any_answer_asks_for_the_question(ctx: Context) -> None:
     [reply] = await dispatch(said("詳しく"), ctx)
     assert "ご質問の内容" in reply.text

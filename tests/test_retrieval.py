@@ -1,10 +1,13 @@
 """Retrieval: right entry when sure, call center for G-MIS, escalation when out of scope."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 from rapidfuzz import fuzz
 
-from knowledge.normalize import Analysed
+from knowledge.normalize import Analysed, load_synonyms
 from knowledge.retriever import Retriever, bigrams
 
 EXPECTED = [
@@ -35,7 +38,7 @@ def test_foundation_questions_are_answered_confidently(
 
 
 @pytest.mark.parametrize("question", ["今日の天気は", "おすすめのラーメン屋を教えて",
-                                      "確定申告のやり方は？"])
+                                      "確定申告のやり方は？", "あした やすみ？"])
 def test_out_of_scope_escalates(retriever: Retriever, question: str) -> None:
     decision = retriever.decide(question)
     assert decision.action == "escalate"
@@ -93,6 +96,16 @@ def test_synonyms_leave_longer_words_whole(retriever: Retriever) -> None:
     assert "歯科" in analyse("歯医者さんも報告する？").terms
 
 
+def test_a_repeated_canonical_term_in_the_synonym_file_is_refused(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys, which once dropped 院内掲示's variants."""
+    synonyms = tmp_path / "synonyms.yaml"
+    synonyms.write_text("院内掲示: [掲示物]\n報告: [提出]\n院内掲示: [いんないけいじ]\n",
+                        encoding="utf-8")
+    with pytest.raises(yaml.YAMLError, match=r"duplicate key '院内掲示'") as info:
+        load_synonyms(synonyms)
+    assert "synonyms.yaml" in str(info.value) and "line 3" in str(info.value)
+
+
 def test_an_inquiry_frame_is_dropped_but_an_inquiry_question_is_kept(
     retriever: Retriever,
 ) -> None:
@@ -100,6 +113,10 @@ def test_an_inquiry_frame_is_dropped_but_an_inquiry_question_is_kept(
     framed = analyse("管内の医療機関から報告期間についての照会がありました。").terms
     assert "問い合わせ" not in framed and {"報告", "期間"} <= set(framed)
     assert "問い合わせ" in analyse("厚生労働省へどのように照会すればよいですか").terms
+    # Only the frame goes, even with no punctuation after it; "accepting" stays a question.
+    assert {"紙", "報告"} <= set(analyse("医療機関から相談を受けました 紙で報告できますか").terms)
+    assert {"相談", "窓口"} <= set(analyse("相談を受け付けている窓口はありますか").terms)
+    assert {"相談", "体制"} <= set(analyse("患者さんからの相談を受ける体制が必要ですか").terms)
 
 
 def test_colloquial_and_width_variants_find_the_same_entry(retriever: Retriever) -> None:
