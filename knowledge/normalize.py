@@ -50,6 +50,18 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
 
 
+_KANA_WORD = re.compile(r"[\u3041-\u30ff]{4,}")
+_SPACE = re.compile(r"[ \u3000]")
+
+
+def _spaced(variant: str) -> str:
+    """A kana variant also matches with spaces between its sounds (かかりつけい きのう):
+    phone users often space out kana, and a space never splits a kanji word the same way."""
+    if not _KANA_WORD.fullmatch(variant):
+        return re.escape(variant)
+    return "[ \u3000]?".join(map(re.escape, variant))
+
+
 def clean_user_text(text: str) -> str:
     """Strip control and invisible characters users paste by accident."""
     return _CONTROL.sub(" ", _ANSI.sub("", text)).strip()
@@ -76,7 +88,7 @@ class Analyzer:
         self._tokenizer = Dictionary(dict="core").tokenizer()
         self._synonyms = load_synonyms(synonyms_file)
         variants = sorted(self._synonyms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(v) for v in variants)) if variants else None
+        self._pattern = re.compile("|".join(map(_spaced, variants))) if variants else None
 
     def canonical(self, text: str) -> str:
         """NFKC, lower case, and every domain synonym replaced by its canonical term."""
@@ -84,7 +96,11 @@ class Analyzer:
         text = _FRAME.sub("", text)
         if self._pattern is None:
             return text
-        return self._pattern.sub(lambda m: self._synonyms[m.group(0)], text)
+        return self._pattern.sub(self._replacement, text)
+
+    def _replacement(self, match: re.Match[str]) -> str:
+        found = match.group(0)
+        return self._synonyms.get(found) or self._synonyms[_SPACE.sub("", found)]
 
     def analyse(self, text: str) -> Analysed:
         canon = self.canonical(text)

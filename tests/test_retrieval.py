@@ -86,6 +86,12 @@ def test_a_question_typed_in_kana_gets_suggestions_rather_than_a_hand_off(
     assert "contact-mamis-certificate" in [c.entry_id for c in decision.candidates]
 
 
+def test_kana_spaced_out_on_a_phone_still_finds_the_entry(retriever: Retriever) -> None:
+    decision = retriever.decide("しか しんりょうじょ も ほうこく ひつよう ですか")
+    assert (decision.action, decision.entry_id) == ("answer", "scope-dental-exempt")
+    assert retriever.analyzer.canonical("かかりつけい きのう").startswith("かかりつけ医機能")
+
+
 def test_synonyms_leave_longer_words_whole(retriever: Retriever) -> None:
     """A variant inside a longer word is not that word: 歯科医 in 歯科医師会, and the canonical
     特定機能病院 must not gain a second 病院 from its own variant 特定機能."""
