@@ -19,7 +19,6 @@ reschedules only those whose date changed in the calendar.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -41,6 +40,7 @@ from scheduler import campaigns
 from scheduler.cadence import cycle_runs, due_run
 from scheduler.calendar import JST, is_business_day
 from scheduler.leader import release, try_lead
+from scheduler.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 LEASE_NAME = "campaign-scheduler"
@@ -273,11 +273,8 @@ class CampaignScheduler:
         self._task = asyncio.create_task(self._loop(), name="campaign-scheduler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self._stop_scheduler()
         async with self._rt.sessions() as session:
             await release(session, LEASE_NAME, self._holder, self._rt.clock())

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from scheduler.outbox import Sender, dispatch_due
+from scheduler.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +65,7 @@ class OutboxWorker:
         except TimeoutError:
             logger.warning("outbox worker %s did not stop in %.0fs; cancelling",
                            self._channel, grace)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         for waiter in self._waiters:
             waiter.cancel()
         self._waiters.clear()

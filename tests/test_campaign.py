@@ -11,7 +11,8 @@ from db.models import ChatAccount, Institution, Outbox, Prefecture, StatusHistor
 from handlers.context import Context
 from scheduler import campaigns, templates
 from scheduler.calendar import JST
-from scheduler.outbox import Outcome, claim, dispatch_due
+from scheduler.outbox import Outcome, _own, claim, dispatch_due
+from scheduler.policies import POLICIES
 from tests.conftest import DEMO_PREF, NOW
 
 
@@ -202,35 +203,31 @@ async def test_returned_reminder_3_business_days_after_and_only_once(ctx: Contex
                                              3) is None  # already chased
 
 
-async def test_a_lapsed_claim_cannot_send_an_at_most_once_row_twice(ctx: Context) -> None:
-    """Dispatcher A claims, stalls past its lease; B re-claims and sends; A must not."""
+async def claimed_campaign(ctx: Context, key: str) -> tuple[int, list[Outbox]]:
+    """One approved campaign to one unreported clinic, its row claimed by a dispatcher."""
     await add_clinics(ctx, ["未報告"])
     async with ctx.session() as session:
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:cas", NOW)).campaign
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", key, NOW)).campaign
         await campaigns.approve(session, c, "U1", NOW)
-        stale = await claim(session, "telegram", NOW, 10)
+        assert c.id is not None
+        return c.id, await claim(session, "telegram", NOW, 10)
+
+
+async def test_a_lapsed_claim_cannot_send_an_at_most_once_row_twice(ctx: Context) -> None:
+    """Dispatcher A claims, stalls past its lease; B re-claims and sends; A must not."""
+    _, stale = await claimed_campaign(ctx, "t:cas")
     sender = Recorder()
     await run_all(ctx, sender, NOW + timedelta(minutes=3))  # B
-    from scheduler.outbox import _own
-    from scheduler.policies import POLICIES
-
     assert await _own(ctx.sessions, stale, POLICIES, NOW) == []  # A finds it taken
     assert sender.sent == ["770"]
 
 
 async def test_a_row_in_flight_at_a_crash_is_never_resent(ctx: Context) -> None:
-    await add_clinics(ctx, ["未報告"])
-    async with ctx.session() as session:
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:crash", NOW)).campaign
-        await campaigns.approve(session, c, "U1", NOW)
-        rows = await claim(session, "telegram", NOW, 10)
-    from scheduler.outbox import _own
-    from scheduler.policies import POLICIES
-
+    campaign_id, rows = await claimed_campaign(ctx, "t:crash")
     assert len(await _own(ctx.sessions, rows, POLICIES, NOW)) == 1  # ... and the process dies
     sender = Recorder()
     await run_all(ctx, sender, NOW + timedelta(minutes=10))
-    [row] = await outbox_rows(ctx, campaign_id=c.id)
+    [row] = await outbox_rows(ctx, campaign_id=campaign_id)
     assert sender.sent == [] and row.status == "uncertain"
 
 

@@ -28,6 +28,7 @@ from bot.slack.sender import TRANSIENT, SlackSender
 from db.events import forget_old
 from db.models import Outbox
 from scheduler.outbox import dispatch_due
+from scheduler.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -112,11 +113,8 @@ class SlackChannel:
         self._task = asyncio.create_task(self._run(), name="slack-outbox")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[attr-defined]
             self._socket = None

@@ -8,7 +8,6 @@ outbox worker and our scheduler own everything that runs on a timer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections import OrderedDict
@@ -35,6 +34,7 @@ from handlers import dispatch as dispatch_module
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
 from scheduler.ratelimit import RateLimiter
+from scheduler.tasks import cancel_and_wait
 from scheduler.worker import OutboxWorker
 
 logger = logging.getLogger(__name__)
@@ -195,10 +195,7 @@ class TelegramChannel:
             return await work
         finally:
             timer.cancel()
-            if typing is not None:  # always awaited here, never left running
-                typing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await typing
+            await cancel_and_wait(typing)  # always awaited here, never left running
 
     async def _keep_typing(self, chat_id: int) -> None:
         while True:
