@@ -38,9 +38,10 @@ _STOP = {
 _KEEP_AUX = {"ない", "ず", "ぬ"}
 # 照会 frames a question (…との照会がありました) far more often than it is one (厚生労働省へ
 # どう照会するか). Only the frame goes, and only in its reporting forms (had, received, is
-# coming in), so 相談を受ける体制 or 相談を受け付ける窓口 stay questions.
+# coming in). 相談 goes only as 相談がありました: 相談を受ける is itself a 1号 requirement
+# (相談を受けた場合の記録, 相談を受け付ける窓口).
 _FRAME = re.compile(
-    r"(?:との|という|と|の)?(?:ご)?(?:照会|問い?合わ?せ|相談)(?:が|を)"
+    r"(?:との|という|と|の)?(?:ご)?(?:(?:照会|問い?合わ?せ)(?:が|を)|相談が)"
     r"(?:(?:あり|ござい|受け|いただき|いただい|頂き|頂い|寄せられ|来)"
     r"(?:まし(?:た|て)|ます|た|て(?:おり(?:ます)?|います)?)|あり(?=[、,。]))")
 _PUNCT = re.compile(r"[\s\u3000、。，．,.!?！？「」『』（）()\[\]【】〈〉《》・…‥―\-_/:;'\"＃#*]+")

@@ -123,6 +123,9 @@ def test_an_inquiry_frame_is_dropped_but_an_inquiry_question_is_kept(
     assert {"紙", "報告"} <= set(analyse("医療機関から相談を受けました 紙で報告できますか").terms)
     assert {"相談", "窓口"} <= set(analyse("相談を受け付けている窓口はありますか").terms)
     assert {"相談", "体制"} <= set(analyse("患者さんからの相談を受ける体制が必要ですか").terms)
+    assert "相談" in analyse("相談を受けた場合の記録は必要ですか").terms
+    assert "相談" in analyse("継続的な相談を受けていますが要件を満たしますか").terms
+    assert "相談" not in analyse("管内の診療所から相談がありました。紙で出せますか").terms
 
 
 def test_colloquial_and_width_variants_find_the_same_entry(retriever: Retriever) -> None:
