@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bot.settings import Settings, prefecture_code
 from knowledge.loader import KnowledgeBaseError
+from scheduler.templates import KINDS
 
 logger = logging.getLogger("bot")
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -87,7 +88,7 @@ def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
     c_sub = camp.add_subparsers(dest="campaign_command", required=True)
     plan = c_sub.add_parser("plan", help="compute recipients now (nothing is sent)")
     plan.add_argument("--prefecture", required=True, type=prefecture_code)
-    plan.add_argument("--kind", required=True, choices=["annai", "dunning", "returned"])
+    plan.add_argument("--kind", required=True, choices=KINDS)
     plan.add_argument("--tag", help="run name (default: manual:<time>); same tag, same campaign")
     for name, what in (("preview", "show a sample and post the approval card to Slack"),
                        ("send", "approve: send from the next allowed slot"),
@@ -122,7 +123,7 @@ def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
     for name in ("show", "set"):
         cmd = t_sub.add_parser(name, help=f"{name} a template (checked when saved)")
         cmd.add_argument("--prefecture", required=True, type=prefecture_code)
-        cmd.add_argument("--kind", required=True, choices=["annai", "dunning", "returned"])
+        cmd.add_argument("--kind", required=True, choices=KINDS)
         if name == "set":
             cmd.add_argument("--file", required=True, type=Path)
 

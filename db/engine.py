@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,6 +25,12 @@ def async_url(url: str) -> str:
 def sync_url(url: str) -> str:
     """The blocking-driver URL of the same database, for Alembic."""
     return url.replace("sqlite+aiosqlite://", "sqlite://")
+
+
+def insert_for(session: AsyncSession) -> Any:
+    """The session's dialect INSERT: both have ON CONFLICT DO NOTHING, the generic one has not."""
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
 def job_store_url(url: str) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db.engine import insert_for
 from db.models import ProcessedEvent
 
 KEEP = timedelta(days=2)  # Slack retries within minutes; two days is ample
@@ -18,8 +17,7 @@ KEEP = timedelta(days=2)  # Slack retries within minutes; two days is ample
 async def first_delivery(session: AsyncSession, channel: str, event_id: str,
                          now: datetime) -> bool:
     """Record the event id; True only the first time it is seen (safe across processes)."""
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     stmt = (insert(ProcessedEvent)
             .values(channel=channel, event_id=event_id[:100], received_at=now)
             .on_conflict_do_nothing(index_elements=["channel", "event_id"])

@@ -15,6 +15,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def desk_channel(pref: Prefecture | None) -> str:
+    """The prefecture's Slack channel, or "" when it has none (the sender then refuses)."""
+    return (pref.slack_channel if pref else None) or ""
+
+
 class Prefecture(SQLModel, table=True):
     """The tenant: one prefecture's calendar and contacts."""
 

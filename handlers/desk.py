@@ -18,7 +18,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import ChatAccount, Escalation, Outbox, Prefecture
+from db.models import ChatAccount, Escalation, Outbox, Prefecture, desk_channel
 from db.seed import ensure_prefecture
 from handlers.desk_card import build_card, plain_text
 from handlers.errors import UserFacingError
@@ -60,7 +60,7 @@ async def announce(session: AsyncSession, esc: Escalation, now: datetime) -> Non
     pref = await session.get(Prefecture, esc.prefecture_code)
     await outbox.enqueue(
         session, key=f"escalation-card:{esc.id}", channel=DESK_CHANNEL,
-        recipient=(pref.slack_channel if pref else None) or "", kind="escalation_card",
+        recipient=desk_channel(pref), kind="escalation_card",
         body=plain_text(await build_card(session, esc, now)),
         prefecture_code=esc.prefecture_code, now=now, payload={"escalation_id": esc.id})
 

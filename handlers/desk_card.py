@@ -8,14 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db import repo
 from db.models import ChatAccount, Escalation
+from scheduler.calendar import JST
 
-JST = ZoneInfo("Asia/Tokyo")
 UNLINKED = "未連携"
 HISTORY_SHOWN = 5
 TEXT_CUT = 300

@@ -8,17 +8,16 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import ConversationLog, Escalation, Institution, Prefecture
+from db.models import ConversationLog, Escalation, Institution, Prefecture, desk_channel
 from handlers.desk_card import OPEN_STATUSES, STATUS_LABELS, format_age, staff_ref
 from scheduler import outbox
+from scheduler.calendar import JST
 
-JST = ZoneInfo("Asia/Tokyo")
 EXEMPT = "対象外"
 REPORTED = ("報告済", "確認済")  # 報告済率 counts every institution that has reported
 CONFIRMED = ("確認済",)
@@ -159,5 +158,5 @@ async def enqueue_digest(sessions: Callable[[], AsyncSession], prefecture_code: 
             key += f":{now.astimezone(JST):%H%M%S}"
         return await outbox.enqueue(
             session, key=key, channel="slack",
-            recipient=(pref.slack_channel if pref else None) or "", kind="digest",
+            recipient=desk_channel(pref), kind="digest",
             body=render_digest(digest), prefecture_code=prefecture_code, now=now)

@@ -13,12 +13,9 @@ from datetime import datetime
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import Escalation, Prefecture
+from db.models import Escalation, Prefecture, desk_channel
 from scheduler import outbox
-from scheduler.calendar import JST, business_hours_between, is_business_day
-
-__all__ = ["JST", "business_hours_between", "is_business_day", "reminder_level",
-           "remind_unclaimed"]
+from scheduler.calendar import business_hours_between
 
 logger = logging.getLogger(__name__)
 MAX_LEVEL = 3  # after the third reminder, the digest keeps listing it
@@ -59,6 +56,6 @@ async def _queue(session: AsyncSession, esc: Escalation, level: int, after_hours
             "担当者が決まっていません。対応できる方は「担当する」を押してください。")
     return await outbox.enqueue(
         session, key=f"escalation-reminder:{esc.id}:{level}", channel="slack",
-        recipient=esc.card_channel or (pref.slack_channel if pref else None) or "",
+        recipient=esc.card_channel or desk_channel(pref),
         kind="escalation_reminder", body=body, prefecture_code=esc.prefecture_code, now=now,
         payload={"escalation_id": esc.id, "level": level})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 from db import repo
 from db.models import Institution, Prefecture
@@ -12,8 +11,7 @@ from handlers.linking import HOW_TO_LINK
 from handlers.messages import Inbound, Reply
 from handlers.router import Found
 from handlers.rules import Facility, judgement_text, obligation
-
-JST = ZoneInfo("Asia/Tokyo")
+from scheduler.calendar import JST
 
 NEXT_STEP: dict[str, str] = {
     "未報告": (

@@ -9,6 +9,7 @@ waits for the next allowed slot.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import jpholiday
@@ -17,6 +18,16 @@ JST = ZoneInfo("Asia/Tokyo")
 OPENS, CLOSES = time(9), time(17)
 MAX_DAYS = 400  # spans longer than this are counted up to here
 MAX_SEARCH = 30  # the longest run of closed days (Golden Week + weekend) is far shorter
+
+
+class HasHours(Protocol):
+    send_start_hour: int
+    send_end_hour: int
+
+
+def sending_hours(pref: HasHours | None) -> tuple[int, int]:
+    """A prefecture's sending window; the default one for a prefecture not set up yet."""
+    return (pref.send_start_hour, pref.send_end_hour) if pref else (OPENS.hour, CLOSES.hour)
 
 
 def is_business_day(day: date) -> bool:

@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Campaign, ChatAccount, Institution, Outbox, Prefecture
-from scheduler.calendar import next_slot
+from scheduler.calendar import next_slot, sending_hours
 
 if TYPE_CHECKING:
     from scheduler.outbox import Outcome
@@ -51,8 +51,7 @@ async def check_campaign_rows(session: AsyncSession, rows: list[Outbox], now: da
             verdicts[row.id] = Outcome("skipped", reason)
             continue
         pref = prefs.get(row.prefecture_code)
-        start, end = (pref.send_start_hour, pref.send_end_hour) if pref else (9, 17)
-        slot = next_slot(now, start, end)
+        slot = next_slot(now, *sending_hours(pref))
         if slot > now:
             verdicts[row.id] = Outcome("defer", "outside sending hours",
                                        retry_after=(slot - now).total_seconds())

@@ -18,13 +18,12 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db import repo
+from db.engine import insert_for
 from db.models import (
     Campaign,
     ChatAccount,
@@ -32,9 +31,10 @@ from db.models import (
     Outbox,
     Prefecture,
     StatusHistory,
+    desk_channel,
 )
 from scheduler import templates
-from scheduler.calendar import JST, add_business_days, next_slot
+from scheduler.calendar import JST, add_business_days, next_slot, sending_hours
 from scheduler.campaign_check import TARGET_STATUSES
 from scheduler.outbox import OPEN_STATUSES, enqueue
 
@@ -164,8 +164,7 @@ def row_key(campaign: Campaign, institution_id: int, account_id: int) -> str:
 
 
 async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     stmt = insert(Outbox).on_conflict_do_nothing(index_elements=["idempotency_key"])
     await session.exec(stmt, params=rows)  # type: ignore[call-overload]
 
@@ -214,14 +213,14 @@ async def request_preview(session: AsyncSession, campaign: Campaign, now: dateti
     pref = await session.get(Prefecture, campaign.prefecture_code)
     created = await enqueue(
         session, key=f"campaign-preview:{campaign.id}", channel="slack",
-        recipient=(pref.slack_channel if pref else None) or "", kind="campaign_preview",
+        recipient=desk_channel(pref), kind="campaign_preview",
         body=f"{KIND_LABELS[campaign.kind]}の送信確認（{campaign.recipients}件）",
         prefecture_code=campaign.prefecture_code, now=now,
         payload={"campaign_id": campaign.id})
     if campaign.unlinked:  # the whole list as a file, for phone or mail follow-up
         await enqueue(
             session, key=f"campaign-unlinked:{campaign.id}", channel="slack",
-            recipient=(pref.slack_channel if pref else None) or "", kind="campaign_unlinked",
+            recipient=desk_channel(pref), kind="campaign_unlinked",
             body=f"チャット未連携の医療機関（{campaign.unlinked:,}件）の一覧です。"
                  "電話・メールでのご連絡にお使いください。",
             prefecture_code=campaign.prefecture_code, now=now,
@@ -240,8 +239,7 @@ async def approve(session: AsyncSession, campaign: Campaign, by: str, now: datet
         raise CampaignError(
             f"キャンペーン {campaign.id} は{campaign.status}のため送信できません。")
     pref = await session.get(Prefecture, campaign.prefecture_code)
-    hours = (pref.send_start_hour, pref.send_end_hour) if pref else (9, 17)
-    at = next_slot(max(now, campaign.send_at), *hours)
+    at = next_slot(max(now, campaign.send_at), *sending_hours(pref))
     stmt = (update(Outbox).where(col(Outbox.campaign_id) == campaign.id,
                                  col(Outbox.status) == "held")
             .values(status="pending", next_attempt_at=at))
@@ -305,7 +303,7 @@ async def _queue_report(session: AsyncSession, campaign: Campaign, numbers: dict
                         now: datetime) -> None:
     pref = await session.get(Prefecture, campaign.prefecture_code)
     await enqueue(session, key=f"campaign-report:{campaign.id}", channel="slack",
-                  recipient=(pref.slack_channel if pref else None) or "",
+                  recipient=desk_channel(pref),
                   kind="campaign_report",
                   body=report_text(campaign, numbers, pref.name if pref else ""),
                   prefecture_code=campaign.prefecture_code, now=now,

@@ -12,19 +12,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db.engine import insert_for
 from db.models import SchedulerLease
 
 
 async def try_lead(session: AsyncSession, name: str, holder: str, now: datetime,
                    ttl: timedelta) -> bool:
     """Take or renew the lease; True when `holder` holds it until now + ttl."""
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     await session.exec(insert(SchedulerLease).values(  # type: ignore[call-overload]
         name=name, holder="", expires_at=now).on_conflict_do_nothing(index_elements=["name"]))
     stmt = (update(SchedulerLease)

@@ -29,11 +29,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Table, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db.engine import insert_for
 from db.models import Outbox
 from scheduler.policies import POLICIES, KindPolicy
 
@@ -71,8 +70,7 @@ async def enqueue(
                   body=body, prefecture_code=prefecture_code, payload=dict(payload or {}),
                   status="pending", attempts=0, created_at=now,
                   next_attempt_at=not_before or now)
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     stmt = (insert(Outbox).values(**values)
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(col(Outbox.id)))
@@ -112,15 +110,10 @@ async def claim(session: AsyncSession, channel: str, now: datetime, limit: int) 
     return sorted(rows, key=lambda row: position[row.id])  # due order: each chat's order
 
 
-async def record(session: AsyncSession, row_id: int, outcome: Outcome, now: datetime,
-                 attempts: int) -> None:
-    """Store a send outcome; retries back off exponentially, honouring retry_after."""
-    await record_many(session, [(row_id, outcome, attempts)], now)
-
-
 async def record_many(session: AsyncSession, outcomes: Iterable[tuple[int, Outcome, int]],
                       now: datetime) -> None:
-    """Store several outcomes in one transaction; plain successes in one statement."""
+    """Store outcomes in one transaction (plain successes in one statement); retries back
+    off exponentially, honouring retry_after."""
     outcomes = list(outcomes)  # read twice below
     sent = [row_id for row_id, outcome, _ in outcomes if outcome == SENT]
     if sent:

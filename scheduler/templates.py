@@ -14,6 +14,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import MessageTemplate, utcnow
+from scheduler.campaign_check import TARGET_STATUSES
 
 PLACEHOLDERS: Mapping[str, str] = {
     "institution_name": "医療機関名",
@@ -23,7 +24,7 @@ PLACEHOLDERS: Mapping[str, str] = {
     "contact": "都道府県の問い合わせ先",
     "prefecture": "都道府県名",
 }
-KINDS = ("annai", "dunning", "returned")
+KINDS = tuple(TARGET_STATUSES)  # annai, dunning, returned
 MAX_LENGTH = 3500  # one Telegram message (4096) with room for the placeholders' values
 HOW_TO_REPORT = ("G-MISにパソコンからログインし、かかりつけ医機能報告を入力したうえで、"
                  "最後に「報告」ボタンを押してください（押さないと提出されません）。")

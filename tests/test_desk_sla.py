@@ -17,7 +17,8 @@ from db import repo
 from db.models import Outbox
 from handlers import desk
 from handlers.context import Context
-from handlers.desk_sla import business_hours_between, is_business_day, remind_unclaimed
+from handlers.desk_sla import remind_unclaimed
+from scheduler.calendar import business_hours_between, is_business_day
 from tests.fakes.slack_api import TOKEN, FakeSlackAPI
 from tests.fakes.slack_requests import SECRET
 

@@ -16,7 +16,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.slack.blocks import campaign_preview_blocks, card_blocks
-from db.models import Campaign, Escalation, Outbox, Prefecture
+from db.models import Campaign, Escalation, Outbox, Prefecture, desk_channel
 from handlers.desk_card import Card, build_card, plain_text
 from scheduler import campaigns
 from scheduler.calendar import JST
@@ -37,7 +37,7 @@ NO_CHANNEL = Outcome("retry", "no Slack channel mapped for this prefecture",
 def destination(pref: Prefecture | None, row: Outbox) -> str:
     """The prefecture's staff channel now (it may have been mapped or moved since the row
     was queued), else the one the row was addressed to."""
-    return (pref.slack_channel if pref else None) or row.recipient
+    return desk_channel(pref) or row.recipient
 
 class SlackSender:
     """Callable handed to scheduler.outbox.dispatch_due for channel "slack"."""

@@ -54,6 +54,7 @@ async def run(args: argparse.Namespace) -> int:
             async with sessions() as session:
                 stmt = select(func.count()).select_from(Outbox).where(
                     Outbox.channel == "telegram",
+                    # held rows wait for approval (the benchmark releases a slice per phase)
                     col(Outbox.status).in_(("pending", "sending", "inflight")))
                 if not (await session.exec(stmt)).one():
                     break
