@@ -75,10 +75,9 @@ def _summary(c: Campaign) -> str:
             f"チャット未連携 {c.unlinked}件")
 
 
-async def _list(session: object, prefecture: str | None) -> int:
-    stmt = select(Campaign).order_by(col(Campaign.id).desc()).limit(50)
-    if prefecture:
-        stmt = stmt.where(Campaign.prefecture_code == prefecture)
+async def _list(session: object, prefecture: str) -> int:
+    stmt = (select(Campaign).where(Campaign.prefecture_code == prefecture)
+            .order_by(col(Campaign.id).desc()).limit(50))
     for c in (await session.exec(stmt)).all():  # type: ignore[attr-defined]
         print(_summary(c))
     return 0

@@ -97,7 +97,9 @@ def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
                        ("unlinked", "CSV of target institutions with no chat account")):
         cmd = c_sub.add_parser(name, help=what)
         cmd.add_argument("id", type=int, nargs="?" if name == "status" else None)
-        cmd.add_argument("--prefecture", type=prefecture_code)
+        # A campaign id alone could name another prefecture's campaign (and its CSV of
+        # contacts): the operator always says whose.
+        cmd.add_argument("--prefecture", required=True, type=prefecture_code)
         if name in ("send", "cancel"):
             cmd.add_argument("--by", default="cli", help="who approves or cancels")
         if name == "unlinked":

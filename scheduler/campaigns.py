@@ -192,10 +192,10 @@ async def unlinked_csv(session: AsyncSession, campaign: Campaign,
     return out.getvalue()
 
 
-async def get(session: AsyncSession, campaign_id: int, prefecture_code: str | None = None,
-              ) -> Campaign:
+async def get(session: AsyncSession, campaign_id: int, prefecture_code: str) -> Campaign:
+    """A campaign of this prefecture; another prefecture's is as good as missing."""
     campaign = await session.get(Campaign, campaign_id)
-    if campaign is None or (prefecture_code and campaign.prefecture_code != prefecture_code):
+    if campaign is None or campaign.prefecture_code != prefecture_code:
         raise CampaignError(f"キャンペーン {campaign_id} が見つかりません。")
     return campaign
 
@@ -294,7 +294,8 @@ def report_text(campaign: Campaign, numbers: dict[str, int], pref_name: str) -> 
     lines += [f"・{label}：{numbers.get(status, 0):,}件" for status, label in REPORT_LABELS
               if numbers.get(status) or status in ("sent", "unreachable", "failed")]
     lines.append(f"・チャット未連携の医療機関：{campaign.unlinked:,}件"
-                 f"（`python main.py campaign unlinked {campaign.id} --out 未連携.csv` で一覧を"
+                 f"（`python main.py campaign unlinked {campaign.id} --prefecture "
+                 f"{campaign.prefecture_code} --out 未連携.csv` で一覧を"
                  "出力できます）")
     return "\n".join(lines)
 

@@ -113,6 +113,23 @@ def test_issue_codes_writes_excel_friendly_csv_once(tmp_path: Path) -> None:
     assert again.returncode == 2 and out_file.read_bytes() == raw
 
 
+def test_a_campaign_is_reached_only_through_its_own_prefecture(tmp_path: Path) -> None:
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    plan = run("campaign", "plan", "--prefecture", "26", "--kind", "annai", "--tag", "t",
+               tmp=tmp_path)
+    assert plan.returncode == 0 and "キャンペーン 1" in plan.stdout, plan.stderr
+    own = run("campaign", "status", "1", "--prefecture", "26", tmp=tmp_path)
+    assert own.returncode == 0 and "キャンペーン 1" in own.stdout
+    other = run("campaign", "unlinked", "1", "--prefecture", "13", "--out",
+                str(tmp_path / "x.csv"), tmp=tmp_path)
+    assert other.returncode == 1 and "見つかりません" in other.stdout
+    assert not (tmp_path / "x.csv").exists()
+    assert run("campaign", "status", "1", tmp=tmp_path).returncode == 2  # whose is required
+    listed = run("campaign", "status", "--prefecture", "13", tmp=tmp_path)
+    assert listed.returncode == 0 and "キャンペーン 1" not in listed.stdout
+
+
 def test_env_example_documents_every_setting() -> None:
     from bot.settings import Settings
 

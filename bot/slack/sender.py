@@ -164,7 +164,8 @@ async def _campaign_of(session: AsyncSession, row: Outbox,
                        ) -> tuple[Campaign, Prefecture | None] | None:
     """The campaign a preview or file row is about, with its prefecture."""
     try:
-        c = await campaigns.get(session, int(row.payload["campaign_id"]))
+        c = await campaigns.get(session, int(row.payload["campaign_id"]),
+                                row.prefecture_code or "")
     except campaigns.CampaignError:
         return None
     return c, await session.get(Prefecture, c.prefecture_code)
