@@ -7,7 +7,7 @@ from sqlmodel import select
 from db.models import Campaign
 from scheduler import campaigns
 from tests.conftest import DEMO_PREF, NOW
-from tests.test_campaign import add_clinics, outbox_rows
+from tests.test_campaign import Recorder, add_clinics, outbox_rows, run_all
 from tests.test_slack_desk import (  # noqa: F401  (fixtures)
     C13,
     C26,
@@ -76,7 +76,6 @@ async def test_cancel_button_and_the_final_report(d: Desk) -> None:
         await campaigns.cancel(session, c2, "x", NOW)
         c3 = (await campaigns.plan(session, DEMO_PREF, "annai", "slack:annai", NOW)).campaign
         await campaigns.approve(session, c3, "auto", NOW)
-    from tests.test_campaign import Recorder, run_all
 
     await run_all(d.ctx, Recorder())
     async with d.ctx.session() as session:

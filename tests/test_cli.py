@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -131,7 +133,6 @@ def test_a_campaign_is_reached_only_through_its_own_prefecture(tmp_path: Path) -
 
 
 def test_env_example_documents_every_setting() -> None:
-    from bot.settings import Settings
 
     documented = {line.lstrip("# ").split("=", 1)[0].strip()
                   for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines()

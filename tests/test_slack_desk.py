@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from bot import cli
+from bot.runner import channel_builders
 from bot.settings import GMIS_CONTACT_DEFAULT, Settings
 from bot.slack import SlackChannel, build_slack_channel
 from db.models import (
@@ -44,8 +45,8 @@ from handlers.messages import Inbound
 from knowledge.loader import load_knowledge_base
 from tests.conftest import NOW
 from tests.fakes.redmine_api import API_KEY, FakeRedmine
-from tests.fakes.slack_api import TOKEN, FakeSlackAPI
-from tests.fakes.slack_requests import SECRET, SlackSide
+from tests.fakes.slack_api import APP_TOKEN, TOKEN, FakeSlackAPI
+from tests.fakes.slack_requests import SECRET, SlackSide, block_actions
 
 C26, C13 = "C0KYOTO", "C0TOKYO"
 STAFF_A, STAFF_B, STAFF_TOKYO = "U0AAA", "U0BBB", "U0TKY"
@@ -618,7 +619,6 @@ async def test_digest_numbers_match_the_database(d: Desk) -> None:
 
 
 async def test_channel_is_built_only_with_token_and_secret(api: FakeSlackAPI) -> None:
-    from bot.runner import channel_builders
 
     assert build_slack_channel in channel_builders()
     bare = Settings(_env_file=None)  # type: ignore[call-arg]
@@ -635,8 +635,6 @@ async def test_socket_mode_needs_no_signing_secret_and_handles_a_button(
         ctx: Context, api: FakeSlackAPI) -> None:
     """Socket Mode through the real AsyncSocketModeHandler: the app opens the websocket
     with its app token, acknowledges the envelope, and the press claims the escalation."""
-    from tests.fakes.slack_api import APP_TOKEN
-    from tests.fakes.slack_requests import block_actions
 
     await map_channels(ctx)
     settings = Settings(_env_file=None, slack_bot_token=SecretStr(TOKEN),  # type: ignore[call-arg]
