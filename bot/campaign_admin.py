@@ -14,9 +14,8 @@ from bot.settings import Settings
 from db.engine import make_engine, make_sessionmaker
 from db.models import Campaign, CampaignSettings, Prefecture, utcnow
 from scheduler import campaigns, templates
-from scheduler.cadence import cycle_runs, due_run
+from scheduler.cadence import cycle_runs, due_run, settings_for
 from scheduler.calendar import JST
-from scheduler.jobs import settings_for
 
 STATUS_LABELS = {"planned": "計画済み", "previewed": "承認待ち", "sending": "送信中",
                  "done": "完了", "cancelled": "中止"}

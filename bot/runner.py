@@ -33,6 +33,10 @@ class Channel(Protocol):
 
     async def stop(self) -> None: ...
 
+    def wake(self) -> None:
+        """Something was queued for this channel: send it now, not at the next interval."""
+        ...
+
 
 ChannelBuilder = Callable[[Settings, App], Channel | None]
 
@@ -87,9 +91,7 @@ def _campaign_scheduler(settings: Settings, app: App, channels: list[Channel],
 
     def wake() -> None:  # something was queued: let the outboxes look now
         for channel in channels:
-            for name in ("wake", "kick"):
-                if callable(poke := getattr(channel, name, None)):
-                    poke()
+            channel.wake()
 
     ctx = app.context
     return CampaignScheduler(ctx.sessions, settings.database_url, ctx.clock, on_queued=wake,

@@ -13,8 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from db.models import CampaignSettings
 from scheduler.calendar import slot_on
+
+
+async def settings_for(session: AsyncSession, code: str) -> CampaignSettings:
+    """The prefecture's cadence, or the defaults when it has none."""
+    return await session.get(CampaignSettings, code) or CampaignSettings(prefecture_code=code)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from db.models import CampaignSettings, Prefecture
 from handlers.desk_digest import enqueue_digest
 from handlers.desk_sla import remind_unclaimed
 from scheduler import campaigns
-from scheduler.cadence import cycle_runs, due_run
+from scheduler.cadence import cycle_runs, due_run, settings_for
 from scheduler.calendar import JST, is_business_day
 from scheduler.leader import release, try_lead
 from scheduler.tasks import cancel_and_wait
@@ -65,11 +65,6 @@ def runtime() -> Runtime:
     if not _runtime:
         raise RuntimeError("the campaign scheduler is not running in this process")
     return _runtime[-1]
-
-
-async def settings_for(session: AsyncSession, code: str) -> CampaignSettings:
-    """The prefecture's cadence, or the defaults when it has none."""
-    return await session.get(CampaignSettings, code) or CampaignSettings(prefecture_code=code)
 
 
 # ---- job functions (module level, ids only) ------------------------------------------

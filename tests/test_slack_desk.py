@@ -419,7 +419,7 @@ async def test_the_dispatcher_loop_posts_without_being_asked(
         await d.channel.start()
         try:
             await escalate(ctx)
-            d.channel.kick()
+            d.channel.wake()
             [post] = await api.wait_for("chat.postMessage")
             assert post.params["channel"] == C26
         finally:

@@ -89,7 +89,7 @@ class SlackChannel:
                         client=AsyncWebClient(base_url=self.api_base, retry_handlers=[]),
                         process_before_response=process_before_response)
         listeners.register(bolt, listeners.DeskDeps(
-            self.sessions, self.clock, self.kick, self.settings.slack_command,
+            self.sessions, self.clock, self.wake, self.settings.slack_command,
             redmine=self.redmine is not None))
         return bolt
 
@@ -119,7 +119,7 @@ class SlackChannel:
             await self._socket.close_async()  # type: ignore[attr-defined]
             self._socket = None
 
-    def kick(self) -> None:
+    def wake(self) -> None:
         """Something was queued: send it now rather than at the next interval."""
         self._wake.set()
 
