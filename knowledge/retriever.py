@@ -77,7 +77,6 @@ class Tuning:
     shortlist: int = 60
     entry_shortlist: int = 12
     w_terms: float = 0.243
-    w_bigrams: float = 0.0
     w_fuzzy: float = 0.25
     w_cover: float = 0.405
     w_reading: float = 0.101
@@ -91,8 +90,7 @@ class _Query:
 
     analysed: Analysed
     weight: float  # sum of the idf of its distinct terms, unseen ones included
-    features: np.ndarray  # idf per term column, then 1.0 per folded and per reading bigram
-    n_grams: int
+    features: np.ndarray  # idf per term column, then 1.0 per reading bigram
     n_sounds: int
 
 
@@ -195,23 +193,22 @@ class Retriever:
         self._entry_bm25.index([[*asked[i], *answered[i]] for i in range(len(entries))],
                                show_progress=False)
         self._term_col: dict[str, int] = {}
-        self._gram_col: dict[str, int] = {}
+        self._sound_col: dict[str, int] = {}
         term_sets = [frozenset(d.terms) for d in docs]
         self._doc_weight = np.array([sum(self.idf(t) for t in s) for s in term_sets])
         terms = [self._columns(self._term_col, s) for s in term_sets]
-        grams = [self._columns(self._gram_col, set(bigrams(d.folded))) for d in docs]
-        sounds = [self._columns(self._gram_col, set(bigrams(d.reading))) for d in docs]
+        sounds = [self._columns(self._sound_col, set(bigrams(d.reading))) for d in docs]
         credit = self.tuning.answer_credit
         evidence = [{**dict.fromkeys(answered[i], credit), **dict.fromkeys(asked[i], 1.0)}
                     for i in range(len(entries))]
         self._evidence = _Rows.of([self._columns(self._term_col, e) for e in evidence],
                                   [list(e.values()) for e in evidence])
-        # Rows 3d, 3d+1, 3d+2: doc d's terms, folded and reading bigrams, in one column space
-        # (terms, then bigrams twice), so one pass gets all three overlaps of many docs.
-        t, g = len(self._term_col), len(self._gram_col)
+        # Rows 2d, 2d+1: doc d's terms and reading bigrams, in one column space (terms, then
+        # bigrams), so one pass gets both overlaps of many docs. (Folded bigrams serve the
+        # BM25 shortlist; as a rerank feature they fitted to weight 0 and were dropped.)
+        t = len(self._term_col)
         self._features = _Rows.of([
-            row for d in range(len(docs))
-            for row in (terms[d], [t + c for c in grams[d]], [t + g + c for c in sounds[d]])
+            row for d in range(len(docs)) for row in (terms[d], [t + c for c in sounds[d]])
         ])
 
     @staticmethod
@@ -236,11 +233,10 @@ class Retriever:
 
     def _query(self, analysed: Analysed) -> _Query:
         idf = {t: self.idf(t) for t in set(analysed.terms)}
-        grams, sounds = set(bigrams(analysed.folded)), set(bigrams(analysed.reading))
+        sounds = set(bigrams(analysed.reading))
         features = np.concatenate([_vector(self._term_col, idf),
-                                   _vector(self._gram_col, dict.fromkeys(grams, 1.0)),
-                                   _vector(self._gram_col, dict.fromkeys(sounds, 1.0))])
-        return _Query(analysed, sum(idf.values()), features, len(grams), len(sounds))
+                                   _vector(self._sound_col, dict.fromkeys(sounds, 1.0))])
+        return _Query(analysed, sum(idf.values()), features, len(sounds))
 
     def rank(self, query: str, k: int = 3) -> list[Candidate]:
         """Best entries for the query, one score per entry (its best phrasing)."""
@@ -283,16 +279,15 @@ class Retriever:
         counts = self._n_docs[shortlist]
         docs, starts = _spans(self._first_doc[shortlist], counts)
         cover = np.repeat(self._cover(q, shortlist), counts)
-        rows = (3 * docs[:, None] + np.arange(3)).ravel()
-        common = self._features.dot(rows, q.features).reshape(-1, 3)
-        sizes = self._features.sizes(rows).reshape(-1, 3)
+        rows = (2 * docs[:, None] + np.arange(2)).ravel()
+        common = self._features.dot(rows, q.features).reshape(-1, 2)
+        sizes = self._features.sizes(rows).reshape(-1, 2)
         terms = self._term_f1(q, docs, common[:, 0])
-        grams = _dice(common[:, 1], q.n_grams, sizes[:, 1])
-        sounds = _dice(common[:, 2], q.n_sounds, sizes[:, 2])
+        sounds = _dice(common[:, 1], q.n_sounds, sizes[:, 1])
         fuzzy = process.cdist([q.analysed.folded], self._folded[docs], scorer=fuzz.ratio,
                               dtype=np.float64)[0] / 100
-        score = t.w_terms * terms + t.w_bigrams * grams + t.w_fuzzy * fuzzy + t.w_cover * cover
-        score += t.w_reading * sounds
+        score = (t.w_terms * terms + t.w_fuzzy * fuzzy + t.w_cover * cover
+                 + t.w_reading * sounds)
         # A question whose specific words the entry never mentions is about something else.
         score = np.where(cover >= t.min_cover, score, score * cover / t.min_cover)
         return np.maximum.reduceat(score, starts)

@@ -173,8 +173,8 @@ def _reference_score(retriever: Retriever, query: str, entry_index: int) -> floa
         common = sum(w for term, w in idf.items() if term in d.terms)
         recall, precision = (common / weight, common / d_weight) if common else (0.0, 0.0)
         f1 = 2 * recall * precision / (recall + precision) if common else 0.0
-        s = (t.w_terms * f1 + t.w_bigrams * dice(set(bigrams(q.folded)), set(bigrams(d.folded)))
-             + t.w_fuzzy * fuzz.ratio(q.folded, d.folded) / 100 + t.w_cover * cover
+        s = (t.w_terms * f1 + t.w_fuzzy * fuzz.ratio(q.folded, d.folded) / 100
+             + t.w_cover * cover
              + t.w_reading * dice(set(bigrams(q.reading)), set(bigrams(d.reading))))
         return s if cover >= t.min_cover else s * cover / t.min_cover
 
