@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlmodel import select
@@ -86,11 +87,13 @@ async def test_auto_send_prefectures_skip_the_preview(ctx: Context) -> None:
     assert campaign.status == "sending" and campaign.approved_by == "auto"
 
 
+@pytest.mark.parametrize("outage_days", [1, 10])
 async def test_downtime_catch_up_fires_once_through_the_persisted_job_store(
-        ctx: Context, database_url: str) -> None:
+        ctx: Context, database_url: str, outage_days: int) -> None:
     """Jobs for D-14 and D-7 were persisted, then the process was down over both. On start
     the job store still holds them: D-14 is superseded (dropped), D-7 fires late, once
-    (misfire grace); a second restart adds no job for it again."""
+    (misfire grace, as long as the catch-up window: a 10-day outage still sends it); a
+    second restart adds no job for it again."""
     await add_clinics(ctx, ["未報告"] * 3)
     await set_deadline(ctx, date(2027, 3, 31))
     real_now = datetime.now(UTC)
@@ -98,7 +101,7 @@ async def test_downtime_catch_up_fires_once_through_the_persisted_job_store(
                                    holder="A", renew_every=3600)
     store = first._build()
     store.start(paused=True)
-    for tag, days in (("D-14", 6), ("D-7", 1)):
+    for tag, days in (("D-14", outage_days + 5), ("D-7", outage_days)):
         store.add_job(jobs.fire_run, "date", id=f"run:{DEMO_PREF}:2027-03-31:{tag}",
                       run_date=real_now - timedelta(days=days),
                       args=(DEMO_PREF, "dunning", f"2027-03-31:{tag}"),
