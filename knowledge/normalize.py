@@ -24,6 +24,7 @@ _STOP = {
     # Sudachi normalized forms of the same filler words (the check runs on normalized forms).
     "為る", "有る", "居る", "成る", "物", "為", "一寸", "遣る", "呉れる", "貰う", "御座る",
     "言う", "為さる", "御願い", "願う", "出来る", "どう", "すむ", "済む", "結局", "等",
+    "此れ", "其れ", "彼れ", "此処", "其処", "所",
     # How officers frame a question ("管内の医療機関から…との照会がありました。取扱いを
     # ご教示ください"): the frame is in no entry, so it would count as a specific word
     # that no entry covers and sink the question.
@@ -36,6 +37,10 @@ _STOP = {
     "御世話", "いつも", "者", "事務",
 }
 _KEEP_AUX = {"ない", "ず", "ぬ"}
+# Verbs that are grammar after に (について, に関する, における, による, に対する, に基づく):
+# compound particles, not content. Nearly every officer question has one, and so does every
+# entry's 〜についてご教示ください phrasing: as terms they made unrelated questions look alike.
+_AFTER_NI = {"つく", "関する", "おく", "よる", "対する", "基づく"}
 # 照会 frames a question (…との照会がありました) far more often than it is one (厚生労働省へ
 # どう照会するか). Only the frame goes, and only in its reporting forms (had, received, is
 # coming in). 相談 goes only as 相談がありました: 相談を受ける is itself a 1号 requirement
@@ -111,11 +116,14 @@ class Analyzer:
 
     def _terms(self, canon: str) -> tuple[list[str], str]:
         terms, readings = [], []
+        previous = ""
         for m in self._tokenizer.tokenize(canon, SplitMode.C):
-            pos = m.part_of_speech()[0]
-            norm = m.normalized_form()
+            pos, norm, after = m.part_of_speech()[0], m.normalized_form(), previous
+            previous = m.surface()
             if pos == "助動詞" and norm in _KEEP_AUX:
                 terms.append("ない")
+            elif pos == "動詞" and after == "に" and norm in _AFTER_NI:
+                continue  # について, による: a particle, not a word
             elif pos in _CONTENT_POS and norm not in _STOP and not _PUNCT.fullmatch(norm):
                 terms.append(fold_kana(norm.lower()))
                 readings.append(m.reading_form() if m.reading_form() else m.surface())
