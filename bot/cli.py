@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     kb_eval.add_argument("--split", default="heldout", choices=["tune", "heldout", "all"])
     kb_eval.add_argument("--misses", action="store_true",
                          help="list every miss (use with --split tune when tuning)")
+    kb_eval.add_argument("--phrasings", action="store_true",
+                         help="instead: each entry phrasing held out in turn (needs no labels)")
     _desk_parsers(sub, kb_sub)
     _campaign_parsers(sub)
     for name, what in (("import-roster", "institutions (roster) CSV"),
@@ -182,8 +184,10 @@ def cmd_kb_check(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_kb_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from knowledge.evaluate import run_eval
+    from knowledge.evaluate import run_eval, run_phrasing_holdout
 
+    if args.phrasings:
+        return run_phrasing_holdout(settings)
     return run_eval(settings, args.split, args.misses)
 
 

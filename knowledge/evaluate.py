@@ -8,6 +8,7 @@ moves between tune and held-out; tuning looks only at `tune`.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,49 @@ def evaluate(retriever: Retriever, questions: list[Question]) -> list[Scores]:
             scores.add_ranking(q, ranker(q.text))
         results.append(scores)
     return results
+
+
+PHRASING_FOLDS = 5
+
+
+def phrasing_fold(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % PHRASING_FOLDS
+
+
+def phrasing_holdout(entries: list[Entry], analyzer: Analyzer) -> tuple[int, int, Counter[tuple[str, str]]]:
+    """Each phrasing asked of an index built without its fold: (right, asked, confusions).
+
+    Needs no labelled questions, so it measures the knowledge base itself: a phrasing that
+    goes to another entry once it is not indexed marks two entries that overlap, or an
+    entry whose other phrasings do not cover that way of asking. Canonical questions stay
+    indexed, so every entry keeps at least one text."""
+    right = asked = 0
+    confusions: Counter[tuple[str, str]] = Counter()
+    for fold in range(PHRASING_FOLDS):
+        held = [(e.id, p) for e in entries for p in e.phrasings if phrasing_fold(p) == fold]
+        kept = [e.model_copy(update={"phrasings": [p for p in e.phrasings
+                                                   if phrasing_fold(p) != fold]})
+                for e in entries]
+        retriever = Retriever(kept, analyzer)
+        for entry_id, text in held:
+            top = retriever.rank(text, k=1)
+            got = top[0].entry_id if top else "-"
+            asked += 1
+            right += got == entry_id
+            if got != entry_id:
+                confusions[(entry_id, got)] += 1
+    return right, asked, confusions
+
+
+def run_phrasing_holdout(settings: Settings) -> int:
+    right, asked, confusions = phrasing_holdout(load_knowledge_base(settings.knowledge_dir),
+                                                Analyzer())
+    print(f"phrasings held out ({PHRASING_FOLDS} folds): top-1 {right / max(asked, 1):.1%} "
+          f"of {asked}")
+    print("most frequent confusions (phrasing of -> answered with):")
+    for (want, got), n in confusions.most_common(15):
+        print(f"  {n:3}  {want} -> {got}")
+    return 0
 
 
 def run_eval(settings: Settings, split: str, show_misses: bool = False) -> int:

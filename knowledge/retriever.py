@@ -55,19 +55,22 @@ class Decision:
 class Tuning:
     """Weights and thresholds, fitted on the tune split only (`main.py kb eval --split tune`):
     the weights by a local search for top-1 (then scaled to sum to 1), the thresholds for the
-    most correct confident answers with at most 1.5% wrong-confident and at least 92% of
-    out-of-scope questions escalated (slack for questions nobody has labelled yet), and the
-    questions the tests pin (tests/test_retrieval.py) answered or escalated as they say."""
+    most correct confident answers with at most 1% wrong-confident and at least 95% of
+    out-of-scope questions escalated, and the questions the tests pin (tests/test_retrieval.py)
+    answered or escalated as they say. The margin to the 2% and 90% targets is deliberate: on
+    a set written later by someone who had seen none of this (questions_e), the old 1.5%/92%
+    calibration gave 3% wrong-confident and 86% escalation. A wrong legal duty stated with
+    confidence costs more than a clerk tapping one of three buttons."""
 
-    answer_at: float = 0.50
+    answer_at: float = 0.56
     # Long questions (officers' 〜についてご教示ください) score lower by construction: term F1
     # and edit ratio against short phrasings. The bar drops per distinct term the index knows
     # past `long_after` (padding such as a signature does not lower it), down to
     # `answer_floor`; the margin still guards, and a near tie above the bar is suggested.
     long_after: int = 6
     answer_step: float = 0.01
-    answer_floor: float = 0.42
-    margin: float = 0.08
+    answer_floor: float = 0.45
+    margin: float = 0.06
     suggest_at: float = 0.50
     # A question typed in kana (a clerk on a phone) matches mostly through readings and edit
     # ratio, so it scores lower. With at most `kana_share` kanji as typed, suggestions start

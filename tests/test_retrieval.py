@@ -66,16 +66,19 @@ FRAMES = [
 @pytest.mark.parametrize("frame", FRAMES)
 def test_a_frame_keeps_every_question_on_its_entry(retriever: Retriever,
                                                               frame: str) -> None:
-    wrong, right = [], 0
+    """Never answered with another entry; nearly always answered with its own or offered
+    first, and mostly answered outright (a long frame may end as buttons instead)."""
+    wrong, answered, offered = [], 0, 0
     for entry in retriever.entries:
         decision = retriever.decide(frame.format(q=entry.question.rstrip("？?")))
-        if decision.action == "answer":
-            if decision.entry_id == entry.id:
-                right += 1
-            else:
-                wrong.append((entry.id, decision.entry_id))
+        if decision.action == "answer" and decision.entry_id != entry.id:
+            wrong.append((entry.id, decision.entry_id))
+        answered += decision.action == "answer" and decision.entry_id == entry.id
+        offered += (decision.action != "escalate"
+                    and decision.candidates[0].entry_id == entry.id)
     assert wrong == []
-    assert right >= 0.85 * len(retriever.entries)
+    assert offered >= 0.92 * len(retriever.entries)
+    assert answered >= 0.78 * len(retriever.entries)
 
 
 def test_a_question_typed_in_kana_gets_suggestions_rather_than_a_hand_off(
