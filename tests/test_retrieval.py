@@ -7,6 +7,8 @@ import pytest
 import yaml
 from rapidfuzz import fuzz
 
+from knowledge.evaluate import phrasing_holdout
+from knowledge.model import Entry, Source
 from knowledge.normalize import Analysed, load_synonyms
 from knowledge.retriever import Retriever, bigrams
 
@@ -131,6 +133,44 @@ def test_an_inquiry_frame_is_dropped_but_an_inquiry_question_is_kept(
     assert "相談" not in analyse("管内の診療所から相談がありました。紙で出せますか").terms
 
 
+def test_grammar_words_are_not_terms_but_the_words_they_join_are(retriever: Retriever) -> None:
+    """について / による are particles, and これ / それ / ところ reach the stop list only in
+    Sudachi's normalized forms (此れ, 其れ, 所): as terms they made unrelated questions alike."""
+    analyse = retriever.analyzer.analyse
+    terms = analyse("報告の要否について、連携による確保に関する取扱いを教えて").terms
+    assert not {"つく", "よる", "関する"} & set(terms)
+    assert {"報告", "必要", "連携", "確保"} <= set(terms)  # 要否 reads as 必要
+    assert not {"此れ", "其れ", "所"} & set(analyse("これとそれ、どんなところを書くの").terms)
+    assert "付く" in analyse("修了証に番号が付く").terms  # a verb on its own is still a word
+
+
+def test_officer_and_screen_wording_reads_as_the_plain_word(retriever: Retriever) -> None:
+    analyse = retriever.analyzer.analyse
+    assert "有り" in analyse("意向を「有」と回答した場合").terms  # G-MIS shows 有 / 無
+    assert "無し" in analyse("研修修了者が「無」の場合").terms
+    assert "市町村" in analyse("市役所が中心の取組").terms
+    assert "罰則" in analyse("ペナルティはありますか").terms
+    assert retriever.decide("市役所が旗振りしてる取組の例はありますか").candidates[0].entry_id \
+        == "cases-municipality"
+
+
+def test_merged_entries_answer_both_of_the_questions_they_replaced(retriever: Retriever) -> None:
+    """Four sibling pairs said the same thing; each question now gets the one entry, and its
+    answer carries what the other used to say."""
+    fine = retriever.decide("報告しないと罰金はいくらですか")
+    assert fine.entry_id == "reminder-consequence-no-report"
+    assert "罰則の有無や金額" in (fine.answer or "") and "命令" in (fine.answer or "")
+    both = retriever.decide("かかりつけ医機能報告をすれば医療機能情報の報告はいらないですか")
+    assert both.candidates[0].entry_id == "overview-vs-iryokino"
+    assert retriever.by_id["overview-vs-iryokino"].answer.startswith("別の制度で、それぞれ報告が必要です")
+    company = retriever.decide("企業内診療所の報告内容も公表されますか")
+    assert company.candidates[0].entry_id == "scope-no-general-outpatient"
+    assert "公表" in retriever.by_id["scope-no-general-outpatient"].answer
+    assert {"func2-held-rule", "reminder-fine", "method-both-reports-required",
+            "publication-corporate-clinic",
+            "consultation-results-partial-publication"}.isdisjoint(retriever.by_id)
+
+
 def test_colloquial_and_width_variants_find_the_same_entry(retriever: Retriever) -> None:
     assert retriever.decide("ｼﾞｰﾐｽのパスワード忘れた").entry_id == "gmis-forgot-password"
     assert retriever.decide("締め切りっていつ").entry_id == "schedule-reporting-period"
@@ -194,3 +234,31 @@ def test_bulk_scoring_matches_the_plain_formula_for_every_entry(
                                    everything)
     plain = [_reference_score(retriever, question, i) for i in everything]
     assert bulk == pytest.approx(plain, abs=1e-12)
+
+
+def _entry(entry_id: str, question: str, *phrasings: str) -> Entry:
+    return Entry(id=entry_id, category="scope", question=question, phrasings=list(phrasings),
+                 answer="回答の本文です。十分な長さがあります。", route="prefecture",
+                 source=[Source(url="https://example.org/")])
+
+
+def test_phrasing_holdout_names_the_entries_that_overlap(retriever: Retriever) -> None:
+    """`kb eval --phrasings` needs no labels: a phrasing that, unindexed, goes to another
+    entry shows two entries saying the same thing."""
+    twins = [
+        _entry("scope-dental-a", "歯科診療所は報告が必要ですか", "歯医者も報告するの",
+               "歯科も報告対象ですか", "歯科クリニックの報告", "歯科は報告いる？",
+               "歯科医院も報告が必要？"),
+        _entry("scope-dental-b", "歯科医院は報告の対象ですか", "歯医者は報告が必要？",
+               "歯科の報告対象", "歯科クリニックも報告？", "歯科医院の報告は",
+               "歯医者の報告対象"),
+        _entry("schedule-when", "報告期間はいつですか", "締め切りはいつ", "いつまでに報告する",
+               "報告の期限", "提出期限はいつ", "何月までに出す"),
+    ]
+    right, asked, confusions = phrasing_holdout(twins, retriever.analyzer)
+    assert asked == sum(len(e.phrasings) for e in twins)
+    twin_confusions = confusions[("scope-dental-a", "scope-dental-b")] + confusions[
+        ("scope-dental-b", "scope-dental-a")]
+    assert twin_confusions >= 2
+    assert not any("schedule-when" in pair for pair in confusions)
+    assert right == asked - sum(confusions.values())
