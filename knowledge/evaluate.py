@@ -150,7 +150,8 @@ def phrasing_fold(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % PHRASING_FOLDS
 
 
-def phrasing_holdout(entries: list[Entry], analyzer: Analyzer) -> tuple[int, int, Counter[tuple[str, str]]]:
+def phrasing_holdout(entries: list[Entry],
+                     analyzer: Analyzer) -> tuple[int, int, Counter[tuple[str, str]]]:
     """Each phrasing asked of an index built without its fold: (right, asked, confusions).
 
     Needs no labelled questions, so it measures the knowledge base itself: a phrasing that

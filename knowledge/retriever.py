@@ -85,6 +85,9 @@ class Tuning:
     w_reading: float = 0.101
     answer_credit: float = 0.7
     min_cover: float = 0.39
+    # A question naming another system or institution type (knowledge/words.yaml) that an
+    # entry never mentions is about something else: 病床機能報告の締め切り is not our deadline.
+    unnamed_factor: float = 0.7
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ class Retriever:
         for i, d in zip(owners, docs, strict=True):
             asked[i].update(d.terms)
         answered = [set(analyzer.analyse(e.answer + (e.detail or "")).terms) for e in entries]
+        self._mentions = [frozenset(asked[i] | answered[i]) for i in range(len(entries))]
         self._entry_bm25 = bm25s.BM25()
         self._entry_bm25.index([[*asked[i], *answered[i]] for i in range(len(entries))],
                                show_progress=False)
@@ -293,7 +297,11 @@ class Retriever:
                  + t.w_reading * sounds)
         # A question whose specific words the entry never mentions is about something else.
         score = np.where(cover >= t.min_cover, score, score * cover / t.min_cover)
-        return np.maximum.reduceat(score, starts)
+        best = np.maximum.reduceat(score, starts)
+        if named := self.analyzer.named_words.intersection(q.analysed.terms):
+            unnamed = np.array([not named <= self._mentions[i] for i in shortlist.tolist()])
+            best = np.where(unnamed, best * t.unnamed_factor, best)
+        return best
 
     def _cover(self, q: _Query, shortlist: np.ndarray) -> np.ndarray:
         """Share of the query's weight that each entry's phrasings (or, weaker, answer) contain."""

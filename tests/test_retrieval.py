@@ -9,7 +9,7 @@ from rapidfuzz import fuzz
 
 from knowledge.evaluate import phrasing_holdout
 from knowledge.model import Entry, Source
-from knowledge.normalize import Analysed, load_synonyms
+from knowledge.normalize import Analysed, load_synonyms, load_words, user_dictionary
 from knowledge.retriever import Retriever, bigrams
 
 EXPECTED = [
@@ -162,7 +162,8 @@ def test_merged_entries_answer_both_of_the_questions_they_replaced(retriever: Re
     assert "罰則の有無や金額" in (fine.answer or "") and "命令" in (fine.answer or "")
     both = retriever.decide("かかりつけ医機能報告をすれば医療機能情報の報告はいらないですか")
     assert both.candidates[0].entry_id == "overview-vs-iryokino"
-    assert retriever.by_id["overview-vs-iryokino"].answer.startswith("別の制度で、それぞれ報告が必要です")
+    assert retriever.by_id["overview-vs-iryokino"].answer.startswith(
+        "別の制度で、それぞれ報告が必要です")
     company = retriever.decide("企業内診療所の報告内容も公表されますか")
     assert company.candidates[0].entry_id == "scope-no-general-outpatient"
     assert "公表" in retriever.by_id["scope-no-general-outpatient"].answer
@@ -262,3 +263,33 @@ def test_phrasing_holdout_names_the_entries_that_overlap(retriever: Retriever) -
     assert twin_confusions >= 2
     assert not any("schedule-when" in pair for pair in confusions)
     assert right == asked - sum(confusions.values())
+
+
+@pytest.mark.parametrize("question", ["外来機能報告で紹介受診重点医療機関になる基準は？",
+                                      "病床機能報告の締め切りはいつですか",
+                                      "薬局機能情報提供制度の報告はいつまで？"])
+def test_another_reporting_system_is_not_answered_as_this_one(retriever: Retriever,
+                                                             question: str) -> None:
+    """Split into 外来 + 機能 + 報告, another system's name matched every entry about this
+    report, and its deadline was stated with confidence."""
+    assert retriever.decide(question).action != "answer"
+    assert "外来機能報告" in retriever.analyzer.analyse("外来機能報告の協議の場").terms
+
+
+def test_domain_words_build_once_per_word_list(tmp_path: Path) -> None:
+    words = tmp_path / "words.yaml"
+    words.write_text("外来機能報告: ガイライキノウホウコク\n", encoding="utf-8")
+    first = user_dictionary(words, tmp_path / "cache")
+    built_at = first.stat().st_mtime_ns
+    assert user_dictionary(words, tmp_path / "cache") == first
+    assert first.stat().st_mtime_ns == built_at  # reused, not rebuilt
+    words.write_text("外来機能報告: ガイライキノウホウコク\n"
+                     "病床機能報告: ビョウショウキノウホウコク\n", encoding="utf-8")
+    assert user_dictionary(words, tmp_path / "cache") != first
+
+
+def test_a_domain_word_without_a_katakana_reading_names_the_file(tmp_path: Path) -> None:
+    words = tmp_path / "words.yaml"
+    words.write_text("外来機能報告: gairai\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"words\.yaml.*外来機能報告.*katakana"):
+        load_words(words)
