@@ -9,6 +9,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+# Compile the domain words into Sudachi's user dictionary now (about 3 s, cached), so the
+# bot's first start is as fast as every other.
+	$(PY) -c 'import knowledge.normalize as n; n.user_dictionary(n.WORDS_FILE)'
 	touch $@
 
 demo: $(VENV)/.installed
