@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 def build_retriever(settings: Settings) -> Retriever:
     """Load and validate the whole knowledge base; raises rather than start half-loaded."""
     entries = load_knowledge_base(settings.knowledge_dir)
-    retriever = Retriever(entries, Analyzer())
+    retriever = Retriever(entries, Analyzer(cache_dir=settings.cache_dir))
     logger.info("knowledge base loaded: %d entries", len(entries))
     return retriever
 

@@ -174,10 +174,13 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_kb_check(_args: argparse.Namespace, settings: Settings) -> int:
     from knowledge.loader import load_knowledge_base
     from knowledge.model import CATEGORIES
+    from knowledge.normalize import SYNONYMS_FILE, WORDS_FILE, load_synonyms, load_words
 
     entries = load_knowledge_base(settings.knowledge_dir)
+    words = load_words(WORDS_FILE)  # a bad one would stop the bot at start-up
+    load_synonyms(SYNONYMS_FILE)
     counts = {c: sum(e.category == c for e in entries) for c in CATEGORIES}
-    print(f"OK: {len(entries)} entries")
+    print(f"OK: {len(entries)} entries, {len(words)} domain words")
     for category, n in counts.items():
         print(f"  {category:13} {CATEGORIES[category]}: {n}")
     return 0

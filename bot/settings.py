@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     knowledge_dir: Path = ROOT / "knowledge" / "entries"
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Compiled domain dictionary cache (default ~/.cache/kakaritsuke-bot)")
     default_prefecture: str = Field(
         default="26", description="Tenant for chats not yet linked to an institution"
     )

@@ -178,7 +178,7 @@ def phrasing_holdout(entries: list[Entry],
 
 def run_phrasing_holdout(settings: Settings) -> int:
     right, asked, confusions = phrasing_holdout(load_knowledge_base(settings.knowledge_dir),
-                                                Analyzer())
+                                                Analyzer(cache_dir=settings.cache_dir))
     print(f"phrasings held out ({PHRASING_FOLDS} folds): top-1 {right / max(asked, 1):.1%} "
           f"of {asked}")
     print("most frequent confusions (phrasing of -> answered with):")
@@ -188,7 +188,8 @@ def run_phrasing_holdout(settings: Settings) -> int:
 
 
 def run_eval(settings: Settings, split: str, show_misses: bool = False) -> int:
-    retriever = Retriever(load_knowledge_base(settings.knowledge_dir), Analyzer())
+    retriever = Retriever(load_knowledge_base(settings.knowledge_dir),
+                          Analyzer(cache_dir=settings.cache_dir))
     questions = load_questions(split)
     if not questions:
         print("no labelled questions found in knowledge/eval/")

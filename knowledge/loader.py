@@ -102,12 +102,18 @@ def _entry_lines(root: yaml.Node | None) -> list[int]:
 
 
 def _duplicate_ids(entries: list[Entry], files: list[Path]) -> list[Problem]:
+    """Every id, live or replaced, names one entry: a button must not change its meaning."""
     seen: set[str] = set()
     problems = []
+    live = {e.id for e in entries}
     for entry in entries:
+        where = f"{files[0].parent}/{entry.category}.yaml"
         if entry.id in seen:
-            problem = Problem(f"{files[0].parent}/{entry.category}.yaml", None, entry.id, "id",
-                              "duplicate id")
-            problems.append(problem)
+            problems.append(Problem(where, None, entry.id, "id", "duplicate id"))
         seen.add(entry.id)
+        for old in entry.replaces:
+            if old in live or old in seen:
+                problems.append(Problem(where, None, entry.id, "replaces",
+                                        f"{old!r} is already the id of another entry"))
+            seen.add(old)
     return problems

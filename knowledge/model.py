@@ -57,6 +57,8 @@ class Entry(BaseModel):
     detail: str | None = None
     route: Route
     source: list[Source] = Field(min_length=1)
+    # Ids of entries merged into this one: buttons already sent in chats carry them.
+    replaces: list[str] = Field(default_factory=list)
 
     @field_validator("id")
     @classmethod

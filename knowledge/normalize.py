@@ -14,8 +14,11 @@ from importlib.resources import files
 from pathlib import Path
 
 import yaml
-from sudachipy import Dictionary, SplitMode
+from sudachipy import Dictionary, SplitMode, Tokenizer
 from sudachipy import sudachipy as sudachi_build
+from sudachipy.errors import SudachiError
+
+from knowledge.loader import KnowledgeBaseError, Problem
 
 SYNONYMS_FILE = Path(__file__).resolve().parent / "synonyms.yaml"
 WORDS_FILE = Path(__file__).resolve().parent / "words.yaml"
@@ -48,7 +51,7 @@ _KEEP_AUX = {"ない", "ず", "ぬ"}
 # Verbs that are grammar after に (について, に関する, における, による, に対する, に基づく):
 # compound particles, not content. Nearly every officer question has one, and so does every
 # entry's 〜についてご教示ください phrasing: as terms they made unrelated questions look alike.
-_AFTER_NI = {"つく", "関する", "おく", "よる", "対する", "基づく"}
+_AFTER_NI = {"つく", "関する", "おく", "よる", "対する", "基づく", "係る"}
 # 照会 frames a question (…との照会がありました) far more often than it is one (厚生労働省へ
 # どう照会するか). Only the frame goes, and only in its reporting forms (had, received, is
 # coming in). 相談 goes only as 相談がありました: 相談を受ける is itself a 1号 requirement
@@ -61,7 +64,8 @@ _PUNCT = re.compile(r"[\s\u3000、。，．,.!?！？「」『』（）()\[\]【
 # Terminal escape sequences go whole (a pasted colour code is not words), then any other
 # control or invisible formatting character.
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
+# Lone surrogates too: they cannot be encoded, so Sudachi (and the database) would raise.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff\ud800-\udfff]")
 
 
 _KANA_WORD = re.compile(r"[\u3041-\u30ff]{4,}")
@@ -99,19 +103,20 @@ class Analyzer:
     """NFKC, domain synonyms, SudachiPy normalized forms (mode C) and kana folding."""
 
     def __init__(self, synonyms_file: Path = SYNONYMS_FILE,
-                 words_file: Path | None = WORDS_FILE) -> None:
-        config = {"user": [str(user_dictionary(words_file))]} if words_file else {}
-        self._tokenizer = Dictionary(dict="core", config=json.dumps(config)).tokenizer()
+                 words_file: Path | None = WORDS_FILE, cache_dir: Path | None = None) -> None:
+        self._tokenizer = _tokenizer(words_file, cache_dir)
         # Names of systems and institution types: specific enough that an entry which never
-        # mentions one is not about a question that does.
-        self.named_words = frozenset(load_words(words_file)) if words_file else frozenset()
+        # mentions one is not about a question that does. Folded like every term.
+        self.named_words = frozenset(fold_kana(w) for w in load_words(words_file)) \
+            if words_file else frozenset()
         self._synonyms = load_synonyms(synonyms_file)
         variants = sorted(self._synonyms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(_spaced, variants))) if variants else None
 
-    def canonical(self, text: str) -> str:
-        """NFKC, lower case, and every domain synonym replaced by its canonical term."""
-        text = unicodedata.normalize("NFKC", clean_user_text(text))[:MAX_QUERY_CHARS].lower()
+    def canonical(self, text: str, limit: int | None = MAX_QUERY_CHARS) -> str:
+        """NFKC, lower case, and every domain synonym replaced by its canonical term. A query
+        is cut at `limit`; the knowledge base's own texts are analysed whole (limit=None)."""
+        text = unicodedata.normalize("NFKC", clean_user_text(text))[:limit].lower()
         text = _FRAME.sub("", text)
         if self._pattern is None:
             return text
@@ -121,8 +126,8 @@ class Analyzer:
         found = match.group(0)
         return self._synonyms.get(found) or self._synonyms[_SPACE.sub("", found)]
 
-    def analyse(self, text: str) -> Analysed:
-        canon = self.canonical(text)
+    def analyse(self, text: str, limit: int | None = MAX_QUERY_CHARS) -> Analysed:
+        canon = self.canonical(text, limit)
         folded = fold_kana(_PUNCT.sub("", canon))
         terms, reading = self._terms(canon)
         return Analysed(folded=folded, terms=tuple(terms), reading=reading)
@@ -141,6 +146,18 @@ class Analyzer:
                 terms.append(fold_kana(norm.lower()))
                 readings.append(m.reading_form() if m.reading_form() else m.surface())
         return terms, fold_kana("".join(readings).lower())
+
+
+def _tokenizer(words_file: Path | None, cache_dir: Path | None) -> Tokenizer:
+    """Sudachi's core dictionary plus the domain words; a damaged cached file is built again."""
+    if words_file is None:
+        return Dictionary(dict="core").tokenizer()
+    path = user_dictionary(words_file, cache_dir)
+    try:
+        return Dictionary(dict="core", config=json.dumps({"user": [str(path)]})).tokenizer()
+    except SudachiError:  # replaced where it lay if that place is ours, else built aside
+        path = user_dictionary(words_file, cache_dir, reuse=False)
+        return Dictionary(dict="core", config=json.dumps({"user": [str(path)]})).tokenizer()
 
 
 class _UniqueKeys(yaml.SafeLoader):
@@ -180,35 +197,51 @@ _KATAKANA = re.compile(r"[\u30a1-\u30fcー]+")
 
 
 def load_words(path: Path) -> dict[str, str]:
-    """Word → katakana reading, from a YAML mapping; errors name the file and line."""
-    with path.open(encoding="utf-8") as stream:
-        data = yaml.load(stream, Loader=_UniqueKeys) or {}  # noqa: S506
+    """Word → katakana reading, from a YAML mapping; a bad one names the file and line."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=_UniqueKeys)  # noqa: S506 (safe loader, marks kept)
+        data = yaml.load(text, Loader=_UniqueKeys) or {}  # noqa: S506 (refuses repeated words)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise KnowledgeBaseError([Problem(str(path), mark.line + 1 if mark else None, None,
+                                          None, str(getattr(exc, "problem", exc)))]) from exc
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if node else {}
     words: dict[str, str] = {}
     for word, reading in data.items():
         word_text = unicodedata.normalize("NFKC", str(word)).lower()
         if not word_text or "," in word_text or not _KATAKANA.fullmatch(str(reading or "")):
-            raise ValueError(f"{path}: {word!r} needs a katakana reading and no comma "
-                             f"(got {reading!r})")
+            raise KnowledgeBaseError([Problem(
+                str(path), lines.get(str(word)), None, None,
+                f"{word!r} needs a reading in katakana and no comma (got {reading!r})")])
         words[word_text] = str(reading)
     return words
 
 
-def user_dictionary(words_file: Path, cache_dir: Path | None = None) -> Path:
+def user_dictionary(words_file: Path, cache_dir: Path | None = None, *,
+                    reuse: bool = True) -> Path:
     """The domain words compiled into a Sudachi user dictionary, built once per content.
 
     Building takes about 3 s (Sudachi resolves every word against the system dictionary), so
     the result is cached under a name derived from the words and both Sudachi versions; a
-    changed word list or dictionary update builds a new one. The build writes to a temporary
-    name and renames it, so processes starting together never read a half-written file."""
+    changed word list or dictionary update builds a new one. A prebuilt file is used wherever
+    it is found (even read-only); a new one is written to a temporary name and renamed, so
+    processes starting together never read a half-written file."""
     words = load_words(words_file)
     lexicon = "".join(
         f"{w},5146,5146,3000,{w},名詞,普通名詞,一般,*,*,*,{r},{w},*,A,*,*,*\n"
         for w, r in sorted(words.items()))
     versions = [importlib.metadata.version(p) for p in ("sudachipy", "sudachidict-core")]
     key = hashlib.sha256((lexicon + repr(versions)).encode()).hexdigest()[:16]
-    target = _cache_dir(cache_dir) / f"sudachi-user-{key}.dic"
-    if target.exists():
-        return target
+    name = f"sudachi-user-{key}.dic"
+    places = _cache_dirs(cache_dir)
+    for directory in places if reuse else []:
+        if (directory / name).is_file() and _trusted(directory):
+            return directory / name
+    writable = next((d for d in places
+                     if _trusted(d, create=True) and os.access(d, os.W_OK)), None)
+    # Nowhere to keep it: build into a private directory (rebuilt on every start).
+    target = (writable or Path(tempfile.mkdtemp(prefix="kakaritsuke-bot-"))) / name
     system = Path(str(files("sudachidict_core").joinpath("resources", "system.dic")))
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         source, built = Path(work) / "words.csv", Path(work) / "user.dic"
@@ -219,17 +252,30 @@ def user_dictionary(words_file: Path, cache_dir: Path | None = None) -> Path:
     return target
 
 
-def _cache_dir(explicit: Path | None) -> Path:
-    """A writable cache: the given one, else $XDG_CACHE_HOME (~/.cache), else the temp dir."""
-    candidates = [explicit] if explicit else [
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kakaritsuke-bot",
-        Path(tempfile.gettempdir()) / "kakaritsuke-bot"]
-    for directory in candidates:
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            if os.access(directory, os.W_OK):
-                return directory
-        except OSError:
-            continue
-    raise OSError(f"no writable cache directory for the Sudachi user dictionary: {candidates}")
+def _cache_dirs(explicit: Path | None) -> list[Path]:
+    """Where a cached dictionary may be: the configured place alone, else the user's cache
+    directory ($XDG_CACHE_HOME or ~/.cache) and a per-user directory under the temp dir."""
+    if explicit:
+        return [explicit]
+    places: list[Path] = []
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        places.append(base / "kakaritsuke-bot")
+    except RuntimeError:  # no HOME and no passwd entry (some containers)
+        pass
+    places.append(Path(tempfile.gettempdir()) / f"kakaritsuke-bot-{os.getuid()}")
+    return places
 
+
+def _trusted(directory: Path, create: bool = False) -> bool:
+    """Under the shared temp dir, only a directory this user made and others cannot write:
+    a dictionary someone else could replace would decide how every question is read."""
+    try:
+        if create:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = directory.stat()
+    except OSError:
+        return False
+    if directory.parent != Path(tempfile.gettempdir()):
+        return True
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022

@@ -85,9 +85,7 @@ class Tuning:
     w_reading: float = 0.101
     answer_credit: float = 0.7
     min_cover: float = 0.39
-    # A question naming another system or institution type (knowledge/words.yaml) that an
-    # entry never mentions is about something else: 病床機能報告の締め切り is not our deadline.
-    unnamed_factor: float = 0.7
+    unnamed_factor: float = 0.7  # an entry lacking a name the question uses (_named)
 
 
 @dataclass(frozen=True)
@@ -178,10 +176,11 @@ class Retriever:
         self.entries = entries
         self.analyzer = analyzer
         self.tuning = tuning or Tuning()
-        self.by_id = {e.id: e for e in entries}
+        # Every id a button may carry, including those of entries merged into another.
+        self.by_id = {old: e for e in entries for old in e.replaces} | {e.id: e for e in entries}
         # Docs are every text of every entry, in entry order: an entry's docs are contiguous.
         owners = [i for i, entry in enumerate(entries) for _ in entry.texts]
-        docs = [analyzer.analyse(text) for entry in entries for text in entry.texts]
+        docs = [analyzer.analyse(text, limit=None) for entry in entries for text in entry.texts]
         self._entry_of = np.array(owners, dtype=np.int64)
         self._n_docs = np.bincount(self._entry_of, minlength=len(entries))
         self._first_doc = np.cumsum(self._n_docs) - self._n_docs
@@ -194,7 +193,8 @@ class Retriever:
         asked: list[set[str]] = [set() for _ in entries]
         for i, d in zip(owners, docs, strict=True):
             asked[i].update(d.terms)
-        answered = [set(analyzer.analyse(e.answer + (e.detail or "")).terms) for e in entries]
+        answered = [set(analyzer.analyse(e.answer + (e.detail or ""), limit=None).terms)
+                    for e in entries]
         self._mentions = [frozenset(asked[i] | answered[i]) for i in range(len(entries))]
         self._entry_bm25 = bm25s.BM25()
         self._entry_bm25.index([[*asked[i], *answered[i]] for i in range(len(entries))],
@@ -250,17 +250,30 @@ class Retriever:
         return self._rank(self.analyzer.analyse(query), k)
 
     def _rank(self, analysed: Analysed, k: int) -> list[Candidate]:
-        if not analysed.folded:
-            return []
-        shortlist = self._shortlist(analysed)
-        if not shortlist:
-            return []
-        scores = self._entry_scores(self._query(analysed), np.array(shortlist))
+        return self._ranked(analysed, k)[0]
+
+    def _ranked(self, analysed: Analysed, k: int) -> tuple[list[Candidate], float]:
+        """The best k, and the best score any other entry had before the naming rule: a
+        rival pushed down only because it lacks the name must not make the top look sure."""
+        if not analysed.folded or not (shortlist := self._shortlist(analysed)):
+            return [], 0.0
+        q = self._query(analysed)
+        raw = self._entry_scores(q, np.array(shortlist))
+        scores = self._named(q, shortlist, raw)
         # sorted() is stable: equal scores keep shortlist order.
-        scored = zip(shortlist, scores.tolist(), strict=True)
-        ranked = sorted(scored, key=lambda kv: kv[1], reverse=True)[:k]
-        return [Candidate(self.entries[i].id, self.entries[i].question, round(s, 4))
-                for i, s in ranked]
+        order = sorted(range(len(shortlist)), key=lambda j: scores[j], reverse=True)
+        rival = float(max((raw[j] for j in order[1:]), default=0.0))
+        return [Candidate(self.entries[shortlist[j]].id, self.entries[shortlist[j]].question,
+                          round(float(scores[j]), 4)) for j in order[:k]], round(rival, 4)
+
+    def _named(self, q: _Query, shortlist: list[int], scores: np.ndarray) -> np.ndarray:
+        """A question naming another system or institution type (knowledge/words.yaml) is
+        not about an entry that never mentions it: 病床機能報告の締め切り is not our deadline."""
+        named = self.analyzer.named_words.intersection(q.analysed.terms)
+        if not named:
+            return scores
+        unnamed = np.array([not named <= self._mentions[i] for i in shortlist])
+        return np.where(unnamed, scores * self.tuning.unnamed_factor, scores)
 
     def _shortlist(self, q: Analysed) -> list[int]:
         """Entries worth scoring, in order of first appearance: best docs, then best entries."""
@@ -297,11 +310,7 @@ class Retriever:
                  + t.w_reading * sounds)
         # A question whose specific words the entry never mentions is about something else.
         score = np.where(cover >= t.min_cover, score, score * cover / t.min_cover)
-        best = np.maximum.reduceat(score, starts)
-        if named := self.analyzer.named_words.intersection(q.analysed.terms):
-            unnamed = np.array([not named <= self._mentions[i] for i in shortlist.tolist()])
-            best = np.where(unnamed, best * t.unnamed_factor, best)
-        return best
+        return np.maximum.reduceat(score, starts)
 
     def _cover(self, q: _Query, shortlist: np.ndarray) -> np.ndarray:
         """Share of the query's weight that each entry's phrasings (or, weaker, answer) contain."""
@@ -320,9 +329,8 @@ class Retriever:
     def decide(self, query: str) -> Decision:
         """Answer, suggest the top three, or escalate; system questions route to G-MIS."""
         analysed = self.analyzer.analyse(query)
-        ranked = self._rank(analysed, k=3)
+        ranked, second = self._ranked(analysed, k=3)
         top = ranked[0].score if ranked else 0.0
-        second = ranked[1].score if len(ranked) > 1 else 0.0
         t = self.tuning
         known = {term for term in analysed.terms if term in self._idf}
         answer_at = max(t.answer_floor,

@@ -55,6 +55,14 @@ async def test_suggestion_tap_answers_that_entry(ctx: Context) -> None:
     assert answer.text == ctx.retriever.by_id[entry_id].answer
 
 
+async def test_a_button_sent_before_two_entries_were_merged_still_answers(ctx: Context) -> None:
+    """reminder-fine became part of reminder-consequence-no-report; old chats keep its button."""
+    merged = ctx.retriever.by_id["reminder-consequence-no-report"]
+    [answer] = await dispatch(said("罰金はいくら？", "qa:show:reminder-fine"), ctx)
+    assert answer.text == merged.answer
+    assert "fb:up:reminder-consequence-no-report" in [b.payload for b in answer.buttons]
+
+
 async def test_typed_more_shows_the_detail_of_the_last_answer(ctx: Context) -> None:
     [answer] = await dispatch(said("医療機能情報提供制度とはどういう関係ですか"), ctx)
     entry = ctx.retriever.by_id["overview-vs-iryokino"]

@@ -1,5 +1,7 @@
 """Retrieval: right entry when sure, call center for G-MIS, escalation when out of scope."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +10,16 @@ import yaml
 from rapidfuzz import fuzz
 
 from knowledge.evaluate import phrasing_holdout
+from knowledge.loader import KnowledgeBaseError
 from knowledge.model import Entry, Source
-from knowledge.normalize import Analysed, load_synonyms, load_words, user_dictionary
+from knowledge.normalize import (
+    WORDS_FILE,
+    Analysed,
+    Analyzer,
+    load_synonyms,
+    load_words,
+    user_dictionary,
+)
 from knowledge.retriever import Retriever, bigrams
 
 EXPECTED = [
@@ -55,21 +65,25 @@ def test_unsure_system_question_routes_to_call_center_not_prefecture(
 
 
 # How prefecture and clinic staff wrap a question in an e-mail or a ticket. The frame adds
-# words no entry has; it must neither sink the question nor pull it to another entry.
+# words no entry has; it must neither sink the question nor pull it to another entry. Each
+# frame carries the share answered outright that it reaches (a few points of slack): the
+# long second one ends as buttons more often, as a near tie above a lowered bar should.
 FRAMES = [
-    "いつもお世話になっております。〇〇クリニック事務の者です。{q}。よろしくお願いします。",
-    "担当になったばかりで恐縮ですが、医療機関の方から、{q}、というご質問をいただきました。"
-    "どのように回答すればよろしいでしょうか、ご教示いただけますと幸いです。",
-    "管内の医療機関から「{q}」との照会があり、回答に苦慮しております。お手数ですがご教示願います。",
-    "{q}という理解でよろしいでしょうか。念のため確認させてください。",
+    ("いつもお世話になっております。〇〇クリニック事務の者です。{q}。よろしくお願いします。",
+     0.94),
+    ("担当になったばかりで恐縮ですが、医療機関の方から、{q}、というご質問をいただきました。"
+     "どのように回答すればよろしいでしょうか、ご教示いただけますと幸いです。", 0.78),
+    ("管内の医療機関から「{q}」との照会があり、回答に苦慮しております。お手数ですがご教示願います。",
+     0.94),
+    ("{q}という理解でよろしいでしょうか。念のため確認させてください。", 0.94),
 ]
 
 
-@pytest.mark.parametrize("frame", FRAMES)
-def test_a_frame_keeps_every_question_on_its_entry(retriever: Retriever,
-                                                              frame: str) -> None:
+@pytest.mark.parametrize(("frame", "answered_share"), FRAMES)
+def test_a_frame_keeps_every_question_on_its_entry(retriever: Retriever, frame: str,
+                                                   answered_share: float) -> None:
     """Never answered with another entry; nearly always answered with its own or offered
-    first, and mostly answered outright (a long frame may end as buttons instead)."""
+    first, and mostly answered outright."""
     wrong, answered, offered = [], 0, 0
     for entry in retriever.entries:
         decision = retriever.decide(frame.format(q=entry.question.rstrip("？?")))
@@ -80,7 +94,7 @@ def test_a_frame_keeps_every_question_on_its_entry(retriever: Retriever,
                     and decision.candidates[0].entry_id == entry.id)
     assert wrong == []
     assert offered >= 0.92 * len(retriever.entries)
-    assert answered >= 0.78 * len(retriever.entries)
+    assert answered >= answered_share * len(retriever.entries)
 
 
 def test_a_question_typed_in_kana_gets_suggestions_rather_than_a_hand_off(
@@ -142,6 +156,7 @@ def test_grammar_words_are_not_terms_but_the_words_they_join_are(retriever: Retr
     assert {"報告", "必要", "連携", "確保"} <= set(terms)  # 要否 reads as 必要
     assert not {"此れ", "其れ", "所"} & set(analyse("これとそれ、どんなところを書くの").terms)
     assert "付く" in analyse("修了証に番号が付く").terms  # a verb on its own is still a word
+    assert "おく" in analyse("書類を用意しておく").terms  # only after に is it a particle
 
 
 def test_officer_and_screen_wording_reads_as_the_plain_word(retriever: Retriever) -> None:
@@ -150,8 +165,8 @@ def test_officer_and_screen_wording_reads_as_the_plain_word(retriever: Retriever
     assert "無し" in analyse("研修修了者が「無」の場合").terms
     assert "市町村" in analyse("市役所が中心の取組").terms
     assert "罰則" in analyse("ペナルティはありますか").terms
-    assert retriever.decide("市役所が旗振りしてる取組の例はありますか").candidates[0].entry_id \
-        == "cases-municipality"
+    city = retriever.decide("市役所が旗振りしてる取組の例はありますか")
+    assert city.action != "escalate" and city.candidates[0].entry_id == "cases-municipality"
 
 
 def test_merged_entries_answer_both_of_the_questions_they_replaced(retriever: Retriever) -> None:
@@ -161,15 +176,17 @@ def test_merged_entries_answer_both_of_the_questions_they_replaced(retriever: Re
     assert fine.entry_id == "reminder-consequence-no-report"
     assert "罰則の有無や金額" in (fine.answer or "") and "命令" in (fine.answer or "")
     both = retriever.decide("かかりつけ医機能報告をすれば医療機能情報の報告はいらないですか")
-    assert both.candidates[0].entry_id == "overview-vs-iryokino"
+    assert both.action != "escalate" and both.candidates[0].entry_id == "overview-vs-iryokino"
     assert retriever.by_id["overview-vs-iryokino"].answer.startswith(
-        "別の制度で、それぞれ報告が必要です")
+        "別の制度で、かかりつけ医機能報告の対象となる病院・診療所は、それぞれ報告が必要です")
     company = retriever.decide("企業内診療所の報告内容も公表されますか")
+    assert company.action != "escalate"
     assert company.candidates[0].entry_id == "scope-no-general-outpatient"
     assert "公表" in retriever.by_id["scope-no-general-outpatient"].answer
-    assert {"func2-held-rule", "reminder-fine", "method-both-reports-required",
-            "publication-corporate-clinic",
-            "consultation-results-partial-publication"}.isdisjoint(retriever.by_id)
+    removed = {"func2-held-rule", "reminder-fine", "method-both-reports-required",
+               "publication-corporate-clinic", "consultation-results-partial-publication"}
+    assert removed.isdisjoint(e.id for e in retriever.entries)
+    assert all(old in retriever.by_id[old].replaces for old in removed)  # old buttons work
 
 
 def test_colloquial_and_width_variants_find_the_same_entry(retriever: Retriever) -> None:
@@ -267,7 +284,8 @@ def test_phrasing_holdout_names_the_entries_that_overlap(retriever: Retriever) -
 
 @pytest.mark.parametrize("question", ["外来機能報告で紹介受診重点医療機関になる基準は？",
                                       "病床機能報告の締め切りはいつですか",
-                                      "薬局機能情報提供制度の報告はいつまで？"])
+                                      "薬局機能情報提供制度の報告はいつまで？",
+                                      "マイナ保険証の報告期間はいつからいつまでですか"])
 def test_another_reporting_system_is_not_answered_as_this_one(retriever: Retriever,
                                                              question: str) -> None:
     """Split into 外来 + 機能 + 報告, another system's name matched every entry about this
@@ -291,5 +309,36 @@ def test_domain_words_build_once_per_word_list(tmp_path: Path) -> None:
 def test_a_domain_word_without_a_katakana_reading_names_the_file(tmp_path: Path) -> None:
     words = tmp_path / "words.yaml"
     words.write_text("外来機能報告: gairai\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"words\.yaml.*外来機能報告.*katakana"):
+    with pytest.raises(KnowledgeBaseError, match=r"words\.yaml:1: '外来機能報告'.*katakana"):
         load_words(words)
+
+
+def test_a_dictionary_planted_in_a_shared_directory_is_not_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no usable home cache, the per-user directory under the shared temp dir is used
+    only if nobody else can write to it: otherwise someone could swap the dictionary."""
+    words = tmp_path / "words.yaml"
+    words.write_text("外来機能報告: ガイライキノウホウコク\n", encoding="utf-8")
+    name = user_dictionary(words, tmp_path / "reference").name
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))  # cannot be created
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    shared = tmp_path / f"kakaritsuke-bot-{os.getuid()}"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / name).write_bytes(b"planted")
+    used = user_dictionary(words)
+    assert used.parent != shared and used.read_bytes() != b"planted"
+    shared.chmod(0o700)  # made private, it is ours to use
+    (shared / name).unlink()
+    assert user_dictionary(words).parent == shared
+
+
+def test_a_damaged_cached_dictionary_is_built_again(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    broken = user_dictionary(WORDS_FILE, cache)
+    broken.write_bytes(b"not a dictionary")
+    analyzer = Analyzer(words_file=WORDS_FILE, cache_dir=cache)
+    assert "外来機能報告" in analyzer.analyse("外来機能報告の締め切り").terms
+    assert broken.read_bytes() != b"not a dictionary"
