@@ -187,7 +187,7 @@ async def import_roster(session: AsyncSession, path: Path, prefecture: str,
                         progress: Progress | None = None) -> ImportResult:
     table = read_table(path, ROSTER)
     result = ImportResult(str(path), table.encoding)
-    parsed = _validate(table, ROSTER, result)
+    parsed = _validate(table, ROSTER, result, _roster_rules)
     if result.errors:
         return result
     existing = await _existing(session, prefecture)
@@ -232,6 +232,12 @@ async def _write(session: AsyncSession, new: list[dict[str, Any]],
         except Exception:
             logger.warning("import committed; refreshing planner statistics failed",
                            exc_info=True)
+
+
+def _roster_rules(line: int, row: dict[str, Any], errors: list[RowError]) -> None:
+    if row["special_function"] and row["kind"] != "hospital":
+        errors.append(RowError(line, "特定機能病院", "有（種別は診療所）",
+                               "特定機能病院は病院にだけ指定できます（種別が診療所です）"))
 
 
 def _status_rules(line: int, row: dict[str, Any], errors: list[RowError]) -> None:

@@ -39,14 +39,22 @@ class Obligation:
     reason: str
 
 
+# Why an institution does not report this year, by the Facility (and Institution) flag that
+# says so. The one list: the chat check and status view read it here, and the campaigns'
+# SQL (scheduler/campaigns.py) builds its filter from it, so the two cannot disagree.
+# 特定機能病院 is a hospital by definition; the roster import refuses the flag on a clinic.
+EXEMPTIONS: dict[str, str] = {
+    "special_function": "特定機能病院は、かかりつけ医機能報告の対象外です。",
+    "dental": "歯科医療機関は、かかりつけ医機能報告の対象外です。",
+    "closed_on_jan1": "1月1日時点で休院している医療機関は、その年の報告の対象外です。",
+}
+
+
 def obligation(f: Facility) -> Obligation:
     """Whether the institution must report this year, and why, in plain Japanese."""
-    if f.kind == "hospital" and f.special_function:
-        return Obligation(False, "特定機能病院は、かかりつけ医機能報告の対象外です。")
-    if f.dental:
-        return Obligation(False, "歯科医療機関は、かかりつけ医機能報告の対象外です。")
-    if f.closed_on_jan1:
-        return Obligation(False, "1月1日時点で休院している医療機関は、その年の報告の対象外です。")
+    for flag, reason in EXEMPTIONS.items():
+        if getattr(f, flag):
+            return Obligation(False, reason)
     kind = "病院" if f.kind == "hospital" else "診療所"
     return Obligation(True, f"{kind}（特定機能病院・歯科医療機関を除く）は報告の対象です。")
 

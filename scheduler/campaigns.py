@@ -33,6 +33,7 @@ from db.models import (
     StatusHistory,
     desk_channel,
 )
+from handlers.rules import EXEMPTIONS
 from scheduler import templates
 from scheduler.calendar import JST, add_business_days, next_slot, sending_hours
 from scheduler.campaign_check import TARGET_STATUSES
@@ -108,8 +109,7 @@ def _targets(campaign: Campaign) -> Any:
     """Institutions the campaign is for: reporting ones in a status it chases."""
     cond = and_(Institution.prefecture_code == campaign.prefecture_code,
                 col(Institution.status).in_(TARGET_STATUSES[campaign.kind]),
-                col(Institution.special_function).is_(False), col(Institution.dental).is_(False),
-                col(Institution.closed_on_jan1).is_(False))
+                *(col(getattr(Institution, flag)).is_(False) for flag in EXEMPTIONS))
     if campaign.kind == "returned":
         cond = and_(cond, col(Institution.id).in_(_returned_ids(campaign)))
     return cond

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from sqlmodel import col, select
 
 from db.models import ChatAccount, Institution, Outbox, Prefecture, StatusHistory
 from handlers.context import Context
+from handlers.rules import EXEMPTIONS, Facility, obligation
 from scheduler import campaigns, templates
 from scheduler.calendar import JST
 from scheduler.outbox import Outcome, _own, claim, dispatch_due
@@ -80,6 +82,29 @@ async def test_plan_chases_unreported_linked_institutions_only(ctx: Context) -> 
     assert not again.created and again.campaign.id == c.id
     assert len(await outbox_rows(ctx)) == 2
     assert "テスト診療所880" in csv_text and "医療機関コード" in csv_text.splitlines()[0]
+
+
+async def test_the_campaign_chases_exactly_those_the_chat_check_says_must_report(
+        ctx: Context) -> None:
+    """One exemption list (handlers.rules.EXEMPTIONS) for the chat's 報告対象 check and the
+    campaign's SQL: every combination of flags gets the same verdict from both."""
+    combos = list(itertools.product([False, True], repeat=len(EXEMPTIONS)))
+    ids = await add_clinics(ctx, ["未報告"] * len(combos), prefix="66")
+    async with ctx.session() as session:
+        for inst_id, combo in zip(ids, combos, strict=True):
+            inst = await session.get(Institution, inst_id)
+            assert inst is not None
+            inst.kind = "hospital"
+            for flag, value in zip(EXEMPTIONS, combo, strict=True):
+                setattr(inst, flag, value)
+            session.add(inst)
+        await session.commit()
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:rules", NOW)).campaign
+    chased = {r.recipient for r in await outbox_rows(ctx, campaign_id=c.id)}
+    must = {f"66{i}" for i, combo in enumerate(combos)
+            if obligation(Facility("hospital", **dict(zip(EXEMPTIONS, combo, strict=True))))
+            .required}
+    assert chased == must and len(must) == 1  # only the one with no exemption
 
 
 async def test_nothing_leaves_before_approval_then_each_recipient_once(ctx: Context) -> None:

@@ -61,6 +61,19 @@ async def test_bad_rows_write_nothing_and_every_error_is_named(ctx: Context,
     assert await institutions(ctx) == before  # nothing written, not even the good row
 
 
+async def test_a_clinic_marked_as_tokutei_is_refused_with_its_line(ctx: Context,
+                                                                    tmp_path: Path) -> None:
+    """特定機能病院 is a hospital by definition; a clinic carrying the flag is a slip in the
+    roster, and importing it would take a clinic out of reporting."""
+    bad = HEADER + ROW.replace("診療所,無,", "診療所,有,")
+    async with ctx.session() as session:
+        result = await import_roster(session, csv_file(tmp_path, bad), "26")
+    assert not result.ok
+    [error] = result.errors
+    assert (error.line, error.column) == (2, "特定機能病院") and "病院にだけ" in error.reason
+    assert "2610001" not in await institutions(ctx)
+
+
 async def test_missing_column_and_unreadable_file_are_file_problems(ctx: Context,
                                                                     tmp_path: Path) -> None:
     async with ctx.session() as session:
