@@ -72,7 +72,7 @@ class Tuning:
     answer_floor: float = 0.45
     margin: float = 0.06
     suggest_at: float = 0.50
-    # A question typed in kana (a clerk on a phone) matches mostly through readings and edit
+    # A question typed in hiragana (a clerk on a phone) matches mostly through readings and edit
     # ratio, so it scores lower. With at most `kana_share` kanji as typed, suggestions start
     # at `kana_suggest_at`; the bar for answering stays where it is.
     kana_share: float = 0.10
@@ -153,10 +153,11 @@ def _dice(common: np.ndarray, size: int, sizes: np.ndarray) -> np.ndarray:
 
 
 def _kana_typed(text: str, max_kanji: float) -> bool:
-    """Written mostly in kana (at least 60% of its letters) with few kanji: not romaji,
-    digits or emoji, which get no reading to match on."""
+    """Written mostly in hiragana (at least 60% of its letters) with few kanji: not romaji,
+    digits or emoji, which get no reading to match on, and not katakana loanwords such as
+    ログイン, which are how everyone writes them."""
     kanji = sum("\u4e00" <= c <= "\u9fff" for c in text)
-    kana = sum("\u3041" <= c <= "\u30ff" for c in text)
+    kana = sum("\u3041" <= c <= "\u309f" for c in text)
     letters = sum(c.isalnum() for c in text)
     return bool(letters) and kana >= 0.6 * letters and kanji <= max_kanji * letters
 
@@ -345,6 +346,9 @@ class Retriever:
             shown = [c for c in ranked if c.score >= suggest_at * 0.8]
             route = self.by_id[ranked[0].entry_id].route
             return Decision("suggest", route, None, None, top, shown)
-        system = bool(SYSTEM_TERMS & set(analysed.terms))
+        # A login question about another named system (e-Tax, オンライン資格確認) is not one
+        # for the G-MIS call center.
+        terms = set(analysed.terms)
+        system = bool(SYSTEM_TERMS & terms) and not self.analyzer.named_words & terms
         route: Route = "gmis_callcenter" if system else "prefecture"
         return Decision("escalate", route, None, None, top, ranked)

@@ -294,6 +294,17 @@ def test_another_reporting_system_is_not_answered_as_this_one(retriever: Retriev
     assert "外来機能報告" in retriever.analyzer.analyse("外来機能報告の協議の場").terms
 
 
+def test_another_systems_login_is_neither_answered_nor_sent_to_the_gmis_call_center(
+        retriever: Retriever) -> None:
+    """ログイン in katakana once made 「e-Tax ログインできない」 look typed in kana, which lowers
+    the bar for buttons, and ログイン alone sent it to the G-MIS call center."""
+    for question in ("e-Tax ログインできない", "マイナポータルにログインできない"):
+        decision = retriever.decide(question)
+        assert (decision.action, decision.route) == ("escalate", "prefecture")
+    assert retriever.decide("G-MISにログインできない").route == "gmis_callcenter"
+    assert retriever.decide("しゅうりょうしょうをなくしました").action == "suggest"  # hiragana
+
+
 def test_domain_words_build_once_per_word_list(tmp_path: Path) -> None:
     words = tmp_path / "words.yaml"
     words.write_text("外来機能報告: ガイライキノウホウコク\n", encoding="utf-8")
