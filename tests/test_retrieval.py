@@ -353,3 +353,12 @@ def test_a_damaged_cached_dictionary_is_built_again(tmp_path: Path) -> None:
     analyzer = Analyzer(words_file=WORDS_FILE, cache_dir=cache)
     assert "外来機能報告" in analyzer.analyse("外来機能報告の締め切り").terms
     assert broken.read_bytes() != b"not a dictionary"
+
+
+def test_a_billing_question_is_not_answered_from_a_reporting_entry(retriever: Retriever) -> None:
+    """生活習慣病管理料's care plan needs a signature under 診療報酬 rules; our 療養計画書 entry
+    is about the reporting system's explanation duty, so it must not answer with confidence."""
+    billing = retriever.decide("生活習慣病管理料の療養計画書に患者の署名は必要ですか")
+    assert billing.action != "answer"
+    ours = retriever.decide("医療機能情報の報告もしなくていいの？")
+    assert ours.action != "escalate" and ours.candidates[0].entry_id == "overview-vs-iryokino"
