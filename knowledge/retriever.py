@@ -77,6 +77,15 @@ class Tuning:
     # at `kana_suggest_at`; the bar for answering stays where it is.
     kana_share: float = 0.10
     kana_suggest_at: float = 0.36
+    # A long question (a clinic's story, an officer's e-mail) spreads its weight over context
+    # the entries never mention, so even the right entry scores 0.3–0.5; on tune such
+    # questions were ranked right but handed to staff. With at least `long_suggest_after`
+    # known terms and one entry clearly ahead (`long_suggest_lead`), buttons start at
+    # `long_suggest_at`; long off-topic questions have no such leader. 「どれでもない（担当者
+    # に聞く）」 is always one of the buttons.
+    long_suggest_after: int = 8
+    long_suggest_at: float = 0.30
+    long_suggest_lead: float = 0.08
     shortlist: int = 60
     entry_shortlist: int = 12
     w_terms: float = 0.243
@@ -342,6 +351,8 @@ class Retriever:
         suggest_at = min(t.suggest_at, answer_at)
         if _kana_typed(query, t.kana_share):
             suggest_at = min(suggest_at, t.kana_suggest_at)
+        if len(known) >= t.long_suggest_after and top - second >= t.long_suggest_lead:
+            suggest_at = min(suggest_at, t.long_suggest_at)
         if ranked and top >= suggest_at:
             shown = [c for c in ranked if c.score >= suggest_at * 0.8]
             route = self.by_id[ranked[0].entry_id].route

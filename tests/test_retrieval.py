@@ -362,3 +362,19 @@ def test_a_billing_question_is_not_answered_from_a_reporting_entry(retriever: Re
     assert billing.action != "answer"
     ours = retriever.decide("医療機能情報の報告もしなくていいの？")
     assert ours.action != "escalate" and ours.candidates[0].entry_id == "overview-vs-iryokino"
+
+
+def test_a_long_story_with_one_clear_entry_gets_buttons_and_an_off_topic_one_does_not(
+        retriever: Retriever) -> None:
+    """A clinic's story spreads its words over context no entry has, so the right entry
+    scores about 0.35: it was handed to staff; now the clerk gets buttons (with 「どれでも
+    ない」 among them). A long question about something else has no clear leader."""
+    story = ("当院は整形外科の診療所で、院長は学会の仕事で忙しく、私が事務をまとめています。"
+             "近所の内科の先生から、かかりつけ医機能報告は内科だけのものだと聞いたのですが、"
+             "整形外科のうちも出す必要がありますか。")
+    decision = retriever.decide(story)
+    assert decision.action == "suggest"
+    assert decision.candidates[0].entry_id == "scope-specialist-clinic"
+    patient = ("最近、腰が痛くて夜も眠れません。整形外科に行くべきか、まずは近所の内科で"
+               "相談すべきか迷っています。どちらに行けばよいでしょうか。")
+    assert retriever.decide(patient).action == "escalate"
