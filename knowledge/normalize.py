@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 
 import yaml
 from sudachipy import Dictionary, SplitMode, Tokenizer
-from sudachipy import sudachipy as sudachi_build
 from sudachipy.errors import SudachiError
 
 from knowledge.loader import KnowledgeBaseError, Problem
+from knowledge.userdict import user_dictionary
 
 SYNONYMS_FILE = Path(__file__).resolve().parent / "synonyms.yaml"
 WORDS_FILE = Path(__file__).resolve().parent / "words.yaml"
@@ -104,11 +99,11 @@ class Analyzer:
 
     def __init__(self, synonyms_file: Path = SYNONYMS_FILE,
                  words_file: Path | None = WORDS_FILE, cache_dir: Path | None = None) -> None:
-        self._tokenizer = _tokenizer(words_file, cache_dir)
+        words = load_words(words_file) if words_file else {}
+        self._tokenizer = _tokenizer(words, cache_dir)
         # Names of systems and institution types: specific enough that an entry which never
         # mentions one is not about a question that does. Folded like every term.
-        self.named_words = frozenset(fold_kana(w) for w in load_words(words_file)) \
-            if words_file else frozenset()
+        self.named_words = frozenset(fold_kana(w) for w in words)
         self._synonyms = load_synonyms(synonyms_file)
         variants = sorted(self._synonyms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(_spaced, variants))) if variants else None
@@ -148,15 +143,15 @@ class Analyzer:
         return terms, fold_kana("".join(readings).lower())
 
 
-def _tokenizer(words_file: Path | None, cache_dir: Path | None) -> Tokenizer:
+def _tokenizer(words: dict[str, str], cache_dir: Path | None) -> Tokenizer:
     """Sudachi's core dictionary plus the domain words; a damaged cached file is built again."""
-    if words_file is None:
+    if not words:
         return Dictionary(dict="core").tokenizer()
-    path = user_dictionary(words_file, cache_dir)
+    path = user_dictionary(words, cache_dir)
     try:
         return Dictionary(dict="core", config=json.dumps({"user": [str(path)]})).tokenizer()
     except SudachiError:  # replaced where it lay if that place is ours, else built aside
-        path = user_dictionary(words_file, cache_dir, reuse=False)
+        path = user_dictionary(words, cache_dir, reuse=False)
         return Dictionary(dict="core", config=json.dumps({"user": [str(path)]})).tokenizer()
 
 
@@ -216,66 +211,3 @@ def load_words(path: Path) -> dict[str, str]:
                 f"{word!r} needs a reading in katakana and no comma (got {reading!r})")])
         words[word_text] = str(reading)
     return words
-
-
-def user_dictionary(words_file: Path, cache_dir: Path | None = None, *,
-                    reuse: bool = True) -> Path:
-    """The domain words compiled into a Sudachi user dictionary, built once per content.
-
-    Building takes about 3 s (Sudachi resolves every word against the system dictionary), so
-    the result is cached under a name derived from the words and both Sudachi versions; a
-    changed word list or dictionary update builds a new one. A prebuilt file is used wherever
-    it is found (even read-only); a new one is written to a temporary name and renamed, so
-    processes starting together never read a half-written file."""
-    words = load_words(words_file)
-    lexicon = "".join(
-        f"{w},5146,5146,3000,{w},名詞,普通名詞,一般,*,*,*,{r},{w},*,A,*,*,*\n"
-        for w, r in sorted(words.items()))
-    versions = [importlib.metadata.version(p) for p in ("sudachipy", "sudachidict-core")]
-    key = hashlib.sha256((lexicon + repr(versions)).encode()).hexdigest()[:16]
-    name = f"sudachi-user-{key}.dic"
-    places = _cache_dirs(cache_dir)
-    for directory in places if reuse else []:
-        if (directory / name).is_file() and _trusted(directory):
-            return directory / name
-    writable = next((d for d in places
-                     if _trusted(d, create=True) and os.access(d, os.W_OK)), None)
-    # Nowhere to keep it: build into a private directory (rebuilt on every start).
-    target = (writable or Path(tempfile.mkdtemp(prefix="kakaritsuke-bot-"))) / name
-    system = Path(str(files("sudachidict_core").joinpath("resources", "system.dic")))
-    with tempfile.TemporaryDirectory(dir=target.parent) as work:
-        source, built = Path(work) / "words.csv", Path(work) / "user.dic"
-        source.write_text(lexicon, encoding="utf-8")
-        sudachi_build.build_user_dic(system=system, lex=[source], output=built,
-                                     description="kakaritsuke-bot domain words")
-        os.replace(built, target)
-    return target
-
-
-def _cache_dirs(explicit: Path | None) -> list[Path]:
-    """Where a cached dictionary may be: the configured place alone, else the user's cache
-    directory ($XDG_CACHE_HOME or ~/.cache) and a per-user directory under the temp dir."""
-    if explicit:
-        return [explicit]
-    places: list[Path] = []
-    try:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        places.append(base / "kakaritsuke-bot")
-    except RuntimeError:  # no HOME and no passwd entry (some containers)
-        pass
-    places.append(Path(tempfile.gettempdir()) / f"kakaritsuke-bot-{os.getuid()}")
-    return places
-
-
-def _trusted(directory: Path, create: bool = False) -> bool:
-    """Under the shared temp dir, only a directory this user made and others cannot write:
-    a dictionary someone else could replace would decide how every question is read."""
-    try:
-        if create:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = directory.stat()
-    except OSError:
-        return False
-    if directory.parent != Path(tempfile.gettempdir()):
-        return True
-    return info.st_uid == os.getuid() and not info.st_mode & 0o022

@@ -12,15 +12,9 @@ from rapidfuzz import fuzz
 from knowledge.evaluate import phrasing_holdout
 from knowledge.loader import KnowledgeBaseError
 from knowledge.model import Entry, Source
-from knowledge.normalize import (
-    WORDS_FILE,
-    Analysed,
-    Analyzer,
-    load_synonyms,
-    load_words,
-    user_dictionary,
-)
+from knowledge.normalize import WORDS_FILE, Analysed, Analyzer, load_synonyms, load_words
 from knowledge.retriever import Retriever, bigrams
+from knowledge.userdict import user_dictionary
 
 EXPECTED = [
     ("歯科診療所は報告しますか", "scope-dental-exempt", "prefecture"),
@@ -308,13 +302,13 @@ def test_another_systems_login_is_neither_answered_nor_sent_to_the_gmis_call_cen
 def test_domain_words_build_once_per_word_list(tmp_path: Path) -> None:
     words = tmp_path / "words.yaml"
     words.write_text("外来機能報告: ガイライキノウホウコク\n", encoding="utf-8")
-    first = user_dictionary(words, tmp_path / "cache")
+    first = user_dictionary(load_words(words), tmp_path / "cache")
     built_at = first.stat().st_mtime_ns
-    assert user_dictionary(words, tmp_path / "cache") == first
+    assert user_dictionary(load_words(words), tmp_path / "cache") == first
     assert first.stat().st_mtime_ns == built_at  # reused, not rebuilt
     words.write_text("外来機能報告: ガイライキノウホウコク\n"
                      "病床機能報告: ビョウショウキノウホウコク\n", encoding="utf-8")
-    assert user_dictionary(words, tmp_path / "cache") != first
+    assert user_dictionary(load_words(words), tmp_path / "cache") != first
 
 
 def test_a_domain_word_without_a_katakana_reading_names_the_file(tmp_path: Path) -> None:
@@ -330,7 +324,7 @@ def test_a_dictionary_planted_in_a_shared_directory_is_not_used(
     only if nobody else can write to it: otherwise someone could swap the dictionary."""
     words = tmp_path / "words.yaml"
     words.write_text("外来機能報告: ガイライキノウホウコク\n", encoding="utf-8")
-    name = user_dictionary(words, tmp_path / "reference").name
+    name = user_dictionary(load_words(words), tmp_path / "reference").name
     blocker = tmp_path / "a-file"
     blocker.write_text("", encoding="utf-8")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))  # cannot be created
@@ -339,16 +333,16 @@ def test_a_dictionary_planted_in_a_shared_directory_is_not_used(
     shared.mkdir()
     shared.chmod(0o777)
     (shared / name).write_bytes(b"planted")
-    used = user_dictionary(words)
+    used = user_dictionary(load_words(words))
     assert used.parent != shared and used.read_bytes() != b"planted"
     shared.chmod(0o700)  # made private, it is ours to use
     (shared / name).unlink()
-    assert user_dictionary(words).parent == shared
+    assert user_dictionary(load_words(words)).parent == shared
 
 
 def test_a_damaged_cached_dictionary_is_built_again(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    broken = user_dictionary(WORDS_FILE, cache)
+    broken = user_dictionary(load_words(WORDS_FILE), cache)
     broken.write_bytes(b"not a dictionary")
     analyzer = Analyzer(words_file=WORDS_FILE, cache_dir=cache)
     assert "外来機能報告" in analyzer.analyse("外来機能報告の締め切り").terms
