@@ -100,10 +100,11 @@ class Analyzer:
     def __init__(self, synonyms_file: Path = SYNONYMS_FILE,
                  words_file: Path | None = WORDS_FILE, cache_dir: Path | None = None) -> None:
         words = load_words(words_file) if words_file else {}
-        self._tokenizer = _tokenizer(words, cache_dir)
+        self._tokenizer = _tokenizer({w: x.reading for w, x in words.items()}, cache_dir)
         # Names of systems and institution types: specific enough that an entry which never
         # mentions one is not about a question that does. Folded like every term.
-        self.named_words = frozenset(fold_kana(w) for w in words)
+        self.named_words = frozenset(fold_kana(w) for w, x in words.items() if x.named)
+        self.outside_gmis = frozenset(fold_kana(w) for w, x in words.items() if x.outside_gmis)
         self._synonyms = load_synonyms(synonyms_file)
         variants = sorted(self._synonyms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(_spaced, variants))) if variants else None
@@ -191,8 +192,24 @@ def load_synonyms(path: Path) -> dict[str, str]:
 _KATAKANA = re.compile(r"[\u30a1-\u30fcー]+")
 
 
-def load_words(path: Path) -> dict[str, str]:
-    """Word → katakana reading, from a YAML mapping; a bad one names the file and line."""
+@dataclass(frozen=True)
+class Word:
+    """A word Sudachi keeps whole. `named`: it names something specific (another system, an
+    institution type, a billing item), so an entry that never mentions it is not about a
+    question that does. `outside_gmis`: a system with its own login (e-Tax), so its login
+    questions are not for the G-MIS call center."""
+
+    reading: str
+    named: bool = True
+    outside_gmis: bool = False
+
+
+_WORD_FIELDS = {"reading", "named", "outside_gmis"}
+
+
+def load_words(path: Path) -> dict[str, Word]:
+    """Word → Word, from a YAML mapping of a reading or {reading, named, outside_gmis};
+    a bad one names the file and line."""
     text = path.read_text(encoding="utf-8")
     try:
         node = yaml.compose(text, Loader=_UniqueKeys)  # noqa: S506 (safe loader, marks kept)
@@ -202,12 +219,20 @@ def load_words(path: Path) -> dict[str, str]:
         raise KnowledgeBaseError([Problem(str(path), mark.line + 1 if mark else None, None,
                                           None, str(getattr(exc, "problem", exc)))]) from exc
     lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if node else {}
-    words: dict[str, str] = {}
-    for word, reading in data.items():
+    words: dict[str, Word] = {}
+    for word, value in data.items():
+        spec = value if isinstance(value, dict) else {"reading": value}
         word_text = unicodedata.normalize("NFKC", str(word)).lower()
-        if not word_text or "," in word_text or not _KATAKANA.fullmatch(str(reading or "")):
-            raise KnowledgeBaseError([Problem(
-                str(path), lines.get(str(word)), None, None,
-                f"{word!r} needs a reading in katakana and no comma (got {reading!r})")])
-        words[word_text] = str(reading)
+        reading = str(spec.get("reading") or "")
+        flags = {k: v for k, v in spec.items() if k != "reading"}
+        problem = None
+        if not word_text or "," in word_text or not _KATAKANA.fullmatch(reading):
+            problem = f"{word!r} needs a reading in katakana and no comma (got {reading!r})"
+        elif set(spec) - _WORD_FIELDS or not all(isinstance(v, bool) for v in flags.values()):
+            problem = (f"{word!r}: only reading, named (true/false) and outside_gmis "
+                       f"(true/false) are allowed (got {spec!r})")
+        if problem:
+            raise KnowledgeBaseError([Problem(str(path), lines.get(str(word)), None, None,
+                                              problem)])
+        words[word_text] = Word(reading, **flags)
     return words

@@ -357,9 +357,11 @@ class Retriever:
             shown = [c for c in ranked if c.score >= suggest_at * 0.8]
             route = self.by_id[ranked[0].entry_id].route
             return Decision("suggest", route, None, None, top, shown)
-        # A login question about another named system (e-Tax, オンライン資格確認) is not one
-        # for the G-MIS call center.
+        # A login question about a system with its own login (e-Tax, マイナポータル) is not
+        # one for the G-MIS call center, unless G-MIS is named too; 外来機能報告 and the
+        # other reports filed in G-MIS stay with it.
         terms = set(analysed.terms)
-        system = bool(SYSTEM_TERMS & terms) and not self.analyzer.named_words & terms
+        system = bool(SYSTEM_TERMS & terms) and (
+            "gmis" in terms or not self.analyzer.outside_gmis & terms)
         route: Route = "gmis_callcenter" if system else "prefecture"
         return Decision("escalate", route, None, None, top, ranked)

@@ -295,20 +295,39 @@ def test_another_systems_login_is_neither_answered_nor_sent_to_the_gmis_call_cen
     for question in ("e-Tax ログインできない", "マイナポータルにログインできない"):
         decision = retriever.decide(question)
         assert (decision.action, decision.route) == ("escalate", "prefecture")
-    assert retriever.decide("G-MISにログインできない").route == "gmis_callcenter"
     assert retriever.decide("しゅうりょうしょうをなくしました").action == "suggest"  # hiragana
+    # Reports filed in G-MIS itself, and a named institution type, stay with its call center.
+    for question in ("外来機能報告の画面でG-MISにログインできない",
+                     "病床機能報告のG-MISのパスワードを忘れた",
+                     "地域医療支援病院ですがG-MISにログインできません"):
+        decision = retriever.decide(question)
+        assert (decision.action, decision.route) == ("escalate", "gmis_callcenter"), question
+
+
+def readings(path: Path) -> dict[str, str]:
+    return {w: x.reading for w, x in load_words(path).items()}
 
 
 def test_domain_words_build_once_per_word_list(tmp_path: Path) -> None:
     words = tmp_path / "words.yaml"
     words.write_text("外来機能報告: ガイライキノウホウコク\n", encoding="utf-8")
-    first = user_dictionary(load_words(words), tmp_path / "cache")
+    first = user_dictionary(readings(words), tmp_path / "cache")
     built_at = first.stat().st_mtime_ns
-    assert user_dictionary(load_words(words), tmp_path / "cache") == first
+    assert user_dictionary(readings(words), tmp_path / "cache") == first
     assert first.stat().st_mtime_ns == built_at  # reused, not rebuilt
     words.write_text("外来機能報告: ガイライキノウホウコク\n"
                      "病床機能報告: ビョウショウキノウホウコク\n", encoding="utf-8")
-    assert user_dictionary(load_words(words), tmp_path / "cache") != first
+    assert user_dictionary(readings(words), tmp_path / "cache") != first
+
+
+def test_a_domain_word_with_an_unknown_flag_names_the_file_and_line(tmp_path: Path) -> None:
+    words = tmp_path / "words.yaml"
+    words.write_text("外来機能報告: ガイライキノウホウコク\n"
+                     "e-tax: {reading: イータックス, outside: true}\n", encoding="utf-8")
+    with pytest.raises(KnowledgeBaseError, match=r"words\.yaml:2: 'e-tax': only reading"):
+        load_words(words)
+    words.write_text("e-tax: {reading: イータックス, outside_gmis: true}\n", encoding="utf-8")
+    assert load_words(words)["e-tax"].outside_gmis
 
 
 def test_a_domain_word_without_a_katakana_reading_names_the_file(tmp_path: Path) -> None:
@@ -324,7 +343,7 @@ def test_a_dictionary_planted_in_a_shared_directory_is_not_used(
     only if nobody else can write to it: otherwise someone could swap the dictionary."""
     words = tmp_path / "words.yaml"
     words.write_text("外来機能報告: ガイライキノウホウコク\n", encoding="utf-8")
-    name = user_dictionary(load_words(words), tmp_path / "reference").name
+    name = user_dictionary(readings(words), tmp_path / "reference").name
     blocker = tmp_path / "a-file"
     blocker.write_text("", encoding="utf-8")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))  # cannot be created
@@ -333,16 +352,16 @@ def test_a_dictionary_planted_in_a_shared_directory_is_not_used(
     shared.mkdir()
     shared.chmod(0o777)
     (shared / name).write_bytes(b"planted")
-    used = user_dictionary(load_words(words))
+    used = user_dictionary(readings(words))
     assert used.parent != shared and used.read_bytes() != b"planted"
     shared.chmod(0o700)  # made private, it is ours to use
     (shared / name).unlink()
-    assert user_dictionary(load_words(words)).parent == shared
+    assert user_dictionary(readings(words)).parent == shared
 
 
 def test_a_damaged_cached_dictionary_is_built_again(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    broken = user_dictionary(load_words(WORDS_FILE), cache)
+    broken = user_dictionary(readings(WORDS_FILE), cache)
     broken.write_bytes(b"not a dictionary")
     analyzer = Analyzer(words_file=WORDS_FILE, cache_dir=cache)
     assert "外来機能報告" in analyzer.analyse("外来機能報告の締め切り").terms
@@ -372,3 +391,9 @@ def test_a_long_story_with_one_clear_entry_gets_buttons_and_an_off_topic_one_doe
     patient = ("最近、腰が痛くて夜も眠れません。整形外科に行くべきか、まずは近所の内科で"
                "相談すべきか迷っています。どちらに行けばよいでしょうか。")
     assert retriever.decide(patient).action == "escalate"
+    # Long, above the bar, but nothing clearly ahead: still a hand-off.
+    checkups = ("職員の健康診断の結果を保健所に報告する必要があると聞きました。"
+                "報告の期限と様式、提出先を教えてください。")
+    decision = retriever.decide(checkups)
+    assert decision.score >= retriever.tuning.long_suggest_at
+    assert decision.action == "escalate"
