@@ -3,6 +3,7 @@ always looked up with their prefecture code."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -188,6 +189,12 @@ async def set_reachable(session: AsyncSession, channel: str, user_id: str, reach
     session.add(account)
     await session.commit()
     return True
+
+
+def reports_this_year(exempt_flags: Iterable[str]) -> Any:
+    """Institutions that must report: none of the exemption flags set. The flags and the
+    reasons behind them live in handlers.rules.EXEMPTIONS, which the chat check also reads."""
+    return and_(*(col(getattr(Institution, flag)).is_(False) for flag in exempt_flags))
 
 
 async def refresh_statistics(session: AsyncSession, *tables: str) -> None:

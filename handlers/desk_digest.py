@@ -13,8 +13,10 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db import repo
 from db.models import ConversationLog, Escalation, Institution, Prefecture, desk_channel
 from handlers.desk_card import OPEN_STATUSES, STATUS_LABELS, format_age, staff_ref
+from handlers.rules import EXEMPTIONS
 from scheduler import outbox
 from scheduler.calendar import JST
 
@@ -83,9 +85,11 @@ async def _open_items(session: AsyncSession, pref: str, now: datetime) -> list[O
 
 
 async def _progress(session: AsyncSession, pref: str) -> tuple[Progress, list[Progress]]:
-    """Counts per municipality from Institution.status; exempt institutions are not targets."""
+    """Counts per municipality from Institution.status. Exempt institutions are not targets:
+    by the same flags the chat check and the campaigns use, or a status of 対象外."""
     stmt = (select(Institution.municipality, Institution.status, func.count())
-            .where(Institution.prefecture_code == pref, Institution.status != EXEMPT)
+            .where(Institution.prefecture_code == pref, Institution.status != EXEMPT,
+                   repo.reports_this_year(EXEMPTIONS))
             .group_by(col(Institution.municipality), col(Institution.status)))
     counts: dict[str, Counter[str]] = {}
     for area, status, n in (await session.exec(stmt)).all():

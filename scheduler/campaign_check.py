@@ -2,8 +2,9 @@
 
 Run by the outbox dispatcher on each claimed batch (see scheduler.policies). A row is
 skipped when its campaign was cancelled, when the institution's status no longer calls for
-the message (it reported meanwhile), or when the chat account was unlinked or blocked the
-bot; it is deferred (not an attempt) when the prefecture's sending window is closed.
+the message (it reported meanwhile), when it became exempt (a roster re-import marked it
+歯科 or 休院), or when the chat account was unlinked or blocked the bot; it is deferred (not
+an attempt) when the prefecture's sending window is closed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Campaign, ChatAccount, Institution, Outbox, Prefecture
+from handlers.rules import EXEMPTIONS
 from scheduler.calendar import next_slot, sending_hours
 
 if TYPE_CHECKING:
@@ -36,7 +38,8 @@ async def check_campaign_rows(session: AsyncSession, rows: list[Outbox], now: da
     campaigns = await _by_id(session, {_get(r, "campaign_id") for r in rows},
                              Campaign.id, Campaign.status, Campaign.kind)
     insts = await _by_id(session, {_get(r, "institution_id") for r in rows},
-                         Institution.id, Institution.prefecture_code, Institution.status)
+                         Institution.id, Institution.prefecture_code, Institution.status,
+                         *(getattr(Institution, flag) for flag in EXEMPTIONS))
     accounts = await _by_id(session, {_get(r, "account_id") for r in rows},
                             ChatAccount.id, ChatAccount.institution_id, ChatAccount.reachable)
     prefs = await _by_id(session, {r.prefecture_code for r in rows},
@@ -68,6 +71,8 @@ def _reason(row: Outbox, campaigns: dict[Any, Any], insts: dict[Any, Any],
         return "institution not found"
     if inst.status not in TARGET_STATUSES.get(campaign.kind, ()):
         return f"status is now {inst.status}"
+    if exempt := next((flag for flag in EXEMPTIONS if getattr(inst, flag)), None):
+        return f"exempt now ({exempt})"
     account = accounts.get(_get(row, "account_id"))
     if account is None or account.institution_id != inst.id:
         return "chat account no longer linked"

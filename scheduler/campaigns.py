@@ -109,7 +109,7 @@ def _targets(campaign: Campaign) -> Any:
     """Institutions the campaign is for: reporting ones in a status it chases."""
     cond = and_(Institution.prefecture_code == campaign.prefecture_code,
                 col(Institution.status).in_(TARGET_STATUSES[campaign.kind]),
-                *(col(getattr(Institution, flag)).is_(False) for flag in EXEMPTIONS))
+                repo.reports_this_year(EXEMPTIONS))
     if campaign.kind == "returned":
         cond = and_(cond, col(Institution.id).in_(_returned_ids(campaign)))
     return cond

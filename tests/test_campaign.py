@@ -105,6 +105,8 @@ async def test_the_campaign_chases_exactly_those_the_chat_check_says_must_report
             if obligation(Facility("hospital", **dict(zip(EXEMPTIONS, combo, strict=True))))
             .required}
     assert chased == must and len(must) == 1  # only the one with no exemption
+    assert chased == {f"66{combos.index((False,) * len(EXEMPTIONS))}"}
+    assert set(EXEMPTIONS) == {"special_function", "dental", "closed_on_jan1"}
 
 
 async def test_nothing_leaves_before_approval_then_each_recipient_once(ctx: Context) -> None:
@@ -128,7 +130,7 @@ async def test_nothing_leaves_before_approval_then_each_recipient_once(ctx: Cont
 
 
 async def test_an_institution_that_reported_meanwhile_gets_nothing(ctx: Context) -> None:
-    ids = await add_clinics(ctx, ["未報告", "未報告", "未報告"])
+    ids = await add_clinics(ctx, ["未報告", "未報告", "未報告", "未報告"])
     async with ctx.session() as session:
         c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-1", NOW)).campaign
         await campaigns.approve(session, c, "U1", NOW)
@@ -137,14 +139,16 @@ async def test_an_institution_that_reported_meanwhile_gets_nothing(ctx: Context)
         account = (await session.exec(select(ChatAccount).where(
             ChatAccount.institution_id == ids[2]))).one()
         account.reachable = False  # blocked the bot after planning
-        session.add_all([reported, account])
+        closed = await session.get(Institution, ids[3])
+        closed.closed_on_jan1 = True  # type: ignore[union-attr]  # a roster re-import said 休院
+        session.add_all([reported, account, closed])
         await session.commit()
     sender = Recorder()
     await run_all(ctx, sender)
     assert sender.sent == ["770"]
     async with ctx.session() as session:
         numbers = await campaigns.counts(session, c.id)  # type: ignore[arg-type]
-    assert numbers == {"sent": 1, "skipped": 2}
+    assert numbers == {"sent": 1, "skipped": 3}
 
 
 async def test_outside_sending_hours_rows_wait_without_using_attempts(ctx: Context) -> None:

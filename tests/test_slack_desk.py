@@ -563,6 +563,9 @@ async def seed_progress(ctx: Context) -> None:
                 session.add(Institution(prefecture_code="26", code=f"{area}{i}", name=f"{area}{i}",
                                         kind="clinic", municipality=area, status=status,
                                         confirmation="体制あり" if status == "確認済" else None))
+        # Exempt by its flag, whatever its status says: not a target anywhere.
+        session.add(Institution(prefecture_code="26", code="北市歯科", name="北市歯科",
+                                kind="clinic", municipality="北市", status="未報告", dental=True))
         for i, text in enumerate(["分院の扱いは？", "分院の扱いは?", "分院の 扱いは", "駐車場は",
                                   "報告期限は"]):
             session.add(ConversationLog(channel="telegram", external_user_id=f"x{i}",
@@ -593,7 +596,7 @@ async def test_digest_numbers_match_the_database(d: Desk) -> None:
                 Institution.prefecture_code == "26").group_by(col(Institution.status)))).all())
         open_receipts = {e.receipt for e in (await session.exec(select(Escalation).where(
             col(Escalation.status).in_(("open", "claimed", "forwarded"))))).all()}
-    targets = sum(n for s, n in counts.items() if s != "対象外")
+    targets = sum(n for s, n in counts.items() if s != "対象外") - 1  # and not the dental one
     assert digest.overall.targets == targets
     assert digest.overall.reported == counts.get("報告済", 0) + counts.get("確認済", 0)
     assert digest.overall.confirmed == counts.get("確認済", 0)
