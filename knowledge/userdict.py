@@ -47,7 +47,23 @@ def user_dictionary(words: dict[str, str], cache_dir: Path | None = None, *,
         sudachi_build.build_user_dic(system=system, lex=[source], output=built,
                                      description="kakaritsuke-bot domain words")
         os.replace(built, target)
+    _forget_old(target)
     return target
+
+
+STALE_AFTER_SECONDS = 7 * 24 * 3600
+
+
+def _forget_old(current: Path) -> None:
+    """Remove dictionaries of earlier word lists once nothing can still be starting with
+    them (a week on); a running process has its copy loaded already."""
+    cutoff = current.stat().st_mtime - STALE_AFTER_SECONDS
+    for old in current.parent.glob("sudachi-user-*.dic"):
+        try:
+            if old != current and old.stat().st_mtime < cutoff:
+                old.unlink()
+        except OSError:
+            continue  # another process removed it, or it is not ours to remove
 
 
 def _cache_dirs(explicit: Path | None) -> list[Path]:

@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -318,6 +319,20 @@ def test_domain_words_build_once_per_word_list(tmp_path: Path) -> None:
     words.write_text("外来機能報告: ガイライキノウホウコク\n"
                      "病床機能報告: ビョウショウキノウホウコク\n", encoding="utf-8")
     assert user_dictionary(readings(words), tmp_path / "cache") != first
+
+
+def test_dictionaries_of_old_word_lists_are_removed_after_a_week(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old, recent = cache / "sudachi-user-0000000000000000.dic", cache / "sudachi-user-1.dic"
+    for path in (old, recent):
+        path.write_bytes(b"x")
+    week_and_a_day = time.time() - 8 * 24 * 3600
+    os.utime(old, (week_and_a_day, week_and_a_day))
+    words = tmp_path / "words.yaml"
+    words.write_text("外来機能報告: ガイライキノウホウコク\n", encoding="utf-8")
+    built = user_dictionary(readings(words), cache)
+    assert built.exists() and recent.exists() and not old.exists()
 
 
 def test_a_domain_word_with_an_unknown_flag_names_the_file_and_line(tmp_path: Path) -> None:
