@@ -278,12 +278,26 @@ class Retriever:
 
     def _named(self, q: _Query, shortlist: list[int], scores: np.ndarray) -> np.ndarray:
         """A question naming another system or institution type (knowledge/words.yaml) is
-        not about an entry that never mentions it: 病床機能報告の締め切り is not our deadline."""
+        not about an entry that never mentions it: 病床機能報告の締め切り is not our deadline.
+        Nor is it about an entry that mentions the name but nothing else the question asks:
+        consultation-plans names 外来機能報告 (its 協議の場), yet 外来機能報告の締め切り is a
+        question about that report's deadline, so the rest of the question must be covered
+        as any question's words must (`min_cover`)."""
         named = self.analyzer.named_words.intersection(q.analysed.terms)
         if not named:
             return scores
+        t = self.tuning
         unnamed = np.array([not named <= self._mentions[i] for i in shortlist])
-        return np.where(unnamed, scores * self.tuning.unnamed_factor, scores)
+        scores = np.where(unnamed, scores * t.unnamed_factor, scores)
+        rest = q.features.copy()
+        for term in named:
+            if (col := self._term_col.get(term)) is not None:
+                rest[col] = 0.0
+        rest_weight = q.weight - sum(self.idf(term) for term in named)
+        if rest_weight <= 0:
+            return scores  # the question is only the name
+        cover = self._evidence.dot(np.array(shortlist), rest) / rest_weight
+        return np.where(cover >= t.min_cover, scores, scores * cover / t.min_cover)
 
     def _shortlist(self, q: Analysed) -> list[int]:
         """Entries worth scoring, in order of first appearance: best docs, then best entries."""

@@ -412,3 +412,16 @@ def test_a_long_story_with_one_clear_entry_gets_buttons_and_an_off_topic_one_doe
     decision = retriever.decide(checkups)
     assert decision.score >= retriever.tuning.long_suggest_at
     assert decision.action == "escalate"
+
+
+def test_a_question_about_another_report_is_not_answered_by_an_entry_that_only_names_it(
+        retriever: Retriever) -> None:
+    """consultation-plans mentions 外来機能報告 (the 協議の場 it shares); a question about that
+    report's deadline or criteria is still not one it answers."""
+    for question in ("外来機能報告の締め切りは？",
+                     "紹介受診重点医療機関に指定されるための条件は何ですか"):
+        assert retriever.decide(question).action != "answer", question
+    shared = retriever.decide("外来機能報告の協議の場と同じものですか")
+    assert (shared.action, shared.entry_id) == ("answer", "consultation-plans")
+    referrals = retriever.decide("紹介受診重点医療機関からの紹介患者は数に入れる？")
+    assert (referrals.action, referrals.entry_id) == ("answer", "func2-admission-referrals")
