@@ -50,11 +50,16 @@ EXEMPTIONS: dict[str, str] = {
 }
 
 
+def exemption(institution: object) -> str | None:
+    """The first EXEMPTIONS flag set on a Facility, an Institution or a row with those
+    columns; None when it must report."""
+    return next((flag for flag in EXEMPTIONS if getattr(institution, flag)), None)
+
+
 def obligation(f: Facility) -> Obligation:
     """Whether the institution must report this year, and why, in plain Japanese."""
-    for flag, reason in EXEMPTIONS.items():
-        if getattr(f, flag):
-            return Obligation(False, reason)
+    if flag := exemption(f):
+        return Obligation(False, EXEMPTIONS[flag])
     kind = "病院" if f.kind == "hospital" else "診療所"
     return Obligation(True, f"{kind}（特定機能病院・歯科医療機関を除く）は報告の対象です。")
 

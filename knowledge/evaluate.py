@@ -38,8 +38,12 @@ class Question:
 
     @property
     def split(self) -> str:
-        digest = int(hashlib.sha256(self.text.encode()).hexdigest()[:8], 16)
-        return "heldout" if digest % 3 == 0 else "tune"
+        return "heldout" if bucket(self.text, 3) == 0 else "tune"
+
+
+def bucket(text: str, n: int) -> int:
+    """A fixed bucket of 0..n-1 for a text, the same on every machine and run (unlike hash())."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % n
 
 
 def load_questions(split: str, directory: Path = EVAL_DIR) -> list[Question]:
@@ -146,10 +150,6 @@ def evaluate(retriever: Retriever, questions: list[Question]) -> list[Scores]:
 PHRASING_FOLDS = 5
 
 
-def phrasing_fold(text: str) -> int:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % PHRASING_FOLDS
-
-
 def phrasing_holdout(entries: list[Entry],
                      analyzer: Analyzer) -> tuple[int, int, Counter[tuple[str, str]]]:
     """Each phrasing asked of an index built without its fold: (right, asked, confusions).
@@ -161,9 +161,10 @@ def phrasing_holdout(entries: list[Entry],
     right = asked = 0
     confusions: Counter[tuple[str, str]] = Counter()
     for fold in range(PHRASING_FOLDS):
-        held = [(e.id, p) for e in entries for p in e.phrasings if phrasing_fold(p) == fold]
+        held = [(e.id, p) for e in entries for p in e.phrasings
+                if bucket(p, PHRASING_FOLDS) == fold]
         kept = [e.model_copy(update={"phrasings": [p for p in e.phrasings
-                                                   if phrasing_fold(p) != fold]})
+                                                   if bucket(p, PHRASING_FOLDS) != fold]})
                 for e in entries]
         retriever = Retriever(kept, analyzer)
         for entry_id, text in held:

@@ -10,7 +10,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import bm25s
@@ -296,8 +296,14 @@ class Retriever:
         rest_weight = q.weight - sum(self.idf(term) for term in named)
         if rest_weight <= 0:
             return scores  # the question is only the name
-        cover = self._evidence.dot(np.array(shortlist), rest) / rest_weight
-        return np.where(cover >= t.min_cover, scores, scores * cover / t.min_cover)
+        without_names = replace(q, weight=rest_weight, features=rest)
+        return self._short_of_cover(scores, self._cover(without_names, np.array(shortlist)))
+
+    def _short_of_cover(self, scores: np.ndarray, cover: np.ndarray) -> np.ndarray:
+        """A question whose specific words the entry never mentions is about something else:
+        below `min_cover`, the score shrinks in proportion."""
+        min_cover = self.tuning.min_cover
+        return np.where(cover >= min_cover, scores, scores * cover / min_cover)
 
     def _shortlist(self, q: Analysed) -> list[int]:
         """Entries worth scoring, in order of first appearance: best docs, then best entries."""
@@ -332,9 +338,7 @@ class Retriever:
                               dtype=np.float64)[0] / 100
         score = (t.w_terms * terms + t.w_fuzzy * fuzzy + t.w_cover * cover
                  + t.w_reading * sounds)
-        # A question whose specific words the entry never mentions is about something else.
-        score = np.where(cover >= t.min_cover, score, score * cover / t.min_cover)
-        return np.maximum.reduceat(score, starts)
+        return np.maximum.reduceat(self._short_of_cover(score, cover), starts)
 
     def _cover(self, q: _Query, shortlist: np.ndarray) -> np.ndarray:
         """Share of the query's weight that each entry's phrasings (or, weaker, answer) contain."""

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Campaign, ChatAccount, Institution, Outbox, Prefecture
-from handlers.rules import EXEMPTIONS
+from handlers.rules import EXEMPTIONS, exemption
 from scheduler.calendar import next_slot, sending_hours
 
 if TYPE_CHECKING:
@@ -71,8 +71,8 @@ def _reason(row: Outbox, campaigns: dict[Any, Any], insts: dict[Any, Any],
         return "institution not found"
     if inst.status not in TARGET_STATUSES.get(campaign.kind, ()):
         return f"status is now {inst.status}"
-    if exempt := next((flag for flag in EXEMPTIONS if getattr(inst, flag)), None):
-        return f"exempt now ({exempt})"
+    if flag := exemption(inst):
+        return f"exempt now ({flag})"
     account = accounts.get(_get(row, "account_id"))
     if account is None or account.institution_id != inst.id:
         return "chat account no longer linked"
