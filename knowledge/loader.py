@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -56,17 +57,29 @@ def load_knowledge_base(directory: Path = DEFAULT_DIR) -> list[Entry]:
     return entries
 
 
-def _load_file(path: Path) -> tuple[list[Entry], list[Problem]]:
+def read_yaml(path: Path, loader: type[yaml.SafeLoader] = yaml.SafeLoader,
+              ) -> tuple[Any, yaml.Node | None]:
+    """A YAML file's data, and its node tree for line numbers. Bad UTF-8 or YAML raises
+    KnowledgeBaseError naming the file (and line)."""
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
-        raw = yaml.compose(text)
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=loader), yaml.compose(text, Loader=loader)  # noqa: S506
     except UnicodeDecodeError as exc:
-        return [], [Problem(name, None, None, None, f"not UTF-8: {exc.reason}")]
+        raise KnowledgeBaseError([Problem(name, None, None, None,
+                                          f"not UTF-8: {exc.reason}")]) from exc
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        return [], [Problem(name, line, None, None, f"YAML syntax: {exc.problem}")]
+        raise KnowledgeBaseError([Problem(name, line, None, None,
+                                          f"YAML syntax: {exc.problem}")]) from exc
+
+
+def _load_file(path: Path) -> tuple[list[Entry], list[Problem]]:
+    name = str(path)
+    try:
+        data, raw = read_yaml(path)
+    except KnowledgeBaseError as exc:
+        return [], exc.problems
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         return [], [Problem(name, 1, None, None,
                             "top level must be a mapping with an 'entries' list")]

@@ -12,7 +12,7 @@ import yaml
 from sudachipy import Dictionary, SplitMode, Tokenizer
 from sudachipy.errors import SudachiError
 
-from knowledge.loader import KnowledgeBaseError, Problem
+from knowledge.loader import KnowledgeBaseError, Problem, read_yaml
 from knowledge.userdict import user_dictionary
 
 SYNONYMS_FILE = Path(__file__).resolve().parent / "synonyms.yaml"
@@ -210,14 +210,8 @@ _WORD_FIELDS = {"reading", "named", "outside_gmis"}
 def load_words(path: Path) -> dict[str, Word]:
     """Word → Word, from a YAML mapping of a reading or {reading, named, outside_gmis};
     a bad one names the file and line."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text, Loader=_UniqueKeys)  # noqa: S506 (safe loader, marks kept)
-        data = yaml.load(text, Loader=_UniqueKeys) or {}  # noqa: S506 (refuses repeated words)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise KnowledgeBaseError([Problem(str(path), mark.line + 1 if mark else None, None,
-                                          None, str(getattr(exc, "problem", exc)))]) from exc
+    data, node = read_yaml(path, _UniqueKeys)  # refuses a repeated word, with its line
+    data = data or {}
     lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if node else {}
     words: dict[str, Word] = {}
     for word, value in data.items():
