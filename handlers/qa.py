@@ -12,6 +12,7 @@ from handlers.texts import UNREADABLE
 from knowledge.retriever import Decision
 
 ASK_STAFF = Button("担当者に聞く", "esc:ask")
+OFFER_STAFF = (ASK_STAFF, Button("送らない", "esc:no"))
 # People type the follow-up instead of tapping 「詳しく」: 「もっと詳しく教えていただけますか」.
 MORE = re.compile(
     r"(?:もっと|さらに|もう少し|もうすこし)?[\s　]*"
@@ -43,7 +44,7 @@ def reply_for(decision: Decision, ctx: Context) -> Reply:
         "申し訳ありません。このご質問に確実にお答えできる情報が見つかりませんでした。"
         "都道府県の担当者にご質問をお送りしましょうか。"
     )
-    return Reply(text, (ASK_STAFF, Button("送らない", "esc:no")), meta=meta)
+    return Reply(text, OFFER_STAFF, meta=meta)
 
 
 def gmis_text(ctx: Context) -> str:
@@ -92,10 +93,9 @@ async def handle_more(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
         return [Reply("どの件について詳しくお知りになりたいか、ご質問の内容をそのまま"
                       "入力してください。", meta={"action": "more"})]
     if entry.detail and last.action == "answer":
-        return [Reply(entry.detail, meta={"action": "detail", "entry_id": entry.id})]
+        return await handle_detail(msg, ctx, {"arg": entry.id})
     if entry.route == "gmis_callcenter":  # G-MIS questions are never the prefecture's
         return [Reply(gmis_text(ctx), meta={"action": "more", "entry_id": entry.id})]
     text = (f"「{entry.question}」についてご案内できる内容は、先ほどのお答えですべてです。"
             "さらに詳しいことは、都道府県の担当者にお尋ねいただけます。")
-    return [Reply(text, (ASK_STAFF, Button("送らない", "esc:no")),
-                  meta={"action": "more", "entry_id": entry.id})]
+    return [Reply(text, OFFER_STAFF, meta={"action": "more", "entry_id": entry.id})]

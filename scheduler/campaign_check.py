@@ -36,7 +36,8 @@ async def check_campaign_rows(session: AsyncSession, rows: list[Outbox], now: da
     from scheduler.outbox import Outcome
 
     campaigns = await _by_id(session, {_get(r, "campaign_id") for r in rows},
-                             Campaign.id, Campaign.status, Campaign.kind)
+                             Campaign.id, Campaign.status, Campaign.kind,
+                             Campaign.prefecture_code)
     insts = await _by_id(session, {_get(r, "institution_id") for r in rows},
                          Institution.id, Institution.prefecture_code, Institution.status,
                          *(getattr(Institution, flag) for flag in EXEMPTIONS))
@@ -64,7 +65,9 @@ async def check_campaign_rows(session: AsyncSession, rows: list[Outbox], now: da
 def _reason(row: Outbox, campaigns: dict[Any, Any], insts: dict[Any, Any],
             accounts: dict[Any, Any]) -> str | None:
     campaign = campaigns.get(_get(row, "campaign_id"))
-    if campaign is None or campaign.status == "cancelled":
+    if campaign is None or campaign.prefecture_code != row.prefecture_code:
+        return "campaign not found"  # never another prefecture's campaign
+    if campaign.status == "cancelled":
         return "campaign cancelled"
     inst = insts.get(_get(row, "institution_id"))
     if inst is None or inst.prefecture_code != row.prefecture_code:

@@ -88,24 +88,26 @@ async def test_the_campaign_chases_exactly_those_the_chat_check_says_must_report
         ctx: Context) -> None:
     """One exemption list (handlers.rules.EXEMPTIONS) for the chat's 報告対象 check and the
     campaign's SQL: every combination of flags gets the same verdict from both."""
-    combos = list(itertools.product([False, True], repeat=len(EXEMPTIONS)))
+    flags = list(itertools.product([False, True], repeat=len(EXEMPTIONS)))
+    combos = [(kind, f) for kind in ("hospital", "clinic") for f in flags]
     ids = await add_clinics(ctx, ["未報告"] * len(combos), prefix="66")
     async with ctx.session() as session:
-        for inst_id, combo in zip(ids, combos, strict=True):
+        for inst_id, (kind, combo) in zip(ids, combos, strict=True):
             inst = await session.get(Institution, inst_id)
             assert inst is not None
-            inst.kind = "hospital"
+            inst.kind = kind
             for flag, value in zip(EXEMPTIONS, combo, strict=True):
                 setattr(inst, flag, value)
             session.add(inst)
         await session.commit()
         c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:rules", NOW)).campaign
     chased = {r.recipient for r in await outbox_rows(ctx, campaign_id=c.id)}
-    must = {f"66{i}" for i, combo in enumerate(combos)
-            if obligation(Facility("hospital", **dict(zip(EXEMPTIONS, combo, strict=True))))
+    must = {f"66{i}" for i, (kind, combo) in enumerate(combos)
+            if obligation(Facility(kind, **dict(zip(EXEMPTIONS, combo, strict=True))))
             .required}
-    assert chased == must and len(must) == 1  # only the one with no exemption
-    assert chased == {f"66{combos.index((False,) * len(EXEMPTIONS))}"}
+    assert chased == must and len(must) == 2  # only the one with no exemption, of each kind
+    assert chased == {f"66{combos.index((kind, (False,) * len(EXEMPTIONS)))}"
+                      for kind in ("hospital", "clinic")}
     assert set(EXEMPTIONS) == {"special_function", "dental", "closed_on_jan1"}
 
 

@@ -148,7 +148,7 @@ class SlackChannel:
         interval = self.settings.desk_outbox_interval
         passes = 0
         while True:
-            self._wake.clear()  # before the pass: a kick during it triggers another pass
+            self._wake.clear()  # before the pass: a wake() during it triggers another pass
             try:
                 await self.flush()
                 passes += 1

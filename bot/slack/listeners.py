@@ -43,7 +43,7 @@ class DeskDeps:
 
     sessions: Callable[[], AsyncSession]
     clock: Callable[[], datetime]
-    kick: Callable[[], None]
+    wake: Callable[[], None]  # the outbox: a reply was queued
     command: str = "/kakaritsuke"
     redmine: bool = False
 
@@ -124,7 +124,7 @@ def _button(deps: DeskDeps, run: Action) -> Callable[..., Any]:
             logger.exception("desk button failed: %s on escalation %s", run.__name__,
                              press.item_id)
             await _tell(client, press.channel, press.user, TRY_AGAIN)
-        deps.kick()
+        deps.wake()
     return on_button
 
 
@@ -152,7 +152,7 @@ def _campaign_button(deps: DeskDeps, approve: bool) -> Callable[..., Any]:
             logger.exception("campaign button failed on campaign %s", press.item_id)
             text = TRY_AGAIN
         await _tell(client, press.channel, press.user, text)
-        deps.kick()
+        deps.wake()
     return on_campaign
 
 
@@ -222,7 +222,7 @@ def _submit(deps: DeskDeps, run: Submit) -> Callable[..., Any]:
             await ack(response_action="errors", errors={"text": TRY_AGAIN})
             return
         await ack()
-        deps.kick()
+        deps.wake()
     return on_submit
 
 
