@@ -271,3 +271,32 @@ async def test_campaigns_are_per_prefecture(ctx: Context) -> None:
         with pytest.raises(campaigns.CampaignError):
             await campaigns.get(session, c.id, DEMO_PREF)  # type: ignore[arg-type]
     assert c.recipients == 0
+
+
+async def test_a_row_pointing_into_another_prefecture_is_never_sent(ctx: Context) -> None:
+    """A damaged or hand-edited outbox row whose campaign or institution belongs to another
+    prefecture is skipped with its reason, not sent on the strength of the other's data."""
+    await add_clinics(ctx, ["未報告", "未報告", "未報告"])
+    async with ctx.session() as session:
+        session.add(Prefecture(code="13", name="東京都"))
+        await session.flush()
+        tokyo_inst = Institution(prefecture_code="13", code="1300001", name="都内診療所",
+                                 kind="clinic", status="未報告")
+        session.add(tokyo_inst)
+        await session.commit()
+        tokyo = (await campaigns.plan(session, "13", "dunning", "t:tokyo", NOW)).campaign
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-1", NOW)).campaign
+        await campaigns.approve(session, c, "U1", NOW)
+        first, second, third = (await session.exec(
+            select(Outbox).where(Outbox.campaign_id == c.id).order_by(col(Outbox.id)))).all()
+        first.payload = {**first.payload, "campaign_id": tokyo.id}
+        second.payload = {**second.payload, "institution_id": tokyo_inst.id}
+        session.add_all([first, second])
+        await session.commit()
+        kept = third.recipient
+    sender = Recorder()
+    await run_all(ctx, sender)
+    assert sender.sent == [kept]
+    reasons = {row.recipient: row.last_error for row in await outbox_rows(ctx, status="skipped")}
+    assert reasons == {first.recipient: "campaign not found",
+                       second.recipient: "institution not found"}

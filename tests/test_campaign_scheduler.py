@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.events import (EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED,
+                                JobExecutionEvent)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlmodel import select
 
@@ -89,11 +91,14 @@ async def test_auto_send_prefectures_skip_the_preview(ctx: Context) -> None:
 
 @pytest.mark.parametrize("outage_days", [1, 10])
 async def test_downtime_catch_up_fires_once_through_the_persisted_job_store(
-        ctx: Context, database_url: str, outage_days: int) -> None:
+        ctx: Context, database_url: str, outage_days: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Jobs for D-14 and D-7 were persisted, then the process was down over both. On start
     the job store still holds them: D-14 is superseded (dropped), D-7 fires late, once
     (misfire grace, as long as the catch-up window: a 10-day outage still sends it); a
-    second restart adds no job for it again."""
+    second restart adds no job for it again. Every call of the stored jobs is recorded: the
+    store resolves its `scheduler.jobs:fire_run` reference when it loads, so a superseded
+    D-14 that ran (and, being superseded, created nothing) would show here too."""
     await add_clinics(ctx, ["未報告"] * 3)
     await set_deadline(ctx, date(2027, 3, 31))
     real_now = datetime.now(UTC)
@@ -108,19 +113,29 @@ async def test_downtime_catch_up_fires_once_through_the_persisted_job_store(
                       misfire_grace_time=jobs.MISFIRE_GRACE)
     store.shutdown(wait=False)  # "the process went down"
 
+    called: list[str] = []
+    original = jobs.fire_run
+
+    @functools.wraps(original)  # same module:name, so jobs added later still serialize
+    async def recording(prefecture_code: str, kind: str, tag: str) -> int | None:
+        called.append(tag.rsplit(":", 1)[1])
+        return await original(prefecture_code, kind, tag)
+
+    monkeypatch.setattr(jobs, "fire_run", recording)
     done: list[JobExecutionEvent] = []
     fired = asyncio.Event()
 
     def listen(event: JobExecutionEvent) -> None:
         if event.job_id.startswith("run:"):
             done.append(event)
-            fired.set()
+            if event.code != EVENT_JOB_MISSED:
+                fired.set()
 
     build = first._build
 
     def build_with_listener() -> AsyncIOScheduler:
         scheduler = build()
-        scheduler.add_listener(listen, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        scheduler.add_listener(listen, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
         return scheduler
 
     first._build = build_with_listener  # type: ignore[method-assign]
@@ -129,7 +144,11 @@ async def test_downtime_catch_up_fires_once_through_the_persisted_job_store(
         assert first.scheduler is not None
         async with asyncio.timeout(10):
             await fired.wait()
-        assert [(e.job_id.rsplit(":", 1)[1], e.exception) for e in done] == [("D-7", None)]
+        # Both were due in the same pass, D-14 first, and asyncio starts tasks in order: had
+        # D-14 been run or missed, it would be recorded by the time D-7 has finished.
+        assert [(e.job_id.rsplit(":", 1)[1], e.code, e.exception) for e in done] == [
+            ("D-7", EVENT_JOB_EXECUTED, None)]
+        assert called == ["D-7"]
         ids = {j.id for j in first.scheduler.get_jobs()}
         # Gone from the store, so it cannot fire later; the single campaign below shows it
         # did not fire earlier either.
