@@ -164,6 +164,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         print("もしかして:")
         for i, c in enumerate(decision.candidates, 1):
             print(f"  [{i}] {c.question}")
+        print("  どれでもない場合は、都道府県の担当者へお問い合わせください。")
     elif decision.route == "gmis_callcenter":
         print(f"G-MISの操作やログインについては G-MIS事務局へ: {settings.gmis_contact}")
     else:

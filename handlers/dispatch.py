@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 
 from db import repo
-from handlers import basic, escalation, feedback, linking, qa, status, wizard
+from handlers import basic, escalation, feedback, linking, qa, smalltalk, status, wizard
 from handlers.context import Account, Context
 from handlers.errors import UserFacingError
 from handlers.messages import Inbound, Reply
@@ -44,6 +44,7 @@ ROUTES = Router([
     Route("wizard_text", in_flow(wizard.FLOW), wizard.handle_answer),
     Route("staff_question", in_flow(escalation.ASK_FLOW), escalation.handle_question_for_staff),
     Route("more", phrase(qa.MORE), qa.handle_more),
+    Route("small_talk", smalltalk.small_talk, smalltalk.handle_small_talk),
     Route("question", always, qa.handle_question),
 ])
 

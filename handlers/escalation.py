@@ -8,6 +8,7 @@ from handlers import desk
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
 from handlers.router import Found
+from handlers.texts import NOTED
 
 ASK_FLOW = "ask_staff"
 QUESTION_ACTIONS = ("answer", "suggest", "escalate")
@@ -38,7 +39,7 @@ async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -
 
 
 async def handle_no_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
-    return [Reply("承知しました。ほかにご質問があれば、いつでも入力してください。")]
+    return [Reply(NOTED)]
 
 
 async def _escalate(msg: Inbound, ctx: Context, question: str, history: list[dict]) -> Reply:

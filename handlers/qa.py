@@ -8,7 +8,7 @@ from db import repo
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
-from handlers.texts import UNREADABLE
+from handlers.texts import OFFER_QUESTION, UNREADABLE
 from knowledge.retriever import Decision
 
 ASK_STAFF = Button("担当者に聞く", "esc:ask")
@@ -40,10 +40,8 @@ def reply_for(decision: Decision, ctx: Context) -> Reply:
                      meta=meta)
     if decision.route == "gmis_callcenter":
         return Reply(gmis_text(ctx), meta=meta)
-    text = (
-        "申し訳ありません。このご質問に確実にお答えできる情報が見つかりませんでした。"
-        "都道府県の担当者にご質問をお送りしましょうか。"
-    )
+    text = ("申し訳ありません。このご質問に確実にお答えできる情報が見つかりませんでした。"
+            + OFFER_QUESTION)
     return Reply(text, OFFER_STAFF, meta=meta)
 
 
@@ -97,5 +95,5 @@ async def handle_more(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
     if entry.route == "gmis_callcenter":  # G-MIS questions are never the prefecture's
         return [Reply(gmis_text(ctx), meta={"action": "more", "entry_id": entry.id})]
     text = (f"「{entry.question}」についてご案内できる内容は、先ほどのお答えですべてです。"
-            "さらに詳しいことは、都道府県の担当者にお尋ねいただけます。")
+            + OFFER_QUESTION)
     return [Reply(text, OFFER_STAFF, meta={"action": "more", "entry_id": entry.id})]

@@ -19,3 +19,7 @@ WELCOME = (
     "・「担当者に聞く」：都道府県の担当者にお問い合わせを送ります\n"
     "ご質問をそのまま入力してください。"
 )
+# Ends every reply that offers to hand the question to staff, so a typed 「はい」 can be
+# read as the answer to it (handlers.smalltalk).
+OFFER_QUESTION = "都道府県の担当者にご質問をお送りしましょうか。"
+NOTED = "承知しました。ほかにご質問があれば、いつでも入力してください。"

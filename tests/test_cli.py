@@ -40,6 +40,16 @@ def test_ask_json_escalates_the_weather(tmp_path: Path) -> None:
     assert data["action"] == "escalate" and data["entry_id"] is None and data["answer"] is None
 
 
+def test_ask_suggestions_print_each_candidate_and_the_way_to_a_person(tmp_path: Path) -> None:
+    question = "2号機能ってみんな答えなきゃダメ？"
+    data = json.loads(run("ask", "--json", question, tmp=tmp_path).stdout)
+    assert data["action"] == "suggest"
+    lines = run("ask", question, tmp=tmp_path).stdout.splitlines()
+    assert lines == ["もしかして:", *(f"  [{i}] {c['question']}"
+                                    for i, c in enumerate(data["candidates"], 1)),
+                     "  どれでもない場合は、都道府県の担当者へお問い合わせください。"]
+
+
 def test_kb_check_names_file_and_line_and_refuses_to_start(tmp_path: Path) -> None:
     kb = tmp_path / "kb"
     kb.mkdir()
