@@ -55,16 +55,26 @@ def small_talk(msg: Inbound, _ctx: Context) -> Found | None:
     """Match a typed message made only of small-talk phrases; found['kinds'] lists them."""
     if msg.payload is not None:
         return None
-    text = fold_kana(unicodedata.normalize("NFKC", msg.text).lower())
+    text = _folded(msg.text)
+    kinds = _kinds_of(text)
+    return {"kinds": " ".join(kinds), "text": text} if kinds else None
+
+
+def _kinds_of(text: str) -> list[str]:
+    """The kinds of phrase the folded `text` is made of, or [] if anything else is in it."""
     kinds: list[str] = []
     pos = _skip(text, 0)
     while pos < len(text):
         m = _KIND.match(text, pos)
         if m is None or m.lastgroup is None:
-            return None
+            return []
         kinds.append(m.lastgroup)
         pos = _skip(text, m.end())
-    return {"kinds": " ".join(kinds), "text": text} if kinds else None
+    return kinds
+
+
+def _folded(text: str) -> str:
+    return fold_kana(unicodedata.normalize("NFKC", text).lower())
 
 
 def _skip(text: str, pos: int) -> int:

@@ -6,6 +6,8 @@ derived from it, so 戻る is "drop the last answer" and a restart loses nothing
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 
 from db import repo
@@ -16,6 +18,9 @@ from handlers.rules import FUNC1_ITEMS, FUNC2, Facility, describe, judge, obliga
 
 FLOW = "wizard"
 YES_NO = (("はい", "yes"), ("いいえ", "no"))
+_TYPED_YES_NO = {"はい": "yes", "うん": "yes", "ええ": "yes", "そうです": "yes", "いいえ": "no",
+                 "いえ": "no", "ううん": "no", "違います": "no", "ちがいます": "no"}
+_PUNCT = re.compile(r"[\s。、.,!?！？]+")
 
 
 @dataclass(frozen=True)
@@ -135,10 +140,15 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
 
 
 def _value_from_text(text: str, current: str | None) -> str:
+    """A typed label, or a typed 「はい」「うん」「いいえ」 for a yes/no step whatever its
+    buttons say (確認する / ここで終わる)."""
     labels = {"戻る": "back", "やめる": "cancel", "キャンセル": "cancel"}
     if current:
         labels.update({label: value for label, value in STEPS[current].choices})
-    return labels.get(text.strip(), "")
+    typed = _PUNCT.sub("", unicodedata.normalize("NFKC", text))
+    value = labels.get(typed) or _TYPED_YES_NO.get(typed, "")
+    return value if value in ("back", "cancel") or (
+        current and value in {v for _, v in STEPS[current].choices}) else ""
 
 
 def _retry(current: str | None, answers: dict[str, str]) -> Reply:

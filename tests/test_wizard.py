@@ -78,6 +78,19 @@ async def test_typed_answers_work_and_nonsense_repeats_the_question(ctx: Context
     assert "歯科" in r.text
     [r] = await dispatch(said("ラーメン食べたい"), ctx)
     assert "ボタンでお答えください" in r.text and "歯科" in r.text
+    [r] = await dispatch(said("ううん。"), ctx)  # a typed no, as people answer in chat
+    assert "休院" in r.text
+    [r] = await dispatch(said("いいえ"), ctx)
+    assert "報告の対象です" in r.text and "確認する" in [b.label for b in r.buttons]
+    [r] = await dispatch(said("はい！"), ctx)  # means 確認する: the 1号 check begins
+    assert "ボタンでお答えください" not in r.text and "院内に掲示" in r.text
+
+
+async def test_a_typed_yes_is_no_answer_to_a_question_that_is_not_yes_or_no(
+        ctx: Context) -> None:
+    await dispatch(said("対象か確認"), ctx)
+    [r] = await dispatch(said("はい"), ctx)
+    assert "ボタンでお答えください" in r.text and "医療機関の種類" in r.text
 
 
 async def test_wizard_survives_a_restart(ctx: Context, database_url: str) -> None:
