@@ -14,7 +14,8 @@ import unicodedata
 from datetime import timedelta
 
 from db import repo
-from handlers import escalation
+from db.models import ConversationLog
+from handlers import escalation, feedback
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
 from handlers.router import Found
@@ -37,6 +38,9 @@ _PHRASES: dict[str, str] = {
            r"|送って(?:ください|下さい)?|聞いて(?:ください|下さい)?",
     "no": r"いいえ|いえ|結構です|けっこうです|いらない|いりません|不要です|大丈夫です"
           r"|送らないで(?:ください|下さい)?",
+    "wrong": r"(?:それは|いや|いえ)?(?:違います|ちがいます|違う|ちがう|違いました)(?:よ|ね)?"
+             r"|そうじゃない(?:です)?|そういうことではない(?:です)?|そういうことじゃない"
+             r"|聞きたいのは(?:それ|そこ)じゃない|答えになっていない|的外れ(?:です)?",
     "ack": r"わかりました|分かりました|了解(?:です|しました|いたしました)?"
            r"|承知(?:しました|いたしました)|ok|おっけー|なるほど",
 }
@@ -84,6 +88,8 @@ def _skip(text: str, pos: int) -> int:
 
 async def handle_small_talk(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     kinds = found["kinds"].split()
+    if "wrong" in kinds:
+        return [await _wrong(msg, ctx)]
     if {"yes", "no"} & set(kinds) and await _offer_pending(msg, ctx):
         if "no" in kinds:
             return await escalation.handle_no_staff(msg, ctx, {})
@@ -100,12 +106,27 @@ async def handle_small_talk(msg: Inbound, ctx: Context, found: Found) -> list[Re
     return [Reply(NOTED, meta=meta)]
 
 
+async def _wrong(msg: Inbound, ctx: Context) -> Reply:
+    """「違います」 after an answer is a 👎 on it, with the same way on."""
+    last = await _last_turn(msg, ctx)
+    if last is not None and last.action in ("answer", "detail") and last.entry_id:
+        await feedback.record_vote(msg, ctx, last.entry_id, -1)
+        return feedback.not_helpful()
+    return Reply("申し訳ありません。お手数ですが、お知りになりたいことをもう一度、文章で"
+                 "入力してください。", meta={"action": "smalltalk"})
+
+
 async def _offer_pending(msg: Inbound, ctx: Context) -> bool:
-    """Whether the bot's last reply, recently, asked if it should send the question on."""
+    """Whether the bot's last reply asked if it should send the question on."""
+    last = await _last_turn(msg, ctx)
+    return last is not None and last.reply_text.endswith(OFFER_QUESTION)
+
+
+async def _last_turn(msg: Inbound, ctx: Context) -> ConversationLog | None:
+    """The bot's latest reply to this user, if recent enough to be what they answer."""
     async with ctx.session() as session:
         turns = await repo.recent_turns(session, msg.channel, msg.user_id, limit=1)
     if not turns:
-        return False
-    last = turns[0]
-    fresh = last.created_at + timedelta(minutes=ctx.config.wizard_ttl_minutes) >= ctx.clock()
-    return fresh and last.reply_text.endswith(OFFER_QUESTION)
+        return None
+    fresh = turns[0].created_at + timedelta(minutes=ctx.config.wizard_ttl_minutes)
+    return turns[0] if fresh >= ctx.clock() else None

@@ -88,3 +88,40 @@ async def test_a_late_yes_is_not_read_as_taking_an_old_offer(ctx: Context) -> No
     [reply] = await dispatch(said("はい"), later)
     assert reply.text.startswith("承知しました")
     assert await escalated(ctx) == []
+
+
+async def feedback_of(ctx: Context, text: str) -> int | None:
+    async with ctx.session() as session:
+        turn = (await session.exec(select(ConversationLog).where(
+            ConversationLog.inbound_text == text))).one()
+    return turn.feedback
+
+
+async def test_typed_wrong_after_an_answer_is_a_thumbs_down_that_offers_staff(
+        ctx: Context) -> None:
+    [answer] = await dispatch(said("紙で報告できますか"), ctx)
+    assert answer.meta["action"] == "answer"
+    [sorry] = await dispatch(said("いえ、違います"), ctx)
+    assert sorry.text.startswith("ご期待に沿えず申し訳ありません")
+    assert "esc:ask" in [b.payload for b in sorry.buttons]
+    assert await feedback_of(ctx, "紙で報告できますか") == -1
+    [receipt] = await dispatch(said("はい"), ctx)  # the offer just made
+    assert "受付番号" in receipt.text
+    assert await escalated(ctx) == ["紙で報告できますか"]
+
+
+async def test_wrong_with_no_answer_before_asks_again_and_sends_nothing(ctx: Context) -> None:
+    [reply] = await dispatch(said("違います"), ctx)
+    assert "もう一度" in reply.text and not reply.buttons
+    assert await escalated(ctx) == []
+
+
+async def test_thumbs_down_offers_staff_with_a_button(ctx: Context) -> None:
+    [answer] = await dispatch(said("紙で報告できますか"), ctx)
+    down = next(b for b in answer.buttons if b.payload.startswith("fb:down"))
+    [sorry] = await dispatch(Inbound("demo", "s1", text=down.label, payload=down.payload,
+                                     tenant="26"), ctx)
+    ask = next(b for b in sorry.buttons if b.payload == "esc:ask")
+    await dispatch(Inbound("demo", "s1", text=ask.label, payload=ask.payload, tenant="26"), ctx)
+    assert await feedback_of(ctx, "紙で報告できますか") == -1
+    assert await escalated(ctx) == ["紙で報告できますか"]
