@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from db import repo
 from db.models import ConversationLog
-from handlers import desk
+from handlers import courtesy, desk
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
 from handlers.router import Found
@@ -13,6 +13,7 @@ from handlers.texts import NOTED
 ASK_FLOW = "ask_staff"
 QUESTION_ACTIONS = ("answer", "suggest", "escalate")
 ESCALATED = "escalated"  # the logged action of a turn that handed a question to staff
+FEEDBACK = "feedback"  # the logged action of a 👍/👎 (entry_id set when it was a 👎)
 
 
 async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
@@ -33,6 +34,13 @@ async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -
     """The message typed after 「担当者に聞く」 is the question itself."""
     if not msg.text.strip():
         return [Reply("ご質問を文章で入力してください。（やめる場合は「キャンセル」）")]
+    if kinds := set(courtesy.kinds_of(msg.text)):  # 「はい」 is not the question
+        if kinds <= {"no", "decline"}:
+            async with ctx.session() as session:
+                await repo.clear_state(session, msg.channel, msg.user_id)
+            return [Reply(NOTED)]
+        return [Reply("担当者にお送りするご質問の内容を、文章で入力してください。"
+                      "（やめる場合は「キャンセル」）")]
     async with ctx.session() as session:
         await repo.clear_state(session, msg.channel, msg.user_id)
     return [await _escalate(msg, ctx, msg.text.strip(), _history(await _turns(msg, ctx)))]
@@ -66,12 +74,30 @@ async def _turns(msg: Inbound, ctx: Context) -> list[ConversationLog]:
 
 def _last_open_question(turns: list[ConversationLog]) -> str:
     """The latest question typed since the last escalation; one already handed to staff
-    is not sent again (a second 「担当者に聞く」 asks for the new question instead)."""
+    is not sent again (a second 「担当者に聞く」 asks for the new question instead). Right
+    after a 👎 it is the question whose answer was voted down, which need not be the latest."""
+    if turns and turns[0].action == FEEDBACK and turns[0].entry_id:
+        return question_answered(turns[1:], turns[0].entry_id)
     for turn in turns:  # newest first
         if turn.action == ESCALATED:
             return ""
         if turn.payload is None and turn.inbound_text and turn.action in QUESTION_ACTIONS:
             return turn.inbound_text
+    return ""
+
+
+def question_answered(turns: list[ConversationLog], entry_id: str) -> str:
+    """The question the user asked that `entry_id` answered: the typed question itself, or,
+    for a tapped suggestion, the question typed before the tap. Newest first; nothing once
+    an escalation lies in between (that question may already be with staff)."""
+    for i, turn in enumerate(turns):
+        if turn.action == ESCALATED:
+            return ""
+        if turn.action == "answer" and turn.entry_id == entry_id:
+            if turn.payload is None:
+                return turn.inbound_text
+            return next((t.inbound_text for t in turns[i + 1:] if t.payload is None
+                         and t.inbound_text and t.action in QUESTION_ACTIONS), "")
     return ""
 
 

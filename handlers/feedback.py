@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from db import repo
 from handlers.context import Context
+from handlers.escalation import FEEDBACK, question_answered
 from handlers.messages import Inbound, Reply
 from handlers.qa import OFFER_STAFF
 from handlers.router import Found
 from handlers.texts import OFFER_QUESTION
 
+SHOWN_QUESTION = 60  # characters of the question quoted back
+
 
 async def handle_feedback(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     vote, _, entry_id = found["arg"].partition(":")
-    await record_vote(msg, ctx, entry_id, 1 if vote == "up" else -1)
     if vote == "up":
-        return [Reply("ご評価ありがとうございます。", meta={"action": "feedback"})]
-    return [not_helpful()]
+        await record_vote(msg, ctx, entry_id, 1)
+        return [Reply("ご評価ありがとうございます。", meta={"action": FEEDBACK})]
+    return [await not_helpful(msg, ctx, entry_id)]
 
 
 async def record_vote(msg: Inbound, ctx: Context, entry_id: str, vote: int) -> None:
@@ -28,8 +31,17 @@ async def record_vote(msg: Inbound, ctx: Context, entry_id: str, vote: int) -> N
                 break
 
 
-def not_helpful() -> Reply:
-    """The answer missed: rephrasing is one way, the person who can answer is the other (the
-    buttons, or a typed 「はい」, send the question that answer was for)."""
-    return Reply("ご期待に沿えず申し訳ありません。言い方を変えてもう一度お試しいただくことも"
-                 "できます。" + OFFER_QUESTION, OFFER_STAFF, meta={"action": "feedback"})
+async def not_helpful(msg: Inbound, ctx: Context, entry_id: str) -> Reply:
+    """Record the 👎, then offer the two ways on: rephrasing, or the question that answer
+    was for sent to staff (the buttons or a typed 「はい」 send that one, quoted here, even
+    when newer questions came after it: escalation.question_answered)."""
+    await record_vote(msg, ctx, entry_id, -1)
+    async with ctx.session() as session:
+        turns = await repo.recent_turns(session, msg.channel, msg.user_id, limit=10)
+    question = question_answered(turns, entry_id)
+    if len(question) > SHOWN_QUESTION:
+        question = question[:SHOWN_QUESTION] + "…"
+    about = f"「{question}」について、" if question else ""
+    text = ("ご期待に沿えず申し訳ありません。別の言い方でもう一度お試しいただくこともできます。"
+            + about + OFFER_QUESTION)
+    return Reply(text, OFFER_STAFF, meta={"action": FEEDBACK, "entry_id": entry_id})

@@ -6,11 +6,10 @@ derived from it, so 戻る is "drop the last answer" and a restart loses nothing
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 
 from db import repo
+from handlers import courtesy
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
@@ -18,9 +17,6 @@ from handlers.rules import FUNC1_ITEMS, FUNC2, Facility, describe, judge, obliga
 
 FLOW = "wizard"
 YES_NO = (("はい", "yes"), ("いいえ", "no"))
-_TYPED_YES_NO = {"はい": "yes", "うん": "yes", "ええ": "yes", "そうです": "yes", "いいえ": "no",
-                 "いえ": "no", "ううん": "no", "違います": "no", "ちがいます": "no"}
-_PUNCT = re.compile(r"[\s。、.,!?！？]+")
 
 
 @dataclass(frozen=True)
@@ -140,13 +136,12 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
 
 
 def _value_from_text(text: str, current: str | None) -> str:
-    """A typed label, or a typed 「はい」「うん」「いいえ」 for a yes/no step whatever its
-    buttons say (確認する / ここで終わる)."""
+    """A typed label, or a typed 「はい」「うん」「いいえ」 (handlers.courtesy) for a yes/no
+    step whatever its buttons say (確認する / ここで終わる)."""
     labels = {"戻る": "back", "やめる": "cancel", "キャンセル": "cancel"}
     if current:
         labels.update({label: value for label, value in STEPS[current].choices})
-    typed = _PUNCT.sub("", unicodedata.normalize("NFKC", text))
-    value = labels.get(typed) or _TYPED_YES_NO.get(typed, "")
+    value = labels.get(text.strip()) or courtesy.yes_or_no(text) or ""
     return value if value in ("back", "cancel") or (
         current and value in {v for _, v in STEPS[current].choices}) else ""
 

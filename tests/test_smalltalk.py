@@ -1,4 +1,4 @@
-"""Greetings, thanks and typed yes/no: a polite reply or the offer taken, never a search."""
+"""Greetings, thanks and typed replies: answered in kind, or read as the button not tapped."""
 
 from __future__ import annotations
 
@@ -10,13 +10,25 @@ from sqlmodel import col, select
 
 from db.models import ConversationLog, Escalation
 from handlers.context import Context
+from handlers.courtesy import kinds_of
 from handlers.dispatch import dispatch
-from handlers.messages import Inbound
+from handlers.messages import Inbound, Reply
 from tests.conftest import NOW
+
+THANKS = "お役に立てて何よりです"
+NOTED = "承知しました"
+OFFER = "お送りしましょうか"
 
 
 def said(text: str, user: str = "s1") -> Inbound:
     return Inbound("demo", user, text=text, tenant="26")
+
+
+async def tap(ctx: Context, reply: Reply, payload_prefix: str, user: str = "s1") -> Reply:
+    button = next(b for b in reply.buttons if b.payload.startswith(payload_prefix))
+    [nxt] = await dispatch(Inbound("demo", user, text=button.label, payload=button.payload,
+                                   tenant="26"), ctx)
+    return nxt
 
 
 async def escalated(ctx: Context) -> list[str]:
@@ -25,27 +37,35 @@ async def escalated(ctx: Context) -> list[str]:
     return [e.question for e in rows]
 
 
+async def feedback_of(ctx: Context, text: str) -> int | None:
+    async with ctx.session() as session:
+        turn = (await session.exec(select(ConversationLog).where(
+            ConversationLog.inbound_text == text))).one()
+    return turn.feedback
+
+
 @pytest.mark.parametrize(("text", "expected"), [
-    ("ありがとうございました、助かりました！", "どういたしまして"),
-    ("どうもありがとう🙏", "どういたしまして"),
-    ("わかりました。ありがとうございます", "どういたしまして"),
-    ("ｱﾘｶﾞﾄｳ", "どういたしまして"),  # half-width katakana, as some phones type it
-    ("ありがとう、ところで", None),  # not only courtesy: the usual offer
+    ("ありがとうございました、助かりました！", THANKS),
+    ("どうもありがとう🙏", THANKS),
+    ("ｱﾘｶﾞﾄｳ", THANKS),  # half-width katakana, as some phones type it
+    ("ご回答ありがとうございました", THANKS),
+    ("わかりました。ありがとうございます", THANKS),
     ("こんにちは", "こんにちは。かかりつけ医機能報告のサポートボットです"),
-    ("お世話になっております。", "お世話になっております。かかりつけ医機能報告"),
-    ("よろしくお願いいたします", "よろしくお願いいたします。かかりつけ医機能報告"),
-    ("了解です👍", "承知しました"),
-    ("さようなら", "ご利用ありがとうございました"),
+    ("いつもお世話になっております。", "お世話になっております。かかりつけ医機能報告"),
+    ("おつかれさまです", "お疲れさまです。かかりつけ医機能報告"),
+    ("よろしくお願い申し上げます", "こちらこそ、よろしくお願いいたします"),
+    ("お疲れ様です。失礼します。", "ご利用ありがとうございました"),
+    ("以上です。よろしくお願いします。", "ご利用ありがとうございました"),
+    ("すみません", "はい、どのようなことでしょうか"),
+    ("かしこまりました", NOTED),
+    ("OKです👍", NOTED),
 ])
 async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
-        ctx: Context, text: str, expected: str | None) -> None:
+        ctx: Context, text: str, expected: str) -> None:
     [reply] = await dispatch(said(text), ctx)
-    if expected is None:
-        assert "見つかりませんでした" in reply.text  # not small talk: the usual offer
-        return
     assert reply.text.startswith(expected)
     assert "見つかりませんでした" not in reply.text and not reply.buttons
-    # Nothing to hand on later: a 「担当者に聞く」 after thanks asks for the question.
+    # Nothing to hand on later: a 「担当者に聞く」 after it asks for the question.
     [ask] = await dispatch(said("担当者に聞く"), ctx)
     assert "ご質問を入力" in ask.text
     assert await escalated(ctx) == []
@@ -56,45 +76,48 @@ async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
     "こんにちは。歯医者も報告が必要ですか",
     "はいしゃも報告するの",
     "ありがとう、ところで締め切りはいつ？",
+    "大丈夫です？",  # asks whether something is all right
+    "違う？",
+    "はい？",
+    "wok", "whi",
 ])
-async def test_a_question_wrapped_in_courtesy_is_still_a_question(
-        ctx: Context, text: str) -> None:
-    [reply] = await dispatch(said(text), ctx)
-    async with ctx.session() as session:
-        [turn] = (await session.exec(select(ConversationLog))).all()
-    assert turn.action in ("answer", "suggest", "escalate")
-    assert not reply.text.startswith(("どういたしまして", "こんにちは", "承知しました"))
+def test_a_question_is_not_read_as_courtesy(text: str) -> None:
+    assert kinds_of(text) == []
 
 
-async def test_typed_yes_after_the_offer_sends_the_question_and_no_declines(
-        ctx: Context) -> None:
+async def test_a_question_wrapped_in_courtesy_goes_to_the_knowledge_base(ctx: Context) -> None:
+    [reply] = await dispatch(said("こんにちは。歯医者も報告が必要ですか"), ctx)
+    assert reply.meta["action"] == "answer" and "歯科" in reply.text
+
+
+@pytest.mark.parametrize("yes", ["はい、お願いします", "ぜひお願いします", "よろしくお願いします",
+                                 "ﾊｲ", "はーい"])
+async def test_typed_yes_after_the_offer_sends_the_question(ctx: Context, yes: str) -> None:
     [offer] = await dispatch(said("今日の天気は"), ctx)
-    assert "お送りしましょうか" in offer.text
-    [receipt] = await dispatch(said("はい、お願いします"), ctx)
+    assert OFFER in offer.text
+    [receipt] = await dispatch(said(yes), ctx)
     assert "受付番号" in receipt.text
     assert await escalated(ctx) == ["今日の天気は"]
     [again] = await dispatch(said("はい"), ctx)  # the offer was taken: nothing pending now
-    assert again.text.startswith("承知しました")
-
-    await dispatch(said("明日の天気は", user="s2"), ctx)
-    [declined] = await dispatch(said("大丈夫です", user="s2"), ctx)
-    assert declined.text.startswith("承知しました")
+    assert again.text.startswith(NOTED)
     assert await escalated(ctx) == ["今日の天気は"]
+
+
+@pytest.mark.parametrize("no", ["大丈夫です", "いいえ", "いや、結構です"])
+async def test_typed_no_after_the_offer_declines(ctx: Context, no: str) -> None:
+    await dispatch(said("明日の天気は"), ctx)
+    [declined] = await dispatch(said(no), ctx)
+    assert declined.text.startswith(NOTED)
+    [later] = await dispatch(said("はい"), ctx)
+    assert later.text.startswith(NOTED) and await escalated(ctx) == []
 
 
 async def test_a_late_yes_is_not_read_as_taking_an_old_offer(ctx: Context) -> None:
     await dispatch(said("今日の天気は"), ctx)
-    later = replace(ctx, clock=lambda: NOW + timedelta(hours=2))
+    later = replace(ctx, clock=lambda: NOW + timedelta(minutes=30))
     [reply] = await dispatch(said("はい"), later)
-    assert reply.text.startswith("承知しました")
+    assert reply.text.startswith(NOTED)
     assert await escalated(ctx) == []
-
-
-async def feedback_of(ctx: Context, text: str) -> int | None:
-    async with ctx.session() as session:
-        turn = (await session.exec(select(ConversationLog).where(
-            ConversationLog.inbound_text == text))).one()
-    return turn.feedback
 
 
 async def test_typed_wrong_after_an_answer_is_a_thumbs_down_that_offers_staff(
@@ -103,6 +126,7 @@ async def test_typed_wrong_after_an_answer_is_a_thumbs_down_that_offers_staff(
     assert answer.meta["action"] == "answer"
     [sorry] = await dispatch(said("いえ、違います"), ctx)
     assert sorry.text.startswith("ご期待に沿えず申し訳ありません")
+    assert "「紙で報告できますか」について" in sorry.text  # says what would be sent
     assert "esc:ask" in [b.payload for b in sorry.buttons]
     assert await feedback_of(ctx, "紙で報告できますか") == -1
     [receipt] = await dispatch(said("はい"), ctx)  # the offer just made
@@ -116,12 +140,51 @@ async def test_wrong_with_no_answer_before_asks_again_and_sends_nothing(ctx: Con
     assert await escalated(ctx) == []
 
 
-async def test_thumbs_down_offers_staff_with_a_button(ctx: Context) -> None:
-    [answer] = await dispatch(said("紙で報告できますか"), ctx)
-    down = next(b for b in answer.buttons if b.payload.startswith("fb:down"))
-    [sorry] = await dispatch(Inbound("demo", "s1", text=down.label, payload=down.payload,
-                                     tenant="26"), ctx)
-    ask = next(b for b in sorry.buttons if b.payload == "esc:ask")
-    await dispatch(Inbound("demo", "s1", text=ask.label, payload=ask.payload, tenant="26"), ctx)
+async def test_thumbs_down_on_an_older_answer_sends_that_answers_question(
+        ctx: Context) -> None:
+    [first] = await dispatch(said("紙で報告できますか"), ctx)
+    await dispatch(said("報告期間はいつまでですか"), ctx)
+    sorry = await tap(ctx, first, "fb:down")
+    assert "「紙で報告できますか」について" in sorry.text
+    await tap(ctx, sorry, "esc:ask")
     assert await feedback_of(ctx, "紙で報告できますか") == -1
+    assert await feedback_of(ctx, "報告期間はいつまでですか") is None
     assert await escalated(ctx) == ["紙で報告できますか"]
+
+
+async def test_thumbs_down_on_a_tapped_suggestion_sends_the_typed_question(
+        ctx: Context) -> None:
+    question = "2号機能ってみんな答えなきゃダメ？"
+    [suggest] = await dispatch(said(question), ctx)
+    assert suggest.meta["action"] == "suggest"
+    answer = await tap(ctx, suggest, "qa:show")
+    sorry = await tap(ctx, answer, "fb:down")
+    [receipt] = await dispatch(said("お願いします"), ctx)
+    assert OFFER in sorry.text and "受付番号" in receipt.text
+    assert await escalated(ctx) == [question]
+
+
+async def test_typed_no_to_the_suggestions_offers_staff(ctx: Context) -> None:
+    question = "2号機能ってみんな答えなきゃダメ？"
+    [suggest] = await dispatch(said(question), ctx)
+    assert suggest.meta["action"] == "suggest"
+    [offer] = await dispatch(said("いいえ、違います"), ctx)
+    assert offer.text.startswith("候補の中にない場合は") and OFFER in offer.text
+    [receipt] = await dispatch(said("はい"), ctx)
+    assert "受付番号" in receipt.text and await escalated(ctx) == [question]
+
+
+async def test_a_typed_yes_in_the_staff_question_prompt_is_not_the_question(
+        ctx: Context) -> None:
+    [prompt] = await dispatch(said("担当者に聞く"), ctx)
+    assert "ご質問を入力" in prompt.text
+    [again] = await dispatch(said("はい"), ctx)
+    assert "文章で入力" in again.text
+    [receipt] = await dispatch(said("分院の報告はどうすればいいですか"), ctx)
+    assert "受付番号" in receipt.text
+    assert await escalated(ctx) == ["分院の報告はどうすればいいですか"]
+    await dispatch(said("担当者に聞く"), ctx)
+    [declined] = await dispatch(said("いいえ"), ctx)
+    assert declined.text.startswith(NOTED)
+    [after] = await dispatch(said("紙で報告できますか"), ctx)  # the prompt has ended
+    assert after.meta["action"] == "answer"

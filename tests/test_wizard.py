@@ -82,7 +82,7 @@ async def test_typed_answers_work_and_nonsense_repeats_the_question(ctx: Context
     assert "休院" in r.text
     [r] = await dispatch(said("いいえ"), ctx)
     assert "報告の対象です" in r.text and "確認する" in [b.label for b in r.buttons]
-    [r] = await dispatch(said("はい！"), ctx)  # means 確認する: the 1号 check begins
+    [r] = await dispatch(said("ﾊｲ！"), ctx)  # means 確認する (half-width, as phones type it)
     assert "ボタンでお答えください" not in r.text and "院内に掲示" in r.text
 
 

@@ -1,0 +1,77 @@
+"""What a message made only of courtesy phrases says: thanks, hello, yes, no, "that's wrong".
+
+One vocabulary for every place that reads a typed reply instead of a tapped button: small
+talk (handlers.smalltalk), a yes/no step of the wizard, the staff-question prompt. Pure
+functions, no state: the handlers decide what a 「はい」 means from where the user is.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from knowledge.normalize import fold_kana
+
+# Each kind, as the phrases a message may be made of. Matched after NFKC, lower case and
+# katakana folded to hiragana (アリガトウ, ｱﾘｶﾞﾄｳ, ハイ); longer alternatives first.
+_POLITE_END = r"(?:します|いたします|致します|申し上げます)"
+_PHRASES: dict[str, str] = {
+    "thanks": r"(?:ご回答|ご丁寧に|丁寧に|いつも|本当に|ほんとうに|大変|たいへん|どうも)?"
+              r"(?:ありがと|有難|有り難)(?:うございました|うございます|う)?"
+              r"|(?:大変|たいへん|本当に)?助かりました|助かります|感謝" + _POLITE_END + "?"
+              r"|さんきゅー?|thanks?(?: you)?|thx",
+    "bye": r"さようなら|さよなら|失礼" + _POLITE_END + r"|またね|おやすみ(?:なさい)?|ばいばい"
+           r"|以上です|以上になります",
+    "please": r"(?:どうぞ)?よろしく(?:お願い|おねがい)?" + _POLITE_END + "?"
+              r"|(?:ぜひ|是非)?(?:お願い|おねがい)" + _POLITE_END + "?"
+              r"|(?:送って|聞いて)(?:ください|下さい)?",
+    "greeting": r"こんにち[はわ]|こんばん[はわ]|おはよう(?:ございます)?|はじめまして|初めまして"
+                r"|(?:いつも)?お世話になって(?:おります|います)"
+                r"|(?:お疲れ|おつかれ)(?:様|さま)?(?:です|でした)?|もしもし|hello|hi",
+    "excuse": r"すみません|すいません|恐れ入ります|おそれいります",
+    "yes": r"はーい|はい|ええ|うん|そうです",
+    "no": r"いいえ|いえ|いや|ううん",
+    "decline": r"結構です|けっこうです|いらない|いりません|不要です|大丈夫です"
+               r"|送らないで(?:ください|下さい)?",
+    "wrong": r"(?:それは)?(?:違います|ちがいます|違う|ちがう|違いました)(?:よ|ね)?"
+             r"|そうじゃない(?:です)?|そういうことではない(?:です)?|そういうことじゃない"
+             r"|聞きたいのは(?:それ|そこ)じゃない|答えになっていない|的外れ(?:です)?",
+    "ack": r"わかりました|分かりました|りょうかい(?:です|しました)?"
+           r"|了解(?:です|しました|いたしました)?|承知(?:しました|いたしました|です)?"
+           r"|かしこまりました|ok(?:です)?|おっけー(?:です)?|なるほど",
+}
+_KIND = re.compile("|".join(f"(?P<{k}>{v})" for k, v in _PHRASES.items()))
+# What may sit between and around phrases: spaces, punctuation, emoji, ー, 笑, ww (not ?:
+# 「大丈夫です？」 asks something; nor a w inside latin letters: "wok" is not ok).
+_FILLER = re.compile(r"(?:[^\w?？]|[ー笑_]|(?<![a-z])w+(?![a-z]))+")
+
+
+def kinds_of(text: str) -> list[str]:
+    """The kinds of phrase `text` is made of, in order; [] if anything else is in it."""
+    text = fold_kana(unicodedata.normalize("NFKC", text).lower())
+    kinds: list[str] = []
+    pos = _skip(text, 0)
+    while pos < len(text):
+        m = _KIND.match(text, pos)
+        if m is None or m.lastgroup is None:
+            return []
+        kinds.append(m.lastgroup)
+        pos = _skip(text, m.end())
+    return kinds
+
+
+def _skip(text: str, pos: int) -> int:
+    m = _FILLER.match(text, pos)
+    return m.end() if m else pos
+
+
+def yes_or_no(text: str) -> str | None:
+    """'yes' or 'no' for a typed answer to a yes/no question (「はい」「うん」「いいえ」
+    「違います」), None for anything else, 「お願いします」 and 「大丈夫です」 included:
+    neither answers 「歯科医療機関ですか」."""
+    kinds = set(kinds_of(text))
+    if kinds == {"yes"}:
+        return "yes"
+    if kinds and kinds <= {"no", "wrong"}:
+        return "no"
+    return None
