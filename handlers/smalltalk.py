@@ -51,6 +51,9 @@ async def handle_small_talk(msg: Inbound, ctx: Context, _found: Found) -> list[R
         return await escalation.handle_no_staff(msg, ctx, {})
     if last is not None and last.action == "suggest" and kinds & {"no", "wrong"}:
         return [Reply("候補の中にない場合は、" + OFFER_QUESTION, OFFER_STAFF, meta=SMALLTALK)]
+    if last is not None and last.action == escalation.ESCALATED and kinds & {"thanks", "please"}:
+        return [Reply("担当者からの回答は、このチャットにお届けします。恐れ入りますが、"
+                      "しばらくお待ちください。", meta=SMALLTALK)]
     return [_in_kind(kinds, msg.text)]
 
 

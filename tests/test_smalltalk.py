@@ -98,6 +98,8 @@ async def test_typed_yes_after_the_offer_sends_the_question(ctx: Context, yes: s
     [receipt] = await dispatch(said(yes), ctx)
     assert "受付番号" in receipt.text
     assert await escalated(ctx) == ["今日の天気は"]
+    [thanks] = await dispatch(said("よろしくお願いします"), ctx)
+    assert "回答は、このチャットにお届けします" in thanks.text  # not "glad it helped"
     [again] = await dispatch(said("はい"), ctx)  # the offer was taken: nothing pending now
     assert again.text.startswith(NOTED)
     assert await escalated(ctx) == ["今日の天気は"]
