@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 
 from db import repo
+from db.models import Prefecture
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
+from handlers.status import period_lines
 from handlers.texts import OFFER_QUESTION, UNREADABLE
 from knowledge.retriever import Decision
+from scheduler.calendar import JST
 
 ASK_STAFF = Button("担当者に聞く", "esc:ask")
 OFFER_STAFF = (ASK_STAFF, Button("送らない", "esc:no"))
@@ -26,13 +29,13 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     if not ctx.retriever.analyzer.analyse(msg.text).folded.strip("0123456789"):
         return [Reply(UNREADABLE)]
     decision = ctx.retriever.decide(msg.text)
-    return [reply_for(decision, ctx)]
+    return [await reply_for(decision, ctx)]
 
 
-def reply_for(decision: Decision, ctx: Context) -> Reply:
+async def reply_for(decision: Decision, ctx: Context) -> Reply:
     meta = {"action": decision.action, "entry_id": decision.entry_id, "score": decision.score}
     if decision.action == "answer" and decision.entry_id:
-        return answer_reply(decision.entry_id, ctx, meta)
+        return await answer_reply(decision.entry_id, ctx, meta)
     if decision.action == "suggest":
         buttons = tuple(Button(c.question, f"qa:show:{c.entry_id}") for c in decision.candidates)
         text = "もしかして、次のいずれかのご質問でしょうか。近いものをお選びください。"
@@ -52,9 +55,15 @@ def gmis_text(ctx: Context) -> str:
     )
 
 
-def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | None = None) -> Reply:
+async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | None = None,
+                       ) -> Reply:
     entry = ctx.retriever.by_id[entry_id]
     text = entry.answer
+    if entry.local_deadline:
+        async with ctx.session() as session:
+            pref = await session.get(Prefecture, ctx.tenant)
+        if pref is not None and (lines := period_lines(pref, ctx.clock().astimezone(JST).date())):
+            text += "\n\n" + "\n".join(lines)
     if entry.route == "gmis_callcenter" and ctx.config.gmis_contact not in text:
         text += f"\n\n【お問い合わせ先】{ctx.config.gmis_contact}"
     buttons = [Button("詳しく", f"qa:detail:{entry.id}")] if entry.detail else []
@@ -69,7 +78,7 @@ async def handle_show(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     if found["arg"] not in ctx.retriever.by_id:
         return [Reply("申し訳ありません、その項目は見つかりませんでした。"
                       "もう一度ご質問ください。")]
-    return [answer_reply(found["arg"], ctx, {"action": "answer", "entry_id": found["arg"]})]
+    return [await answer_reply(found["arg"], ctx, {"action": "answer", "entry_id": found["arg"]})]
 
 
 async def handle_detail(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:

@@ -73,6 +73,17 @@ def _status_label(inst: Institution) -> str:
     return inst.status
 
 
+def period_lines(pref: Prefecture, today: date) -> list[str]:
+    """The prefecture's own period, under a general answer about when to report; nothing
+    once it has passed (next year's is not set yet, and "62 days late" would mislead)."""
+    if pref.period_end is None or today > pref.period_end:
+        return []
+    lines = []
+    if (start := pref.period_start) is not None and today < start:
+        lines.append(f"受付開始：{start.year}年{start.month}月{start.day}日（{pref.name}）")
+    return [*lines, deadline_line(pref, today)]
+
+
 def deadline_line(pref: Prefecture, today: date) -> str:
     if pref.period_end is None:
         return f"報告期限：{pref.name}からの案内をご確認ください。"

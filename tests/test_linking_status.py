@@ -245,3 +245,38 @@ async def test_with_a_key_codes_are_stored_keyed_and_old_codes_still_work(ctx: C
     assert "完了" in (await dispatch(said(f"連携 {old}", "clerk-b"), keyed))[0].text
     assert "完了" not in (await dispatch(said(f"連携 {other}", "clerk-c"), keyed))[0].text
     assert "完了" not in (await dispatch(said(f"連携 {new}", "clerk-d"), ctx))[0].text
+
+
+async def set_period(ctx: Context, code: str, start: date | None, end: date | None) -> None:
+    async with ctx.session() as session:
+        pref = await session.get(Prefecture, code) or Prefecture(code=code, name="東京都")
+        pref.period_start, pref.period_end = start, end
+        session.add(pref)
+        await session.commit()
+
+
+async def test_an_answer_about_when_to_report_adds_the_prefectures_own_period(
+        ctx: Context) -> None:
+    """The knowledge base can only say "1月1日〜3月31日, or as your prefecture sets"; the
+    chat knows which prefecture it serves and adds its period, and only to such answers."""
+    await set_period(ctx, "26", date(2027, 1, 13), date(2027, 2, 26))
+    await set_period(ctx, "13", None, date(2027, 3, 5))
+    [kyoto] = await dispatch(said("締め切りっていつ"), ctx)
+    assert kyoto.meta["entry_id"] == "schedule-reporting-period"
+    assert "受付開始：2027年1月13日（京都府）" in kyoto.text
+    assert "報告期限：2027年2月26日（京都府）　あと94日です。" in kyoto.text
+    tokyo_bot = replace(ctx, config=replace(ctx.config, default_prefecture="13"))
+    [tokyo] = await dispatch(said("締め切りっていつ", user="tokyo-clerk"), tokyo_bot)
+    assert "報告期限：2027年3月5日（東京都）" in tokyo.text and "京都府" not in tokyo.text
+    [other] = await dispatch(said("紙で報告できますか"), ctx)
+    assert other.meta["action"] == "answer" and "報告期限：" not in other.text
+
+
+async def test_no_period_is_added_once_it_has_passed_or_when_none_is_set(ctx: Context) -> None:
+    await set_period(ctx, "26", date(2026, 1, 1), date(2026, 3, 31))  # last cycle's
+    [after] = await dispatch(said("締め切りっていつ"), ctx)
+    assert after.meta["entry_id"] == "schedule-reporting-period"
+    assert "報告期限：" not in after.text and "過ぎています" not in after.text
+    await set_period(ctx, "26", None, None)
+    [unset] = await dispatch(said("締め切りっていつ", user="clerk-2"), ctx)
+    assert "報告期限：" not in unset.text
