@@ -40,6 +40,8 @@ ROUTES = Router([
     Route("status", command("status", "報告状況", "ステータス", "状況確認"), status.handle_status),
     Route("check", command("check", "対象か確認", "対象確認", "対象かどうか確認"),
           wizard.handle_start),
+    Route("menu_status", payload("menu:status"), status.handle_status),
+    Route("menu_check", payload("menu:check"), wizard.handle_start),
     Route("wizard", payload("wiz"), wizard.handle_answer),
     Route("wizard_text", in_flow(wizard.FLOW), wizard.handle_answer),
     Route("staff_question", in_flow(escalation.ASK_FLOW), escalation.handle_question_for_staff),

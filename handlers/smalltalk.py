@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from db import repo
 from db.models import ConversationLog
-from handlers import courtesy, escalation, feedback
+from handlers import basic, courtesy, escalation, feedback
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
 from handlers.qa import OFFER_STAFF
@@ -71,7 +71,7 @@ def _in_kind(kinds: set[str], text: str) -> Reply:
                      "ください。", meta=SMALLTALK)
     if "greeting" in kinds:
         back = next((v for k, v in _GREETING_BACK.items() if k in text), "こんにちは。")
-        return Reply(back + GREETING_INTRO, meta=SMALLTALK)
+        return Reply(back + GREETING_INTRO, basic.MENU, meta=SMALLTALK)
     if "excuse" in kinds:
         return Reply("はい、どのようなことでしょうか。ご質問をそのまま入力してください。",
                      meta=SMALLTALK)

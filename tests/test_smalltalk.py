@@ -63,8 +63,12 @@ async def feedback_of(ctx: Context, text: str) -> int | None:
 async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
         ctx: Context, text: str, expected: str) -> None:
     [reply] = await dispatch(said(text), ctx)
-    assert reply.text.startswith(expected)
-    assert "見つかりませんでした" not in reply.text and not reply.buttons
+    assert reply.text.startswith(expected) and reply.meta["action"] == "smalltalk"
+    assert "見つかりませんでした" not in reply.text
+    # A greeting gets the menu; nothing else gets buttons.
+    greeting = "サポートボットです" in reply.text
+    assert [b.payload for b in reply.buttons] == (
+        ["menu:status", "menu:check", "esc:ask"] if greeting else [])
     # Nothing to hand on later: a 「担当者に聞く」 after it asks for the question.
     [ask] = await dispatch(said("担当者に聞く"), ctx)
     assert "ご質問を入力" in ask.text
@@ -190,3 +194,12 @@ async def test_a_typed_yes_in_the_staff_question_prompt_is_not_the_question(
     assert declined.text.startswith(NOTED)
     [after] = await dispatch(said("紙で報告できますか"), ctx)  # the prompt has ended
     assert after.meta["action"] == "answer"
+
+
+async def test_the_greeting_menu_leads_to_the_status_check_and_the_wizard(
+        ctx: Context) -> None:
+    [hello] = await dispatch(said("こんにちは"), ctx)
+    status = await tap(ctx, hello, "menu:status")
+    assert "連携コード" in status.text  # not linked yet: how to link
+    wizard = await tap(ctx, hello, "menu:check")
+    assert "医療機関の種類" in wizard.text
