@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from db import repo
 from handlers.context import Context
-from handlers.escalation import FEEDBACK, question_answered
+from handlers.history import FEEDBACK, question_answered, recent
 from handlers.messages import Inbound, Reply
 from handlers.qa import OFFER_STAFF
 from handlers.router import Found
@@ -34,11 +34,9 @@ async def record_vote(msg: Inbound, ctx: Context, entry_id: str, vote: int) -> N
 async def not_helpful(msg: Inbound, ctx: Context, entry_id: str) -> Reply:
     """Record the 👎, then offer the two ways on: rephrasing, or the question that answer
     was for sent to staff (the buttons or a typed 「はい」 send that one, quoted here, even
-    when newer questions came after it: escalation.question_answered)."""
+    when newer questions came after it: history.question_answered)."""
     await record_vote(msg, ctx, entry_id, -1)
-    async with ctx.session() as session:
-        turns = await repo.recent_turns(session, msg.channel, msg.user_id, limit=10)
-    question = question_answered(turns, entry_id)
+    question = question_answered(await recent(msg, ctx), entry_id)
     if len(question) > SHOWN_QUESTION:
         question = question[:SHOWN_QUESTION] + "…"
     about = f"「{question}」について、" if question else ""

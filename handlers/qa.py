@@ -6,6 +6,7 @@ import re
 
 from db import repo
 from db.models import Prefecture
+from handlers import history
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
@@ -25,11 +26,43 @@ MORE = re.compile(
     r"もらえますか|です|お願いします|おねがいします|お願い|おねがい)?[。.!！?？\s　]*")
 
 
+# A short message that leans on the one before: 「それって病院も？」「紙の場合は？」.
+FOLLOW_UP = re.compile(
+    r"^\s*(?:それ|その|これ|この|あれ|あの|そちら|じゃあ|じゃ|では|なら|だったら|ちなみに|あと|"
+    r"ところで)|(?:も|は|なら|だと|の場合は?|のとき(?:は)?|の時(?:は)?)[?？]*\s*$")
+FOLLOW_UP_MAX = 30  # characters: a longer message says what it is about
+FOLLOW_UP_MIN = 0.5  # score, with the question before, for an entry to be offered
+
+
 async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
     if not ctx.retriever.analyzer.analyse(msg.text).folded.strip("0123456789"):
         return [Reply(UNREADABLE)]
     decision = ctx.retriever.decide(msg.text)
+    if (decision.action != "answer" and len(msg.text.strip()) <= FOLLOW_UP_MAX
+            and FOLLOW_UP.search(msg.text)):
+        decision = await _with_previous(msg, ctx, decision)
     return [await reply_for(decision, ctx)]
+
+
+async def _with_previous(msg: Inbound, ctx: Context, alone: Decision) -> Decision:
+    """Read a follow-up together with the question before it, for an entry other than the
+    one already given (「それって病院も？」 after the 歯科 answer is about who must report).
+    What that finds is only offered, first among the buttons: the reading is a guess."""
+    if alone.action == "escalate" and alone.route == "gmis_callcenter":
+        return alone
+    turns = await history.recent(msg, ctx, limit=5)
+    previous = history.last_open_question(turns) if turns and history.fresh(turns[0], ctx) else ""
+    if not previous:
+        return alone
+    given = next((t.entry_id for t in turns if t.action == "answer"), None)
+    found = [c for c in ctx.retriever.rank(f"{previous}\n{msg.text}", k=4)
+             if c.entry_id != given and c.score >= FOLLOW_UP_MIN][:2]
+    if not found:
+        return alone
+    offered = alone.candidates if alone.action == "suggest" else []
+    shown = list({c.entry_id: c for c in [*found[:1], *offered, *found[1:]]}.values())[:3]
+    route = ctx.retriever.by_id[shown[0].entry_id].route
+    return Decision("suggest", route, None, None, shown[0].score, shown)
 
 
 async def reply_for(decision: Decision, ctx: Context) -> Reply:

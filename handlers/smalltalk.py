@@ -9,20 +9,13 @@ answer is the 👎 they did not tap. Only a message made entirely of such phrase
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from db import repo
-from db.models import ConversationLog
-from handlers import basic, courtesy, escalation, feedback
+from handlers import basic, courtesy, escalation, feedback, history
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
 from handlers.qa import OFFER_STAFF
 from handlers.router import Found
 from handlers.texts import GREETING_INTRO, NOTED, OFFER_QUESTION
 
-# How long the bot's last reply is what a typed 「はい」 or 「違います」 answers. Short: a
-# campaign message or a staff answer in between is not logged as a turn.
-REPLY_WINDOW = timedelta(minutes=15)
 SMALLTALK = {"action": "smalltalk"}
 _GREETING_BACK = {"おはよう": "おはようございます。", "こんばん": "こんばんは。",
                   "世話": "お世話になっております。", "疲れ": "お疲れさまです。",
@@ -39,7 +32,7 @@ async def handle_small_talk(msg: Inbound, ctx: Context, _found: Found) -> list[R
     """Read the phrases against the bot's last reply: an offer to send the question on, an
     answer, or a list of suggestions; otherwise reply in kind."""
     kinds = set(courtesy.kinds_of(msg.text))
-    last = await _last_turn(msg, ctx)
+    last = await history.last_turn(msg, ctx)
     offered = last is not None and last.reply_text.endswith(OFFER_QUESTION)
     answered = last is not None and last.action in ("answer", "detail") and last.entry_id
     if "wrong" in kinds and answered:
@@ -51,7 +44,7 @@ async def handle_small_talk(msg: Inbound, ctx: Context, _found: Found) -> list[R
         return await escalation.handle_no_staff(msg, ctx, {})
     if last is not None and last.action == "suggest" and kinds & {"no", "wrong"}:
         return [Reply("候補の中にない場合は、" + OFFER_QUESTION, OFFER_STAFF, meta=SMALLTALK)]
-    if last is not None and last.action == escalation.ESCALATED and kinds & {"thanks", "please"}:
+    if last is not None and last.action == history.ESCALATED and kinds & {"thanks", "please"}:
         return [Reply("担当者からの回答は、このチャットにお届けします。恐れ入りますが、"
                       "しばらくお待ちください。", meta=SMALLTALK)]
     return [_in_kind(kinds, msg.text)]
@@ -76,12 +69,3 @@ def _in_kind(kinds: set[str], text: str) -> Reply:
         return Reply("はい、どのようなことでしょうか。ご質問をそのまま入力してください。",
                      meta=SMALLTALK)
     return Reply(NOTED, meta=SMALLTALK)
-
-
-async def _last_turn(msg: Inbound, ctx: Context) -> ConversationLog | None:
-    """The bot's latest reply to this user, if recent enough to be what they answer."""
-    async with ctx.session() as session:
-        turns = await repo.recent_turns(session, msg.channel, msg.user_id, limit=1)
-    if not turns or turns[0].created_at + REPLY_WINDOW < ctx.clock():
-        return None
-    return turns[0]

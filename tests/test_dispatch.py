@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -216,3 +218,30 @@ async def test_handler_failure_becomes_an_apology_and_is_logged(ctx: Context) ->
 async def test_start_explains_what_the_bot_does(ctx: Context) -> None:
     [reply] = await dispatch(said("/start"), ctx)
     assert "報告状況" in reply.text and "担当者に聞く" in reply.text
+
+
+async def test_a_short_follow_up_is_read_with_the_question_before(ctx: Context) -> None:
+    """「それって病院も？」 alone could be about anything; after the 歯科 answer it asks who
+    must report. The reading with the question before is offered first, never answered."""
+    [alone] = await dispatch(said("それって病院も？", user="fresh"), ctx)
+    alone_ids = [b.payload for b in alone.buttons]
+    assert "qa:show:scope-who-must-report" not in alone_ids[:1]
+    [dental] = await dispatch(said("歯医者も報告が必要？"), ctx)
+    assert dental.meta["entry_id"] == "scope-dental-exempt"
+    [follow] = await dispatch(said("それって病院も？"), ctx)
+    assert follow.meta["action"] == "suggest"
+    shown = [b.payload for b in follow.buttons]
+    assert shown[0] == "qa:show:scope-who-must-report"
+    assert "qa:show:scope-dental-exempt" not in shown  # already given
+    assert shown[-1] == "esc:ask"
+
+
+async def test_a_follow_up_is_read_alone_when_the_question_before_is_old_or_answered(
+        ctx: Context) -> None:
+    [alone] = await dispatch(said("それって病院も？", user="fresh"), ctx)
+    await dispatch(said("歯医者も報告が必要？"), ctx)
+    later = replace(ctx, clock=lambda: NOW + timedelta(minutes=30))
+    [old] = await dispatch(said("それって病院も？"), later)
+    assert [b.payload for b in old.buttons] == [b.payload for b in alone.buttons]
+    [paper] = await dispatch(said("紙の場合は？"), ctx)  # clear on its own: answered as is
+    assert paper.meta["action"] == "answer"

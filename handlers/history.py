@@ -1,0 +1,75 @@
+"""What the conversation so far says: the user's recent turns, read from the log.
+
+Typed replies (「はい」, 「違います」, 「それって病院も？」) and hand-offs are read against what
+came before; every handler that looks back does it here, so they agree on what "the last
+question" and "the bot's last reply" are.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from db import repo
+from db.models import ConversationLog
+from handlers.context import Context
+from handlers.messages import Inbound
+
+QUESTION_ACTIONS = ("answer", "suggest", "escalate")
+ESCALATED = "escalated"  # the logged action of a turn that handed a question to staff
+FEEDBACK = "feedback"  # the logged action of a 👍/👎 (entry_id set when it was a 👎)
+# How long the bot's last reply is what a typed reply answers. Short: a campaign message or
+# a staff answer in between is not logged as a turn.
+REPLY_WINDOW = timedelta(minutes=15)
+
+
+async def recent(msg: Inbound, ctx: Context, limit: int = 10) -> list[ConversationLog]:
+    """The user's latest turns, newest first (the current message is not logged yet)."""
+    async with ctx.session() as session:
+        return await repo.recent_turns(session, msg.channel, msg.user_id, limit=limit)
+
+
+async def last_turn(msg: Inbound, ctx: Context) -> ConversationLog | None:
+    """The bot's latest reply to this user, if recent enough to be what they answer."""
+    turns = await recent(msg, ctx, limit=1)
+    return turns[0] if turns and fresh(turns[0], ctx) else None
+
+
+def fresh(turn: ConversationLog, ctx: Context) -> bool:
+    return turn.created_at + REPLY_WINDOW >= ctx.clock()
+
+
+def last_open_question(turns: list[ConversationLog]) -> str:
+    """The latest question typed since the last escalation; one already handed to staff
+    is not sent again (a second 「担当者に聞く」 asks for the new question instead). Right
+    after a 👎 it is the question whose answer was voted down, which need not be the latest."""
+    if turns and turns[0].action == FEEDBACK and turns[0].entry_id:
+        return question_answered(turns[1:], turns[0].entry_id)
+    for turn in turns:  # newest first
+        if turn.action == ESCALATED:
+            return ""
+        if turn.payload is None and turn.inbound_text and turn.action in QUESTION_ACTIONS:
+            return turn.inbound_text
+    return ""
+
+
+def question_answered(turns: list[ConversationLog], entry_id: str) -> str:
+    """The question the user asked that `entry_id` answered: the typed question itself, or,
+    for a tapped suggestion, the question typed before the tap. Newest first; nothing once
+    an escalation lies in between (that question may already be with staff)."""
+    for i, turn in enumerate(turns):
+        if turn.action == ESCALATED:
+            return ""
+        if turn.action == "answer" and turn.entry_id == entry_id:
+            if turn.payload is None:
+                return turn.inbound_text
+            return next((t.inbound_text for t in turns[i + 1:] if t.payload is None
+                         and t.inbound_text and t.action in QUESTION_ACTIONS), "")
+    return ""
+
+
+def for_staff(turns: list[ConversationLog]) -> list[dict]:
+    """The typed exchanges, as the escalation context shows them to staff."""
+    return [
+        {"q": t.inbound_text, "a": t.reply_text, "action": t.action, "score": t.score}
+        for t in turns if t.payload is None and t.inbound_text
+    ]
