@@ -92,9 +92,12 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
                        ) -> Reply:
     entry = ctx.retriever.by_id[entry_id]
     text = entry.answer
-    if entry.local_deadline:
+    # Only for a linked clinic: one bot may serve several prefectures, and an unlinked
+    # user's is only the default, which may not be theirs (a 静岡県 clinic asking a bot
+    # whose default is 京都府 must not read 京都府's deadline as its own).
+    if entry.local_deadline and ctx.account and ctx.account.linked and ctx.account.prefecture_code:
         async with ctx.session() as session:
-            pref = await session.get(Prefecture, ctx.tenant)
+            pref = await session.get(Prefecture, ctx.account.prefecture_code)
         if pref is not None and (lines := period_lines(pref, ctx.clock().astimezone(JST).date())):
             text += "\n\n" + "\n".join(lines)
     if entry.route == "gmis_callcenter" and ctx.config.gmis_contact not in text:

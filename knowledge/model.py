@@ -59,8 +59,8 @@ class Entry(BaseModel):
     source: list[Source] = Field(min_length=1)
     # Ids of entries merged into this one: buttons already sent in chats carry them.
     replaces: list[str] = Field(default_factory=list)
-    # The answer is about when to report, which each prefecture sets: the chat adds the
-    # user's prefecture's own period after it (handlers.status.period_lines).
+    # The answer is about when to report, which each prefecture sets: for a linked clinic
+    # the chat adds its prefecture's own period after it (handlers.status.period_lines).
     local_deadline: bool = False
 
     @field_validator("id")

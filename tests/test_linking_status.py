@@ -255,28 +255,40 @@ async def set_period(ctx: Context, code: str, start: date | None, end: date | No
         await session.commit()
 
 
-async def test_an_answer_about_when_to_report_adds_the_prefectures_own_period(
+async def test_an_answer_about_when_to_report_adds_the_linked_prefectures_own_period(
         ctx: Context) -> None:
-    """The knowledge base can only say "1月1日〜3月31日, or as your prefecture sets"; the
-    chat knows which prefecture it serves and adds its period, and only to such answers."""
+    """The knowledge base can only say "1月1日〜3月31日, or as your prefecture sets"; for a
+    linked clinic the chat knows the prefecture and adds its period, and only to such
+    answers. An unlinked user gets none: the bot's default prefecture may not be theirs."""
+    await load_samples(ctx)
     await set_period(ctx, "26", date(2027, 1, 13), date(2027, 2, 26))
-    await set_period(ctx, "13", None, date(2027, 3, 5))
+    [unlinked] = await dispatch(said("締め切りっていつ", user="visitor"), ctx)
+    assert unlinked.meta["entry_id"] == "schedule-reporting-period"
+    assert "報告期限：" not in unlinked.text and "京都府" not in unlinked.text
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
     [kyoto] = await dispatch(said("締め切りっていつ"), ctx)
-    assert kyoto.meta["entry_id"] == "schedule-reporting-period"
     assert "受付開始：2027年1月13日（京都府）" in kyoto.text
     assert "報告期限：2027年2月26日（京都府）　あと94日です。" in kyoto.text
-    tokyo_bot = replace(ctx, config=replace(ctx.config, default_prefecture="13"))
-    [tokyo] = await dispatch(said("締め切りっていつ", user="tokyo-clerk"), tokyo_bot)
-    assert "報告期限：2027年3月5日（東京都）" in tokyo.text and "京都府" not in tokyo.text
     [other] = await dispatch(said("紙で報告できますか"), ctx)
     assert other.meta["action"] == "answer" and "報告期限：" not in other.text
 
+    await set_period(ctx, "13", None, date(2027, 3, 5))
+    async with ctx.session() as session:
+        session.add(Institution(prefecture_code="13", code="1310001", name="都内クリニック",
+                                kind="clinic", status="未報告"))
+        await session.commit()
+    await dispatch(said(f"連携 {await code_for(ctx, '1310001', pref='13')}", user="tokyo"), ctx)
+    [tokyo] = await dispatch(said("締め切りっていつ", user="tokyo"), ctx)
+    assert "報告期限：2027年3月5日（東京都）" in tokyo.text and "京都府" not in tokyo.text
+
 
 async def test_no_period_is_added_once_it_has_passed_or_when_none_is_set(ctx: Context) -> None:
+    await load_samples(ctx)
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
     await set_period(ctx, "26", date(2026, 1, 1), date(2026, 3, 31))  # last cycle's
     [after] = await dispatch(said("締め切りっていつ"), ctx)
     assert after.meta["entry_id"] == "schedule-reporting-period"
     assert "報告期限：" not in after.text and "過ぎています" not in after.text
     await set_period(ctx, "26", None, None)
-    [unset] = await dispatch(said("締め切りっていつ", user="clerk-2"), ctx)
+    [unset] = await dispatch(said("締め切りっていつ"), ctx)
     assert "報告期限：" not in unset.text
