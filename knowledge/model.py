@@ -84,6 +84,16 @@ class Entry(BaseModel):
             raise ValueError("must not be blank")
         return value.strip() if value else value
 
+    @field_validator("answer")
+    @classmethod
+    def _states_the_fact(cls, value: str) -> str:
+        # People ask the same thing either way round (「特定機能病院も必要？」「本当に不要
+        # ですよね？」); a bare はい/いいえ first contradicts one of them.
+        if value.strip().startswith(("はい", "いいえ")):
+            raise ValueError("must not open with はい/いいえ: state the fact itself, as it "
+                             "reads after either 「〜必要ですか」 or 「〜不要ですよね」")
+        return value
+
     @field_validator("phrasings")
     @classmethod
     def _phrasings_not_blank(cls, value: list[str]) -> list[str]:

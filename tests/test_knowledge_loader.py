@@ -13,7 +13,7 @@ entries:
     category: scope
     question: 歯科診療所も報告しますか
     phrasings: [歯医者も対象ですか, 歯科は報告不要ですか]
-    answer: いいえ、歯科医療機関は報告の対象外です。
+    answer: 歯科医療機関は報告の対象外です。
     route: prefecture
     source:
       - file: 002_6cfe617623eeeb84.txt
@@ -59,7 +59,8 @@ def test_broken_yaml_names_file_and_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        (("    answer: いいえ、歯科医療機関は報告の対象外です。\n", "    answer: ''\n"), "answer"),
+        (("    answer: 歯科医療機関は報告の対象外です。\n", "    answer: ''\n"), "answer"),
+        (("    answer: 歯科医療機関は", "    answer: いいえ、歯科医療機関は"), "はい/いいえ"),
         (("category: scope", "category: weather"), "category"),
         (("    source:\n      - file: 002_6cfe617623eeeb84.txt\n        section: 報告対象\n",
           ""), "source"),
