@@ -18,7 +18,7 @@ from db.engine import make_engine, make_sessionmaker
 from db.imports import ImportResult, import_report, import_roster, import_status
 from db.models import Institution
 from db.seed import ensure_prefecture
-from handlers.linking import issue_code, revoke_links
+from handlers.linking import expire_unused_codes, issue_code, revoke_links
 from handlers.rules import Facility, obligation
 
 
@@ -101,6 +101,7 @@ async def run_issue_codes(settings: Settings, prefecture: str, institution: str 
             print("対象の医療機関がありません（都道府県コード・医療機関コードをご確認ください）。",
                   file=sys.stderr)
             return 1
+        ended = await expire_unused_codes(session, [i.id for i in targets if i.id], now)
         rows = []
         for inst in sorted(targets, key=lambda i: i.code):
             code, expires = await issue_code(session, inst, now, settings.link_code_days,
@@ -109,6 +110,9 @@ async def run_issue_codes(settings: Settings, prefecture: str, institution: str 
         _write_codes(out, rows)
         await session.commit()
         print(f"{len(rows)}件の連携コードを {out} に書き出しました（有効期限 {rows[0][3]}）。")
+        if ended:
+            print(f"以前に発行した未使用の連携コード {ended}件は無効になりました"
+                  "（新しいコードをお送りください）。")
         return 0
 
     return await with_session(settings, work)
@@ -125,8 +129,14 @@ def _write_codes(out: Path, rows: list[list[str]]) -> None:
 
 async def run_revoke(settings: Settings, prefecture: str, institution: str) -> int:
     async def work(session: AsyncSession) -> int:
-        count = await revoke_links(session, prefecture, institution)
-        print(f"{count}件のチャット連携を解除しました。")
+        revoked = await revoke_links(session, prefecture, institution, datetime.now(UTC))
+        if revoked is None:
+            print(f"都道府県 {prefecture} の名簿に医療機関コード {institution} はありません。",
+                  file=sys.stderr)
+            return 1
+        accounts, codes = revoked
+        print(f"{accounts}件のチャット連携を解除し、未使用の連携コード {codes}件を無効に"
+              "しました。")
         return 0
 
     return await with_session(settings, work)

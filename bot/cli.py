@@ -6,10 +6,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
 
 from bot.settings import Settings, prefecture_code
 from knowledge.loader import KnowledgeBaseError
@@ -148,6 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    except OperationalError as exc:  # unreachable server, wrong URL, locked file
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        print(f"データベースに接続できませんでした（DATABASE_URL とサーバーをご確認ください）: "
+              f"{reason}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
@@ -212,6 +223,7 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
     if settings.log_level.upper() == "INFO":  # keep the chat readable in the terminal
         logging.getLogger().setLevel(logging.WARNING)
     retriever = build_retriever(settings)
+    settings = settings.model_copy(update={"database_url": settings.demo_database_url})
     upgrade(settings.database_url)
 
     async def go() -> None:
@@ -250,14 +262,18 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_issue_codes(args: argparse.Namespace, settings: Settings) -> int:
     from bot.admin import run_issue_codes
+    from db.migrate import upgrade
 
+    upgrade(settings.database_url)
     return asyncio.run(run_issue_codes(settings, args.prefecture, args.institution, args.out,
                                        args.force))
 
 
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from bot.admin import run_revoke
+    from db.migrate import upgrade
 
+    upgrade(settings.database_url)
     return asyncio.run(run_revoke(settings, args.prefecture, args.institution))
 
 

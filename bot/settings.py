@@ -25,6 +25,10 @@ class Settings(BaseSettings):
         default=f"sqlite+aiosqlite:///{ROOT / 'var' / 'kakaritsuke.db'}",
         description="SQLAlchemy URL; sqlite+aiosqlite:///path or postgresql://user@host/db",
     )
+    # The demo seeds made-up institutions, so it never writes to DATABASE_URL.
+    demo_database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{ROOT / 'var' / 'demo.db'}",
+        description="the terminal demo's own database (made-up institutions)")
     log_level: str = "INFO"
     knowledge_dir: Path = ROOT / "knowledge" / "entries"
     cache_dir: Path | None = Field(
@@ -65,7 +69,7 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 8080
 
-    @field_validator("database_url")
+    @field_validator("database_url", "demo_database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
         return async_url(url)

@@ -26,7 +26,8 @@ MAX_TEXT = 4000  # longer messages are cut before storage; scoring truncates fur
 
 ROUTES = Router([
     Route("start_link", linking.start_with_code(), linking.handle_start_link),
-    Route("start", command("start", "ヘルプ", "help", "はじめる", "使い方"), basic.handle_start),
+    Route("start", command("start", "ヘルプ", "へるぷ", "help", "はじめる", "使い方", "つかいかた",
+                           "メニュー"), basic.handle_start),
     Route("help", command("help"), basic.handle_start),  # the /help menu command
     Route("cancel", command("cancel", "キャンセル", "やめる", "中止"), basic.handle_cancel),
     Route("show", payload("qa:show"), qa.handle_show),
@@ -34,11 +35,14 @@ ROUTES = Router([
     Route("feedback", payload("fb"), feedback.handle_feedback),
     Route("ask_staff", payload("esc:ask"), escalation.handle_ask_staff),
     Route("no_staff", payload("esc:no"), escalation.handle_no_staff),
-    Route("ask_staff_cmd", command("ask", "担当者に聞く", "担当者に質問"),
+    Route("ask_staff_cmd", command("ask", "担当者に聞く", "担当者に質問", "たんとうしゃにきく",
+                                   "担当者と話したい", "人と話したい", "人間と話したい"),
           escalation.handle_ask_staff),
-    Route("link", command("link", "連携"), linking.handle_link),
-    Route("status", command("status", "報告状況", "ステータス", "状況確認"), status.handle_status),
-    Route("check", command("check", "対象か確認", "対象確認", "対象かどうか確認"),
+    Route("link", command("link", "連携コード", "連携", "れんけい"), linking.handle_link),
+    Route("status", command("status", "報告状況", "ほうこくじょうきょう", "ステータス",
+                            "状況確認"), status.handle_status),
+    Route("check", command("check", "対象か確認", "たいしょうかかくにん", "対象確認",
+                           "対象かどうか確認"),
           wizard.handle_start),
     Route("menu_status", payload("menu:status"), status.handle_status),
     Route("menu_check", payload("menu:check"), wizard.handle_start),

@@ -93,7 +93,13 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
         if await _locked(session, ctx.account.id, now):
             return [Reply(LOCKED, meta={"action": "link_locked"})]
         code = normalise_code(found.get("arg", ""))
+        current = (await session.get(Institution, ctx.account.institution_id)
+                   if ctx.account.institution_id is not None else None)
         if not found.get("arg", "").strip():
+            if current is not None:
+                return [Reply(f"このチャットは {current.name} 様と連携済みです。別の医療機関と"
+                              "連携し直す場合は、その医療機関の連携コードを「連携 コード」の形で"
+                              "送ってください。", meta={"action": "link_help"})]
             return [Reply(HOW_TO_LINK, meta={"action": "link_help"})]
         institution = (await _redeem(session, code, ctx.account.id, now,
                                      ctx.config.link_code_key) if code else None)
@@ -102,7 +108,10 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
             await session.commit()
             return [Reply(BAD_CODE, meta={"action": "link_failed"})]
         await _link_account(session, ctx.account.id, institution, now)
-    return [Reply(f"{institution.name} 様との連携が完了しました。\n「報告状況」と送ると、"
+    # Moving a chat to another institution is allowed (a clerk may change jobs), never silent.
+    moved = (f"{current.name} 様との連携は解除されました。\n"
+             if current is not None and current.id != institution.id else "")
+    return [Reply(f"{institution.name} 様との連携が完了しました。\n{moved}「報告状況」と送ると、"
                   "報告の状況と期限をお知らせします。", meta={"action": "linked"})]
 
 
@@ -164,18 +173,34 @@ async def _link_account(session: AsyncSession, account_id: int, institution: Ins
     await session.commit()
 
 
+async def expire_unused_codes(session: AsyncSession, institution_ids: list[int],
+                              now: datetime) -> int:
+    """End the unused codes of these institutions (caller commits): the newest letter is the
+    valid one, and a lost or leaked one stops working as soon as a new code is issued."""
+    if not institution_ids:
+        return 0
+    result = await session.exec(  # type: ignore[call-overload]
+        update(LinkCode)
+        .where(col(LinkCode.institution_id).in_(institution_ids),
+               col(LinkCode.used_at).is_(None), col(LinkCode.expires_at) > now)
+        .values(expires_at=now))
+    return int(result.rowcount or 0)
+
+
 async def revoke_links(session: AsyncSession, prefecture_code: str, institution_code: str,
-                       ) -> int:
-    """Unlink every chat account of one institution of this prefecture; returns how many."""
+                       now: datetime) -> tuple[int, int] | None:
+    """Unlink every chat account of one institution of this prefecture and end its unused
+    codes; returns (accounts, codes), or None if the prefecture has no such institution."""
     inst = (await session.exec(select(Institution).where(
         Institution.prefecture_code == prefecture_code,
         Institution.code == institution_code))).first()
-    if inst is None:
-        return 0
+    if inst is None or inst.id is None:
+        return None
     result = await session.exec(  # type: ignore[call-overload]
         update(ChatAccount)
         .where(col(ChatAccount.institution_id) == inst.id,
                col(ChatAccount.prefecture_code) == prefecture_code)
         .values(institution_id=None, linked_at=None))
+    codes = await expire_unused_codes(session, [inst.id], now)
     await session.commit()
-    return int(result.rowcount or 0)
+    return int(result.rowcount or 0), codes

@@ -21,6 +21,7 @@ def run(*args: str, stdin: str = "", env: dict[str, str] | None = None,
     full_env = {**os.environ, "LOG_LEVEL": "WARNING", **(env or {})}
     if tmp is not None:
         full_env.setdefault("DATABASE_URL", f"sqlite+aiosqlite:///{tmp / 'cli.db'}")
+        full_env.setdefault("DEMO_DATABASE_URL", f"sqlite+aiosqlite:///{tmp / 'demo.db'}")
     return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], input=stdin,
                           capture_output=True, text=True, env=full_env, timeout=120, cwd=tmp)
 
@@ -62,6 +63,20 @@ def test_kb_check_names_file_and_line_and_refuses_to_start(tmp_path: Path) -> No
     demo = run("demo", stdin="報告期間は\n", env=env, tmp=tmp_path)
     assert demo.returncode == 2 and "scope.yaml" in demo.stderr
     assert "ボット>" not in demo.stdout
+
+
+def test_the_demo_never_writes_its_made_up_institutions_to_the_real_database(
+        tmp_path: Path) -> None:
+    out = run("demo", stdin="報告期間は\n", tmp=tmp_path)
+    assert out.returncode == 0, out.stderr
+    with sqlite3.connect(tmp_path / "demo.db") as demo:
+        assert demo.execute("select count(*) from institution").fetchone()[0] > 0
+    real = tmp_path / "cli.db"
+    if real.exists():
+        with sqlite3.connect(real) as db:
+            tables = {r[0] for r in db.execute("select name from sqlite_master")}
+            assert "institution" not in tables or not db.execute(
+                "select count(*) from institution").fetchone()[0]
 
 
 def test_demo_reads_piped_stdin_and_numbered_choices(tmp_path: Path) -> None:
@@ -123,6 +138,9 @@ def test_issue_codes_writes_excel_friendly_csv_once(tmp_path: Path) -> None:
     assert lines[0] == "医療機関コード,名称,連携コード,有効期限" and len(lines) == 3
     again = run("issue-codes", "--prefecture", "26", "--out", str(out_file), tmp=tmp_path)
     assert again.returncode == 2 and out_file.read_bytes() == raw
+    reissued = run("issue-codes", "--prefecture", "26", "--out", str(out_file), "--force",
+                   tmp=tmp_path)
+    assert reissued.returncode == 0 and "未使用の連携コード 2件は無効" in reissued.stdout
 
 
 def test_a_campaign_is_reached_only_through_its_own_prefecture(tmp_path: Path) -> None:
@@ -157,3 +175,16 @@ def test_demo_never_echoes_terminal_escape_codes(tmp_path: Path) -> None:
     assert "\x1b" not in out.stdout
     assert "あなた> 報告期間はいつからいつまで" in out.stdout
     assert "3月31日" in out.stdout  # the question behind the codes is still understood
+
+
+def test_database_trouble_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    down = run("calendar", "show", "--prefecture", "26", tmp=tmp_path,
+               env={"DATABASE_URL": "postgresql://bot:s3cret@127.0.0.1:9/kakaritsuke"})
+    assert down.returncode == 2 and "Traceback" not in down.stderr
+    assert "データベースに接続できませんでした" in down.stderr and "s3cret" not in down.stderr
+    fresh = run("issue-codes", "--prefecture", "26", "--out", str(tmp_path / "c.csv"),
+                tmp=tmp_path)  # a new database: migrated first, then "nothing to do"
+    assert fresh.returncode == 1 and "Traceback" not in fresh.stderr
+    assert "対象の医療機関がありません" in fresh.stderr
+    revoke = run("revoke-link", "--prefecture", "26", "--institution", "2610001", tmp=tmp_path)
+    assert revoke.returncode == 1 and "医療機関コード 2610001 はありません" in revoke.stderr

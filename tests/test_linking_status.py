@@ -16,6 +16,7 @@ from handlers.context import Context
 from handlers.dispatch import dispatch
 from handlers.linking import (
     ALPHABET,
+    expire_unused_codes,
     hash_code,
     issue_code,
     new_code,
@@ -201,11 +202,35 @@ async def test_the_lockout_lasts_an_hour_from_the_fifth_failure(ctx: Context) ->
 async def test_staff_revoke_unlinks_only_their_own_institution(ctx: Context) -> None:
     await load_samples(ctx)
     await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    unused = await code_for(ctx, "2610001")  # a second letter, never used
     async with ctx.session() as session:
-        assert await revoke_links(session, "13", "2610001") == 0  # another prefecture
-        assert await revoke_links(session, "26", "2610001") == 1
+        assert await revoke_links(session, "13", "2610001", NOW) is None  # another prefecture
+        assert await revoke_links(session, "26", "2610001", NOW) == (1, 1)
     [reply] = await dispatch(said("報告状況"), ctx)
     assert "連携" in reply.text and "さくら内科" not in reply.text
+    [late] = await dispatch(said(f"連携 {unused}", user="other"), ctx)
+    assert "確認できませんでした" in late.text
+
+
+async def test_a_new_code_ends_the_unused_one_and_a_relink_says_what_changed(
+        ctx: Context) -> None:
+    """A lost or leaked letter must stop working once a new one is issued; and a chat that
+    links to another institution is told so, not moved silently."""
+    await load_samples(ctx)
+    old = await code_for(ctx, "2610001")
+    async with ctx.session() as session:
+        inst = (await session.exec(select(Institution).where(
+            Institution.code == "2610001"))).one()
+        assert await expire_unused_codes(session, [inst.id], NOW) == 1  # type: ignore[list-item]
+        await session.commit()
+    [stale] = await dispatch(said(f"連携 {old}"), ctx)
+    assert "確認できませんでした" in stale.text
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    [linked] = await dispatch(said("連携"), ctx)
+    assert "さくら内科クリニック 様と連携済み" in linked.text
+    [moved] = await dispatch(said(f"連携 {await code_for(ctx, '2610002')}"), ctx)
+    assert "みなみ総合病院 様との連携が完了" in moved.text
+    assert "さくら内科クリニック 様との連携は解除" in moved.text
 
 
 @pytest.mark.parametrize(("status", "label", "expected"), [
