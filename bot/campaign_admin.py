@@ -15,7 +15,7 @@ from db.engine import make_engine, make_sessionmaker
 from db.models import Campaign, CampaignSettings, Prefecture, utcnow
 from scheduler import campaigns, templates
 from scheduler.cadence import cycle_runs, due_run, settings_for
-from scheduler.calendar import JST
+from scheduler.calendar import DAY_ENDS, DAY_STARTS, JST
 
 STATUS_LABELS = {"planned": "計画済み", "previewed": "承認待ち", "sending": "送信中",
                  "done": "完了", "cancelled": "中止"}
@@ -94,7 +94,7 @@ async def run_calendar(settings: Settings, args: argparse.Namespace) -> int:
             cadence = await settings_for(session, args.prefecture)
             if args.calendar_command == "set":
                 try:
-                    _apply(args, pref, cadence)
+                    _apply(args, pref, cadence, datetime.now(JST).date())
                 except ValueError as exc:
                     print(f"設定できませんでした：{exc}")
                     return 1
@@ -108,31 +108,65 @@ async def run_calendar(settings: Settings, args: argparse.Namespace) -> int:
         await engine.dispose()
 
 
-def _apply(args: argparse.Namespace, pref: Prefecture, cadence: CampaignSettings) -> None:
+def _apply(args: argparse.Namespace, pref: Prefecture, cadence: CampaignSettings,
+           today: date) -> None:
+    """Check every given value before any is kept; a ValueError says which and why."""
     if args.deadline:
-        pref.period_end = date.fromisoformat(args.deadline)
+        pref.period_end = _day(args.deadline, "--deadline")
+        if pref.period_end < today:
+            raise ValueError(f"--deadline {args.deadline} は過去の日付です")
+    if args.start:
+        pref.period_start = _day(args.start, "--start")
+    if pref.period_start and pref.period_end and pref.period_start > pref.period_end:
+        raise ValueError("受付開始（--start）が報告期限（--deadline）より後になっています")
+    if args.contact is not None:
+        if not args.contact.strip() or len(args.contact) > 200:
+            raise ValueError("--contact は 1〜200 文字で指定してください（例：\"京都府医療政策課 "
+                             "075-000-0000\"）")
+        pref.inquiry_contact = args.contact.strip()
     if args.hours:
-        start, end = (int(h) for h in args.hours.split("-"))
-        if not 0 <= start < end <= 24:
-            raise ValueError("送信時間帯は 9-17 のように指定してください")
-        pref.send_start_hour, pref.send_end_hour = start, end
+        hours = _numbers(args.hours, "-", "--hours", "9-17")
+        if len(hours) != 2 or not DAY_STARTS <= hours[0] < hours[1] <= DAY_ENDS:
+            raise ValueError(f"送信時間帯（--hours）は {DAY_STARTS}〜{DAY_ENDS} 時の間で、"
+                             "9-17 のように指定してください（夜間には送りません）")
+        pref.send_start_hour, pref.send_end_hour = hours
     if args.annai:
-        month, day = (int(x) for x in args.annai.split("-"))
-        date(2027, month, day)  # validates
-        cadence.annai_month, cadence.annai_day = month, day
+        month_day = _numbers(args.annai, "-", "--annai", "11-10")
+        try:
+            date(2027, *month_day)
+        except (TypeError, ValueError):
+            raise ValueError(f"--annai {args.annai} は日付になっていません（例：11-10）") from None
+        cadence.annai_month, cadence.annai_day = month_day
     if args.reminders is not None:
-        cadence.reminder_days = sorted({int(d) for d in args.reminders.split(",") if d},
-                                       reverse=True)
-    for name in ("after_every", "after_count", "returned_days"):
+        days = _numbers(args.reminders, ",", "--reminders", "30,14,7,3,1")
+        if any(d < 1 for d in days):
+            raise ValueError("--reminders は期限の何日前かを 1 以上の日数で指定してください")
+        cadence.reminder_days = sorted(set(days), reverse=True)
+    for name, field, least in (("after_every", "after_deadline_every_days", 1),
+                               ("after_count", "after_deadline_count", 0),
+                               ("returned_days", "returned_after_business_days", 1)):
         value = getattr(args, name)
         if value is not None:
-            field = {"after_every": "after_deadline_every_days",
-                     "after_count": "after_deadline_count",
-                     "returned_days": "returned_after_business_days"}[name]
+            if value < least:
+                raise ValueError(f"--{name.replace('_', '-')} は {least} 以上で指定してください")
             setattr(cadence, field, value)
     for name in ("auto_send", "enabled"):
         if getattr(args, name) is not None:
             setattr(cadence, name, getattr(args, name) == "on")
+
+
+def _day(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text.strip().replace("/", "-"))
+    except ValueError:
+        raise ValueError(f"{option} {text} は日付になっていません（例：2027-02-26）") from None
+
+
+def _numbers(text: str, sep: str, option: str, example: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(sep) if part.strip())
+    except ValueError:
+        raise ValueError(f"{option} {text} は数字で指定してください（例：{example}）") from None
 
 
 def _show(pref: Prefecture, cadence: CampaignSettings, now: datetime) -> None:
@@ -140,6 +174,8 @@ def _show(pref: Prefecture, cadence: CampaignSettings, now: datetime) -> None:
           f"{pref.send_start_hour}:00〜{pref.send_end_hour}:00（営業日のみ）、"
           f"自動送信 {'する' if cadence.auto_send else 'しない（Slackで承認）'}、"
           f"{'有効' if cadence.enabled else '停止中'}")
+    start = templates.format_deadline(pref.period_start) if pref.period_start else "（未設定）"
+    print(f"  受付開始 {start}、問い合わせ先 {pref.inquiry_contact or '（未設定）'}")
     if pref.period_end is None:
         return
     runs = cycle_runs(cadence, pref.period_end, pref.send_start_hour, pref.send_end_hour)

@@ -116,6 +116,9 @@ def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
         cmd.add_argument("--prefecture", required=True, type=prefecture_code)
         if name == "set":
             cmd.add_argument("--deadline", help="報告期限 YYYY-MM-DD")
+            cmd.add_argument("--start", help="受付開始 YYYY-MM-DD (shown to linked clinics)")
+            cmd.add_argument("--contact", help="問い合わせ先, e.g. '医療政策課 075-000-0000' "
+                             "({contact} in messages)")
             cmd.add_argument("--hours", help="sending hours JST, e.g. 9-17")
             cmd.add_argument("--annai", help="案内 date MM-DD (default 11-10)")
             cmd.add_argument("--reminders", help="督促 days before the deadline, e.g. 30,14,7,3,1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from db import repo
+from db.models import Prefecture
 from handlers import courtesy, desk, history
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
@@ -56,10 +57,12 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
         esc = await repo.create_escalation(session, ctx.tenant, ctx.account.id, question[:4000],
                                            context, ctx.clock())
         await desk.announce(session, esc, ctx.clock())  # the staff card, through the outbox
+        pref = await session.get(Prefecture, ctx.tenant)
+    desk_contact = pref.inquiry_contact if pref and pref.inquiry_contact else "都道府県の窓口"
     text = (
         f"都道府県の担当者にお問い合わせを送りました。受付番号は {esc.receipt} です。\n"
-        "回答はこのチャットにお届けします。お急ぎの場合は、受付番号を添えて都道府県の窓口へ"
-        "お電話ください。"
+        "回答はこのチャットにお届けします。お急ぎの場合は、受付番号を添えて"
+        f"{desk_contact}へお問い合わせください。"
     )
     return Reply(text, meta={"action": history.ESCALATED, "escalation_id": esc.id})
 

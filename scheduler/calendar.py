@@ -16,6 +16,8 @@ import jpholiday
 
 JST = ZoneInfo("Asia/Tokyo")
 OPENS, CLOSES = time(9), time(17)
+# The widest window any prefecture may set: nothing is sent at night, whatever is stored.
+DAY_STARTS, DAY_ENDS = 7, 21
 MAX_DAYS = 400  # spans longer than this are counted up to here
 MAX_SEARCH = 30  # the longest run of closed days (Golden Week + weekend) is far shorter
 
@@ -26,8 +28,12 @@ class HasHours(Protocol):
 
 
 def sending_hours(pref: HasHours | None) -> tuple[int, int]:
-    """A prefecture's sending window; the default one for a prefecture not set up yet."""
-    return (pref.send_start_hour, pref.send_end_hour) if pref else (OPENS.hour, CLOSES.hour)
+    """A prefecture's sending window, within the daytime limits; the default one for a
+    prefecture not set up yet (or with a window that the limits leave empty)."""
+    if pref is None:
+        return OPENS.hour, CLOSES.hour
+    start, end = max(pref.send_start_hour, DAY_STARTS), min(pref.send_end_hour, DAY_ENDS)
+    return (start, end) if start < end else (OPENS.hour, CLOSES.hour)
 
 
 def is_business_day(day: date) -> bool:

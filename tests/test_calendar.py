@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import pytest
 
-from db.models import CampaignSettings
+from db.models import CampaignSettings, Prefecture
 from scheduler.cadence import cycle_runs, due_run
 from scheduler.calendar import (
     JST,
@@ -15,6 +15,7 @@ from scheduler.calendar import (
     is_business_day,
     next_business_day,
     next_slot,
+    sending_hours,
 )
 
 
@@ -58,6 +59,17 @@ def test_sending_hours_are_per_prefecture() -> None:
     assert next_slot(jst(2026, 11, 24, 16, 0), 10, 16) == jst(2026, 11, 25, 10)
     with pytest.raises(ValueError):
         next_slot(jst(2026, 11, 24, 12), 17, 9)
+
+
+def test_no_stored_window_reaches_into_the_night() -> None:
+    """However the hours got into the database (an old version, a hand edit), nothing is
+    sent before 7:00 or after 21:00."""
+    assert sending_hours(Prefecture(code="26", name="京都府", send_start_hour=0,
+                                    send_end_hour=24)) == (7, 21)
+    assert sending_hours(Prefecture(code="26", name="京都府", send_start_hour=22,
+                                    send_end_hour=23)) == (9, 17)  # empty after the limits
+    assert sending_hours(Prefecture(code="26", name="京都府", send_start_hour=8,
+                                    send_end_hour=20)) == (8, 20)
 
 
 def settings(**kw: object) -> CampaignSettings:

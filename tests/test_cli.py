@@ -188,3 +188,21 @@ def test_database_trouble_is_one_clear_line_not_a_traceback(tmp_path: Path) -> N
     assert "対象の医療機関がありません" in fresh.stderr
     revoke = run("revoke-link", "--prefecture", "26", "--institution", "2610001", tmp=tmp_path)
     assert revoke.returncode == 1 and "医療機関コード 2610001 はありません" in revoke.stderr
+
+
+def test_calendar_set_refuses_night_hours_and_bad_values_and_keeps_the_contact(
+        tmp_path: Path) -> None:
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    for bad, says in ((["--hours", "0-24"], "夜間には送りません"),
+                      (["--deadline", "2027/13/40"], "日付になっていません"),
+                      (["--reminders", "7,-1"], "1 以上"),
+                      (["--start", "2027-03-30", "--deadline", "2027-02-26"], "より後")):
+        out = run("calendar", "set", "--prefecture", "26", *bad, tmp=tmp_path)
+        assert out.returncode == 1 and says in out.stdout and "Traceback" not in out.stderr
+    good = run("calendar", "set", "--prefecture", "26", "--deadline", "2027-02-26",
+               "--start", "2027-01-13", "--contact", "医療政策課 075-000-0000", tmp=tmp_path)
+    assert good.returncode == 0, good.stderr
+    shown = run("calendar", "show", "--prefecture", "26", tmp=tmp_path).stdout
+    assert "報告期限 2027年2月26日" in shown and "送信時間帯 9:00〜17:00" in shown
+    assert "受付開始 2027年1月13日" in shown and "問い合わせ先 医療政策課 075-000-0000" in shown
