@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlmodel import col, select
 
 from bot.settings import Settings
+from db.csvfile import FileProblem, decode
 from db.engine import make_engine, make_sessionmaker
 from db.models import Campaign, CampaignSettings, Prefecture, utcnow
 from scheduler import campaigns, templates
@@ -192,7 +193,12 @@ async def run_template(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with make_sessionmaker(engine)() as session:
             if args.template_command == "set":
-                body = (await asyncio.to_thread(Path(args.file).read_text, "utf-8")).strip()
+                try:
+                    text, _ = await asyncio.to_thread(decode, Path(args.file))
+                except (OSError, FileProblem) as exc:  # missing, unreadable, not Japanese text
+                    print(f"読み込めませんでした：{exc}")
+                    return 1
+                body = text.strip()
                 try:
                     await templates.save(session, args.prefecture, args.kind, body)
                 except templates.TemplateError as exc:

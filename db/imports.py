@@ -31,7 +31,7 @@ STATUSES = {"未報告": "未報告", "報告済": "報告済", "報告済み": 
             "確認済み": "確認済", "差し戻し": "差し戻し", "差戻し": "差し戻し", "差戻": "差し戻し",
             "修正依頼": "差し戻し", "紙受付": "紙受付", "紙報告受付": "紙受付"}
 TRUE = {"有", "あり", "はい", "○", "◯", "1", "true", "yes", "y", "実施", "実績あり", "該当"}
-FALSE = {"無", "なし", "いいえ", "×", "0", "false", "no", "n", "", "未実施", "実績なし", "非該当"}
+FALSE = {"無", "なし", "いいえ", "×", "0", "false", "no", "n", "未実施", "実績なし", "非該当"}
 
 
 def institution_code(v: str) -> str:
@@ -59,6 +59,10 @@ def kind(v: str) -> str:
 
 
 def flag(v: str) -> bool:
+    # A blank is not "無": these columns decide who must report, so a row cut short in
+    # Excel must not make an exempt 歯科 clinic a target without anyone noticing.
+    if not v.strip():
+        raise ValueError("空欄です。「有」または「無」を入力してください")
     low = v.lower()
     if low in TRUE:
         return True

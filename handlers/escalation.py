@@ -44,7 +44,8 @@ async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -
 
 
 async def handle_no_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
-    return [Reply(NOTED)]
+    """「送らない」: the question is closed; a later 「担当者に聞く」 asks for one afresh."""
+    return [Reply(NOTED, meta={"action": history.SMALL_TALK})]
 
 
 async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[dict],

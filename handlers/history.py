@@ -17,6 +17,8 @@ from handlers.messages import Inbound
 QUESTION_ACTIONS = ("answer", "suggest", "escalate")
 ESCALATED = "escalated"  # the logged action of a turn that handed a question to staff
 FEEDBACK = "feedback"  # the logged action of a 👍/👎 (entry_id set when it was a 👎)
+SMALL_TALK = "smalltalk"  # thanks, greetings, 「やっぱりやめます」: the topic is closed
+OFFER = "offer_staff"  # an offer to send the question before it (it carries none itself)
 # How long the bot's last reply is what a typed reply answers. Short: a campaign message or
 # a staff answer in between is not logged as a turn.
 REPLY_WINDOW = timedelta(minutes=15)
@@ -39,13 +41,14 @@ def fresh(turn: ConversationLog, ctx: Context) -> bool:
 
 
 def last_open_question(turns: list[ConversationLog]) -> str:
-    """The latest question typed since the last escalation; one already handed to staff
-    is not sent again (a second 「担当者に聞く」 asks for the new question instead). Right
+    """The latest question typed since the last escalation or small talk; one already handed
+    to staff is not sent again (a second 「担当者に聞く」 asks for the new question instead),
+    nor one the user closed with 「ありがとう」 or 「やっぱりやめます」. Right
     after a 👎 it is the question whose answer was voted down, which need not be the latest."""
     if turns and turns[0].action == FEEDBACK and turns[0].entry_id:
         return question_answered(turns[1:], turns[0].entry_id)
     for turn in turns:  # newest first
-        if turn.action == ESCALATED:
+        if turn.action in (ESCALATED, SMALL_TALK):
             return ""
         if turn.payload is None and turn.inbound_text and turn.action in QUESTION_ACTIONS:
             return turn.inbound_text

@@ -16,7 +16,7 @@ from handlers.qa import OFFER_STAFF
 from handlers.router import Found
 from handlers.texts import GREETING_INTRO, NOTED, OFFER_QUESTION
 
-SMALLTALK = {"action": "smalltalk"}
+SMALLTALK = {"action": history.SMALL_TALK}
 _GREETING_BACK = {"おはよう": "おはようございます。", "こんばん": "こんばんは。",
                   "世話": "お世話になっております。", "疲れ": "お疲れさまです。",
                   "つかれ": "お疲れさまです。", "はじめまして": "はじめまして。",
@@ -43,7 +43,8 @@ async def handle_small_talk(msg: Inbound, ctx: Context, _found: Found) -> list[R
     if offered and kinds & {"no", "decline"}:
         return await escalation.handle_no_staff(msg, ctx, {})
     if last is not None and last.action == "suggest" and kinds & {"no", "wrong"}:
-        return [Reply("候補の中にない場合は、" + OFFER_QUESTION, OFFER_STAFF, meta=SMALLTALK)]
+        return [Reply("候補の中にない場合は、" + OFFER_QUESTION, OFFER_STAFF,
+                      meta={"action": history.OFFER})]
     if last is not None and last.action == history.ESCALATED and kinds & {"thanks", "please"}:
         return [Reply("担当者からの回答は、このチャットにお届けします。恐れ入りますが、"
                       "しばらくお待ちください。", meta=SMALLTALK)]

@@ -206,3 +206,17 @@ def test_calendar_set_refuses_night_hours_and_bad_values_and_keeps_the_contact(
     shown = run("calendar", "show", "--prefecture", "26", tmp=tmp_path).stdout
     assert "報告期限 2027年2月26日" in shown and "送信時間帯 9:00〜17:00" in shown
     assert "受付開始 2027年1月13日" in shown and "問い合わせ先 医療政策課 075-000-0000" in shown
+
+
+def test_template_set_reads_a_notepad_file_and_names_a_missing_one(tmp_path: Path) -> None:
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    sjis = tmp_path / "annai.txt"
+    sjis.write_bytes("{prefecture}の医療機関の皆様へ。期限は{deadline}です。\n".encode("cp932"))
+    saved = run("template", "set", "--prefecture", "26", "--kind", "annai", "--file", str(sjis),
+                tmp=tmp_path)
+    assert saved.returncode == 0 and "{prefecture}の医療機関の皆様へ" in saved.stdout
+    missing = run("template", "set", "--prefecture", "26", "--kind", "annai",
+                  "--file", str(tmp_path / "none.txt"), tmp=tmp_path)
+    assert missing.returncode == 1 and "読み込めませんでした" in missing.stdout
+    assert "Traceback" not in missing.stderr

@@ -74,6 +74,18 @@ async def test_a_clinic_marked_as_tokutei_is_refused_with_its_line(ctx: Context,
     assert "2610001" not in await institutions(ctx)
 
 
+async def test_a_blank_exemption_flag_is_an_error_not_a_silent_no(ctx: Context,
+                                                                   tmp_path: Path) -> None:
+    """歯科 left blank must not make a dental clinic a reporting target unnoticed."""
+    short = ROW.replace("診療所,無,無,無,", "診療所,無,,無,")
+    async with ctx.session() as session:
+        result = await import_roster(session, csv_file(tmp_path, HEADER + short), "26")
+    assert not result.ok
+    [error] = result.errors
+    assert (error.line, error.column) == (2, "歯科") and "空欄" in error.reason
+    assert "2610001" not in await institutions(ctx)
+
+
 async def test_missing_column_and_unreadable_file_are_file_problems(ctx: Context,
                                                                     tmp_path: Path) -> None:
     async with ctx.session() as session:

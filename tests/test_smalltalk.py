@@ -203,3 +203,11 @@ async def test_the_greeting_menu_leads_to_the_status_check_and_the_wizard(
     assert "連携コード" in status.text  # not linked yet: how to link
     wizard = await tap(ctx, hello, "menu:check")
     assert "医療機関の種類" in wizard.text
+
+
+async def test_a_question_closed_with_never_mind_is_not_sent_later(ctx: Context) -> None:
+    await dispatch(said("今日の天気は"), ctx)
+    [closed] = await dispatch(said("やっぱりやめます"), ctx)
+    assert closed.text.startswith(NOTED)
+    [ask] = await dispatch(said("担当者に聞く"), ctx)
+    assert "ご質問を入力" in ask.text and await escalated(ctx) == []
