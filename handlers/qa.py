@@ -35,7 +35,11 @@ FOLLOW_UP_MIN = 0.5  # score, with the question before, for an entry to be offer
 
 
 async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
-    if not ctx.retriever.analyzer.analyse(msg.text).folded.strip("0123456789"):
+    folded = ctx.retriever.analyzer.analyse(msg.text).folded
+    if folded and not folded.strip("0123456789"):  # a button number, with no buttons shown
+        return [Reply("番号は、選択肢が表示されているときにお使いいただけます。ご質問は、"
+                      "そのまま文章でご入力ください（例：「報告期間はいつまで？」）。")]
+    if not folded:
         return [Reply(UNREADABLE)]
     decision = ctx.retriever.decide(msg.text)
     if (decision.action != "answer" and len(msg.text.strip()) <= FOLLOW_UP_MAX

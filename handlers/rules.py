@@ -71,6 +71,7 @@ class Judgement:
     func1: bool | None
     func1_missing: tuple[str, ...]
     func2: dict[str, bool | None]
+    func1_failed: tuple[str, ...] = ()  # the ★ items answered "no"
 
     @property
     def must_report_func2(self) -> bool:
@@ -80,10 +81,10 @@ class Judgement:
 def judge(answers: Mapping[str, bool | None]) -> Judgement:
     """Judge 1号 from the ★ items (keys of FUNC1_ITEMS) and 2号 from keys of FUNC2."""
     missing = tuple(k for k in FUNC1_ITEMS if answers.get(k) is None)
-    failed = any(answers.get(k) is False for k in FUNC1_ITEMS)
+    failed = tuple(k for k in FUNC1_ITEMS if answers.get(k) is False)
     func1 = False if failed else (None if missing else True)
     func2 = {k: answers.get(k) if func1 else None for k in FUNC2}
-    return Judgement(func1, missing, func2)
+    return Judgement(func1, missing, func2, failed)
 
 
 def describe(j: Judgement) -> str:
@@ -91,7 +92,8 @@ def describe(j: Judgement) -> str:
     if j.func1 is None:
         return "1号機能：判定できません（未回答の項目があります）"
     if not j.func1:
-        return "1号機能：なし（満たしていない★の要件があります）→ 2号機能の報告は不要です"
+        unmet = "、".join(FUNC1_ITEMS[k] for k in j.func1_failed)
+        return f"1号機能：なし（満たしていない★の要件：{unmet}）→ 2号機能の報告は不要です"
     parts = [f"{FUNC2[k]}：{_mark(v)}" for k, v in j.func2.items()]
     return "1号機能：あり → 2号機能も報告します\n" + "\n".join(parts)
 

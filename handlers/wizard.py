@@ -6,6 +6,7 @@ derived from it, so 戻る is "drop the last answer" and a restart loses nothing
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from db import repo
@@ -17,6 +18,7 @@ from handlers.rules import FUNC1_ITEMS, FUNC2, Facility, describe, judge, obliga
 
 FLOW = "wizard"
 YES_NO = (("はい", "yes"), ("いいえ", "no"))
+UNSURE = re.compile(r"わから|分から|わかん|不明|知らない|しらない|どっち")
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
     else:
         current = next_step(answers)
         if current is None or value not in {v for _, v in STEPS[current].choices}:
-            return [_retry(current, answers)]
+            return [_retry(current, answers, unsure=bool(UNSURE.search(msg.text)))]
         history.append([current, value])
     answers = dict((k, v) for k, v in history)
     following = next_step(answers)
@@ -146,11 +148,14 @@ def _value_from_text(text: str, current: str | None) -> str:
         current and value in {v for _, v in STEPS[current].choices}) else ""
 
 
-def _retry(current: str | None, answers: dict[str, str]) -> Reply:
+def _retry(current: str | None, answers: dict[str, str], unsure: bool = False) -> Reply:
     if current is None:
         return Reply("確認はすでに終わっています。")
     reply = question_reply(current, answers)
-    return Reply("ボタンでお答えください。\n" + reply.text, reply.buttons, meta=reply.meta)
+    lead = ("わからない項目は、院内でご担当の方に確認してからお答えください。すぐに確認できない"
+            "場合は「やめる」で終了し、「担当者に聞く」から都道府県にお尋ねいただけます。\n"
+            if unsure else "ボタンでお答えください。\n")
+    return Reply(lead + reply.text, reply.buttons, meta=reply.meta)
 
 
 async def _save(msg: Inbound, ctx: Context, history: list[list[str]]) -> None:

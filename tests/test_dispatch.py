@@ -211,6 +211,8 @@ async def test_empty_and_hostile_messages_get_polite_replies(ctx: Context) -> No
     rows = await logs(ctx)
     assert len(rows) == 7
     assert max(len(r.inbound_text) for r in rows) <= 4000
+    [number] = await dispatch(said("２"), ctx)  # a button number typed with no buttons shown
+    assert "選択肢が表示されているとき" in number.text and "読み取れません" not in number.text
 
 
 async def test_handler_failure_becomes_an_apology_and_is_logged(ctx: Context) -> None:

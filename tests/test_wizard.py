@@ -70,6 +70,8 @@ async def test_without_1go_no_2go_questions(ctx: Context) -> None:
     for label in ("診療所", "いいえ", "いいえ", "確認する", "はい", "いいえ"):
         r = await tap(ctx, r, label)
     assert "1号機能：なし" in r.text and "2号機能の報告は不要" in r.text
+    # It says which ★ was not met (the second: 一次診療), not just that one was.
+    assert "満たしていない★の要件：17の診療領域のうち一つ以上での一次診療）" in r.text
 
 
 async def test_typed_answers_work_and_nonsense_repeats_the_question(ctx: Context) -> None:
@@ -78,6 +80,8 @@ async def test_typed_answers_work_and_nonsense_repeats_the_question(ctx: Context
     assert "歯科" in r.text
     [r] = await dispatch(said("ラーメン食べたい"), ctx)
     assert "ボタンでお答えください" in r.text and "歯科" in r.text
+    [r] = await dispatch(said("ちょっとわからないです"), ctx)  # a way on, not just "tap"
+    assert "「担当者に聞く」から都道府県に" in r.text and "歯科" in r.text
     [r] = await dispatch(said("ううん。"), ctx)  # a typed no, as people answer in chat
     assert "休院" in r.text
     [r] = await dispatch(said("いいえ"), ctx)
