@@ -13,13 +13,15 @@ from sqlmodel import col, select
 from bot.settings import Settings
 from db.csvfile import FileProblem, decode
 from db.engine import make_engine, make_sessionmaker
-from db.models import Campaign, CampaignSettings, Prefecture, utcnow
+from db.models import Campaign, CampaignSettings, Prefecture, desk_channel, utcnow
 from scheduler import campaigns, templates
 from scheduler.cadence import cycle_runs, due_run, settings_for
 from scheduler.calendar import DAY_ENDS, DAY_STARTS, JST
 
-STATUS_LABELS = {"planned": "計画済み", "previewed": "承認待ち", "sending": "送信中",
-                 "done": "完了", "cancelled": "中止"}
+STATUS_LABELS = campaigns.STATUS_LABELS
+# Row states of a campaign's messages, as `campaign status` lists them.
+ROW_LABELS = {"held": "承認待ち", "pending": "送信待ち", "sending": "送信中", "inflight": "送信中",
+              **dict(campaigns.REPORT_LABELS)}
 
 
 async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
@@ -45,8 +47,17 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
                 print(_summary(c))
                 print("--- 送信する文面の例 ---")
                 print(await campaigns.sample(session, c) or "（送信対象がありません）")
-                print("Slackの担当チャンネルに確認カード（送信／中止ボタン付き）を送ります。")
+                pref = await session.get(Prefecture, c.prefecture_code)
+                if desk_channel(pref):
+                    print("Slackの担当チャンネルに確認カード（送信／中止ボタン付き）を送ります。")
+                else:
+                    print("Slackの担当チャンネルが未設定のため、確認カードは届きません"
+                          "（slack-channel で設定できます）。送信するには campaign send で"
+                          "承認してください。")
             elif command == "send":
+                if c.status in ("sending", "done"):
+                    print(f"キャンペーン {c.id} は承認済みです（{STATUS_LABELS[c.status]}）。")
+                    return 0
                 released = await campaigns.approve(session, c, args.by, now)
                 print(f"キャンペーン {c.id} を承認しました：{released}件を送信します。")
             elif command == "cancel":
@@ -59,7 +70,7 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 print(_summary(c))
                 for status, n in sorted((await campaigns.counts(session, c.id or 0)).items()):
-                    print(f"  {status}: {n}")
+                    print(f"  {ROW_LABELS.get(status, status)}：{n}件")
             return 0
     except campaigns.CampaignError as exc:
         print(str(exc))

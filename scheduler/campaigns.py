@@ -44,6 +44,8 @@ SEND_CHANNELS = ("telegram",)  # chat channels with an outbox sender
 CHUNK = 5000
 KIND_LABELS = {"annai": "定期報告の案内", "dunning": "督促",
                "returned": "差し戻しの再提出のお願い"}
+STATUS_LABELS = {"planned": "計画済み", "previewed": "承認待ち", "sending": "送信中",
+                 "done": "完了", "cancelled": "中止"}
 REPORT_LABELS = (("sent", "送信済み"), ("unreachable", "届かず（ブロック等）"),
                  ("failed", "失敗"), ("uncertain", "送信中に停止（届いたか不明）"),
                  ("skipped", "送信不要（報告済み・連携解除など）"),
@@ -209,7 +211,8 @@ async def sample(session: AsyncSession, campaign: Campaign) -> str | None:
 async def request_preview(session: AsyncSession, campaign: Campaign, now: datetime) -> bool:
     """Queue the preview card (with 送信 / 中止 buttons) for the prefecture's Slack channel."""
     if campaign.status not in ("planned", "previewed"):
-        raise CampaignError(f"キャンペーン {campaign.id} は {campaign.status} です。")
+        raise CampaignError(f"キャンペーン {campaign.id} は"
+                            f"{STATUS_LABELS.get(campaign.status, campaign.status)}です。")
     pref = await session.get(Prefecture, campaign.prefecture_code)
     created = await enqueue(
         session, key=f"campaign-preview:{campaign.id}", channel="slack",
@@ -237,7 +240,8 @@ async def approve(session: AsyncSession, campaign: Campaign, by: str, now: datet
         return 0
     if campaign.status not in ("planned", "previewed"):
         raise CampaignError(
-            f"キャンペーン {campaign.id} は{campaign.status}のため送信できません。")
+            f"キャンペーン {campaign.id} は{STATUS_LABELS.get(campaign.status, campaign.status)}"
+            "のため送信できません。")
     pref = await session.get(Prefecture, campaign.prefecture_code)
     at = next_slot(max(now, campaign.send_at), *sending_hours(pref))
     stmt = (update(Outbox).where(col(Outbox.campaign_id) == campaign.id,

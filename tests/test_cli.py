@@ -160,6 +160,22 @@ def test_a_campaign_is_reached_only_through_its_own_prefecture(tmp_path: Path) -
     assert listed.returncode == 0 and "キャンペーン 1" not in listed.stdout
 
 
+def test_campaign_commands_say_what_really_happens(tmp_path: Path) -> None:
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    run("campaign", "plan", "--prefecture", "26", "--kind", "annai", "--tag", "t", tmp=tmp_path)
+    preview = run("campaign", "preview", "1", "--prefecture", "26", tmp=tmp_path)
+    assert "Slackの担当チャンネルが未設定のため、確認カードは届きません" in preview.stdout
+    assert "承認しました" in run("campaign", "send", "1", "--prefecture", "26", "--by", "me",
+                                 tmp=tmp_path).stdout
+    again = run("campaign", "send", "1", "--prefecture", "26", "--by", "me", tmp=tmp_path)
+    assert "承認済みです" in again.stdout
+    run("campaign", "plan", "--prefecture", "26", "--kind", "annai", "--tag", "t2", tmp=tmp_path)
+    run("campaign", "cancel", "2", "--prefecture", "26", "--by", "me", tmp=tmp_path)
+    refused = run("campaign", "send", "2", "--prefecture", "26", "--by", "me", tmp=tmp_path)
+    assert refused.returncode == 1 and "中止のため送信できません" in refused.stdout
+
+
 def test_env_example_documents_every_setting() -> None:
 
     documented = {line.lstrip("# ").split("=", 1)[0].strip()
