@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +192,7 @@ async def import_roster(session: AsyncSession, path: Path, prefecture: str,
                         progress: Progress | None = None) -> ImportResult:
     table = read_table(path, ROSTER)
     result = ImportResult(str(path), table.encoding)
-    parsed = _validate(table, ROSTER, result, _roster_rules)
+    parsed = _validate(table, ROSTER, result, partial(_roster_rules, prefecture))
     if result.errors:
         return result
     existing = await _existing(session, prefecture)
@@ -238,10 +239,18 @@ async def _write(session: AsyncSession, new: list[dict[str, Any]],
                            exc_info=True)
 
 
-def _roster_rules(line: int, row: dict[str, Any], errors: list[RowError]) -> None:
+def _roster_rules(prefecture: str, line: int, row: dict[str, Any],
+                  errors: list[RowError]) -> None:
     if row["special_function"] and row["kind"] != "hospital":
-        errors.append(RowError(line, "特定機能病院", "有（種別は診療所）",
+        errors.append(RowError(line, "特定機能病院", "有",
                                "特定機能病院は病院にだけ指定できます（種別が診療所です）"))
+    # A 10-digit 医療機関コード begins with its prefecture's number: a roster imported under
+    # the wrong --prefecture is caught here, not after 案内 went to another's clinics.
+    code = str(row["code"])
+    if len(code) == 10 and code[:2] != prefecture:
+        errors.append(RowError(line, "医療機関コード", code,
+                               f"先頭2桁（都道府県番号 {code[:2]}）が取り込み先の都道府県 "
+                               f"{prefecture} と違います。--prefecture をご確認ください"))
 
 
 def _status_rules(line: int, row: dict[str, Any], errors: list[RowError]) -> None:

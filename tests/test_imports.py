@@ -86,6 +86,22 @@ async def test_a_blank_exemption_flag_is_an_error_not_a_silent_no(ctx: Context,
     assert "2610001" not in await institutions(ctx)
 
 
+async def test_a_ten_digit_code_of_another_prefecture_is_refused(ctx: Context,
+                                                                  tmp_path: Path) -> None:
+    """The first two digits of a 10-digit 医療機関コード are its prefecture: a roster
+    imported under the wrong --prefecture stops at its first row."""
+    tokyo = ROW.replace("2610001,", "1311234567,")
+    kyoto = ROW.replace("2610001,", "2611234567,").replace("a@b.jp", "c@d.jp")
+    async with ctx.session() as session:
+        wrong = await import_roster(session, csv_file(tmp_path, HEADER + tokyo), "26")
+        right = await import_roster(session, csv_file(tmp_path, HEADER + kyoto, name="k.csv"),
+                                    "26")
+    [error] = wrong.errors
+    assert (error.line, error.column) == (2, "医療機関コード") and "--prefecture" in error.reason
+    stored = await institutions(ctx)
+    assert right.ok and "2611234567" in stored and "1311234567" not in stored
+
+
 async def test_missing_column_and_unreadable_file_are_file_problems(ctx: Context,
                                                                     tmp_path: Path) -> None:
     async with ctx.session() as session:
