@@ -32,6 +32,10 @@ EXPECTED = [
     # of the company-clinic entry better than 歯科 of the dental one.
     ("歯科診療所も報告しないといけないですか", "scope-dental-exempt", "prefecture"),
     ("しかしんりょうじょもほうこくしないといけないですか", "scope-dental-exempt", "prefecture"),
+    # Kana typed on a phone: ほうこくきかん was once answered with the prefectures' *prep*
+    # period (準備期間), its reading alone being closest.
+    ("ほうこくきかん", "schedule-reporting-period", "prefecture"),
+    ("とくていきのうびょういんはたいしょう？", "scope-tokutei-exempt", "prefecture"),
 ]
 
 
