@@ -84,3 +84,19 @@ async def test_cancel_button_and_the_final_report(d: Desk) -> None:
     report = d.api.of("chat.postMessage")[-1].params
     assert report["channel"] == C26 and "送信済み：2件" in report["text"]
     assert "チャット未連携の医療機関：" in report["text"]
+
+
+async def test_a_card_for_a_campaign_cancelled_before_it_went_out_is_not_posted(
+        d: Desk) -> None:
+    """A channel mapped late (or Slack down for a while) must not bring up 送信 buttons for
+    a campaign that was cancelled by the CLI in the meantime."""
+    await add_clinics(d.ctx, ["未報告"])
+    async with d.ctx.session() as session:
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "slack:late", NOW)).campaign
+        await campaigns.request_preview(session, c, NOW)
+        await campaigns.cancel(session, c, "cli", NOW)
+    await d.channel.flush(NOW)
+    assert not [m for m in d.api.of("chat.postMessage")
+                if "campaign_send" in action_ids(m.params)]
+    [card] = [r for r in await outbox_rows(d.ctx) if r.kind == "campaign_preview"]
+    assert card.status == "skipped" and "cancelled" in (card.last_error or "")

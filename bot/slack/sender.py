@@ -127,6 +127,8 @@ class SlackSender:
             if (found := await _campaign_of(session, row)) is None:
                 return Outcome("failed", "campaign not found")
             c, pref = found
+            if c.status not in ("planned", "previewed"):  # cancelled or approved meanwhile
+                return Outcome("skipped", f"campaign is {c.status}")
             sample = await campaigns.sample(session, c)
             csv_head = await campaigns.unlinked_csv(session, c, limit=20) if c.unlinked else ""
         channel = destination(pref, row)
