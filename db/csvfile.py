@@ -71,13 +71,18 @@ def read_table(path: Path, columns: list[Column]) -> Table:
         raise FileProblem(f"{path}: 空のファイルです（1行目に見出しが必要です）")
     index = {_key(h): i for i, h in enumerate(header)}
     positions: dict[str, int] = {}
+    missing: list[str] = []
     for col in columns:
         names = [_key(n) for n in (col.header, *col.aliases)]
         pos = next((index[n] for n in names if n in index), None)
         if pos is None and col.required:
-            raise FileProblem(f"{path}: 1行目に列「{col.header}」がありません")
+            missing.append(col.header)
         if pos is not None:
             positions[col.key] = pos
+    if missing:  # all of them at once, and what the file has instead
+        found = "、".join(f"「{h.strip()}」" for h in header if h.strip()) or "（なし）"
+        raise FileProblem(f"{path}: 1行目に列{'・'.join(f'「{m}」' for m in missing)}が"
+                          f"ありません（この行にある見出し：{found}）")
     table = Table(path, encoding)
     for line, raw in _numbered(reader, path):
         if not any(cell.strip() for cell in raw):

@@ -108,6 +108,12 @@ async def test_missing_column_and_unreadable_file_are_file_problems(ctx: Context
         with pytest.raises(FileProblem, match="種別"):
             await import_roster(session, csv_file(tmp_path, HEADER.replace("種別,", "") + ROW),
                                 "26")
+        # Every missing column at once, with what the first line has instead.
+        wrong = HEADER.replace("医療機関コード", "コード").replace("種別,", "")
+        with pytest.raises(FileProblem) as problem:
+            await import_roster(session, csv_file(tmp_path, wrong + ROW, name="w.csv"), "26")
+        assert "「医療機関コード」・「種別」がありません" in str(problem.value)
+        assert "見出し：「コード」、「名称」" in str(problem.value)
         with pytest.raises(FileProblem, match="文字コード"):
             path = tmp_path / "bin.csv"
             path.write_bytes(b"\x81\xff\xfe\x00" * 10)
