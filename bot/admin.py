@@ -85,6 +85,10 @@ async def run_issue_codes(settings: Settings, prefecture: str, institution: str 
         print(f"{out} は既にあります。上書きする場合は --force を付けてください。",
               file=sys.stderr)
         return 2
+    if out.is_dir():  # noqa: ASYNC240
+        print(f"{out} はフォルダです。--out には書き出すファイル名を指定してください。",
+              file=sys.stderr)
+        return 2
     if link_code_key(settings) is None:
         print("注意: LINK_CODE_KEY が設定されていないため、連携コードは鍵なしのハッシュで"
               "保存されます。本番環境では設定してください。", file=sys.stderr)
@@ -107,7 +111,13 @@ async def run_issue_codes(settings: Settings, prefecture: str, institution: str 
             code, expires = await issue_code(session, inst, now, settings.link_code_days,
                                              link_code_key(settings))
             rows.append([inst.code, inst.name, code, expires.date().isoformat()])
-        _write_codes(out, rows)
+        try:
+            _write_codes(out, rows)  # before the commit: unwritten codes are never valid
+        except OSError as exc:
+            await session.rollback()
+            print(f"{out} に書き出せませんでした（{exc.strerror}）。連携コードは発行して"
+                  "いません。", file=sys.stderr)
+            return 2
         await session.commit()
         print(f"{len(rows)}件の連携コードを {out} に書き出しました（有効期限 {rows[0][3]}）。")
         if ended:

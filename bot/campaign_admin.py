@@ -16,7 +16,7 @@ from db.engine import make_engine, make_sessionmaker
 from db.models import Campaign, CampaignSettings, Prefecture, desk_channel, utcnow
 from scheduler import campaigns, templates
 from scheduler.cadence import cycle_runs, due_run, settings_for
-from scheduler.calendar import DAY_ENDS, DAY_STARTS, JST
+from scheduler.calendar import DAY_ENDS, DAY_STARTS, JST, sending_hours
 
 STATUS_LABELS = campaigns.STATUS_LABELS
 # Row states of a campaign's messages, as `campaign status` lists them.
@@ -130,7 +130,8 @@ def _apply(args: argparse.Namespace, pref: Prefecture, cadence: CampaignSettings
     if args.start:
         pref.period_start = _day(args.start, "--start")
     if pref.period_start and pref.period_end and pref.period_start > pref.period_end:
-        raise ValueError("受付開始（--start）が報告期限（--deadline）より後になっています")
+        raise ValueError(f"受付開始（{pref.period_start}）が報告期限（{pref.period_end}）より後に"
+                         "なります。--start と --deadline をご確認ください")
     if args.contact is not None:
         if not args.contact.strip() or len(args.contact) > 200:
             raise ValueError("--contact は 1〜200 文字で指定してください（例：\"京都府医療政策課 "
@@ -182,15 +183,16 @@ def _numbers(text: str, sep: str, option: str, example: str) -> tuple[int, ...]:
 
 
 def _show(pref: Prefecture, cadence: CampaignSettings, now: datetime) -> None:
+    opens, closes = sending_hours(pref)
     print(f"{pref.name}：報告期限 {templates.format_deadline(pref.period_end)}、送信時間帯 "
-          f"{pref.send_start_hour}:00〜{pref.send_end_hour}:00（営業日のみ）、"
+          f"{opens}:00〜{closes}:00（営業日のみ）、"
           f"自動送信 {'する' if cadence.auto_send else 'しない（Slackで承認）'}、"
           f"{'有効' if cadence.enabled else '停止中'}")
     start = templates.format_deadline(pref.period_start) if pref.period_start else "（未設定）"
     print(f"  受付開始 {start}、問い合わせ先 {pref.inquiry_contact or '（未設定）'}")
     if pref.period_end is None:
         return
-    runs = cycle_runs(cadence, pref.period_end, pref.send_start_hour, pref.send_end_hour)
+    runs = cycle_runs(cadence, pref.period_end, *sending_hours(pref))
     due = due_run(runs, now)
     for run in runs:
         mark = "済" if run.at <= now and run is not due else ("← 現在" if run is due else "")

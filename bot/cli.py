@@ -12,7 +12,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
+from pydantic import ValidationError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from bot.settings import Settings, prefecture_code
 from knowledge.loader import KnowledgeBaseError
@@ -140,7 +141,14 @@ def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # .env or the environment: name each setting and why
+        print("設定（.env または環境変数）に誤りがあります:", file=sys.stderr)
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper()
+            print(f"  {name}: {error['msg']}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "bm25s", "httpx", "apscheduler"):
@@ -157,8 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OperationalError as exc:  # unreachable server, wrong URL, locked file
         reason = str(exc.orig or exc).strip().splitlines()[0]
-        print(f"データベースに接続できませんでした（DATABASE_URL とサーバーをご確認ください）: "
+        print(f"データベースのエラーです（接続先の設定とサーバーの状態をご確認ください）: "
               f"{reason}", file=sys.stderr)
+        return 2
+    except (ArgumentError, NoSuchModuleError) as exc:  # DATABASE_URL is not a database URL
+        print(f"データベースの URL を読み取れません（例: sqlite+aiosqlite:///var/bot.db、"
+              f"postgresql://user@host/db）: {exc}".split("\n")[0], file=sys.stderr)
         return 2
     except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -72,7 +72,11 @@ class Settings(BaseSettings):
     @field_validator("database_url", "demo_database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
-        return async_url(url)
+        url = async_url(url)
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+psycopg://")):
+            raise ValueError("SQLite (sqlite+aiosqlite:///path) or PostgreSQL "
+                             "(postgresql://user@host/db) only")
+        return url
 
     @field_validator("default_prefecture")
     @classmethod

@@ -17,8 +17,12 @@ async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Rep
     """Escalate the question given, else the user's last question, else ask for one."""
     question = found.get("arg", "").strip() if msg.payload is None else ""
     turns = await history.recent(msg, ctx)
-    if not question:
-        question = history.last_open_question(turns)
+    if not question and msg.payload and found.get("arg", "").startswith("for:"):
+        # The button under a 👎 reply: the question of the answer voted down, even if it
+        # is tapped after newer questions.
+        question = history.question_answered(turns, found["arg"].removeprefix("for:"))
+    elif not question:
+        question = history.last_open_question(history.within(turns, ctx))
     if not question:
         await _set_flow(msg, ctx)
         return [Reply("担当者にお送りするご質問を入力してください。（やめる場合は「キャンセル」）",
@@ -44,7 +48,11 @@ async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -
 
 
 async def handle_no_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
-    """「送らない」: the question is closed; a later 「担当者に聞く」 asks for one afresh."""
+    """「送らない」: the question is closed (and a pending 「担当者に聞く」 prompt with it); a
+    later 「担当者に聞く」 asks for one afresh."""
+    if ctx.flow == ASK_FLOW:
+        async with ctx.session() as session:
+            await repo.clear_state(session, msg.channel, msg.user_id)
     return [Reply(NOTED, meta={"action": history.SMALL_TALK})]
 
 
@@ -58,7 +66,9 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
         esc = await repo.create_escalation(session, ctx.tenant, ctx.account.id, question[:4000],
                                            context, ctx.clock())
         await desk.announce(session, esc, ctx.clock())  # the staff card, through the outbox
-        pref = await session.get(Prefecture, ctx.tenant)
+        # Only a linked clinic's own prefecture: an unlinked user's is only the bot's default.
+        linked = ctx.account.prefecture_code if ctx.account.linked else None
+        pref = await session.get(Prefecture, linked) if linked else None
     desk_contact = pref.inquiry_contact if pref and pref.inquiry_contact else "都道府県の窓口"
     text = (
         f"都道府県の担当者にお問い合わせを送りました。受付番号は {esc.receipt} です。\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from db import repo
 from handlers.context import Context
 from handlers.history import FEEDBACK, question_answered, recent
-from handlers.messages import Inbound, Reply
-from handlers.qa import OFFER_STAFF
+from handlers.messages import Button, Inbound, Reply
+from handlers.qa import ASK_STAFF, OFFER_STAFF
 from handlers.router import Found
 from handlers.texts import OFFER_QUESTION
 
@@ -42,4 +42,5 @@ async def not_helpful(msg: Inbound, ctx: Context, entry_id: str) -> Reply:
     about = f"「{question}」について、" if question else ""
     text = ("ご期待に沿えず申し訳ありません。別の言い方でもう一度お試しいただくこともできます。"
             + about + OFFER_QUESTION)
-    return Reply(text, OFFER_STAFF, meta={"action": FEEDBACK, "entry_id": entry_id})
+    ask = Button(ASK_STAFF.label, f"{ASK_STAFF.payload}:for:{entry_id}")  # this question
+    return Reply(text, (ask, *OFFER_STAFF[1:]), meta={"action": FEEDBACK, "entry_id": entry_id})

@@ -19,6 +19,11 @@ ESCALATED = "escalated"  # the logged action of a turn that handed a question to
 FEEDBACK = "feedback"  # the logged action of a 👍/👎 (entry_id set when it was a 👎)
 SMALL_TALK = "smalltalk"  # thanks, greetings, 「やっぱりやめます」: the topic is closed
 OFFER = "offer_staff"  # an offer to send the question before it (it carries none itself)
+LINKED = "linked"  # the chat was linked to an institution: what came before is another's
+# Turns after which an earlier question is no longer the one a 「担当者に聞く」 means.
+_CLOSED = (ESCALATED, SMALL_TALK, LINKED, "help")
+# How old a question may be and still be sent on with one tap; an older one is asked for.
+OPEN_WINDOW = timedelta(hours=1)
 # How long the bot's last reply is what a typed reply answers. Short: a campaign message or
 # a staff answer in between is not logged as a turn.
 REPLY_WINDOW = timedelta(minutes=15)
@@ -28,6 +33,18 @@ async def recent(msg: Inbound, ctx: Context, limit: int = 10) -> list[Conversati
     """The user's latest turns, newest first (the current message is not logged yet)."""
     async with ctx.session() as session:
         return await repo.recent_turns(session, msg.channel, msg.user_id, limit=limit)
+
+
+def within(turns: list[ConversationLog], ctx: Context,
+           window: timedelta = OPEN_WINDOW) -> list[ConversationLog]:
+    """The leading turns no older than `window` (turns are newest first)."""
+    cutoff = ctx.clock() - window
+    kept = []
+    for turn in turns:
+        if turn.created_at < cutoff:
+            break
+        kept.append(turn)
+    return kept
 
 
 async def last_turn(msg: Inbound, ctx: Context) -> ConversationLog | None:
@@ -48,7 +65,7 @@ def last_open_question(turns: list[ConversationLog]) -> str:
     if turns and turns[0].action == FEEDBACK and turns[0].entry_id:
         return question_answered(turns[1:], turns[0].entry_id)
     for turn in turns:  # newest first
-        if turn.action in (ESCALATED, SMALL_TALK):
+        if turn.action in _CLOSED:
             return ""
         if turn.payload is None and turn.inbound_text and turn.action in QUESTION_ACTIONS:
             return turn.inbound_text
@@ -71,8 +88,14 @@ def question_answered(turns: list[ConversationLog], entry_id: str) -> str:
 
 
 def for_staff(turns: list[ConversationLog]) -> list[dict]:
-    """The typed exchanges, as the escalation context shows them to staff."""
-    return [
-        {"q": t.inbound_text, "a": t.reply_text, "action": t.action, "score": t.score}
-        for t in turns if t.payload is None and t.inbound_text
-    ]
+    """The typed exchanges since the chat was last linked, as the escalation shows them to
+    staff: never a link code, nor what was said while linked to another institution (its
+    status, its deadline), which may be another prefecture's."""
+    shown = []
+    for t in turns:  # newest first
+        if t.action == LINKED:
+            break
+        if t.payload is None and t.inbound_text and not (t.action or "").startswith("link"):
+            shown.append({"q": t.inbound_text, "a": t.reply_text, "action": t.action,
+                          "score": t.score})
+    return shown

@@ -19,6 +19,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import ChatAccount, Institution, LinkAttempt, LinkCode
+from handlers import history
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
 from handlers.router import Found, Matcher, command
@@ -112,7 +113,7 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     moved = (f"{current.name} 様との連携は解除されました。\n"
              if current is not None and current.id != institution.id else "")
     return [Reply(f"{institution.name} 様との連携が完了しました。\n{moved}「報告状況」と送ると、"
-                  "報告の状況と期限をお知らせします。", meta={"action": "linked"})]
+                  "報告の状況と期限をお知らせします。", meta={"action": history.LINKED})]
 
 
 def start_with_code() -> Matcher:

@@ -38,9 +38,9 @@ async def handle_small_talk(msg: Inbound, ctx: Context, _found: Found) -> list[R
     if "wrong" in kinds and answered:
         assert last is not None and last.entry_id is not None
         return [await feedback.not_helpful(msg, ctx, last.entry_id)]
-    if offered and kinds & {"yes", "please"} and not kinds & {"no", "decline", "wrong"}:
+    if offered and kinds & {"yes", "please"} and not kinds & {"no", "decline", "wrong", "bye"}:
         return await escalation.handle_ask_staff(msg, ctx, {})
-    if offered and kinds & {"no", "decline"}:
+    if offered and kinds & {"no", "decline"}:  # closes the question, as 送らない does
         return await escalation.handle_no_staff(msg, ctx, {})
     if last is not None and last.action == "suggest" and kinds & {"no", "wrong"}:
         return [Reply("候補の中にない場合は、" + OFFER_QUESTION, OFFER_STAFF,

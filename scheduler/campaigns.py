@@ -77,7 +77,7 @@ async def plan(session: AsyncSession, prefecture_code: str, kind: str, run_tag: 
     if pref is None:
         raise CampaignError(f"prefecture {prefecture_code} is not set up")
     body = await templates.get_body(session, prefecture_code, kind)
-    at = next_slot(send_at or now, pref.send_start_hour, pref.send_end_hour)
+    at = next_slot(send_at or now, *sending_hours(pref))
     campaign = Campaign(prefecture_code=prefecture_code, kind=kind, run_tag=run_tag,
                         deadline=pref.period_end, send_at=at, body_template=body,
                         created_at=now, report=scope)

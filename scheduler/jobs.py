@@ -38,7 +38,7 @@ from handlers.desk_digest import enqueue_digest
 from handlers.desk_sla import remind_unclaimed
 from scheduler import campaigns
 from scheduler.cadence import cycle_runs, due_run, settings_for
-from scheduler.calendar import JST, is_business_day
+from scheduler.calendar import JST, is_business_day, sending_hours
 from scheduler.leader import release, try_lead
 from scheduler.tasks import cancel_and_wait
 
@@ -81,8 +81,7 @@ async def fire_run(prefecture_code: str, kind: str, tag: str) -> int | None:
         cadence = await settings_for(session, prefecture_code)
         if pref is None or pref.period_end is None or not cadence.enabled:
             return None
-        due = due_run(cycle_runs(cadence, pref.period_end, pref.send_start_hour,
-                                 pref.send_end_hour), now)
+        due = due_run(cycle_runs(cadence, pref.period_end, *sending_hours(pref)), now)
         if due is None or due.tag != tag:
             logger.info("run %s/%s not sent: superseded by %s", prefecture_code, tag,
                         due.tag if due else "nothing due yet")
@@ -176,7 +175,7 @@ async def sync_jobs(scheduler: AsyncIOScheduler, session: AsyncSession, now: dat
         if not cadence.enabled:
             continue
         assert pref.period_end is not None
-        runs = cycle_runs(cadence, pref.period_end, pref.send_start_hour, pref.send_end_hour)
+        runs = cycle_runs(cadence, pref.period_end, *sending_hours(pref))
         due = due_run(runs, now)
         for run in runs:
             late = (run is due and now - run.at <= CATCH_UP
@@ -184,7 +183,7 @@ async def sync_jobs(scheduler: AsyncIOScheduler, session: AsyncSession, now: dat
             if run.at > now or late:
                 dated.append((f"run:{pref.code}:{run.tag}", None if run.at <= now else run.at,
                               (pref.code, run.kind, run.tag)))
-        sweeps.append((pref.code, pref.send_start_hour))
+        sweeps.append((pref.code, sending_hours(pref)[0]))
     await session.commit()
     added = sum(_ensure_date_job(scheduler, job_id, at, args) for job_id, at, args in dated)
     for code, hour in sweeps:

@@ -7,11 +7,13 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from bot.settings import Settings
+from scheduler.calendar import JST
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,31 +199,42 @@ def test_database_trouble_is_one_clear_line_not_a_traceback(tmp_path: Path) -> N
     down = run("calendar", "show", "--prefecture", "26", tmp=tmp_path,
                env={"DATABASE_URL": "postgresql://bot:s3cret@127.0.0.1:9/kakaritsuke"})
     assert down.returncode == 2 and "Traceback" not in down.stderr
-    assert "データベースに接続できませんでした" in down.stderr and "s3cret" not in down.stderr
+    assert "データベースのエラーです" in down.stderr and "Connection refused" in down.stderr
     fresh = run("issue-codes", "--prefecture", "26", "--out", str(tmp_path / "c.csv"),
                 tmp=tmp_path)  # a new database: migrated first, then "nothing to do"
     assert fresh.returncode == 1 and "Traceback" not in fresh.stderr
     assert "対象の医療機関がありません" in fresh.stderr
     revoke = run("revoke-link", "--prefecture", "26", "--institution", "2610001", tmp=tmp_path)
     assert revoke.returncode == 1 and "医療機関コード 2610001 はありません" in revoke.stderr
+    other = run("calendar", "show", "--prefecture", "26", tmp=tmp_path,
+                env={"DATABASE_URL": "mysql://bot@127.0.0.1/kakaritsuke"})
+    assert other.returncode == 2 and "DATABASE_URL:" in other.stderr
+    assert "Traceback" not in other.stderr
+    folder = run("issue-codes", "--prefecture", "26", "--out", str(tmp_path), "--force",
+                 tmp=tmp_path)
+    assert folder.returncode == 2 and "フォルダです" in folder.stderr
 
 
 def test_calendar_set_refuses_night_hours_and_bad_values_and_keeps_the_contact(
         tmp_path: Path) -> None:
     roster = ROOT / "docs" / "samples" / "roster.csv"
     assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    today = datetime.now(JST).date()  # the command checks dates against the real today
+    start, end = today + timedelta(days=40), today + timedelta(days=90)
     for bad, says in ((["--hours", "0-24"], "夜間には送りません"),
                       (["--deadline", "2027/13/40"], "日付になっていません"),
+                      (["--deadline", str(today - timedelta(days=1))], "過去の日付"),
                       (["--reminders", "7,-1"], "1 以上"),
-                      (["--start", "2027-03-30", "--deadline", "2027-02-26"], "より後")):
+                      (["--start", str(end), "--deadline", str(start)], "より後")):
         out = run("calendar", "set", "--prefecture", "26", *bad, tmp=tmp_path)
         assert out.returncode == 1 and says in out.stdout and "Traceback" not in out.stderr
-    good = run("calendar", "set", "--prefecture", "26", "--deadline", "2027-02-26",
-               "--start", "2027-01-13", "--contact", "医療政策課 075-000-0000", tmp=tmp_path)
+    good = run("calendar", "set", "--prefecture", "26", "--deadline", str(end),
+               "--start", str(start), "--contact", "医療政策課 075-000-0000", tmp=tmp_path)
     assert good.returncode == 0, good.stderr
     shown = run("calendar", "show", "--prefecture", "26", tmp=tmp_path).stdout
-    assert "報告期限 2027年2月26日" in shown and "送信時間帯 9:00〜17:00" in shown
-    assert "受付開始 2027年1月13日" in shown and "問い合わせ先 医療政策課 075-000-0000" in shown
+    assert f"報告期限 {end.year}年{end.month}月{end.day}日" in shown
+    assert f"受付開始 {start.year}年{start.month}月{start.day}日" in shown
+    assert "送信時間帯 9:00〜17:00" in shown and "問い合わせ先 医療政策課 075-000-0000" in shown
 
 
 def test_template_set_reads_a_notepad_file_and_names_a_missing_one(tmp_path: Path) -> None:

@@ -127,7 +127,8 @@ async def test_out_of_scope_offers_staff_and_escalation_gets_receipt(ctx: Contex
         await session.commit()
     await dispatch(said("明日の天気は"), ctx)
     [urgent] = await dispatch(said("担当者に聞く"), ctx)
-    assert "受付番号を添えて京都府医療政策課（075-000-0000）へお問い合わせください" in urgent.text
+    # Not linked: the bot's default prefecture may not be theirs, so no contact is named.
+    assert "受付番号を添えて都道府県の窓口へ" in urgent.text and "医療政策課" not in urgent.text
 
 
 async def test_ask_staff_without_question_asks_for_it_then_escalates(ctx: Context) -> None:
@@ -197,7 +198,8 @@ async def test_feedback_is_recorded_on_the_answer(ctx: Context) -> None:
     [reply] = await dispatch(said("紙で報告できますか"), ctx)
     down = next(b for b in reply.buttons if b.payload.startswith("fb:down:"))
     [thanks] = await dispatch(said(down.label, down.payload), ctx)
-    assert "お送りしましょうか" in thanks.text and "esc:ask" in [b.payload for b in thanks.buttons]
+    assert "お送りしましょうか" in thanks.text
+    assert any(b.payload.startswith("esc:ask") for b in thanks.buttons)
     rows = await logs(ctx)
     assert rows[0].feedback == -1
 

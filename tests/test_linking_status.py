@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import select
 
 from db.imports import import_report, import_roster, import_status
-from db.models import ChatAccount, Institution, LinkCode, Prefecture
+from db.models import ChatAccount, Escalation, Institution, LinkCode, Prefecture
 from db.seed import ensure_prefecture
 from handlers.context import Context
 from handlers.dispatch import dispatch
@@ -317,3 +317,41 @@ async def test_no_period_is_added_once_it_has_passed_or_when_none_is_set(ctx: Co
     await set_period(ctx, "26", None, None)
     [unset] = await dispatch(said("締め切りっていつ"), ctx)
     assert "報告期限：" not in unset.text
+
+
+async def test_a_linked_clinics_hand_off_names_its_prefectures_contact(ctx: Context) -> None:
+    await load_samples(ctx)
+    async with ctx.session() as session:
+        pref = await session.get(Prefecture, "26")
+        assert pref is not None
+        pref.inquiry_contact = "京都府医療政策課（075-000-0000）"
+        session.add(pref)
+        await session.commit()
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    await dispatch(said("今日の天気は"), ctx)
+    [receipt] = await dispatch(said("担当者に聞く"), ctx)
+    assert "受付番号を添えて京都府医療政策課（075-000-0000）へお問い合わせください" in receipt.text
+
+
+async def test_staff_never_see_what_was_said_under_an_earlier_link(ctx: Context) -> None:
+    """Relinked to a 東京都 clinic, a chat's escalation goes to 東京都 without the 京都府
+    clinic's status reply or the link codes typed before."""
+    await load_samples(ctx)
+    first = await code_for(ctx, "2610001")
+    await dispatch(said(f"連携 {first}"), ctx)
+    await dispatch(said("報告状況"), ctx)
+    await set_period(ctx, "13", None, None)
+    async with ctx.session() as session:
+        session.add(Institution(prefecture_code="13", code="1310002", name="都内医院",
+                                kind="clinic", status="未報告"))
+        await session.commit()
+    second = await code_for(ctx, "1310002", pref="13")
+    await dispatch(said(f"連携 {second}"), ctx)
+    await dispatch(said("今日の天気は"), ctx)
+    await dispatch(said("担当者に聞く"), ctx)
+    async with ctx.session() as session:
+        [esc] = (await session.exec(select(Escalation))).all()
+    shown = " ".join(f"{h['q']} {h['a']}" for h in esc.context["history"])
+    assert esc.prefecture_code == "13" and "今日の天気は" in shown
+    assert "さくら内科" not in shown and "報告状況" not in shown
+    assert first not in shown and second not in shown

@@ -62,14 +62,16 @@ async def feedback_of(ctx: Context, text: str) -> int | None:
 ])
 async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
         ctx: Context, text: str, expected: str) -> None:
+    await dispatch(said("紙で報告できますか"), ctx)  # answered, then the courtesy
     [reply] = await dispatch(said(text), ctx)
-    assert reply.text.startswith(expected) and reply.meta["action"] == "smalltalk"
+    assert reply.text.startswith(expected) and reply.meta["action"] in ("smalltalk", "help")
     assert "見つかりませんでした" not in reply.text
     # A greeting gets the menu; nothing else gets buttons.
     greeting = "サポートボットです" in reply.text
     assert [b.payload for b in reply.buttons] == (
         ["menu:status", "menu:check", "esc:ask"] if greeting else [])
-    # Nothing to hand on later: a 「担当者に聞く」 after it asks for the question.
+    # The courtesy closed the topic: a 「担当者に聞く」 after it asks for the question
+    # instead of sending 紙で報告できますか.
     [ask] = await dispatch(said("担当者に聞く"), ctx)
     assert "ご質問を入力" in ask.text
     assert await escalated(ctx) == []
@@ -133,7 +135,7 @@ async def test_typed_wrong_after_an_answer_is_a_thumbs_down_that_offers_staff(
     [sorry] = await dispatch(said("いえ、違います"), ctx)
     assert sorry.text.startswith("ご期待に沿えず申し訳ありません")
     assert "「紙で報告できますか」について" in sorry.text  # says what would be sent
-    assert "esc:ask" in [b.payload for b in sorry.buttons]
+    assert any(b.payload.startswith("esc:ask") for b in sorry.buttons)
     assert await feedback_of(ctx, "紙で報告できますか") == -1
     [receipt] = await dispatch(said("はい"), ctx)  # the offer just made
     assert "受付番号" in receipt.text
@@ -211,3 +213,31 @@ async def test_a_question_closed_with_never_mind_is_not_sent_later(ctx: Context)
     assert closed.text.startswith(NOTED)
     [ask] = await dispatch(said("担当者に聞く"), ctx)
     assert "ご質問を入力" in ask.text and await escalated(ctx) == []
+
+
+async def test_an_old_thumbs_down_button_sends_the_question_it_quoted(ctx: Context) -> None:
+    [first] = await dispatch(said("紙で報告できますか"), ctx)
+    sorry = await tap(ctx, first, "fb:down")
+    await dispatch(said("報告期間はいつまでですか"), ctx)  # a newer question in between
+    await tap(ctx, sorry, "esc:ask")
+    assert await escalated(ctx) == ["紙で報告できますか"]
+
+
+async def test_the_help_menu_does_not_send_an_old_question_unasked(ctx: Context) -> None:
+    await dispatch(said("今日の天気は"), ctx)
+    later = replace(ctx, clock=lambda: NOW + timedelta(days=3))
+    [menu] = await dispatch(said("ヘルプ"), later)
+    ask = await tap(later, menu, "esc:ask")
+    assert "ご質問を入力" in ask.text and await escalated(ctx) == []
+
+
+async def test_send_nothing_also_ends_the_staff_question_prompt(ctx: Context) -> None:
+    [offer] = await dispatch(said("今日の天気は"), ctx)
+    [prompt] = await dispatch(said("担当者に聞く", user="s2"), ctx)
+    assert "ご質問を入力" in prompt.text
+    await tap(ctx, offer, "esc:no", user="s2")  # an older offer's 送らない, tapped now
+    [after] = await dispatch(said("紙で報告できますか", user="s2"), ctx)
+    assert after.meta["action"] == "answer" and await escalated(ctx) == []
+    [typed] = await dispatch(said("明日の天気は", user="s3"), ctx)
+    [declined] = await dispatch(said("送らない", user="s3"), ctx)
+    assert OFFER in typed.text and declined.text.startswith(NOTED)
