@@ -327,6 +327,11 @@ async def test_a_linked_clinics_hand_off_names_its_prefectures_contact(ctx: Cont
         pref.inquiry_contact = "京都府医療政策課（075-000-0000）"
         session.add(pref)
         await session.commit()
+    await dispatch(said("明日の天気は", user="visitor"), ctx)
+    [unlinked] = await dispatch(said("担当者に聞く", user="visitor"), ctx)
+    # Not linked: the bot's default prefecture may not be theirs, so no contact is named.
+    assert "受付番号を添えて都道府県の窓口へ" in unlinked.text
+    assert "医療政策課" not in unlinked.text
     await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
     await dispatch(said("今日の天気は"), ctx)
     [receipt] = await dispatch(said("担当者に聞く"), ctx)
