@@ -32,6 +32,9 @@ class Column:
     parse: Callable[[str], object]
     required: bool = True
     aliases: tuple[str, ...] = ()
+    # Free text (names, reasons) is kept as typed: NFKC would turn 髙橋クリニック① into
+    # …1 and （ハ） into (ハ). Codes, dates and flags are NFKC'd so full-width digits work.
+    verbatim: bool = False
 
 
 @dataclass
@@ -109,7 +112,8 @@ def parse_row(line: int, raw: dict[str, str], columns: list[Column],
     out: dict[str, object] = {}
     ok = True
     for col in columns:
-        value = unicodedata.normalize("NFKC", raw.get(col.key, "")).strip()
+        cell = raw.get(col.key, "")
+        value = (cell if col.verbatim else unicodedata.normalize("NFKC", cell)).strip()
         try:
             out[col.key] = col.parse(value)
         except ValueError as exc:

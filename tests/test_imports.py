@@ -102,6 +102,15 @@ async def test_a_ten_digit_code_of_another_prefecture_is_refused(ctx: Context,
     assert right.ok and "2611234567" in stored and "1311234567" not in stored
 
 
+async def test_names_are_kept_as_typed_while_codes_accept_full_width_digits(
+        ctx: Context, tmp_path: Path) -> None:
+    row = ROW.replace("2610001,さくら内科クリニック", "２６１０００９,髙橋クリニック①（本院）")
+    async with ctx.session() as session:
+        result = await import_roster(session, csv_file(tmp_path, HEADER + row), "26")
+    assert result.ok
+    assert (await institutions(ctx))["2610009"].name == "髙橋クリニック①（本院）"
+
+
 async def test_missing_column_and_unreadable_file_are_file_problems(ctx: Context,
                                                                     tmp_path: Path) -> None:
     async with ctx.session() as session:

@@ -95,6 +95,7 @@ async def test_code_is_single_use_but_several_staff_may_link(ctx: Context) -> No
     assert "完了" in second.text
     [status] = await dispatch(said("報告状況", user="b"), ctx)
     assert "確認済（体制あり）" in status.text and "公表" in status.text
+    assert "1号機能：あり" in status.text  # the sample report agrees with the confirmation
 
 
 async def test_expired_wrong_and_foreign_codes_get_the_same_answer(ctx: Context) -> None:
