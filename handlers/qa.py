@@ -32,6 +32,7 @@ FOLLOW_UP = re.compile(
     r"ところで)|(?:も|は|なら|だと|の場合は?|のとき(?:は)?|の時(?:は)?)[?？]*\s*$")
 FOLLOW_UP_MAX = 30  # characters: a longer message says what it is about
 FOLLOW_UP_MIN = 0.5  # score, with the question before, for an entry to be offered
+MIXED_AFTER = 60  # characters: a G-MIS question this long may ask about the 制度 too
 
 
 async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
@@ -45,7 +46,7 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     if (decision.action != "answer" and len(msg.text.strip()) <= FOLLOW_UP_MAX
             and FOLLOW_UP.search(msg.text)):
         decision = await _with_previous(msg, ctx, decision)
-    return [await reply_for(decision, ctx)]
+    return [await reply_for(decision, ctx, msg.text)]
 
 
 async def _with_previous(msg: Inbound, ctx: Context, alone: Decision) -> Decision:
@@ -69,7 +70,7 @@ async def _with_previous(msg: Inbound, ctx: Context, alone: Decision) -> Decisio
     return Decision("suggest", route, None, None, shown[0].score, shown)
 
 
-async def reply_for(decision: Decision, ctx: Context) -> Reply:
+async def reply_for(decision: Decision, ctx: Context, question: str) -> Reply:
     meta = {"action": decision.action, "entry_id": decision.entry_id, "score": decision.score}
     if decision.action == "answer" and decision.entry_id:
         return await answer_reply(decision.entry_id, ctx, meta)
@@ -79,7 +80,12 @@ async def reply_for(decision: Decision, ctx: Context) -> Reply:
         return Reply(text, (*buttons, Button("どれでもない（担当者に聞く）", "esc:ask")),
                      meta=meta)
     if decision.route == "gmis_callcenter":
-        return Reply(gmis_text(ctx), meta=meta)
+        if len(question) < MIXED_AFTER:
+            return Reply(gmis_text(ctx), meta=meta)
+        # A long message (an officer's e-mail) that mentions G-MIS often asks about the
+        # system and the 制度 at once: the call center for one, staff for the rest.
+        return Reply(gmis_text(ctx) + "\n\nG-MIS以外のご質問も含まれている場合は、"
+                     + OFFER_QUESTION, OFFER_STAFF, meta=meta)
     text = ("申し訳ありません。このご質問に確実にお答えできる情報が見つかりませんでした。"
             + OFFER_QUESTION)
     return Reply(text, OFFER_STAFF, meta=meta)

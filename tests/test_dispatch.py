@@ -48,6 +48,21 @@ async def test_gmis_question_gives_call_center_contact(ctx: Context) -> None:
     assert not any(b.payload == "esc:ask" for b in reply.buttons)
 
 
+async def test_a_long_message_about_gmis_and_more_may_go_to_staff_too(ctx: Context) -> None:
+    """An e-mail that asks about the G-MIS login *and* the 制度 gets the call center for the
+    one and the offer of staff for the rest, not the call center alone."""
+    mail = ("お世話になっております。当院は今年初めて報告するのですが、G-MISのログインIDが"
+            "わかりません。また、うちのような無床診療所も報告の対象になるのか、いつまでに"
+            "何をすればよいかも教えてください。")
+    [reply] = await dispatch(said(mail), ctx)
+    assert reply.meta["action"] == "escalate" and "050-3355-8230" in reply.text
+    assert "G-MIS以外のご質問も含まれている場合は" in reply.text
+    [receipt] = await dispatch(said("はい"), ctx)
+    assert "受付番号" in receipt.text
+    [esc] = await escalations(ctx)
+    assert esc.question == mail
+
+
 async def test_suggestion_tap_answers_that_entry(ctx: Context) -> None:
     [reply] = await dispatch(said("報告"), ctx)
     shown = [b for b in reply.buttons if b.payload.startswith("qa:show:")]
