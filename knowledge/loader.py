@@ -45,13 +45,15 @@ def load_knowledge_base(directory: Path = DEFAULT_DIR) -> list[Entry]:
     files = sorted(directory.glob("*.yaml"))
     problems: list[Problem] = []
     entries: list[Entry] = []
+    places: list[tuple[str, int | None]] = []  # where each entry is, for duplicate reports
     if not files:
         raise KnowledgeBaseError([Problem(str(directory), None, None, None, "no *.yaml files")])
     for path in files:
-        file_entries, file_problems = _load_file(path)
+        file_entries, file_places, file_problems = _load_file(path)
         entries.extend(file_entries)
+        places.extend(file_places)
         problems.extend(file_problems)
-    problems.extend(_duplicate_ids(entries, files))
+    problems.extend(_duplicate_ids(entries, places))
     if problems:
         raise KnowledgeBaseError(problems)
     return entries
@@ -74,17 +76,19 @@ def read_yaml(path: Path, loader: type[yaml.SafeLoader] = yaml.SafeLoader,
                                           f"YAML syntax: {exc.problem}")]) from exc
 
 
-def _load_file(path: Path) -> tuple[list[Entry], list[Problem]]:
+def _load_file(path: Path,
+               ) -> tuple[list[Entry], list[tuple[str, int | None]], list[Problem]]:
     name = str(path)
     try:
         data, raw = read_yaml(path)
     except KnowledgeBaseError as exc:
-        return [], exc.problems
+        return [], [], exc.problems
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
-        return [], [Problem(name, 1, None, None,
-                            "top level must be a mapping with an 'entries' list")]
+        return [], [], [Problem(name, 1, None, None,
+                                "top level must be a mapping with an 'entries' list")]
     lines = _entry_lines(raw)
     entries: list[Entry] = []
+    places: list[tuple[str, int | None]] = []
     problems: list[Problem] = []
     for index, item in enumerate(data["entries"]):
         line = lines[index] if index < len(lines) else None
@@ -101,7 +105,8 @@ def _load_file(path: Path) -> tuple[list[Entry], list[Problem]]:
                 Problem(name, line, entry.id, "category", f"must match file name {path.stem!r}")
             )
         entries.append(entry)
-    return entries, problems
+        places.append((name, line))
+    return entries, places, problems
 
 
 def _entry_lines(root: yaml.Node | None) -> list[int]:
@@ -114,19 +119,21 @@ def _entry_lines(root: yaml.Node | None) -> list[int]:
     return []
 
 
-def _duplicate_ids(entries: list[Entry], files: list[Path]) -> list[Problem]:
+def _duplicate_ids(entries: list[Entry], places: list[tuple[str, int | None]],
+                   ) -> list[Problem]:
     """Every id, live or replaced, names one entry: a button must not change its meaning."""
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # id -> where it was first given, "file:line"
     problems = []
     live = {e.id for e in entries}
-    for entry in entries:
-        where = f"{files[0].parent}/{entry.category}.yaml"
+    for entry, (name, line) in zip(entries, places, strict=True):
+        here = f"{name}:{line}" if line else name
         if entry.id in seen:
-            problems.append(Problem(where, None, entry.id, "id", "duplicate id"))
-        seen.add(entry.id)
+            problems.append(Problem(name, line, entry.id, "id",
+                                    f"duplicate id (first at {seen[entry.id]})"))
+        seen.setdefault(entry.id, here)
         for old in entry.replaces:
             if old in live or old in seen:
-                problems.append(Problem(where, None, entry.id, "replaces",
+                problems.append(Problem(name, line, entry.id, "replaces",
                                         f"{old!r} is already the id of another entry"))
-            seen.add(old)
+            seen.setdefault(old, here)
     return problems
