@@ -621,6 +621,17 @@ async def test_digest_numbers_match_the_database(d: Desk) -> None:
     assert len(digest_post) == 1 and digest_post[0].params["channel"] == C26
 
 
+async def test_a_digest_that_waited_past_the_next_morning_is_not_posted(d: Desk) -> None:
+    """A digest queued while Slack was away (or before the channel was mapped) is stale by
+    the next day: the next digest supersedes it, and yesterday's figures are not posted."""
+    assert await enqueue_digest(d.ctx.sessions, "26", NOW - timedelta(days=1)) is True
+    await d.channel.flush(NOW)
+    assert not [c for c in d.api.of("chat.postMessage") if "日次まとめ" in c.params["text"]]
+    async with d.ctx.session() as session:
+        [row] = (await session.exec(select(Outbox).where(Outbox.kind == "digest"))).all()
+    assert row.status == "skipped" and row.last_error == "digest out of date"
+
+
 async def test_channel_is_built_only_with_token_and_secret(api: FakeSlackAPI) -> None:
 
     assert build_slack_channel in channel_builders()

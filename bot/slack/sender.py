@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -38,6 +38,10 @@ def destination(pref: Prefecture | None, row: Outbox) -> str:
     """The prefecture's staff channel now (it may have been mapped or moved since the row
     was queued), else the one the row was addressed to."""
     return desk_channel(pref) or row.recipient
+
+
+DIGEST_KEEPS = timedelta(hours=20)  # a digest posted later than this is skipped
+
 
 class SlackSender:
     """Callable handed to scheduler.outbox.dispatch_due for channel "slack"."""
@@ -113,6 +117,10 @@ class SlackSender:
         return Outcome("sent")
 
     async def _text(self, row: Outbox) -> Outcome:
+        if row.kind == "digest" and row.created_at + DIGEST_KEEPS < self.clock():
+            # Waited for a channel (or for Slack) past the next morning: its figures are
+            # stale and the next digest supersedes it.
+            return Outcome("skipped", "digest out of date")
         async with self.sessions() as session:
             pref = await session.get(Prefecture, row.prefecture_code or "")
         channel = destination(pref, row)
