@@ -81,12 +81,12 @@ def report(result: ImportResult) -> int:
 async def run_issue_codes(settings: Settings, prefecture: str, institution: str | None,
                           out: Path, force: bool) -> int:
     # CLI front-end: a blocking exists() check before the work is harmless here.
-    if out.exists() and not force:  # noqa: ASYNC240
-        print(f"{out} は既にあります。上書きする場合は --force を付けてください。",
-              file=sys.stderr)
-        return 2
     if out.is_dir():  # noqa: ASYNC240
         print(f"{out} はフォルダです。--out には書き出すファイル名を指定してください。",
+              file=sys.stderr)
+        return 2
+    if out.exists() and not force:  # noqa: ASYNC240
+        print(f"{out} は既にあります。上書きする場合は --force を付けてください。",
               file=sys.stderr)
         return 2
     if link_code_key(settings) is None:

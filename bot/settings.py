@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from db.engine import async_url
 
@@ -76,6 +78,10 @@ class Settings(BaseSettings):
         if not url.startswith(("sqlite+aiosqlite://", "postgresql+psycopg://")):
             raise ValueError("SQLite (sqlite+aiosqlite:///path) or PostgreSQL "
                              "(postgresql://user@host/db) only")
+        try:
+            make_url(url).port  # noqa: B018  (parsing the port is the check)
+        except (ArgumentError, ValueError):
+            raise ValueError("not a valid URL (check host, port and path)") from None
         return url
 
     @field_validator("default_prefecture")

@@ -32,8 +32,9 @@ class Column:
     parse: Callable[[str], object]
     required: bool = True
     aliases: tuple[str, ...] = ()
-    # Free text (names, reasons) is kept as typed: NFKC would turn 髙橋クリニック① into
-    # …1 and （ハ） into (ハ). Codes, dates and flags are NFKC'd so full-width digits work.
+    # Messages (a 差し戻し reason) are kept as typed: NFKC would turn （ハ） into (ハ) and ①
+    # into 1. Names stay NFKC'd so staff find ｻｸﾗ内科 by typing サクラ; codes, dates and
+    # flags so that full-width digits work.
     verbatim: bool = False
 
 

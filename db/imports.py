@@ -116,14 +116,13 @@ def confirmation(v: str) -> str | None:
 
 ROSTER = [
     Column("医療機関コード", "code", institution_code),
-    Column("名称", "name", text(200, required=True), aliases=("医療機関名", "医療機関名称"),
-           verbatim=True),
+    Column("名称", "name", text(200, required=True), aliases=("医療機関名", "医療機関名称")),
     Column("種別", "kind", kind),
     Column("特定機能病院", "special_function", flag),
     Column("歯科", "dental", flag, aliases=("歯科医療機関",)),
     Column("休院", "closed_on_jan1", flag, aliases=("休院（1月1日時点）", "1月1日時点休院")),
-    Column("市区町村", "municipality", text(50), verbatim=True),
-    Column("二次医療圏", "medical_area", text(50), verbatim=True),
+    Column("市区町村", "municipality", text(50)),
+    Column("二次医療圏", "medical_area", text(50)),
     Column("メール", "email", email, required=False, aliases=("メールアドレス",)),
     Column("電話", "phone", phone, required=False, aliases=("電話番号",)),
 ]

@@ -21,7 +21,7 @@ SMALL_TALK = "smalltalk"  # thanks, greetings, 「やっぱりやめます」: t
 OFFER = "offer_staff"  # an offer to send the question before it (it carries none itself)
 LINKED = "linked"  # the chat was linked to an institution: what came before is another's
 # Turns after which an earlier question is no longer the one a 「担当者に聞く」 means.
-_CLOSED = (ESCALATED, SMALL_TALK, LINKED, "help")
+_CLOSED = (ESCALATED, SMALL_TALK, LINKED, "help", "cancel")
 # How old a question may be and still be sent on with one tap; an older one is asked for.
 OPEN_WINDOW = timedelta(hours=1)
 # How long the bot's last reply is what a typed reply answers. Short: a campaign message or
@@ -75,9 +75,10 @@ def last_open_question(turns: list[ConversationLog]) -> str:
 def question_answered(turns: list[ConversationLog], entry_id: str) -> str:
     """The question the user asked that `entry_id` answered: the typed question itself, or,
     for a tapped suggestion, the question typed before the tap. Newest first; nothing once
-    an escalation lies in between (that question may already be with staff)."""
+    an escalation lies in between (that question may already be with staff), nor across a
+    relink (it was asked for another institution)."""
     for i, turn in enumerate(turns):
-        if turn.action == ESCALATED:
+        if turn.action in (ESCALATED, LINKED):  # with staff already, or another's question
             return ""
         if turn.action == "answer" and turn.entry_id == entry_id:
             if turn.payload is None:

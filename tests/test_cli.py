@@ -200,6 +200,11 @@ def test_database_trouble_is_one_clear_line_not_a_traceback(tmp_path: Path) -> N
                env={"DATABASE_URL": "postgresql://bot:s3cret@127.0.0.1:9/kakaritsuke"})
     assert down.returncode == 2 and "Traceback" not in down.stderr
     assert "データベースのエラーです" in down.stderr and "Connection refused" in down.stderr
+    assert "s3cret" not in down.stderr  # a password never reaches the terminal
+    port = run("calendar", "show", "--prefecture", "26", tmp=tmp_path,
+               env={"DATABASE_URL": "postgresql://bot:s3cret@127.0.0.1:abc/kakaritsuke"})
+    assert port.returncode == 2 and "DATABASE_URL:" in port.stderr
+    assert "Traceback" not in port.stderr and "s3cret" not in port.stderr
     fresh = run("issue-codes", "--prefecture", "26", "--out", str(tmp_path / "c.csv"),
                 tmp=tmp_path)  # a new database: migrated first, then "nothing to do"
     assert fresh.returncode == 1 and "Traceback" not in fresh.stderr

@@ -102,13 +102,20 @@ async def test_a_ten_digit_code_of_another_prefecture_is_refused(ctx: Context,
     assert right.ok and "2611234567" in stored and "1311234567" not in stored
 
 
-async def test_names_are_kept_as_typed_while_codes_accept_full_width_digits(
+async def test_reasons_are_kept_as_typed_and_names_stay_searchable(
         ctx: Context, tmp_path: Path) -> None:
-    row = ROW.replace("2610001,さくら内科クリニック", "２６１０００９,髙橋クリニック①（本院）")
+    """A 差し戻し reason is shown to the clinic as written (（ハ）, ①); a name is NFKC'd,
+    so staff find ｻｸﾗ内科 by typing サクラ内科, and full-width digits in codes work."""
+    row = ROW.replace("2610001,さくら内科クリニック", "２６１０００９,ｻｸﾗ内科ｸﾘﾆｯｸ")
+    status = ("医療機関コード,報告状況,報告日,確認結果,差し戻し理由\n"
+              "2610009,差し戻し,2027-01-20,,①2号機能（ハ）の件数が未入力です\n")
     async with ctx.session() as session:
-        result = await import_roster(session, csv_file(tmp_path, HEADER + row), "26")
-    assert result.ok
-    assert (await institutions(ctx))["2610009"].name == "髙橋クリニック①（本院）"
+        assert (await import_roster(session, csv_file(tmp_path, HEADER + row), "26")).ok
+        assert (await import_status(session, csv_file(tmp_path, status, name="s.csv"), "26",
+                                    NOW)).ok
+    inst = (await institutions(ctx))["2610009"]
+    assert inst.name == "サクラ内科クリニック"
+    assert inst.return_reason == "①2号機能（ハ）の件数が未入力です"
 
 
 async def test_missing_column_and_unreadable_file_are_file_problems(ctx: Context,

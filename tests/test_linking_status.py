@@ -361,3 +361,30 @@ async def test_staff_never_see_what_was_said_under_an_earlier_link(ctx: Context)
     assert esc.prefecture_code == "13" and "今日の天気は" in shown
     assert "さくら内科" not in shown and "報告状況" not in shown
     assert first not in shown and second not in shown
+
+
+async def test_a_question_asked_before_a_relink_is_never_sent_under_the_new_link(
+        ctx: Context) -> None:
+    """Asked for さくら内科, then relinked to a 東京都 clinic: neither 「担当者に聞く」 nor the
+    old 👎 button sends that question to 東京都."""
+    await load_samples(ctx)
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    [answer] = await dispatch(said("紙で報告できますか"), ctx)
+    down = next(b for b in answer.buttons if b.payload.startswith("fb:down"))
+    [sorry] = await dispatch(Inbound("demo", "clerk-1", text=down.label, payload=down.payload,
+                                     tenant="26"), ctx)
+    await set_period(ctx, "13", None, None)
+    async with ctx.session() as session:
+        session.add(Institution(prefecture_code="13", code="1310003", name="都内内科",
+                                kind="clinic", status="未報告"))
+        await session.commit()
+    await dispatch(said(f"連携 {await code_for(ctx, '1310003', pref='13')}"), ctx)
+    [typed] = await dispatch(said("担当者に聞く"), ctx)
+    assert "ご質問を入力" in typed.text
+    await dispatch(said("キャンセル"), ctx)
+    ask = next(b for b in sorry.buttons if b.payload.startswith("esc:ask"))
+    [old_button] = await dispatch(Inbound("demo", "clerk-1", text=ask.label, payload=ask.payload,
+                                          tenant="26"), ctx)
+    assert "ご質問を入力" in old_button.text
+    async with ctx.session() as session:
+        assert (await session.exec(select(Escalation))).all() == []

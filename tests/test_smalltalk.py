@@ -64,7 +64,7 @@ async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
         ctx: Context, text: str, expected: str) -> None:
     await dispatch(said("紙で報告できますか"), ctx)  # answered, then the courtesy
     [reply] = await dispatch(said(text), ctx)
-    assert reply.text.startswith(expected) and reply.meta["action"] in ("smalltalk", "help")
+    assert reply.text.startswith(expected) and reply.meta["action"] == "smalltalk"
     assert "見つかりませんでした" not in reply.text
     # A greeting gets the menu; nothing else gets buttons.
     greeting = "サポートボットです" in reply.text
@@ -223,12 +223,24 @@ async def test_an_old_thumbs_down_button_sends_the_question_it_quoted(ctx: Conte
     assert await escalated(ctx) == ["紙で報告できますか"]
 
 
-async def test_the_help_menu_does_not_send_an_old_question_unasked(ctx: Context) -> None:
+async def test_the_help_menu_does_not_send_an_earlier_question_unasked(ctx: Context) -> None:
     await dispatch(said("今日の天気は"), ctx)
-    later = replace(ctx, clock=lambda: NOW + timedelta(days=3))
-    [menu] = await dispatch(said("ヘルプ"), later)
-    ask = await tap(later, menu, "esc:ask")
+    [menu] = await dispatch(said("ヘルプ"), ctx)
+    ask = await tap(ctx, menu, "esc:ask")
     assert "ご質問を入力" in ask.text and await escalated(ctx) == []
+
+
+async def test_an_hour_old_question_or_a_cancelled_one_is_asked_for_again(
+        ctx: Context) -> None:
+    await dispatch(said("今日の天気は"), ctx)
+    later = replace(ctx, clock=lambda: NOW + timedelta(hours=2))
+    [old] = await dispatch(said("担当者に聞く"), later)
+    assert "ご質問を入力" in old.text
+    await dispatch(said("キャンセル"), later)
+    await dispatch(said("明日の天気は", user="s2"), ctx)
+    await dispatch(said("キャンセル", user="s2"), ctx)
+    [cancelled] = await dispatch(said("担当者に聞く", user="s2"), ctx)
+    assert "ご質問を入力" in cancelled.text and await escalated(ctx) == []
 
 
 async def test_send_nothing_also_ends_the_staff_question_prompt(ctx: Context) -> None:
