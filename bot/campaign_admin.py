@@ -18,7 +18,6 @@ from scheduler import campaigns, templates
 from scheduler.cadence import cycle_runs, due_run, settings_for
 from scheduler.calendar import DAY_ENDS, DAY_STARTS, JST, sending_hours
 
-STATUS_LABELS = campaigns.STATUS_LABELS
 # Row states of a campaign's messages, as `campaign status` lists them.
 ROW_LABELS = {"held": "承認待ち", "pending": "送信待ち", "sending": "送信中", "inflight": "送信中",
               **dict(campaigns.REPORT_LABELS)}
@@ -56,7 +55,8 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
                           "承認してください。")
             elif command == "send":
                 if c.status in ("sending", "done"):
-                    print(f"キャンペーン {c.id} は承認済みです（{STATUS_LABELS[c.status]}）。")
+                    label = campaigns.STATUS_LABELS[c.status]
+                    print(f"キャンペーン {c.id} は承認済みです（{label}）。")
                     return 0
                 released = await campaigns.approve(session, c, args.by, now)
                 print(f"キャンペーン {c.id} を承認しました：{released}件を送信します。")
@@ -81,7 +81,7 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
 
 def _summary(c: Campaign) -> str:
     return (f"キャンペーン {c.id}：{campaigns.KIND_LABELS[c.kind]}（{c.run_tag}）"
-            f" 状態 {STATUS_LABELS.get(c.status, c.status)}、送信予定 "
+            f" 状態 {campaigns.STATUS_LABELS.get(c.status, c.status)}、送信予定 "
             f"{c.send_at.astimezone(JST):%Y-%m-%d %H:%M}、送信対象 {c.recipients}件、"
             f"チャット未連携 {c.unlinked}件")
 

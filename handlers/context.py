@@ -38,6 +38,12 @@ class Account:
     def linked(self) -> bool:
         return self.institution_id is not None
 
+    @property
+    def linked_prefecture(self) -> str | None:
+        """The prefecture of the linked institution; None before linking, when the chat's
+        tenant is only the bot's default and may not be the user's own."""
+        return self.prefecture_code if self.linked else None
+
 
 def system_clock() -> datetime:
     return datetime.now(UTC)

@@ -36,9 +36,7 @@ async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -
         return [Reply("ご質問を文章で入力してください。（やめる場合は「キャンセル」）")]
     if kinds := set(courtesy.kinds_of(msg.text)):  # 「はい」 is not the question
         if kinds <= {"no", "decline"}:
-            async with ctx.session() as session:
-                await repo.clear_state(session, msg.channel, msg.user_id)
-            return [Reply(NOTED)]
+            return await handle_no_staff(msg, ctx, {})
         return [Reply("担当者にお送りするご質問の内容を、文章で入力してください。"
                       "（やめる場合は「キャンセル」）")]
     async with ctx.session() as session:
@@ -66,9 +64,8 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
         esc = await repo.create_escalation(session, ctx.tenant, ctx.account.id, question[:4000],
                                            context, ctx.clock())
         await desk.announce(session, esc, ctx.clock())  # the staff card, through the outbox
-        # Only a linked clinic's own prefecture: an unlinked user's is only the bot's default.
-        linked = ctx.account.prefecture_code if ctx.account.linked else None
-        pref = await session.get(Prefecture, linked) if linked else None
+        own = ctx.account.linked_prefecture  # an unlinked user's is only the bot's default
+        pref = await session.get(Prefecture, own) if own else None
     desk_contact = pref.inquiry_contact if pref and pref.inquiry_contact else "都道府県の窓口"
     text = (
         f"都道府県の担当者にお問い合わせを送りました。受付番号は {esc.receipt} です。\n"

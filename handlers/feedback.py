@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from db import repo
 from handlers.context import Context
-from handlers.history import FEEDBACK, question_answered, recent
+from handlers.history import ANSWERED, FEEDBACK, question_answered, recent
 from handlers.messages import Button, Inbound, Reply
 from handlers.qa import ASK_STAFF, OFFER_STAFF
 from handlers.router import Found
@@ -24,7 +24,7 @@ async def handle_feedback(msg: Inbound, ctx: Context, found: Found) -> list[Repl
 async def record_vote(msg: Inbound, ctx: Context, entry_id: str, vote: int) -> None:
     async with ctx.session() as session:
         for turn in await repo.recent_turns(session, msg.channel, msg.user_id, limit=20):
-            if turn.entry_id == entry_id and turn.action in ("answer", "detail"):
+            if turn.entry_id == entry_id and turn.action in ANSWERED:
                 turn.feedback = vote
                 session.add(turn)
                 await session.commit()

@@ -15,6 +15,7 @@ from handlers.context import Context
 from handlers.messages import Inbound
 
 QUESTION_ACTIONS = ("answer", "suggest", "escalate")
+ANSWERED = ("answer", "detail")  # turns that showed an entry's text (a 👍/👎 is about them)
 ESCALATED = "escalated"  # the logged action of a turn that handed a question to staff
 FEEDBACK = "feedback"  # the logged action of a 👍/👎 (entry_id set when it was a 👎)
 SMALL_TALK = "smalltalk"  # thanks, greetings, 「やっぱりやめます」: the topic is closed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from db import repo
 from db.models import Prefecture
 from handlers import history
 from handlers.context import Context
@@ -105,9 +104,9 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
     # Only for a linked clinic: one bot may serve several prefectures, and an unlinked
     # user's is only the default, which may not be theirs (a 静岡県 clinic asking a bot
     # whose default is 京都府 must not read 京都府's deadline as its own).
-    if entry.local_deadline and ctx.account and ctx.account.linked and ctx.account.prefecture_code:
+    if entry.local_deadline and ctx.account and (own := ctx.account.linked_prefecture):
         async with ctx.session() as session:
-            pref = await session.get(Prefecture, ctx.account.prefecture_code)
+            pref = await session.get(Prefecture, own)
         if pref is not None and (lines := period_lines(pref, ctx.clock().astimezone(JST).date())):
             text += "\n\n" + "\n".join(lines)
     if entry.route == "gmis_callcenter" and ctx.config.gmis_contact not in text:
@@ -138,11 +137,10 @@ async def handle_more(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
     """A typed 「詳しく」: the detail of the answer just given, or an honest "that is all"
     with a way to a person, never a search for the word 詳しく itself. Only the latest
     question counts: an older answer would be about something else by now."""
-    async with ctx.session() as session:
-        turns = await repo.recent_turns(session, msg.channel, msg.user_id, limit=5)
+    turns = await history.recent(msg, ctx, limit=5)
     last = next((t for t in turns if t.action != "more"), None)  # newest first
     entry = ctx.retriever.by_id.get(last.entry_id or "") if last is not None else None
-    if last is None or entry is None or last.action not in ("answer", "detail"):
+    if last is None or entry is None or last.action not in history.ANSWERED:
         return [Reply("どの件について詳しくお知りになりたいか、ご質問の内容をそのまま"
                       "入力してください。", meta={"action": "more"})]
     if entry.detail and last.action == "answer":

@@ -34,7 +34,7 @@ async def handle_small_talk(msg: Inbound, ctx: Context, _found: Found) -> list[R
     kinds = set(courtesy.kinds_of(msg.text))
     last = await history.last_turn(msg, ctx)
     offered = last is not None and last.reply_text.endswith(OFFER_QUESTION)
-    answered = last is not None and last.action in ("answer", "detail") and last.entry_id
+    answered = last is not None and last.action in history.ANSWERED and last.entry_id
     if "wrong" in kinds and answered:
         assert last is not None and last.entry_id is not None
         return [await feedback.not_helpful(msg, ctx, last.entry_id)]

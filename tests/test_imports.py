@@ -61,28 +61,21 @@ async def test_bad_rows_write_nothing_and_every_error_is_named(ctx: Context,
     assert await institutions(ctx) == before  # nothing written, not even the good row
 
 
-async def test_a_clinic_marked_as_tokutei_is_refused_with_its_line(ctx: Context,
-                                                                    tmp_path: Path) -> None:
-    """特定機能病院 is a hospital by definition; a clinic carrying the flag is a slip in the
-    roster, and importing it would take a clinic out of reporting."""
-    bad = HEADER + ROW.replace("診療所,無,", "診療所,有,")
+@pytest.mark.parametrize(("old", "new", "column", "reason"), [
+    # 特定機能病院 is a hospital by definition; a clinic carrying the flag is a slip in the
+    # roster, and importing it would take a clinic out of reporting.
+    ("診療所,無,", "診療所,有,", "特定機能病院", "病院にだけ"),
+    # 歯科 left blank must not make a dental clinic a reporting target unnoticed.
+    ("診療所,無,無,無,", "診療所,無,,無,", "歯科", "空欄"),
+])
+async def test_a_row_that_would_change_who_must_report_is_refused_with_its_line(
+        ctx: Context, tmp_path: Path, old: str, new: str, column: str, reason: str) -> None:
     async with ctx.session() as session:
-        result = await import_roster(session, csv_file(tmp_path, bad), "26")
+        result = await import_roster(session, csv_file(tmp_path, HEADER + ROW.replace(old, new)),
+                                     "26")
     assert not result.ok
     [error] = result.errors
-    assert (error.line, error.column) == (2, "特定機能病院") and "病院にだけ" in error.reason
-    assert "2610001" not in await institutions(ctx)
-
-
-async def test_a_blank_exemption_flag_is_an_error_not_a_silent_no(ctx: Context,
-                                                                   tmp_path: Path) -> None:
-    """歯科 left blank must not make a dental clinic a reporting target unnoticed."""
-    short = ROW.replace("診療所,無,無,無,", "診療所,無,,無,")
-    async with ctx.session() as session:
-        result = await import_roster(session, csv_file(tmp_path, HEADER + short), "26")
-    assert not result.ok
-    [error] = result.errors
-    assert (error.line, error.column) == (2, "歯科") and "空欄" in error.reason
+    assert (error.line, error.column) == (2, column) and reason in error.reason
     assert "2610001" not in await institutions(ctx)
 
 
