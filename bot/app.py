@@ -17,10 +17,16 @@ from knowledge.retriever import Retriever
 logger = logging.getLogger(__name__)
 
 
+def build_analyzer(settings: Settings) -> Analyzer:
+    """The analyser a deployment's settings name: its synonyms, its words, its cache."""
+    return Analyzer(synonyms_file=settings.synonyms_file, words_file=settings.words_file,
+                    cache_dir=settings.cache_dir)
+
+
 def build_retriever(settings: Settings) -> Retriever:
     """Load and validate the whole knowledge base; raises rather than start half-loaded."""
     entries = load_knowledge_base(settings.knowledge_dir)
-    retriever = Retriever(entries, Analyzer(cache_dir=settings.cache_dir))
+    retriever = Retriever(entries, build_analyzer(settings))
     logger.info("knowledge base loaded: %d entries", len(entries))
     return retriever
 

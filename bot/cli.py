@@ -202,11 +202,11 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_kb_check(_args: argparse.Namespace, settings: Settings) -> int:
     from knowledge.loader import load_knowledge_base
     from knowledge.model import CATEGORIES
-    from knowledge.normalize import SYNONYMS_FILE, WORDS_FILE, load_synonyms, load_words
+    from knowledge.normalize import load_synonyms, load_words
 
     entries = load_knowledge_base(settings.knowledge_dir)
-    words = load_words(WORDS_FILE)  # a bad one would stop the bot at start-up
-    load_synonyms(SYNONYMS_FILE)
+    words = load_words(settings.words_file)  # a bad one would stop the bot at start-up
+    load_synonyms(settings.synonyms_file)
     counts = {c: sum(e.category == c for e in entries) for c in CATEGORIES}
     print(f"OK: {len(entries)} entries, {len(words)} domain words")
     for category, n in counts.items():
@@ -215,11 +215,14 @@ def cmd_kb_check(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_kb_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import build_analyzer, build_retriever
     from knowledge.evaluate import run_eval, run_phrasing_holdout
+    from knowledge.loader import load_knowledge_base
 
     if args.phrasings:
-        return run_phrasing_holdout(settings)
-    return run_eval(settings, args.split, args.misses)
+        return run_phrasing_holdout(load_knowledge_base(settings.knowledge_dir),
+                                    build_analyzer(settings))
+    return run_eval(build_retriever(settings), args.split, args.misses)
 
 
 def cmd_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         description="the terminal demo's own database (made-up institutions)")
     log_level: str = "INFO"
     knowledge_dir: Path = ROOT / "knowledge" / "entries"
+    # A deployment with its own entries usually needs its own words for them too.
+    synonyms_file: Path = Field(default=ROOT / "knowledge" / "synonyms.yaml",
+                                description="domain synonyms (canonical: [variants])")
+    words_file: Path = Field(default=ROOT / "knowledge" / "words.yaml",
+                             description="words the analyser keeps whole, with readings")
     cache_dir: Path | None = Field(
         default=None,
         description="Compiled domain dictionary cache (default ~/.cache/kakaritsuke-bot)")

@@ -12,19 +12,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import bm25s
 import yaml
 from rapidfuzz import fuzz, process
 
-from knowledge.loader import load_knowledge_base
 from knowledge.model import Entry
 from knowledge.normalize import Analyzer
 from knowledge.retriever import Decision, Retriever, bigrams
-
-if TYPE_CHECKING:
-    from bot.settings import Settings
 
 EVAL_DIR = Path(__file__).resolve().parent / "eval"
 Ranker = Callable[[str], list[str]]
@@ -177,9 +172,8 @@ def phrasing_holdout(entries: list[Entry],
     return right, asked, confusions
 
 
-def run_phrasing_holdout(settings: Settings) -> int:
-    right, asked, confusions = phrasing_holdout(load_knowledge_base(settings.knowledge_dir),
-                                                Analyzer(cache_dir=settings.cache_dir))
+def run_phrasing_holdout(entries: list[Entry], analyzer: Analyzer) -> int:
+    right, asked, confusions = phrasing_holdout(entries, analyzer)
     print(f"phrasings held out ({PHRASING_FOLDS} folds): top-1 {right / max(asked, 1):.1%} "
           f"of {asked}")
     print("most frequent confusions (phrasing of -> answered with):")
@@ -188,9 +182,7 @@ def run_phrasing_holdout(settings: Settings) -> int:
     return 0
 
 
-def run_eval(settings: Settings, split: str, show_misses: bool = False) -> int:
-    retriever = Retriever(load_knowledge_base(settings.knowledge_dir),
-                          Analyzer(cache_dir=settings.cache_dir))
+def run_eval(retriever: Retriever, split: str, show_misses: bool = False) -> int:
     questions = load_questions(split)
     if not questions:
         print("no labelled questions found in knowledge/eval/")

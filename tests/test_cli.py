@@ -67,6 +67,23 @@ def test_kb_check_names_file_and_line_and_refuses_to_start(tmp_path: Path) -> No
     assert "ボット>" not in demo.stdout
 
 
+def test_a_deployment_s_own_synonyms_and_words_files_are_the_ones_used(tmp_path: Path) -> None:
+    """An operator with their own entries adds words for them; the bot must read those."""
+    synonyms = tmp_path / "synonyms.yaml"
+    synonyms.write_text((ROOT / "knowledge" / "synonyms.yaml").read_text(encoding="utf-8")
+                        .replace("報告期間: [", "報告期間: [ふにゃら, ", 1), encoding="utf-8")
+    question = "ふにゃらはいつまでですか"
+    before = json.loads(run("ask", "--json", question, tmp=tmp_path).stdout)
+    after = json.loads(run("ask", "--json", question, env={"SYNONYMS_FILE": str(synonyms)},
+                           tmp=tmp_path).stdout)
+    assert before["action"] == "escalate"
+    assert after["action"] == "answer" and after["entry_id"] == "schedule-reporting-period"
+    words = tmp_path / "words.yaml"
+    words.write_text("外来機能報告: がいらい\n", encoding="utf-8")
+    check = run("kb", "check", env={"WORDS_FILE": str(words)}, tmp=tmp_path)
+    assert check.returncode == 2 and f"{words}:1" in check.stderr and "katakana" in check.stderr
+
+
 def test_the_demo_never_writes_its_made_up_institutions_to_the_real_database(
         tmp_path: Path) -> None:
     out = run("demo", stdin="報告期間は\n", tmp=tmp_path)
