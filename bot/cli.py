@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[key](args, settings)
     except KnowledgeBaseError as exc:
-        print("The knowledge base is invalid" + ("" if key == "kb.check" else
+        print("The knowledge base is invalid" + ("" if key.startswith("kb.") else
                                                  "; nothing was started") + ":", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)

@@ -17,6 +17,7 @@ import bm25s
 import yaml
 from rapidfuzz import fuzz, process
 
+from knowledge.loader import KnowledgeBaseError, Problem, read_yaml
 from knowledge.model import Entry
 from knowledge.normalize import Analyzer
 from knowledge.retriever import Decision, Retriever, bigrams
@@ -30,6 +31,8 @@ class Question:
     text: str
     expect: frozenset[str]
     style: str
+    file: str = ""
+    line: int | None = None
 
     @property
     def split(self) -> str:
@@ -42,14 +45,60 @@ def bucket(text: str, n: int) -> int:
 
 
 def load_questions(split: str, directory: Path = EVAL_DIR) -> list[Question]:
-    out = []
+    """The labelled questions of one split ("all" for both); a malformed item raises
+    KnowledgeBaseError naming its file and line rather than skewing the numbers."""
+    out: list[Question] = []
+    problems: list[Problem] = []
     for path in sorted(directory.glob("*.yaml")):
-        for item in yaml.safe_load(path.read_text(encoding="utf-8"))["questions"]:
-            q = Question(str(item["q"]), frozenset(item.get("expect") or []),
-                         str(item.get("style", "")))
-            if split == "all" or q.split == split:
-                out.append(q)
+        data, node = read_yaml(path)
+        items = data.get("questions") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            problems.append(Problem(str(path), None, None, "questions",
+                                    "needs a list of questions under 'questions'"))
+            continue
+        lines = _item_lines(node)
+        for i, item in enumerate(items):
+            line = lines[i] if i < len(lines) else None
+            text = item.get("q") if isinstance(item, dict) else None
+            expect = item.get("expect") if isinstance(item, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                problems.append(Problem(str(path), line, None, "q", "needs the question's text"))
+            elif not (expect is None or isinstance(expect, list)
+                      and all(isinstance(x, str) for x in expect)):
+                problems.append(Problem(str(path), line, None, "expect",
+                                        "a list of entry ids, [] for out of scope"))
+            else:
+                q = Question(text, frozenset(expect or []), str(item.get("style", "")),
+                             str(path), line)
+                if split == "all" or q.split == split:
+                    out.append(q)
+    if problems:
+        raise KnowledgeBaseError(problems)
     return out
+
+
+def _item_lines(node: yaml.Node | None) -> list[int]:
+    """Line of each item under `questions`, for messages."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    for key, value in node.value:
+        if key.value == "questions" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def check_labels(questions: list[Question], retriever: Retriever) -> None:
+    """Every expected id must be an entry's current id: a typo or a merged id would count
+    as a miss forever, without a word."""
+    current = {e.id for e in retriever.entries}
+    problems = []
+    for q in questions:
+        for entry_id in sorted(q.expect - current):
+            merged = retriever.by_id.get(entry_id)
+            hint = f"was merged into {merged.id}; use that id" if merged else "is no entry"
+            problems.append(Problem(q.file, q.line, None, "expect", f"{entry_id} {hint}"))
+    if problems:
+        raise KnowledgeBaseError(problems)
 
 
 @dataclass
@@ -187,6 +236,7 @@ def run_eval(retriever: Retriever, split: str, show_misses: bool = False) -> int
     if not questions:
         print("no labelled questions found in knowledge/eval/")
         return 1
+    check_labels(questions, retriever)
     results = evaluate(retriever, questions)
     ins = sum(1 for q in questions if q.expect)
     print(f"split: {split}  questions: {len(questions)} ({ins} in scope, "

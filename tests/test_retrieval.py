@@ -10,7 +10,7 @@ import pytest
 import yaml
 from rapidfuzz import fuzz
 
-from knowledge.evaluate import phrasing_holdout
+from knowledge.evaluate import check_labels, load_questions, phrasing_holdout
 from knowledge.loader import KnowledgeBaseError
 from knowledge.model import Entry, Source
 from knowledge.normalize import WORDS_FILE, Analysed, Analyzer, load_synonyms, load_words
@@ -279,6 +279,35 @@ def test_phrasing_holdout_names_the_entries_that_overlap(retriever: Retriever) -
     assert twin_confusions >= 2
     assert not any("schedule-when" in pair for pair in confusions)
     assert right == asked - sum(confusions.values())
+
+
+def test_a_bad_label_in_the_eval_files_is_named_not_counted_as_a_miss(
+        retriever: Retriever, tmp_path: Path) -> None:
+    """A typo in `expect`, or the id of an entry merged into another, would silently lower
+    top-1 for ever; kb eval must name the file and line instead."""
+    (tmp_path / "questions_x.yaml").write_text(
+        "questions:\n"
+        "  - q: 報告期間はいつですか\n    expect: [schedule-reporting-period]\n"
+        "  - q: 報告しないと罰則はありますか\n    expect: [reminder-fine]\n"
+        "  - q: 紙で出せますか\n    expect: [method-paper-alowed]\n", encoding="utf-8")
+    questions = load_questions("all", tmp_path)
+    assert [q.line for q in questions] == [2, 4, 6]
+    with pytest.raises(KnowledgeBaseError) as info:
+        check_labels(questions, retriever)
+    problems = [str(p) for p in info.value.problems]
+    assert len(problems) == 2
+    assert f"{tmp_path / 'questions_x.yaml'}:4" in problems[0]
+    assert "merged into reminder-consequence-no-report" in problems[0]
+    assert ":6" in problems[1] and "method-paper-alowed is no entry" in problems[1]
+
+
+def test_a_malformed_eval_item_is_named_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / "questions_x.yaml").write_text(
+        "questions:\n  - q: 報告期間はいつですか\n    expect: schedule-reporting-period\n"
+        "  - expect: []\n", encoding="utf-8")
+    with pytest.raises(KnowledgeBaseError) as info:
+        load_questions("all", tmp_path)
+    assert [(p.line, p.field) for p in info.value.problems] == [(2, "expect"), (4, "q")]
 
 
 @pytest.mark.parametrize("question", ["外来機能報告で紹介受診重点医療機関になる基準は？",
