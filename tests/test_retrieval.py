@@ -281,6 +281,20 @@ def test_phrasing_holdout_names_the_entries_that_overlap(retriever: Retriever) -
     assert right == asked - sum(confusions.values())
 
 
+@pytest.mark.parametrize(("question", "entry_id", "says"), [
+    ("1月1日ってお正月で休診なんですけど、うちは対象外になりますか？", "scope-suspended-jan1",
+     "お正月の休診日や年末年始の休みは休院に当たらず、報告の対象です"),
+    ("医科と歯科が併設のクリニックです。報告いりますか", "scope-dental-exempt",
+     "医科と歯科を併せて診療している病院・診療所は歯科医療機関に当たらず、報告の対象です")])
+def test_an_exemption_answer_says_what_it_does_not_cover(
+        retriever: Retriever, question: str, entry_id: str, says: str) -> None:
+    """「休院」 and 「歯科」 read loosely exempt nearly everyone: the answer a clinic gets for
+    its holiday closure or its dental department must say that it still reports."""
+    decision = retriever.decide(question)
+    assert (decision.action, decision.entry_id) == ("answer", entry_id)
+    assert decision.answer is not None and says in " ".join(decision.answer.split())
+
+
 def test_a_bad_label_in_the_eval_files_is_named_not_counted_as_a_miss(
         retriever: Retriever, tmp_path: Path) -> None:
     """A typo in `expect`, or the id of an entry merged into another, would silently lower

@@ -46,6 +46,16 @@ async def test_clinic_holding_1go_and_some_2go(ctx: Context) -> None:
     assert not r.buttons
 
 
+async def test_the_exemption_questions_say_what_does_not_exempt(ctx: Context) -> None:
+    """Almost every clinic is closed on New Year's Day, and many have a dental department:
+    a clerk who reads 「休院」 or 「歯科」 loosely would tap はい and skip a required report."""
+    [r] = await dispatch(said("対象か確認"), ctx)
+    r = await tap(ctx, r, "診療所")
+    assert "医科と歯科を併せて診療している場合は「いいえ」" in r.text
+    r = await tap(ctx, r, "いいえ")
+    assert "お正月の休診日は休院に当たりません" in r.text
+
+
 async def test_back_changes_an_answer_and_cancel_stops(ctx: Context) -> None:
     [r] = await dispatch(said("/check"), ctx)
     r = await tap(ctx, r, "病院")
