@@ -37,10 +37,20 @@ _PHRASES: dict[str, str] = {
                r"|もういいです",
     "wrong": r"(?:それは)?(?:違います|ちがいます|違う|ちがう|違いました)(?:よ|ね)?"
              r"|そうじゃない(?:です)?|そういうことではない(?:です)?|そういうことじゃない"
-             r"|聞きたいのは(?:それ|そこ)じゃない|答えになっていない|的外れ(?:です)?",
+             r"|聞きたいのは(?:それ|そこ)じゃない|答えになっていない|的外れ(?:です)?"
+             r"|(?:そういうこと|そう)じゃなくて|(?:そういうこと|そう)ではなくて",
     "ack": r"わかりました|分かりました|りょうかい(?:です|しました)?"
            r"|了解(?:です|しました|いたしました)?|承知(?:しました|いたしました|です)?"
-           r"|かしこまりました|ok(?:です)?|おっけー(?:です)?|なるほど",
+           r"|かしこまりました|ok(?:です)?|おっけー(?:です)?|なるほど"
+           r"|(?:すぐ|早速|さっそく|あとで|後で)?(?:電話|連絡|問い合わせ|確認)(?:して)?(?:みます|します)",
+    # Asking for a person rather than the bot; katakana is folded, so おぺれーたー.
+    "staff": r"(?:やっぱり|やはり|しょうがないので|仕方ないので|仕方がないので)?"
+             r"(?:担当者|担当の方|担当の人|担当|人間|人|おぺれーたー|職員|窓口|県の人)(?:さん)?"
+             r"(?:と|に|へ)?(?:直接)?"
+             r"(?:話したい|はなしたい|話せますか|話せる|相談したい|聞きたい|きいてほしい|聞いてほしい"
+             r"|質問したい|問い合わせたい|つないで|繋いで|つなげて|代わって|かわって)"
+             r"(?:ほしい|欲しい|もらえますか|いただけますか|ください|下さい)?"
+             r"(?:んです(?:が|けど)?|のですが|のですけど|です(?:が|けど)?)?",
 }
 _KIND = re.compile("|".join(f"(?P<{k}>{v})" for k, v in _PHRASES.items()))
 # What may sit between and around phrases: spaces, punctuation, emoji, ー, 笑, ww (not ?:
@@ -67,13 +77,28 @@ def _skip(text: str, pos: int) -> int:
     return m.end() if m else pos
 
 
+# A sentence that answers 「〜していますか」 by its verb: 「まだ掲示してないです」, 「やってます」.
+# Not a question (？), and not 「わからない」, which is no answer at all.
+_SAYS_NO = re.compile(r"(?:ない|無い|ません|なし|無し)(?:です|ですね|よ|けど)?[。!！]*$")
+_SAYS_YES = re.compile(r"(?:います|てます|てる|ている|あります|できます|できる|有り|あり)"
+                       r"(?:よ|ね)?[。!！]*$")
+_NOT_AN_ANSWER = re.compile(r"わから|分から|わかん|判ら|知ら|不明|未定|[?？]")
+
+
 def yes_or_no(text: str) -> str | None:
     """'yes' or 'no' for a typed answer to a yes/no question (「はい」「うん」「いいえ」
-    「違います」), None for anything else, 「お願いします」 and 「大丈夫です」 included:
-    neither answers 「歯科医療機関ですか」."""
+    「違います」, or a sentence ending in its verb: 「掲示してないです」), None for anything
+    else, 「お願いします」 and 「大丈夫です」 included: neither answers 「歯科医療機関ですか」."""
     kinds = set(kinds_of(text))
     if kinds == {"yes"}:
         return "yes"
     if kinds and kinds <= {"no", "wrong"}:
         return "no"
+    said = unicodedata.normalize("NFKC", text).strip()
+    if kinds or _NOT_AN_ANSWER.search(said):
+        return None
+    if _SAYS_NO.search(said):
+        return "no"
+    if _SAYS_YES.search(said):
+        return "yes"
     return None

@@ -44,6 +44,7 @@ ROUTES = Router([
     Route("check", command("check", "対象か確認", "たいしょうかかくにん", "対象確認",
                            "対象かどうか確認"),
           wizard.handle_start),
+    Route("check_request", wizard.wants_check, wizard.handle_start),
     Route("menu_status", payload("menu:status"), status.handle_status),
     Route("menu_check", payload("menu:check"), wizard.handle_start),
     Route("wizard", payload("wiz"), wizard.handle_answer),

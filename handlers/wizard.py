@@ -7,10 +7,11 @@ derived from it, so 戻る is "drop the last answer" and a restart loses nothing
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 
 from db import repo
-from handlers import courtesy
+from handlers import courtesy, qa
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
@@ -19,6 +20,9 @@ from handlers.rules import FUNC1_ITEMS, FUNC2, Facility, describe, judge, obliga
 FLOW = "wizard"
 YES_NO = (("はい", "yes"), ("いいえ", "no"))
 UNSURE = re.compile(r"わから|分から|わかん|不明|知らない|しらない|どっち")
+# How a typed question ends when it has no question mark; 「うちは一般の診療所です」 does not.
+_ASKS = re.compile(r"(?:か|の|かな|教えて(?:ください|下さい)?|けど|ですが|たい(?:です)?|忘れた"
+                   r"|できない|いつ|まで|どこ|何|なに)[。…]*$")
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,11 @@ def result_text(answers: dict[str, str]) -> str:
     lines = [f"判定：報告の対象です。\n理由：{verdict.reason}"]
     if answers.get("go_func1") == "yes":
         flags = {k: answers[k] == "yes" for k in (*FUNC1_ITEMS, *FUNC2) if k in answers}
-        lines.append(describe(judge(flags)))
+        judged = judge(flags)
+        lines.append(describe(judged))
+        if "posting" in judged.func1_failed:  # the one ★ a clinic can meet this week
+            lines.append("院内掲示は、報告までに掲示しておけば満たせます（G-MISで報告する場合は、"
+                         "掲示用の様式をG-MISから出力できます）。")
     lines.append("※ この結果は目安です。最終的な体制の確認は都道府県が行います。")
     return "\n\n".join(lines)
 
@@ -105,6 +113,22 @@ def question_reply(key: str, answers: dict[str, str]) -> Reply:
         buttons.append(Button("戻る", "wiz:back"))
     buttons.append(Button("やめる", "wiz:cancel"))
     return Reply(text, tuple(buttons), meta={"action": "wizard"})
+
+
+# 「うちが報告対象かチェックしたいです」: a request for the check, not a question to search.
+_WANTS_CHECK = re.compile(
+    r"(?:対象|1号|2号|要件|報告しなくて|報告が必要|報告がいる|報告いる|出さなくて).{0,15}"
+    r"(?:チェック|確認|判定|診断|調べ)(?:したい|して(?:ほしい|ください|下さい)?|お願い|できますか"
+    r"|できる)(?:です|んです(?:が|けど)?|のですが|します)?[。!！]*")
+
+
+def wants_check(msg: Inbound, _ctx: Context) -> Found | None:
+    """Match a short typed request for the check (no question mark: that is a question)."""
+    text = unicodedata.normalize("NFKC", msg.text).strip()
+    if msg.payload is not None or len(text) > 40 or "?" in text:
+        return None
+    found = _WANTS_CHECK.search(text)
+    return {} if found and found.end() == len(text) else None
 
 
 async def handle_start(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
@@ -129,6 +153,8 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
     else:
         current = next_step(answers)
         if current is None or value not in {v for _, v in STEPS[current].choices}:
+            if not found.get("arg") and _is_question(msg.text, ctx):
+                return await _answer_instead(msg, ctx)
             return [_retry(current, answers, unsure=bool(UNSURE.search(msg.text)))]
         history.append([current, value])
     answers = dict((k, v) for k, v in history)
@@ -143,11 +169,34 @@ def _value_from_text(text: str, current: str | None) -> str:
     """A typed label, or a typed 「はい」「うん」「いいえ」 (handlers.courtesy) for a yes/no
     step whatever its buttons say (確認する / ここで終わる)."""
     labels = {"戻る": "back", "やめる": "cancel", "キャンセル": "cancel"}
+    named = []
     if current:
         labels.update({label: value for label, value in STEPS[current].choices})
-    value = labels.get(text.strip()) or courtesy.yes_or_no(text) or ""
+        if STEPS[current].choices != YES_NO:  # 「うちは一般病院です」 names one choice
+            named = [value for label, value in STEPS[current].choices if label in text]
+    value = (labels.get(text.strip()) or courtesy.yes_or_no(text)
+             or (named[0] if len(named) == 1 else ""))
     return value if value in ("back", "cancel") or (
         current and value in {v for _, v in STEPS[current].choices}) else ""
+
+
+def _is_question(text: str, ctx: Context) -> bool:
+    """Typed in the middle of the check, but asking something else (「そういえばG-MISの
+    パスワード忘れた」): a question mark, or words the knowledge base has an answer for."""
+    if UNSURE.search(text):
+        return False
+    return "?" in text or "？" in text or (
+        bool(_ASKS.search(text.strip())) and ctx.retriever.decide(text).action != "escalate")
+
+
+async def _answer_instead(msg: Inbound, ctx: Context) -> list[Reply]:
+    """The question is not lost to 「ボタンでお答えください」: the check stops and it is
+    answered as any question is."""
+    async with ctx.session() as session:
+        await repo.clear_state(session, msg.channel, msg.user_id)
+    note = Reply("対象かどうかの確認はここで中断し、ご質問にお答えします。確認の続きは"
+                 "「対象か確認」からやり直せます。", meta={"action": "wizard_done"})
+    return [note, *await qa.handle_question(msg, replace(ctx, flow=None, flow_data={}), {})]
 
 
 def _retry(current: str | None, answers: dict[str, str], unsure: bool = False) -> Reply:

@@ -59,6 +59,7 @@ async def feedback_of(ctx: Context, text: str) -> int | None:
     ("すみません", "はい、どのようなことでしょうか"),
     ("かしこまりました", NOTED),
     ("OKです👍", NOTED),
+    ("ありがとうございます、すぐ電話します", THANKS),
 ])
 async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
         ctx: Context, text: str, expected: str) -> None:
@@ -86,6 +87,7 @@ async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
     "違う？",
     "はい？",
     "wok", "whi",
+    "担当者に聞きたいのですが、報告期間は？",
 ])
 def test_a_question_is_not_read_as_courtesy(text: str) -> None:
     assert kinds_of(text) == []
@@ -140,6 +142,27 @@ async def test_typed_wrong_after_an_answer_is_a_thumbs_down_that_offers_staff(
     [receipt] = await dispatch(said("はい"), ctx)  # the offer just made
     assert "受付番号" in receipt.text
     assert await escalated(ctx) == ["紙で報告できますか"]
+
+
+@pytest.mark.parametrize("ask", ["人と話したいです", "オペレーターにつないで",
+                                 "しょうがないので担当者に聞きたい"])
+async def test_asking_for_a_person_in_words_sends_the_open_question(ctx: Context,
+                                                                   ask: str) -> None:
+    """「人と話したい」 once got a knowledge-base answer telling the clerk to type the
+    question again; it is the 「担当者に聞く」 button in words."""
+    question = "2号機能ってみんな答えなきゃダメ？"
+    await dispatch(said(question), ctx)
+    [receipt] = await dispatch(said(ask), ctx)
+    assert "受付番号" in receipt.text and await escalated(ctx) == [question]
+    [prompt] = await dispatch(said(ask, user="s2"), ctx)  # nothing asked yet
+    assert "担当者にお送りするご質問を入力してください" in prompt.text
+
+
+async def test_wrong_said_at_length_is_a_thumbs_down_too(ctx: Context) -> None:
+    await dispatch(said("紙で報告できますか"), ctx)
+    [sorry] = await dispatch(said("違います、そういうことじゃなくて"), ctx)
+    assert sorry.text.startswith("ご期待に沿えず申し訳ありません")
+    assert await feedback_of(ctx, "紙で報告できますか") == -1
 
 
 async def test_wrong_with_no_answer_before_asks_again_and_sends_nothing(ctx: Context) -> None:

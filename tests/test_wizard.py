@@ -100,6 +100,29 @@ async def test_typed_answers_work_and_nonsense_repeats_the_question(ctx: Context
     assert "ボタンでお答えください" not in r.text and "院内に掲示" in r.text
 
 
+async def test_asked_for_in_words_and_answered_in_sentences(ctx: Context) -> None:
+    """Clerks ask for the check in their words and answer with a sentence about what they
+    do; a question about something else stops the check and is answered, not dropped."""
+    [r] = await dispatch(said("うちが報告対象かチェックしたいです"), ctx)
+    assert "医療機関の種類" in r.text
+    [r] = await dispatch(said("うちは200床の一般病院です"), ctx)  # names one choice
+    assert "特定機能病院" in r.text
+    for sentence, next_question in (("承認は受けていません", "歯科"),
+                                    ("歯科だけではないです", "休院"),
+                                    ("休院はしてないです", "報告の対象です")):
+        [r] = await dispatch(said(sentence), ctx)
+        assert next_question in r.text, sentence
+    [r] = await dispatch(said("確認する"), ctx)
+    [r] = await dispatch(said("まだ掲示してないです"), ctx)  # the first ★ decides
+    assert "1号機能：なし" in r.text and "院内掲示は、報告までに掲示しておけば満たせます" in r.text
+    await dispatch(said("対象か確認"), ctx)
+    await dispatch(said("診療所"), ctx)
+    note, answer = await dispatch(said("そういえばG-MISのパスワード忘れたんだけど"), ctx)
+    assert "確認はここで中断" in note.text and "G-MIS事務局" in answer.text
+    [r] = await dispatch(said("いいえ"), ctx)  # no longer an answer to the check
+    assert "歯科" not in r.text and "ボタンでお答えください" not in r.text
+
+
 async def test_a_typed_yes_is_no_answer_to_a_question_that_is_not_yes_or_no(
         ctx: Context) -> None:
     await dispatch(said("対象か確認"), ctx)
