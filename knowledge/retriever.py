@@ -25,8 +25,10 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 Action = Literal["answer", "suggest", "escalate"]
 
-# Terms that make a question a G-MIS system question: those go to the call center.
-SYSTEM_TERMS = frozenset({"gmis", "ろぐいん", "ぱすわーど", "id", "あかうんと", "画面", "えらー"})
+# Terms that make a question a G-MIS system question: those go to the call center. G-MIS
+# named alone does not: 「G-MISで入力する在宅患者数はいつ時点？」 asks what to report.
+SYSTEM_TERMS = frozenset({"ろぐいん", "ぱすわーど", "id", "あかうんと", "画面", "えらー",
+                          "めんてなんす"})
 
 
 @dataclass(frozen=True)
@@ -377,9 +379,12 @@ class Retriever:
             return Decision("suggest", route, None, None, top, shown)
         # A login question about a system with its own login (e-Tax, マイナポータル) is not
         # one for the G-MIS call center, unless G-MIS is named too; 外来機能報告 and the
-        # other reports filed in G-MIS stay with it.
+        # other reports filed in G-MIS stay with it. A question that names G-MIS but no
+        # login, screen or error goes where its nearest entry would.
         terms = set(analysed.terms)
         system = bool(SYSTEM_TERMS & terms) and (
             "gmis" in terms or not self.analyzer.outside_gmis & terms)
+        if "gmis" in terms and not system and ranked:
+            system = self.by_id[ranked[0].entry_id].route == "gmis_callcenter"
         route: Route = "gmis_callcenter" if system else "prefecture"
         return Decision("escalate", route, None, None, top, ranked)

@@ -63,6 +63,17 @@ def test_unsure_system_question_routes_to_call_center_not_prefecture(
     assert decision.route == "gmis_callcenter"
 
 
+@pytest.mark.parametrize(("question", "route"), [
+    ("G-MISで入力する在宅患者数はいつ時点の人数ですか", "prefecture"),
+    ("紙で出したら、あとで自分でジーミスにも入れなきゃいけないの？", "prefecture"),
+    ("G-MISが使えないです", "gmis_callcenter"),
+    ("報告期間中に、G-MISがメンテナンスで止まる日はありますか", "gmis_callcenter")])
+def test_naming_g_mis_does_not_make_a_question_about_what_to_report_a_system_one(
+        retriever: Retriever, question: str, route: str) -> None:
+    """The call center answers logins and screens, not what goes into the report."""
+    assert retriever.decide(question).route == route
+
+
 # How prefecture and clinic staff wrap a question in an e-mail or a ticket. The frame adds
 # words no entry has; it must neither sink the question nor pull it to another entry. Each
 # frame carries the share answered outright that it reaches (a few points of slack): the
