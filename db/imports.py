@@ -22,7 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db import repo
 from db.csvfile import Column, RowError, Table, parse_row, read_table
-from db.models import Institution, StatusHistory
+from db.models import Institution, Prefecture, StatusHistory
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (rows just written, rows to write in all)
@@ -282,6 +282,11 @@ async def import_status(session: AsyncSession, path: Path, prefecture: str, now:
             history.append(dict(prefecture_code=prefecture, institution_id=inst.id,
                                 old_status=inst.status, new_status=row["status"],
                                 source_file=path.name, changed_at=now))
+    # Even a file that changes nothing tells clinics their status is current as of now.
+    pref = await session.get(Prefecture, prefecture)
+    if pref is not None:
+        pref.status_as_of = now
+        session.add(pref)
     await _write(session, [], changed, progress, history)
     result.updated, result.unchanged = len(changed), len(parsed) - len(changed)
     return result

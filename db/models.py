@@ -32,6 +32,8 @@ class Prefecture(SQLModel, table=True):
     inquiry_contact: str = ""
     gmis_contact: str = ""
     slack_channel: str | None = Field(default=None, unique=True, index=True)
+    # When the last status file (G-MIS export) came in: what a clinic's 報告状況 is as of.
+    status_as_of: datetime | None = None
 
 
 class Institution(SQLModel, table=True):

@@ -52,15 +52,26 @@ def status_text(inst: Institution, pref: Prefecture, now: datetime) -> str:
                                   inst.closed_on_jan1))
     if not verdict.required:
         return f"{head}\n報告の対象外です。{verdict.reason}"
-    lines = [head, f"報告状況：{_status_label(inst)}",
+    lines = [head, f"報告状況：{_status_label(inst)}{_as_of(pref)}",
              deadline_line(pref, now.astimezone(JST).date())]
     step = NEXT_STEP.get(inst.status, "")
+    if inst.status == "未報告" and pref.status_as_of is not None:
+        step += ("\nこの記録より後に「報告」ボタンを押した場合は、次に記録が更新されるまで"
+                 "「未報告」と表示されます。")
     if inst.status == "差し戻し" and inst.return_reason:
         step += f"\n修正の理由：{inst.return_reason}"
     lines.append(f"次にすること：{step}")
     if judged := judgement_text(inst.report):
         lines.append(judged)
     return "\n".join(lines)
+
+
+def _as_of(pref: Prefecture) -> str:
+    """The status is the prefecture's last import, not G-MIS live: say from when."""
+    if pref.status_as_of is None:
+        return ""
+    at = pref.status_as_of.astimezone(JST)
+    return f"（{at.month}月{at.day}日 {at.hour}時時点の都道府県の記録）"
 
 
 def _status_label(inst: Institution) -> str:

@@ -76,7 +76,8 @@ async def test_link_then_status_shows_deadline_reason_and_judgement(ctx: Context
     [linked] = await dispatch(said(f"連携 {code.lower()}"), ctx)
     assert "さくら内科クリニック" in linked.text and "完了" in linked.text
     [status] = await dispatch(said("/status"), ctx)
-    assert "報告状況：差し戻し" in status.text
+    # The status is the last file the prefecture imported, not G-MIS live: it says when.
+    assert "報告状況：差し戻し（11月24日 10時時点の都道府県の記録）" in status.text
     assert "訪問診療の件数が未入力" in status.text and "再提出" in status.text
     assert "2027年3月31日" in status.text and "あと127日" in status.text
     assert "1号機能：あり" in status.text and "（ロ）入退院時の支援：なし" in status.text
@@ -148,6 +149,8 @@ async def test_overdue_deadline_and_unreported_next_step(ctx: Context) -> None:
     await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
     [reply] = await dispatch(said("報告状況"), ctx)
     assert "期限を4日過ぎています" in reply.text and "「報告」ボタン" in reply.text
+    # A clerk who pressed 「報告」 after that file is not told they did not.
+    assert "この記録より後に「報告」ボタンを押した場合は" in reply.text
 
 
 async def test_link_in_one_prefecture_never_reads_another(ctx: Context) -> None:
