@@ -85,9 +85,25 @@ async def reply_for(decision: Decision, ctx: Context, question: str) -> Reply:
         # system and the 制度 at once: the call center for one, staff for the rest.
         return Reply(gmis_text(ctx) + "\n\nG-MIS以外のご質問も含まれている場合は、"
                      + OFFER_QUESTION, OFFER_STAFF, meta=meta)
+    if names := elsewhere(question, ctx):
+        # The prefecture's desk for this report cannot answer a 診療報酬 or マイナ保険証
+        # question either: say where it belongs before offering to send it.
+        quoted = "・".join(f"「{n}」" for n in names)
+        text = (f"ご質問は{quoted}についてのようです。このボットは、かかりつけ医機能報告に"
+                f"ついてお答えしています。{quoted}については、その制度の担当窓口にお問い合わせ"
+                "ください。\nかかりつけ医機能報告に関わるご質問でしたら、" + OFFER_QUESTION)
+        return Reply(text, OFFER_STAFF, meta=meta)
     text = ("申し訳ありません。このご質問に確実にお答えできる情報が見つかりませんでした。"
             + OFFER_QUESTION)
     return Reply(text, OFFER_STAFF, meta=meta)
+
+
+def elsewhere(question: str, ctx: Context) -> list[str]:
+    """Systems and billing items with their own office (knowledge/words.yaml) that the
+    question names, as written there."""
+    desks = ctx.retriever.analyzer.other_desk
+    terms = ctx.retriever.analyzer.analyse(question).terms
+    return list(dict.fromkeys(desks[t] for t in terms if t in desks))
 
 
 def gmis_text(ctx: Context) -> str:

@@ -105,6 +105,7 @@ class Analyzer:
         # mentions one is not about a question that does. Folded like every term.
         self.named_words = frozenset(fold_kana(w) for w, x in words.items() if x.named)
         self.outside_gmis = frozenset(fold_kana(w) for w, x in words.items() if x.outside_gmis)
+        self.other_desk = {fold_kana(w): w for w, x in words.items() if x.other_desk}
         self._synonyms = load_synonyms(synonyms_file)
         variants = sorted(self._synonyms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(_spaced, variants))) if variants else None
@@ -197,18 +198,21 @@ class Word:
     """A word Sudachi keeps whole. `named`: it names something specific (another system, an
     institution type, a billing item), so an entry that never mentions it is not about a
     question that does. `outside_gmis`: a system with its own login (e-Tax), so its login
-    questions are not for the G-MIS call center."""
+    questions are not for the G-MIS call center. `other_desk`: it has its own office (a
+    billing item, another report), where a question the bot cannot answer belongs first."""
 
     reading: str
     named: bool = True
     outside_gmis: bool = False
+    other_desk: bool = False
 
 
-_WORD_FIELDS = {"reading", "named", "outside_gmis"}
+_WORD_FIELDS = {"reading", "named", "outside_gmis", "other_desk"}
 
 
 def load_words(path: Path) -> dict[str, Word]:
-    """Word → Word, from a YAML mapping of a reading or {reading, named, outside_gmis};
+    """Word → Word, from a YAML mapping of a reading or {reading, named, outside_gmis,
+    other_desk};
     a bad one names the file and line."""
     data, node = read_yaml(path, _UniqueKeys)  # refuses a repeated word, with its line
     data = data or {}
@@ -223,7 +227,7 @@ def load_words(path: Path) -> dict[str, Word]:
         if not word_text or "," in word_text or not _KATAKANA.fullmatch(reading):
             problem = f"{word!r} needs a reading in katakana and no comma (got {reading!r})"
         elif set(spec) - _WORD_FIELDS or not all(isinstance(v, bool) for v in flags.values()):
-            problem = (f"{word!r}: only reading, named (true/false) and outside_gmis "
+            problem = (f"{word!r}: only reading, and named, outside_gmis or other_desk "
                        f"(true/false) are allowed (got {spec!r})")
         if problem:
             raise KnowledgeBaseError([Problem(str(path), lines.get(str(word)), None, None,

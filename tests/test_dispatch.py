@@ -136,6 +136,18 @@ async def test_out_of_scope_offers_staff_and_escalation_gets_receipt(ctx: Contex
     assert esc.context["history"][0]["q"] == "今日の天気は"
 
 
+async def test_a_question_about_another_system_says_where_it_belongs(ctx: Context) -> None:
+    """A マイナ保険証 card reader or a 診療報酬 point is not this report's desk either; the
+    clerk hears that first, and may still send it."""
+    [reply] = await dispatch(said("マイナ保険証のカードリーダーが動かないんですが"), ctx)
+    assert reply.text.startswith("ご質問は「マイナ保険証」についてのようです")
+    assert "その制度の担当窓口" in reply.text and "見つかりませんでした" not in reply.text
+    [reply] = await dispatch(said("機能強化加算の点数っていくつでしたっけ"), ctx)
+    assert "「機能強化加算」" in reply.text
+    [receipt] = await dispatch(said("はい"), ctx)  # the offer still stands
+    assert "受付番号" in receipt.text
+
+
 async def test_ask_staff_without_question_asks_for_it_then_escalates(ctx: Context) -> None:
     [prompt] = await dispatch(said("担当者に聞く"), ctx)
     assert "ご質問を入力" in prompt.text
