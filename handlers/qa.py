@@ -120,11 +120,15 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
     # Only for a linked clinic: one bot may serve several prefectures, and an unlinked
     # user's is only the default, which may not be theirs (a 静岡県 clinic asking a bot
     # whose default is 京都府 must not read 京都府's deadline as its own).
-    if entry.local_deadline and ctx.account and (own := ctx.account.linked_prefecture):
+    local = entry.local_deadline or entry.local_contact
+    if local and ctx.account and (own := ctx.account.linked_prefecture):
         async with ctx.session() as session:
             pref = await session.get(Prefecture, own)
-        if pref is not None and (lines := period_lines(pref, ctx.clock().astimezone(JST).date())):
+        today = ctx.clock().astimezone(JST).date()
+        if pref is not None and entry.local_deadline and (lines := period_lines(pref, today)):
             text += "\n\n" + "\n".join(lines)
+        if pref is not None and entry.local_contact and pref.inquiry_contact:
+            text += f"\n\n【{pref.name}の担当窓口】{pref.inquiry_contact}"
     if entry.route == "gmis_callcenter" and ctx.config.gmis_contact not in text:
         text += f"\n\n【お問い合わせ先】{ctx.config.gmis_contact}"
     buttons = [Button("詳しく", f"qa:detail:{entry.id}")] if entry.detail else []

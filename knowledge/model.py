@@ -62,6 +62,9 @@ class Entry(BaseModel):
     # The answer is about when to report, which each prefecture sets: for a linked clinic
     # the chat adds its prefecture's own period after it (handlers.status.period_lines).
     local_deadline: bool = False
+    # The answer is about whom to ask: for a linked clinic the chat adds its prefecture's
+    # own desk (Prefecture.inquiry_contact).
+    local_contact: bool = False
 
     @field_validator("id")
     @classmethod

@@ -342,6 +342,23 @@ async def test_a_linked_clinics_hand_off_names_its_prefectures_contact(ctx: Cont
     assert "受付番号を添えて京都府医療政策課（075-000-0000）へお問い合わせください" in receipt.text
 
 
+async def test_asked_whom_to_ask_a_linked_clinic_gets_its_own_desk(ctx: Context) -> None:
+    await load_samples(ctx)
+    async with ctx.session() as session:
+        pref = await session.get(Prefecture, "26")
+        assert pref is not None
+        pref.inquiry_contact = "京都府医療政策課（075-000-0000）"
+        session.add(pref)
+        await session.commit()
+    question = "県の担当の電話番号を教えて"
+    [unlinked] = await dispatch(said(question, user="visitor"), ctx)
+    assert unlinked.meta["entry_id"] == "contact-system-questions"
+    assert "医療政策課" not in unlinked.text  # the default prefecture may not be theirs
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    [linked] = await dispatch(said(question), ctx)
+    assert "【京都府の担当窓口】京都府医療政策課（075-000-0000）" in linked.text
+
+
 async def test_staff_never_see_what_was_said_under_an_earlier_link(ctx: Context) -> None:
     """Relinked to a 東京都 clinic, a chat's escalation goes to 東京都 without the 京都府
     clinic's status reply or the link codes typed before."""
