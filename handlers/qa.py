@@ -32,6 +32,7 @@ FOLLOW_UP = re.compile(
 FOLLOW_UP_MAX = 30  # characters: a longer message says what it is about
 FOLLOW_UP_MIN = 0.5  # score, with the question before, for an entry to be offered
 MIXED_AFTER = 60  # characters: a G-MIS question this long may ask about the 制度 too
+RELATED_MIN = 0.40  # score for an entry to be offered under a call-center hand-off
 
 
 async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
@@ -79,12 +80,18 @@ async def reply_for(decision: Decision, ctx: Context, question: str) -> Reply:
         return Reply(text, (*buttons, Button("どれでもない（担当者に聞く）", "esc:ask")),
                      meta=meta)
     if decision.route == "gmis_callcenter":
+        # Entries close to the question (a new clinic without an account: how long the
+        # account takes, whether it must report) are worth a tap before a phone call.
+        related = tuple(Button(c.question, f"qa:show:{c.entry_id}")
+                        for c in decision.candidates if c.score >= RELATED_MIN)[:2]
+        text = gmis_text(ctx) + ("\n\n関連するご案内は、下のボタンからご覧いただけます。"
+                                 if related else "")
         if len(question) < MIXED_AFTER:
-            return Reply(gmis_text(ctx), meta=meta)
+            return Reply(text, related, meta=meta)
         # A long message (an officer's e-mail) that mentions G-MIS often asks about the
         # system and the 制度 at once: the call center for one, staff for the rest.
-        return Reply(gmis_text(ctx) + "\n\nG-MIS以外のご質問も含まれている場合は、"
-                     + OFFER_QUESTION, OFFER_STAFF, meta=meta)
+        return Reply(text + "\n\nG-MIS以外のご質問も含まれている場合は、" + OFFER_QUESTION,
+                     (*related, *OFFER_STAFF), meta=meta)
     if names := elsewhere(question, ctx):
         # The prefecture's desk for this report cannot answer a 診療報酬 or マイナ保険証
         # question either: say where it belongs before offering to send it.

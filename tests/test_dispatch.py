@@ -48,6 +48,18 @@ async def test_gmis_question_gives_call_center_contact(ctx: Context) -> None:
     assert not any(b.payload == "esc:ask" for b in reply.buttons)
 
 
+async def test_a_call_center_hand_off_offers_the_entries_close_to_the_question(
+        ctx: Context) -> None:
+    """A clinic opened this year with no account: the call center issues nothing faster,
+    but how long an account takes and whether it must report are one tap away."""
+    [reply] = await dispatch(said("今年開業したクリニックです。G-MISのアカウントがまだありません。"
+                                  "締め切りに間に合いますか"), ctx)
+    assert reply.meta["action"] == "escalate" and "050-3355-8230" in reply.text
+    shown = [b.payload for b in reply.buttons]
+    assert shown and all(p.startswith("qa:show:") for p in shown) and len(shown) <= 2
+    assert {"qa:show:scope-new-opening", "qa:show:gmis-new-account"} & set(shown)
+
+
 async def test_a_long_message_about_gmis_and_more_may_go_to_staff_too(ctx: Context) -> None:
     """An e-mail that asks about the G-MIS login *and* the 制度 gets the call center for the
     one and the offer of staff for the rest, not the call center alone."""
