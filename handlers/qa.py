@@ -29,6 +29,12 @@ MORE = re.compile(
 FOLLOW_UP = re.compile(
     r"^\s*(?:それ|その|これ|この|あれ|あの|そちら|じゃあ|じゃ|では|なら|だったら|ちなみに|あと|"
     r"ところで)|(?:も|は|なら|だと|の場合は?|のとき(?:は)?|の時(?:は)?)[?？]*\s*$")
+# Nothing but "how long / until when": 「どれくらいかかりますか」 right after an answer asks
+# about that answer's matter, whichever entry the words alone would match.
+VAGUE = re.compile(
+    r"^\s*(?:それって|それは|じゃあ)?[、\s]*(?:どれ|どの)(?:くらい|ぐらい)"
+    r"|^\s*(?:いつ(?:まで|から|ごろ|頃)?|何日|何週間|何か月|何ヶ月)(?:くらい|ぐらい)?(?:で|に)?"
+    r"(?:かかります|かかる|できます|ですか)?か?[?？]*\s*$")
 FOLLOW_UP_MAX = 30  # characters: a longer message says what it is about
 FOLLOW_UP_MIN = 0.5  # score, with the question before, for an entry to be offered
 MIXED_AFTER = 60  # characters: a G-MIS question this long may ask about the 制度 too
@@ -43,16 +49,20 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     if not folded:
         return [Reply(UNREADABLE)]
     decision = ctx.retriever.decide(msg.text)
-    if (decision.action != "answer" and len(msg.text.strip()) <= FOLLOW_UP_MAX
-            and FOLLOW_UP.search(msg.text)):
+    short = len(msg.text.strip()) <= FOLLOW_UP_MAX
+    if short and decision.action != "answer" and FOLLOW_UP.search(msg.text):
         decision = await _with_previous(msg, ctx, decision)
+    elif short and VAGUE.search(msg.text):
+        decision = await _with_previous(msg, ctx, decision, same_matter=True)
     return [await reply_for(decision, ctx, msg.text)]
 
 
-async def _with_previous(msg: Inbound, ctx: Context, alone: Decision) -> Decision:
+async def _with_previous(msg: Inbound, ctx: Context, alone: Decision,
+                         same_matter: bool = False) -> Decision:
     """Read a follow-up together with the question before it, for an entry other than the
-    one already given (「それって病院も？」 after the 歯科 answer is about who must report).
-    What that finds is only offered, first among the buttons: the reading is a guess."""
+    one already given (「それって病院も？」 after the 歯科 answer is about who must report),
+    or, for a bare 「どれくらい？」 (`same_matter`), that entry too. What that finds is only
+    offered, first among the buttons: the reading is a guess."""
     if alone.action == "escalate" and alone.route == "gmis_callcenter":
         return alone
     turns = await history.recent(msg, ctx, limit=5)
@@ -61,10 +71,10 @@ async def _with_previous(msg: Inbound, ctx: Context, alone: Decision) -> Decisio
         return alone
     given = next((t.entry_id for t in turns if t.action == "answer"), None)
     found = [c for c in ctx.retriever.rank(f"{previous}\n{msg.text}", k=4)
-             if c.entry_id != given and c.score >= FOLLOW_UP_MIN][:2]
+             if (same_matter or c.entry_id != given) and c.score >= FOLLOW_UP_MIN][:2]
     if not found:
         return alone
-    offered = alone.candidates if alone.action == "suggest" else []
+    offered = alone.candidates if alone.action == "suggest" else alone.candidates[:1]
     shown = list({c.entry_id: c for c in [*found[:1], *offered, *found[1:]]}.values())[:3]
     route = ctx.retriever.by_id[shown[0].entry_id].route
     return Decision("suggest", route, None, None, shown[0].score, shown)

@@ -278,6 +278,22 @@ async def test_a_short_follow_up_is_read_with_the_question_before(ctx: Context) 
     assert shown[-1] == "esc:ask"
 
 
+async def test_a_bare_how_long_after_an_answer_is_not_answered_about_something_else(
+        ctx: Context) -> None:
+    """「どれくらいかかりますか」 alone matches the 代理申請 entry (1〜2週間); right after the
+    answer about a missing reporting right (about a month) it asks about that, so the
+    two are offered, that one first, and neither is stated as the answer."""
+    [alone] = await dispatch(said("どれくらいかかりますか", user="fresh"), ctx)
+    assert alone.meta["action"] == "answer"
+    [first] = await dispatch(said("G-MISで報告を開始できませんと出ます"), ctx)
+    assert first.meta["entry_id"] == "gmis-no-report-right"
+    [follow] = await dispatch(said("どれくらいかかりますか"), ctx)
+    assert follow.meta["action"] == "suggest"
+    shown = [b.payload for b in follow.buttons]
+    assert shown[0] == "qa:show:gmis-no-report-right"
+    assert f"qa:show:{alone.meta['entry_id']}" in shown and shown[-1] == "esc:ask"
+
+
 async def test_a_follow_up_is_read_alone_when_the_question_before_is_old_or_answered(
         ctx: Context) -> None:
     [alone] = await dispatch(said("それって病院も？", user="fresh"), ctx)
