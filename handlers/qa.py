@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-from db.models import Prefecture
+from db import repo
 from handlers import history
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
-from handlers.status import period_lines
+from handlers.status import period_lines, status_line
 from handlers.texts import OFFER_QUESTION, UNREADABLE
 from knowledge.retriever import Decision
 from scheduler.calendar import JST
@@ -137,15 +137,8 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
     # Only for a linked clinic: one bot may serve several prefectures, and an unlinked
     # user's is only the default, which may not be theirs (a 静岡県 clinic asking a bot
     # whose default is 京都府 must not read 京都府's deadline as its own).
-    local = entry.local_deadline or entry.local_contact
-    if local and ctx.account and (own := ctx.account.linked_prefecture):
-        async with ctx.session() as session:
-            pref = await session.get(Prefecture, own)
-        today = ctx.clock().astimezone(JST).date()
-        if pref is not None and entry.local_deadline and (lines := period_lines(pref, today)):
-            text += "\n\n" + "\n".join(lines)
-        if pref is not None and entry.local_contact and pref.inquiry_contact:
-            text += f"\n\n【{pref.name}の担当窓口】{pref.inquiry_contact}"
+    if entry.local and (lines := await _local_lines(entry.local, ctx)):
+        text += "\n\n" + "\n".join(lines)
     if entry.route == "gmis_callcenter" and ctx.config.gmis_contact not in text:
         text += f"\n\n【お問い合わせ先】{ctx.config.gmis_contact}"
     buttons = [Button("詳しく", f"qa:detail:{entry.id}")] if entry.detail else []
@@ -153,6 +146,26 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
                 Button("👎 違う", f"fb:down:{entry.id}")]
     meta = meta or {"action": "answer", "entry_id": entry.id, "score": None}
     return Reply(text, tuple(buttons), meta=meta)
+
+
+async def _local_lines(wanted: list[str], ctx: Context) -> list[str]:
+    """The linked clinic's own period, desk or 報告状況, read tenant-filtered."""
+    account = ctx.account
+    if account is None or (own := account.linked_prefecture) is None:
+        return []
+    async with ctx.session() as session:
+        found = await repo.institution_and_prefecture(session, own, account.institution_id or 0)
+    if found is None:
+        return []
+    inst, pref = found
+    lines: list[str] = []
+    if "status" in wanted:
+        lines.append(f"【{inst.name}】{status_line(inst, pref)}")
+    if "deadline" in wanted:
+        lines += period_lines(pref, ctx.clock().astimezone(JST).date())
+    if "contact" in wanted and pref.inquiry_contact:
+        lines.append(f"【{pref.name}の担当窓口】{pref.inquiry_contact}")
+    return lines
 
 
 async def handle_show(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:

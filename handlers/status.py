@@ -52,7 +52,7 @@ def status_text(inst: Institution, pref: Prefecture, now: datetime) -> str:
                                   inst.closed_on_jan1))
     if not verdict.required:
         return f"{head}\n報告の対象外です。{verdict.reason}"
-    lines = [head, f"報告状況：{_status_label(inst)}{_as_of(pref)}",
+    lines = [head, status_line(inst, pref),
              deadline_line(pref, now.astimezone(JST).date())]
     step = NEXT_STEP.get(inst.status, "")
     if inst.status == "未報告" and pref.status_as_of is not None:
@@ -64,6 +64,11 @@ def status_text(inst: Institution, pref: Prefecture, now: datetime) -> str:
     if judged := judgement_text(inst.report):
         lines.append(judged)
     return "\n".join(lines)
+
+
+def status_line(inst: Institution, pref: Prefecture) -> str:
+    """「報告状況：…」 with the time of the record it comes from."""
+    return f"報告状況：{_status_label(inst)}{_as_of(pref)}"
 
 
 def _as_of(pref: Prefecture) -> str:

@@ -59,12 +59,10 @@ class Entry(BaseModel):
     source: list[Source] = Field(min_length=1)
     # Ids of entries merged into this one: buttons already sent in chats carry them.
     replaces: list[str] = Field(default_factory=list)
-    # The answer is about when to report, which each prefecture sets: for a linked clinic
-    # the chat adds its prefecture's own period after it (handlers.status.period_lines).
-    local_deadline: bool = False
-    # The answer is about whom to ask: for a linked clinic the chat adds its prefecture's
-    # own desk (Prefecture.inquiry_contact).
-    local_contact: bool = False
+    # What the chat adds after the answer for a linked clinic, from its own prefecture and
+    # record: its period (the answer is about when to report, which each prefecture sets),
+    # its prefecture's desk (whom to ask), its 報告状況 (whether its report went in).
+    local: list[Literal["deadline", "contact", "status"]] = Field(default_factory=list)
 
     @field_validator("id")
     @classmethod

@@ -359,6 +359,20 @@ async def test_asked_whom_to_ask_a_linked_clinic_gets_its_own_desk(ctx: Context)
     assert "【京都府の担当窓口】京都府医療政策課（075-000-0000）" in linked.text
 
 
+async def test_did_my_report_go_in_shows_a_linked_clinics_own_status(ctx: Context) -> None:
+    """The answer about the 「報告」 button is general; a linked clerk also sees what the
+    prefecture's record says about her own report, and from when."""
+    await load_samples(ctx)
+    question = "報告ボタン押したのにまだ未報告になってる"
+    [unlinked] = await dispatch(said(question, user="visitor"), ctx)
+    assert unlinked.meta["entry_id"] == "reminder-already-reported"
+    assert "報告状況：" not in unlinked.text
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    [linked] = await dispatch(said(question), ctx)
+    assert ("【さくら内科クリニック】報告状況：差し戻し（11月24日 10時時点の都道府県の記録）"
+            in linked.text)
+
+
 async def test_staff_never_see_what_was_said_under_an_earlier_link(ctx: Context) -> None:
     """Relinked to a 東京都 clinic, a chat's escalation goes to 東京都 without the 京都府
     clinic's status reply or the link codes typed before."""
