@@ -85,18 +85,30 @@ _SAYS_YES = re.compile(r"(?:います|てます|てる|ている|あります|�
 _NOT_AN_ANSWER = re.compile(r"わから|分から|わかん|判ら|知ら|不明|未定|[?？]")
 
 
+_LEADS = re.compile(r"^(?P<yes>はい|ええ|うん)[、,。\s]|^(?P<no>いいえ|いえ|ううん)[、,。\s]")
+
+
 def yes_or_no(text: str) -> str | None:
     """'yes' or 'no' for a typed answer to a yes/no question (「はい」「うん」「いいえ」
-    「違います」, or a sentence ending in its verb: 「掲示してないです」), None for anything
-    else, 「お願いします」 and 「大丈夫です」 included: neither answers 「歯科医療機関ですか」."""
+    「違います」, 「はい、お願いします」), None for anything else, 「お願いします」 and
+    「大丈夫です」 alone included: neither answers 「歯科医療機関ですか」."""
     kinds = set(kinds_of(text))
-    if kinds == {"yes"}:
+    if "yes" in kinds and kinds <= {"yes", "please", "ack"}:
         return "yes"
     if kinds and kinds <= {"no", "wrong"}:
         return "no"
+    return None
+
+
+def sentence_answer(text: str) -> str | None:
+    """'yes' or 'no' read from a sentence: its first word (「いいえ、歯科ではありません」) or
+    its verb (「まだ掲示してないです」). It says nothing about *what* is affirmed: 「年末年始
+    は休みにしています」 ends like a yes, so the caller checks the sentence is on topic."""
     said = unicodedata.normalize("NFKC", text).strip()
-    if kinds or _NOT_AN_ANSWER.search(said):
+    if _NOT_AN_ANSWER.search(said):
         return None
+    if lead := _LEADS.match(said):
+        return lead.lastgroup
     if _SAYS_NO.search(said):
         return "no"
     if _SAYS_YES.search(said):

@@ -20,6 +20,10 @@ from handlers.rules import FUNC1_ITEMS, FUNC2, Facility, describe, judge, obliga
 FLOW = "wizard"
 YES_NO = (("はい", "yes"), ("いいえ", "no"))
 UNSURE = re.compile(r"わから|分から|わかん|不明|知らない|しらない|どっち")
+# 「正月は休みにしてます」 is the commonest wrong reading of 休院: asked again, with why.
+_HOLIDAY = re.compile(r"正月|年末年始|年始|元日|元旦|休診日|祝日|冬休み|お休み|休み")
+_HOLIDAY_LEAD = ("お正月などの休診日は休院に当たりません。届出をして業務を休止していたのでなければ、"
+                 "「いいえ」をお選びください。\n")
 # How a typed question ends when it has no question mark; 「うちは一般の診療所です」 does not.
 _ASKS = re.compile(r"(?:か|の|かな|教えて(?:ください|下さい)?|けど|ですが|たい(?:です)?|忘れた"
                    r"|できない|いつ|まで|どこ|何|なに)[。…]*$")
@@ -30,33 +34,45 @@ class Step:
     key: str
     text: str
     choices: tuple[tuple[str, str], ...] = YES_NO
+    # Words a typed sentence must contain to count as an answer to this step: 「待合室に
+    # 掲示しています」 is no answer to the 休院 question.
+    topic: tuple[str, ...] = ()
+    # Yes here ends the check as 対象外: only a tap or a plain はい says so, never a
+    # sentence (「歯科もやってます」 is a clinic that must report).
+    exempts: bool = False
+    also: tuple[tuple[str, str], ...] = ()  # other typed words for a choice
 
 
 STEPS: dict[str, Step] = {s.key: s for s in [
     Step("kind", "報告の対象かどうかを確認します。医療機関の種類をお選びください。",
          (("病院", "hospital"), ("診療所", "clinic"))),
-    Step("special", "特定機能病院の承認を受けていますか。"),
+    Step("special", "特定機能病院の承認を受けていますか。", topic=("特定機能", "承認"),
+         exempts=True),
     Step("dental", "歯科医療機関（歯科のみを診療する病院・診療所）ですか。"
-                   "医科と歯科を併せて診療している場合は「いいえ」です。"),
+                   "医科と歯科を併せて診療している場合は「いいえ」です。", topic=("歯科",),
+         exempts=True),
     Step("closed", "その年の1月1日の時点で、届出をして休院（業務を休止）していましたか。"
-                   "お正月の休診日は休院に当たりません。"),
+                   "お正月の休診日は休院に当たりません。", topic=("休院", "休止"), exempts=True),
     Step("go_func1", "続けて、1号機能の要件を満たしているかを確認しますか（★の3項目）。",
-         (("確認する", "yes"), ("ここで終わる", "no"))),
+         (("確認する", "yes"), ("ここで終わる", "no")),
+         also=(("確認します", "yes"), ("お願いします", "yes"), ("終わります", "no"))),
     Step("posting", "★1 かかりつけ医機能と報告する内容を、院内に掲示していますか"
-                    "（掲示できますか）。"),
+                    "（掲示できますか）。", topic=("掲示", "貼")),
     Step("primary_care", "★2 17の診療領域のうち、一つ以上で一次診療（最初の診療）を"
-                         "行えますか。"),
+                         "行えますか。", topic=("一次診療", "初診", "診療領域", "領域", "診て")),
     Step("consultation", "★3 患者さんからの医療に関する相談（継続的な相談を含む）に"
-                         "応じていますか。"),
+                         "応じていますか。", topic=("相談",)),
     Step("i", "2号機能（イ）通常の診療時間外の診療：準夜帯（18〜22時）・深夜帯（22〜6時）・休日の"
-              "診療や在宅当番医制への参加など、自院または他院との連携で一つでも実施していますか。"),
+              "診療や在宅当番医制への参加など、自院または他院との連携で一つでも実施していますか。",
+         topic=("時間外", "夜間", "休日", "準夜", "深夜", "当番")),
     Step("ro", "2号機能（ロ）入退院時の支援：後方支援病床の確保、入院時の情報共有、"
-               "退院時の共同指導など、一つでも実施していますか。"),
+               "退院時の共同指導など、一つでも実施していますか。",
+         topic=("入院", "退院", "後方支援", "病床")),
     Step("ha", "2号機能（ハ）在宅医療の提供：訪問診療・往診・訪問看護の提供など、"
-               "一つでも実績がありますか。"),
+               "一つでも実績がありますか。", topic=("訪問", "往診", "在宅")),
     Step("ni", "2号機能（ニ）介護サービス等と連携した医療提供：介護支援専門員"
                "（ケアマネジャー）との連携、情報共有、ACP（人生会議）の支援など、"
-               "一つでも実施していますか。"),
+               "一つでも実施していますか。", topic=("介護", "ケアマネ", "acp", "ACP", "人生会議")),
 ]}
 
 
@@ -155,6 +171,8 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
         if current is None or value not in {v for _, v in STEPS[current].choices}:
             if not found.get("arg") and _is_question(msg.text, ctx):
                 return await _answer_instead(msg, ctx)
+            if current == "closed" and _HOLIDAY.search(msg.text):
+                return [_retry(current, answers, lead=_HOLIDAY_LEAD)]
             return [_retry(current, answers, unsure=bool(UNSURE.search(msg.text)))]
         history.append([current, value])
     answers = dict((k, v) for k, v in history)
@@ -169,13 +187,17 @@ def _value_from_text(text: str, current: str | None) -> str:
     """A typed label, or a typed 「はい」「うん」「いいえ」 (handlers.courtesy) for a yes/no
     step whatever its buttons say (確認する / ここで終わる)."""
     labels = {"戻る": "back", "やめる": "cancel", "キャンセル": "cancel"}
-    named = []
+    value = ""
     if current:
-        labels.update({label: value for label, value in STEPS[current].choices})
-        if STEPS[current].choices != YES_NO:  # 「うちは一般病院です」 names one choice
-            named = [value for label, value in STEPS[current].choices if label in text]
-    value = (labels.get(text.strip()) or courtesy.yes_or_no(text)
-             or (named[0] if len(named) == 1 else ""))
+        step = STEPS[current]
+        labels.update({label: value for label, value in (*step.choices, *step.also)})
+        if step.choices != YES_NO:  # 「うちは一般病院です」 names one choice
+            named = [value for label, value in step.choices if label in text]
+            value = named[0] if len(named) == 1 else ""
+        elif any(word in text for word in step.topic):
+            said = courtesy.sentence_answer(text) or ""
+            value = "" if said == "yes" and step.exempts else said
+    value = labels.get(text.strip().rstrip("。.!！")) or courtesy.yes_or_no(text) or value
     return value if value in ("back", "cancel") or (
         current and value in {v for _, v in STEPS[current].choices}) else ""
 
@@ -199,11 +221,12 @@ async def _answer_instead(msg: Inbound, ctx: Context) -> list[Reply]:
     return [note, *await qa.handle_question(msg, replace(ctx, flow=None, flow_data={}), {})]
 
 
-def _retry(current: str | None, answers: dict[str, str], unsure: bool = False) -> Reply:
+def _retry(current: str | None, answers: dict[str, str], unsure: bool = False,
+           lead: str | None = None) -> Reply:
     if current is None:
         return Reply("確認はすでに終わっています。")
     reply = question_reply(current, answers)
-    lead = ("わからない項目は、院内でご担当の方に確認してからお答えください。すぐに確認できない"
+    lead = lead or ("わからない項目は、院内でご担当の方に確認してからお答えください。すぐに確認できない"
             "場合は「やめる」で終了し、「担当者に聞く」から都道府県にお尋ねいただけます。\n"
             if unsure else "ボタンでお答えください。\n")
     return Reply(lead + reply.text, reply.buttons, meta=reply.meta)

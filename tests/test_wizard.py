@@ -123,6 +123,28 @@ async def test_asked_for_in_words_and_answered_in_sentences(ctx: Context) -> Non
     assert "歯科" not in r.text and "ボタンでお答えください" not in r.text
 
 
+async def test_no_typed_sentence_ever_exempts_a_clinic(ctx: Context) -> None:
+    """「歯科もやってます」 ends like a yes but is a clinic that must report; 「年末年始は休み
+    にしています」 is not 休院; 「待合室に掲示しています」 is not about 休院 at all. A sentence
+    never reaches 対象外: only a tap or a plain はい does."""
+    await dispatch(said("対象か確認"), ctx)
+    [r] = await dispatch(said("診療所"), ctx)
+    [r] = await dispatch(said("歯科もやってます"), ctx)
+    assert "ボタンでお答えください" in r.text and "歯科医療機関" in r.text
+    [r] = await dispatch(said("いいえ、歯科ではありません。内科です"), ctx)
+    assert "休院" in r.text and "ボタンでお答えください" not in r.text
+    for sentence in ("年末年始は休みにしています", "はい、正月は休みでした"):
+        [r] = await dispatch(said(sentence), ctx)
+        assert r.text.startswith("お正月などの休診日は休院に当たりません"), sentence
+    for sentence in ("待合室に掲示しています", "1月1日は休院していました"):
+        [r] = await dispatch(said(sentence), ctx)
+        assert "報告の対象外" not in r.text and "ボタンでお答えください" in r.text, sentence
+    [r] = await dispatch(said("いいえ"), ctx)
+    assert "判定：報告の対象です" in r.text
+    [r] = await dispatch(said("はい、お願いします"), ctx)  # 確認する, in words
+    assert "院内に掲示" in r.text
+
+
 async def test_a_typed_yes_is_no_answer_to_a_question_that_is_not_yes_or_no(
         ctx: Context) -> None:
     await dispatch(said("対象か確認"), ctx)
