@@ -9,7 +9,7 @@ from handlers import history
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
-from handlers.status import period_lines, status_line
+from handlers.status import period_lines, settled, status_line
 from handlers.texts import OFFER_QUESTION, UNREADABLE
 from knowledge.retriever import Decision
 from scheduler.calendar import JST
@@ -137,8 +137,10 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
     # Only for a linked clinic: one bot may serve several prefectures, and an unlinked
     # user's is only the default, which may not be theirs (a 静岡県 clinic asking a bot
     # whose default is 京都府 must not read 京都府's deadline as its own).
-    if entry.local and (lines := await _local_lines(entry.local, ctx)):
-        text += "\n\n" + "\n".join(lines)
+    if entry.local:
+        lead, lines = await _local_lines(entry.local, ctx)
+        text = lead + text + "".join("\n\n" + line for line in lines[:1]) + "".join(
+            "\n" + line for line in lines[1:])
     if entry.route == "gmis_callcenter" and ctx.config.gmis_contact not in text:
         text += f"\n\n【お問い合わせ先】{ctx.config.gmis_contact}"
     buttons = [Button("詳しく", f"qa:detail:{entry.id}")] if entry.detail else []
@@ -148,24 +150,33 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
     return Reply(text, tuple(buttons), meta=meta)
 
 
-async def _local_lines(wanted: list[str], ctx: Context) -> list[str]:
-    """The linked clinic's own period, desk or 報告状況, read tenant-filtered."""
+async def _local_lines(wanted: list[str], ctx: Context) -> tuple[str, list[str]]:
+    """The linked clinic's own period, desk or 報告状況, read tenant-filtered: a lead for
+    before the answer, lines for after it."""
     account = ctx.account
     if account is None or (own := account.linked_prefecture) is None:
-        return []
+        return "", []
     async with ctx.session() as session:
         found = await repo.institution_and_prefecture(session, own, account.institution_id or 0)
     if found is None:
-        return []
+        return "", []
     inst, pref = found
-    lines: list[str] = []
+    lead, lines = "", []
+    done = settled(inst) if "status" in wanted else None
     if "status" in wanted:
-        lines.append(f"【{inst.name}】{status_line(inst, pref)}")
-    if "deadline" in wanted:
+        line = f"【{inst.name}】{status_line(inst, pref)}"
+        if done:
+            # A 督促 answer says "enter and press 報告"; an exempt or reported clinic reads
+            # first what its own record says.
+            lead = (f"{line}\n記録では{done}。督促などが行き違いで届いた場合や、記録が実際と"
+                    "違う場合は、都道府県にお知らせください。\n\n以下は一般的なご案内です。\n")
+        else:
+            lines.append(line)
+    if "deadline" in wanted and not done:  # "あと119日" is not for a clinic that is done
         lines += period_lines(pref, ctx.clock().astimezone(JST).date())
     if "contact" in wanted and pref.inquiry_contact:
         lines.append(f"【{pref.name}の担当窓口】{pref.inquiry_contact}")
-    return lines
+    return lead, lines
 
 
 async def handle_show(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:

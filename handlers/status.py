@@ -10,7 +10,7 @@ from handlers.context import Context
 from handlers.linking import HOW_TO_LINK
 from handlers.messages import Inbound, Reply
 from handlers.router import Found
-from handlers.rules import Facility, judgement_text, obligation
+from handlers.rules import Facility, Obligation, judgement_text, obligation
 from scheduler.calendar import JST
 
 NEXT_STEP: dict[str, str] = {
@@ -48,8 +48,7 @@ async def handle_status(msg: Inbound, ctx: Context, _found: Found) -> list[Reply
 def status_text(inst: Institution, pref: Prefecture, now: datetime) -> str:
     """Status in plain words, with the next step, for a linked clinic."""
     head = f"【{inst.name}（医療機関コード {inst.code}）】"
-    verdict = obligation(Facility(inst.kind, inst.special_function, inst.dental,
-                                  inst.closed_on_jan1))
+    verdict = _obligation(inst)
     if not verdict.required:
         return f"{head}\n報告の対象外です。{verdict.reason}"
     lines = [head, status_line(inst, pref),
@@ -68,7 +67,23 @@ def status_text(inst: Institution, pref: Prefecture, now: datetime) -> str:
 
 def status_line(inst: Institution, pref: Prefecture) -> str:
     """「報告状況：…」 with the time of the record it comes from."""
+    if not _obligation(inst).required:
+        return "報告状況：報告の対象外です"
     return f"報告状況：{_status_label(inst)}{_as_of(pref)}"
+
+
+def settled(inst: Institution) -> str | None:
+    """What the record says when a clinic has nothing left to file: exempt, or in."""
+    if not _obligation(inst).required:
+        return "報告の対象外です"
+    if inst.status in ("報告済", "確認済", "紙受付"):
+        return "報告はすでに届いています"
+    return None
+
+
+def _obligation(inst: Institution) -> Obligation:
+    return obligation(Facility(inst.kind, inst.special_function, inst.dental,
+                               inst.closed_on_jan1))
 
 
 def _as_of(pref: Prefecture) -> str:

@@ -22,8 +22,8 @@ YES_NO = (("はい", "yes"), ("いいえ", "no"))
 UNSURE = re.compile(r"わから|分から|わかん|不明|知らない|しらない|どっち")
 # 「正月は休みにしてます」 is the commonest wrong reading of 休院: asked again, with why.
 _HOLIDAY = re.compile(r"正月|年末年始|年始|元日|元旦|休診日|祝日|冬休み|お休み|休み")
-_HOLIDAY_LEAD = ("お正月などの休診日は休院に当たりません。届出をして業務を休止していたのでなければ、"
-                 "「いいえ」をお選びください。\n")
+_HOLIDAY_LEAD = ("お正月などの休診日は休院に当たりません。届出をして業務を休止していたので"
+                 "なければ、「いいえ」をお選びください。\n")
 # How a typed question ends when it has no question mark; 「うちは一般の診療所です」 does not.
 _ASKS = re.compile(r"(?:か|の|かな|教えて(?:ください|下さい)?|けど|ですが|たい(?:です)?|忘れた"
                    r"|できない|いつ|まで|どこ|何|なに)[。…]*$")
@@ -226,9 +226,9 @@ def _retry(current: str | None, answers: dict[str, str], unsure: bool = False,
     if current is None:
         return Reply("確認はすでに終わっています。")
     reply = question_reply(current, answers)
-    lead = lead or ("わからない項目は、院内でご担当の方に確認してからお答えください。すぐに確認できない"
-            "場合は「やめる」で終了し、「担当者に聞く」から都道府県にお尋ねいただけます。\n"
-            if unsure else "ボタンでお答えください。\n")
+    lead = lead or ("わからない項目は、院内でご担当の方に確認してからお答えください。すぐに"
+                    "確認できない場合は「やめる」で終了し、「担当者に聞く」から都道府県に"
+                    "お尋ねいただけます。\n" if unsure else "ボタンでお答えください。\n")
     return Reply(lead + reply.text, reply.buttons, meta=reply.meta)
 
 

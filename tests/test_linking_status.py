@@ -373,6 +373,21 @@ async def test_did_my_report_go_in_shows_a_linked_clinics_own_status(ctx: Contex
             in linked.text)
 
 
+@pytest.mark.parametrize(("inst", "record"), [("2610004", "記録では報告の対象外です"),
+                                              ("2610002", "記録では報告はすでに届いています")])
+async def test_a_reminder_question_from_a_clinic_that_is_done_reads_its_record_first(
+        ctx: Context, inst: str, record: str) -> None:
+    """The general 督促 answer says "enter it and press 報告"; a dental clinic or one whose
+    report is confirmed must not be told that without what its own record says."""
+    await load_samples(ctx)
+    await dispatch(said(f"連携 {await code_for(ctx, inst)}"), ctx)
+    [reply] = await dispatch(said("督促メールが届いたけどどうしたらいい？"), ctx)
+    assert reply.meta["entry_id"] == "reminder-what-to-do"
+    first, _, rest = reply.text.partition("以下は一般的なご案内です。")
+    assert record in first and "行き違い" in first and "都道府県にお知らせください" in first
+    assert "「報告」ボタン" in rest and "あと" not in rest  # no countdown for a clinic done
+
+
 async def test_staff_never_see_what_was_said_under_an_earlier_link(ctx: Context) -> None:
     """Relinked to a 東京都 clinic, a chat's escalation goes to 東京都 without the 京都府
     clinic's status reply or the link codes typed before."""
