@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 
 from db import repo
@@ -31,6 +32,30 @@ NEXT_STEP: dict[str, str] = {
         "ホームページや医療情報ネット（ナビイ）で公表されます。"
     ),
 }
+
+
+# 「うちの報告どうなってますか」「差し戻しの理由をもう一度」: the 報告状況 card in words.
+_ASKS_STATUS = re.compile(
+    r"(?:報告|提出)(?:は|って|が|、)?(?:どうなって|できて|出来て|届いて|済んで|通って|受理され"
+    r"|完了して|済みになって|終わって)"
+    r"|(?:差し戻し|修正|差戻し)(?:の|された)?理由")
+# Before linking, only a question that says it is about its own report is one
+# (「報告ができていない医療機関は？」 asks about others).
+_OWN = re.compile(r"うち|当院|自院|弊院|こちら|私ども")
+# 「次は何をすればいい」「あと何日」: about the clinic's own record only once it is linked.
+_ASKS_NEXT = re.compile(r"^(?:次は?|つぎは?|これから|あとは?)(?:何|なに)を?(?:すれば|したら|する)"
+                        r"|^(?:締め切りまで)?あと何日")
+
+
+def asks_status(msg: Inbound, ctx: Context) -> Found | None:
+    """Match a short typed question about the clinic's own report."""
+    text = msg.text.strip()
+    if msg.payload is not None or len(text) > 40:
+        return None
+    linked = ctx.account is not None and ctx.account.linked
+    if _ASKS_STATUS.search(text) and (linked or _OWN.search(text)):
+        return {}
+    return {} if linked and _ASKS_NEXT.search(text) else None
 
 
 async def handle_status(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:

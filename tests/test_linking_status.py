@@ -388,6 +388,20 @@ async def test_a_reminder_question_from_a_clinic_that_is_done_reads_its_record_f
     assert "「報告」ボタン" in rest and "あと" not in rest  # no countdown for a clinic done
 
 
+async def test_a_clerk_asks_for_her_status_in_her_own_words(ctx: Context) -> None:
+    await load_samples(ctx)
+    [unlinked] = await dispatch(said("うちの報告どうなってますか？", user="visitor"), ctx)
+    assert unlinked.meta["action"] == "status_unlinked"  # how to link, nothing else
+    [others] = await dispatch(said("報告ができていない場合は？", user="visitor"), ctx)
+    assert others.meta["action"] != "status_unlinked"  # about reporting, not her record
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    for words in ("うちの報告どうなってますか？", "提出できてますか", "差し戻しの理由をもう一度教えて",
+                  "次は何をすればいいですか", "あと何日ですか"):
+        [reply] = await dispatch(said(words), ctx)
+        assert reply.meta["action"] == "status", words
+        assert "修正の理由：2号機能（ハ）の訪問診療の件数が未入力です" in reply.text
+
+
 async def test_staff_never_see_what_was_said_under_an_earlier_link(ctx: Context) -> None:
     """Relinked to a 東京都 clinic, a chat's escalation goes to 東京都 without the 京都府
     clinic's status reply or the link codes typed before."""
