@@ -58,9 +58,14 @@ _KIND = re.compile("|".join(f"(?P<{k}>{v})" for k, v in _PHRASES.items()))
 _FILLER = re.compile(r"(?:[^\w?？]|[ー笑_]|(?<![a-z])w+(?![a-z]))+")
 
 
+# A reaction typed as an emoji says what the button would: 👍 after an answer is thanks.
+_EMOJI = str.maketrans({"👍": "ok ", "👌": "ok ", "🙆": "ok ", "👎": "違う ", "🙅": "違う ",
+                        "🙏": "ありがとう "})
+
+
 def kinds_of(text: str) -> list[str]:
     """The kinds of phrase `text` is made of, in order; [] if anything else is in it."""
-    text = fold_kana(unicodedata.normalize("NFKC", text).lower())
+    text = fold_kana(unicodedata.normalize("NFKC", text).lower()).translate(_EMOJI)
     kinds: list[str] = []
     pos = _skip(text, 0)
     while pos < len(text):

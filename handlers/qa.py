@@ -48,6 +48,9 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
                       "そのまま文章でご入力ください（例：「報告期間はいつまで？」）。")]
     if not folded:
         return [Reply(UNREADABLE)]
+    if not any(c.isalnum() for c in folded):  # 😱 alone: a reaction, not a question
+        return [Reply("ご質問があれば、そのまま文章で入力してください"
+                      "（例：「報告期間はいつまで？」）。", meta={"action": history.SMALL_TALK})]
     decision = ctx.retriever.decide(msg.text)
     short = len(msg.text.strip()) <= FOLLOW_UP_MAX
     if short and decision.action != "answer" and FOLLOW_UP.search(msg.text):

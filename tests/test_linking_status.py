@@ -395,8 +395,8 @@ async def test_a_clerk_asks_for_her_status_in_her_own_words(ctx: Context) -> Non
     [others] = await dispatch(said("報告ができていない場合は？", user="visitor"), ctx)
     assert others.meta["action"] != "status_unlinked"  # about reporting, not her record
     await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
-    for words in ("うちの報告どうなってますか？", "提出できてますか", "差し戻しの理由をもう一度教えて",
-                  "次は何をすればいいですか", "あと何日ですか"):
+    for words in ("うちの報告どうなってますか？", "提出できてますか",
+                  "差し戻しの理由をもう一度教えて", "次は何をすればいいですか", "あと何日ですか"):
         [reply] = await dispatch(said(words), ctx)
         assert reply.meta["action"] == "status", words
         assert "修正の理由：2号機能（ハ）の訪問診療の件数が未入力です" in reply.text

@@ -60,6 +60,8 @@ async def feedback_of(ctx: Context, text: str) -> int | None:
     ("かしこまりました", NOTED),
     ("OKです👍", NOTED),
     ("ありがとうございます、すぐ電話します", THANKS),
+    ("🙏", THANKS),  # a reaction typed as an emoji
+    ("👍", NOTED),
 ])
 async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
         ctx: Context, text: str, expected: str) -> None:
@@ -163,6 +165,16 @@ async def test_wrong_said_at_length_is_a_thumbs_down_too(ctx: Context) -> None:
     [sorry] = await dispatch(said("違います、そういうことじゃなくて"), ctx)
     assert sorry.text.startswith("ご期待に沿えず申し訳ありません")
     assert await feedback_of(ctx, "紙で報告できますか") == -1
+
+
+async def test_a_thumbs_down_emoji_after_an_answer_is_the_button_not_a_question(
+        ctx: Context) -> None:
+    await dispatch(said("紙で報告できますか"), ctx)
+    [sorry] = await dispatch(said("👎"), ctx)
+    assert sorry.text.startswith("ご期待に沿えず申し訳ありません")
+    [other] = await dispatch(said("😱"), ctx)
+    assert "文章で入力してください" in other.text and not other.buttons
+    assert await escalated(ctx) == []
 
 
 async def test_wrong_with_no_answer_before_asks_again_and_sends_nothing(ctx: Context) -> None:
