@@ -39,6 +39,11 @@ FOLLOW_UP_MAX = 30  # characters: a longer message says what it is about
 FOLLOW_UP_MIN = 0.5  # score, with the question before, for an entry to be offered
 MIXED_AFTER = 60  # characters: a G-MIS question this long may ask about the 制度 too
 RELATED_MIN = 0.40  # score for an entry to be offered under a call-center hand-off
+# 「歯医者も報告いるの？あと病院は？」「しめきりすぎたらどうなる？ばっきんある？」: a short
+# message with two or three questions; the whole reads as the first, and the rest was lost.
+MULTI_MAX = 120  # characters: longer is an officer's mail, whose ？ are not all questions
+_QUESTION_END = re.compile(r"(?<=[?？])")
+_JOINER = re.compile(r"^(?:あと|それと|それから|また|ついでに|ちなみに)[、,\s]*")
 
 
 async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
@@ -51,6 +56,8 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     if not any(c.isalnum() for c in folded):  # 😱 alone: a reaction, not a question
         return [Reply("ご質問があれば、そのまま文章で入力してください"
                       "（例：「報告期間はいつまで？」）。", meta={"action": history.SMALL_TALK})]
+    if replies := await _each_question(msg.text, ctx):
+        return replies
     decision = ctx.retriever.decide(msg.text)
     short = len(msg.text.strip()) <= FOLLOW_UP_MAX
     if short and decision.action != "answer" and FOLLOW_UP.search(msg.text):
@@ -58,6 +65,33 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     elif short and VAGUE.search(msg.text):
         decision = await _with_previous(msg, ctx, decision, same_matter=True)
     return [await reply_for(decision, ctx, msg.text)]
+
+
+async def _each_question(text: str, ctx: Context) -> list[Reply]:
+    """Answer each question of a short message that asks several; [] when it asks one, or
+    when not even one of them has a sure answer (the whole is then read as one question)."""
+    if len(text) > MULTI_MAX:
+        return []
+    parts = [_JOINER.sub("", p.strip(" 　、。")) for p in _QUESTION_END.split(text)]
+    parts = [p for p in parts if len(p) >= 4]
+    if not 2 <= len(parts) <= 3:
+        return []
+    decisions = [(p, ctx.retriever.decide(p)) for p in parts]
+    answered = {d.entry_id: d for _, d in decisions if d.action == "answer" and d.entry_id}
+    if not answered:
+        return []
+    replies = [await reply_for(d, ctx, text) for d in answered.values()]
+    # 「あと病院は？」 leans on the question before it in the same message.
+    decisions = [(p, _read_with(parts[0], p, d, ctx, given=decisions[0][1].entry_id)
+                  if i and d.action != "answer" and FOLLOW_UP.search(p) else d)
+                 for i, (p, d) in enumerate(decisions)]
+    replies += [await reply_for(d, ctx, p) for p, d in decisions if d.action == "suggest"]
+    if unsure := [p for p, d in decisions if d.action == "escalate"]:
+        quoted = "」「".join(unsure)
+        replies.append(Reply(f"「{quoted}」については、確実にお答えできる情報が見つかりません"
+                             "でした。" + OFFER_QUESTION, OFFER_STAFF,
+                             meta={"action": "escalate"}))
+    return replies
 
 
 async def _with_previous(msg: Inbound, ctx: Context, alone: Decision,
@@ -73,8 +107,15 @@ async def _with_previous(msg: Inbound, ctx: Context, alone: Decision,
     if not previous:
         return alone
     given = next((t.entry_id for t in turns if t.action == "answer"), None)
-    found = [c for c in ctx.retriever.rank(f"{previous}\n{msg.text}", k=4)
-             if (same_matter or c.entry_id != given) and c.score >= FOLLOW_UP_MIN][:2]
+    return _read_with(previous, msg.text, alone, ctx, given=None if same_matter else given)
+
+
+def _read_with(previous: str, text: str, alone: Decision, ctx: Context,
+               given: str | None) -> Decision:
+    """`text` read after `previous`: the entries that reading finds (other than `given`),
+    offered before what `text` alone found; `alone` if the reading finds nothing sure."""
+    found = [c for c in ctx.retriever.rank(f"{previous}\n{text}", k=4)
+             if c.entry_id != given and c.score >= FOLLOW_UP_MIN][:2]
     if not found:
         return alone
     offered = alone.candidates if alone.action == "suggest" else alone.candidates[:1]

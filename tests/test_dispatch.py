@@ -294,6 +294,29 @@ async def test_a_bare_how_long_after_an_answer_is_not_answered_about_something_e
     assert f"qa:show:{alone.meta['entry_id']}" in shown and shown[-1] == "esc:ask"
 
 
+async def test_each_question_of_a_short_message_is_answered(ctx: Context) -> None:
+    """「報告期間いつ？あとIDわからない」 read as one question answered only the first."""
+    period, login = await dispatch(said("報告期間いつ？あとIDわからない😭"), ctx)
+    assert period.meta["entry_id"] == "schedule-reporting-period"
+    assert login.meta["action"] == "answer" and "050-3355-8230" in login.text
+    replies = await dispatch(said("しめきりすぎたらどうなる？ばっきんある？", user="u2"), ctx)
+    assert [r.meta["action"] for r in replies] == ["answer", "answer"]
+    assert len({r.meta["entry_id"] for r in replies}) == 2
+
+
+async def test_a_question_of_several_without_a_sure_answer_is_offered_to_staff(
+        ctx: Context) -> None:
+    text = "紙で報告できますか？今日の天気は？"
+    paper, rest = await dispatch(said(text), ctx)
+    assert paper.meta["entry_id"] == "method-paper-allowed"
+    assert rest.text.startswith("「今日の天気は？」については") and "esc:ask" in [
+        b.payload for b in rest.buttons]
+    [receipt] = await dispatch(said("はい"), ctx)
+    assert "受付番号" in receipt.text
+    [esc] = await escalations(ctx)
+    assert esc.question == text  # staff see the whole message
+
+
 async def test_a_follow_up_is_read_alone_when_the_question_before_is_old_or_answered(
         ctx: Context) -> None:
     [alone] = await dispatch(said("それって病院も？", user="fresh"), ctx)
