@@ -39,6 +39,7 @@ ROUTES = Router([
                                    "担当者と話したい", "人と話したい", "人間と話したい"),
           escalation.handle_ask_staff),
     Route("link", command("link", "連携コード", "連携", "れんけい"), linking.handle_link),
+    Route("link_question", linking.asks_about_code, linking.handle_about_code),
     Route("status", command("status", "報告状況", "ほうこくじょうきょう", "ステータス",
                             "状況確認"), status.handle_status),
     Route("check", command("check", "対象か確認", "たいしょうかかくにん", "対象確認",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import unicodedata
 from datetime import datetime, timedelta
@@ -114,6 +115,29 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
              if current is not None and current.id != institution.id else "")
     return [Reply(f"{institution.name} 様との連携が完了しました。\n{moved}「報告状況」と送ると、"
                   "報告の状況と期限をお知らせします。", meta={"action": history.LINKED})]
+
+
+# 「連携コードってどこに書いてありますか」「コードなくしました」: about the code, not a code.
+_ABOUT_CODE = re.compile(r"^(?:連携|れんけい)(?:って|とは|は)?(?:何|なに)"
+                         r"|(?:連携|れんけい)(?:コード|こーど).{0,12}?"
+                         r"(?:どこ|何|なに|ない|無い|なくし|無くし|紛失|わから|分から|届いて|届か"
+                         r"|もらって|いつ)")
+ABOUT_CODE = ("連携コードは、都道府県から届く案内（文書やメール）に記載されています。"
+              "お手元にない場合やなくした場合は、都道府県の担当窓口に再発行をご依頼ください"
+              "（新しいコードが発行されると、古いコードは使えなくなります）。"
+              "届いたら「連携 ABCDE-FGHJK」のように送ってください。")
+
+
+def asks_about_code(msg: Inbound, _ctx: Context) -> Found | None:
+    """Match a short typed question about the link code itself."""
+    text = msg.text.strip()
+    if msg.payload is not None or len(text) > 40 or normalise_code(text):
+        return None
+    return {} if _ABOUT_CODE.search(text) else None
+
+
+async def handle_about_code(_msg: Inbound, _ctx: Context, _found: Found) -> list[Reply]:
+    return [Reply(ABOUT_CODE, meta={"action": "link_help"})]
 
 
 def start_with_code() -> Matcher:

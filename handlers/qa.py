@@ -33,7 +33,8 @@ FOLLOW_UP = re.compile(
 # about that answer's matter, whichever entry the words alone would match.
 VAGUE = re.compile(
     r"^\s*(?:それって|それは|じゃあ)?[、\s]*(?:どれ|どの)(?:くらい|ぐらい)"
-    r"|^\s*(?:いつ(?:まで|から|ごろ|頃)?|何日|何週間|何か月|何ヶ月)(?:くらい|ぐらい)?(?:で|に)?"
+    r"|^\s*(?:いつ(?:まで|から|ごろ|頃)?|何日|何週間|何か月|何ヶ月|何時|なんじ)(?:まで|から)?"
+    r"(?:くらい|ぐらい)?(?:で|に)?"
     r"(?:かかります|かかる|できます|ですか)?か?[?？]*\s*$")
 FOLLOW_UP_MAX = 30  # characters: a longer message says what it is about
 FOLLOW_UP_MIN = 0.5  # score, with the question before, for an entry to be offered
@@ -118,7 +119,7 @@ def _read_with(previous: str, text: str, alone: Decision, ctx: Context,
              if c.entry_id != given and c.score >= FOLLOW_UP_MIN][:2]
     if not found:
         return alone
-    offered = alone.candidates if alone.action == "suggest" else alone.candidates[:1]
+    offered = {"suggest": alone.candidates, "answer": alone.candidates[:1]}.get(alone.action, [])
     shown = list({c.entry_id: c for c in [*found[:1], *offered, *found[1:]]}.values())[:3]
     route = ctx.retriever.by_id[shown[0].entry_id].route
     return Decision("suggest", route, None, None, shown[0].score, shown)

@@ -402,6 +402,16 @@ async def test_a_clerk_asks_for_her_status_in_her_own_words(ctx: Context) -> Non
         assert "修正の理由：2号機能（ハ）の訪問診療の件数が未入力です" in reply.text
 
 
+@pytest.mark.parametrize("question", ["連携コードってどこに書いてありますか",
+                                      "連携コードなくしました"])
+async def test_a_question_about_the_link_code_is_answered_not_searched(
+        ctx: Context, question: str) -> None:
+    [reply] = await dispatch(said(question), ctx)
+    assert reply.text.startswith("連携コードは、都道府県から届く案内") and "再発行" in reply.text
+    [partner] = await dispatch(said("連携先がない場合は？"), ctx)  # 2号's 連携, not the code
+    assert not partner.text.startswith("連携コードは")
+
+
 async def test_staff_never_see_what_was_said_under_an_earlier_link(ctx: Context) -> None:
     """Relinked to a 東京都 clinic, a chat's escalation goes to 東京都 without the 京都府
     clinic's status reply or the link codes typed before."""
