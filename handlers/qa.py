@@ -28,7 +28,8 @@ MORE = re.compile(
 # A short message that leans on the one before: 「それって病院も？」「紙の場合は？」.
 FOLLOW_UP = re.compile(
     r"^\s*(?:それ|その|これ|この|あれ|あの|そちら|じゃあ|じゃ|では|なら|だったら|ちなみに|あと|"
-    r"ところで)|(?:も|は|なら|だと|の場合は?|のとき(?:は)?|の時(?:は)?)[?？]*\s*$")
+    r"ところで)|(?:も|は|なら|だと|の場合は?|のとき(?:は)?|の時(?:は)?"
+    r"|でも(?:いい|よい|大丈夫|ok|可)(?:の|ですか|でしょうか)?)[?？]*\s*$")
 # Nothing but "how long / until when": 「どれくらいかかりますか」 right after an answer asks
 # about that answer's matter, whichever entry the words alone would match.
 VAGUE = re.compile(
@@ -107,6 +108,11 @@ async def _with_previous(msg: Inbound, ctx: Context, alone: Decision,
     previous = history.last_open_question(turns) if turns and history.fresh(turns[0], ctx) else ""
     if not previous:
         return alone
+    if len(previous) <= FOLLOW_UP_MAX and (VAGUE.search(previous) or FOLLOW_UP.search(previous)):
+        # A follow-up after a follow-up (「いつまでに？」 then 「ホームページでもいい？」)
+        # is about the question both lean on.
+        earlier = [t for t in turns if t.inbound_text != previous]
+        previous = f"{history.last_open_question(earlier)}\n{previous}".lstrip()
     given = next((t.entry_id for t in turns if t.action == "answer"), None)
     return _read_with(previous, msg.text, alone, ctx, given=None if same_matter else given)
 
