@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bm25s
-import yaml
 from rapidfuzz import fuzz, process
 
-from knowledge.loader import KnowledgeBaseError, Problem, read_yaml
+from knowledge.loader import KnowledgeBaseError, Problem, item_lines, read_yaml
 from knowledge.model import Entry
 from knowledge.normalize import Analyzer
 from knowledge.retriever import Decision, Retriever, bigrams
@@ -56,7 +55,7 @@ def load_questions(split: str, directory: Path = EVAL_DIR) -> list[Question]:
             problems.append(Problem(str(path), None, None, "questions",
                                     "needs a list of questions under 'questions'"))
             continue
-        lines = _item_lines(node)
+        lines = item_lines(node, "questions")
         for i, item in enumerate(items):
             line = lines[i] if i < len(lines) else None
             text = item.get("q") if isinstance(item, dict) else None
@@ -75,16 +74,6 @@ def load_questions(split: str, directory: Path = EVAL_DIR) -> list[Question]:
     if problems:
         raise KnowledgeBaseError(problems)
     return out
-
-
-def _item_lines(node: yaml.Node | None) -> list[int]:
-    """Line of each item under `questions`, for messages."""
-    if not isinstance(node, yaml.MappingNode):
-        return []
-    for key, value in node.value:
-        if key.value == "questions" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return []
 
 
 def check_labels(questions: list[Question], retriever: Retriever) -> None:

@@ -86,7 +86,7 @@ def _load_file(path: Path,
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         return [], [], [Problem(name, 1, None, None,
                                 "top level must be a mapping with an 'entries' list")]
-    lines = _entry_lines(raw)
+    lines = item_lines(raw)
     entries: list[Entry] = []
     places: list[tuple[str, int | None]] = []
     problems: list[Problem] = []
@@ -109,12 +109,12 @@ def _load_file(path: Path,
     return entries, places, problems
 
 
-def _entry_lines(root: yaml.Node | None) -> list[int]:
-    """Line numbers (1-based) of each item of the top-level 'entries' list."""
+def item_lines(root: yaml.Node | None, list_key: str = "entries") -> list[int]:
+    """Line numbers (1-based) of each item of the top-level list under `list_key`."""
     if not isinstance(root, yaml.MappingNode):
         return []
     for key, value in root.value:
-        if key.value == "entries" and isinstance(value, yaml.SequenceNode):
+        if key.value == list_key and isinstance(value, yaml.SequenceNode):
             return [item.start_mark.line + 1 for item in value.value]
     return []
 
