@@ -70,25 +70,32 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
 
 
 async def _each_question(text: str, ctx: Context) -> list[Reply]:
-    """Answer each question of a short message that asks several; [] when it asks one, or
-    when not even one of them has a sure answer (the whole is then read as one question)."""
+    """Answer each question of a short message that asks several; [] when the message is
+    one question asked twice over (「報告って義務？出さなくてもいい？」) or has no sure answer
+    at all: it is then read as one question."""
     if len(text) > MULTI_MAX:
         return []
-    parts = [_JOINER.sub("", p.strip(" 　、。")) for p in _QUESTION_END.split(text)]
-    parts = [p for p in parts if len(p) >= 4]
+    raw = [p.strip(" 　、。") for p in _QUESTION_END.split(text)]
+    parts = [(_JOINER.sub("", p), bool(_JOINER.match(p))) for p in raw if len(p) >= 4]
     if not 2 <= len(parts) <= 3:
         return []
-    decisions = [(p, ctx.retriever.decide(p)) for p in parts]
-    answered = {d.entry_id: d for _, d in decisions if d.action == "answer" and d.entry_id}
-    if not answered:
+    first = ctx.retriever.decide(parts[0][0])
+    decisions = [first, *(ctx.retriever.decide(p) for p, _ in parts[1:])]
+    answered = {d.entry_id: d for d in decisions if d.action == "answer" and d.entry_id}
+    # A part that is a question of its own: 「あと病院は？」, or one that found nothing sure.
+    others = []
+    for i, ((part, joined), d) in enumerate(zip(parts, decisions, strict=True)):
+        if d.action == "answer":
+            continue
+        if i and FOLLOW_UP.search(part):  # 「あと病院は？」 leans on the question before it
+            d = _read_with(parts[0][0], part, d, ctx, given=first.entry_id)
+        if d.action == "escalate" or joined or FOLLOW_UP.search(part):
+            others.append((part, d))
+    if not answered or (len(answered) == 1 and not others):
         return []
     replies = [await reply_for(d, ctx, text) for d in answered.values()]
-    # 「あと病院は？」 leans on the question before it in the same message.
-    decisions = [(p, _read_with(parts[0], p, d, ctx, given=decisions[0][1].entry_id)
-                  if i and d.action != "answer" and FOLLOW_UP.search(p) else d)
-                 for i, (p, d) in enumerate(decisions)]
-    replies += [await reply_for(d, ctx, p) for p, d in decisions if d.action == "suggest"]
-    if unsure := [p for p, d in decisions if d.action == "escalate"]:
+    replies += [await reply_for(d, ctx, p) for p, d in others if d.action == "suggest"]
+    if unsure := [p for p, d in others if d.action == "escalate"]:
         quoted = "」「".join(unsure)
         replies.append(Reply(f"「{quoted}」については、確実にお答えできる情報が見つかりません"
                              "でした。" + OFFER_QUESTION, OFFER_STAFF,
