@@ -235,7 +235,8 @@ def cmd_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import build_app, build_retriever
-    from bot.demo import run_demo
+    from bot.demo import demo_link_hint, run_demo
+    from bot.settings import link_code_key
     from db.migrate import upgrade
     from db.seed import seed_demo
 
@@ -251,7 +252,9 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
             async with app.context.session() as session:
                 today = datetime.now().date()
                 await seed_demo(session, settings.default_prefecture, today, settings.gmis_contact)
-            await run_demo(app.context)
+                hint = await demo_link_hint(session, settings.default_prefecture,
+                                            app.context.clock(), link_code_key(settings))
+            await run_demo(app.context, hint=hint)
         finally:
             await app.close()
 

@@ -4,14 +4,44 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import TextIO
 
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from db.models import Institution, LinkCode
 from handlers.context import Context
 from handlers.dispatch import dispatch
+from handlers.linking import hash_code, normalise_code
 from handlers.messages import Button, Inbound, Reply
 from knowledge.normalize import clean_user_text
 
 DEMO_USER = "demo-user"
+DEMO_LINKED = "9990003"  # デモ在宅診療所: 差し戻し, the status with the most to show
+# The demo's own database holds made-up institutions only, so one printed, fixed code is
+# safe there, and a piped script can use it without reading the banner first.
+DEMO_CODE = "TRYME-23456"
+
+
+async def demo_link_hint(session: AsyncSession, prefecture: str, now: datetime,
+                         key: bytes | None) -> str:
+    """Make DEMO_CODE link the demo user to a demo clinic, so 連携 and 報告状況 can be
+    tried; say so in the banner."""
+    inst = (await session.exec(select(Institution).where(
+        Institution.prefecture_code == prefecture, Institution.code == DEMO_LINKED))).first()
+    if inst is None or inst.id is None:
+        return ""
+    digest = hash_code(normalise_code(DEMO_CODE) or "", key)
+    row = (await session.exec(select(LinkCode).where(LinkCode.code_hash == digest))).first()
+    if row is None:
+        row = LinkCode(prefecture_code=prefecture, institution_id=inst.id, code_hash=digest,
+                       expires_at=now, created_at=now)
+    row.institution_id, row.used_at, row.used_by = inst.id, None, None
+    row.expires_at = now + timedelta(days=1)
+    session.add(row)
+    await session.commit()
+    return f"報告状況を試すには「連携 {DEMO_CODE}」と送ってください（{inst.name}のデモ用）。\n"
 
 
 def render(replies: Iterable[Reply]) -> tuple[str, list[Button]]:
@@ -38,11 +68,12 @@ def to_inbound(line: str, choices: list[Button], tenant: str) -> Inbound:
     return Inbound("demo", DEMO_USER, text=line, tenant=tenant)
 
 
-async def run_demo(ctx: Context, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+async def run_demo(ctx: Context, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+                   hint: str = "") -> None:
     interactive = stdin.isatty()
     out = stdout.write
     out("かかりつけ医機能報告サポート（デモ）です。ご質問を入力してください。"
-        "番号で選択肢を選べます。終了は Ctrl-D または「終了」。\n")
+        "番号で選択肢を選べます。終了は Ctrl-D または「終了」。\n" + hint)
     choices: list[Button] = []
     while True:
         if interactive:

@@ -106,6 +106,18 @@ def test_demo_reads_piped_stdin_and_numbered_choices(tmp_path: Path) -> None:
     assert out.stdout.count("ボット>") == 5 and "Traceback" not in out.stderr
 
 
+def test_the_demo_prints_a_link_code_that_shows_a_clinics_status(tmp_path: Path) -> None:
+    """報告状況 is half of what a clinic gets; the demo must let anyone try it."""
+    out = run("demo", stdin="報告状況\n連携 TRYME-23456\n報告状況\n", tmp=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "「連携 TRYME-23456」と送ってください" in out.stdout.splitlines()[1]
+    before, _, after = out.stdout.partition("連携が完了しました")
+    assert "連携がまだお済みでない" in before
+    assert "報告状況：差し戻し" in after and "修正の理由" in after
+    again = run("demo", stdin="連携 TRYME-23456\n", tmp=tmp_path)  # the next run too
+    assert "連携が完了しました" in again.stdout
+
+
 @pytest.mark.parametrize("command", [["import-roster"], ["issue-codes"]])
 def test_operator_commands_refuse_bad_prefecture(tmp_path: Path, command: list[str]) -> None:
     extra = ["x.csv"] if command == ["import-roster"] else ["--out", "x.csv"]
