@@ -82,40 +82,15 @@ def _skip(text: str, pos: int) -> int:
     return m.end() if m else pos
 
 
-# A sentence that answers 「〜していますか」 by its verb: 「まだ掲示してないです」, 「やってます」.
-# Not a question (？), and not 「わからない」, which is no answer at all.
-_SAYS_NO = re.compile(r"(?:ない|無い|ません|なし|無し)(?:です|ですね|よ|けど)?[。!！]*$")
-_SAYS_YES = re.compile(r"(?:います|てます|てる|ている|あります|できます|できる|有り|あり)"
-                       r"(?:よ|ね)?[。!！]*$")
-_NOT_AN_ANSWER = re.compile(r"わから|分から|わかん|判ら|知ら|不明|未定|[?？]")
-
-
-_LEADS = re.compile(r"^(?P<yes>はい|ええ|うん)[、,。\s]|^(?P<no>いいえ|いえ|ううん)[、,。\s]")
-
-
 def yes_or_no(text: str) -> str | None:
     """'yes' or 'no' for a typed answer to a yes/no question (「はい」「うん」「いいえ」
     「違います」, 「はい、お願いします」), None for anything else, 「お願いします」 and
     「大丈夫です」 alone included: neither answers 「歯科医療機関ですか」."""
+    if "👎" in text:  # "your last reading was wrong", not an answer to this question
+        return None
     kinds = set(kinds_of(text))
     if "yes" in kinds and kinds <= {"yes", "please", "ack"}:
         return "yes"
     if kinds and kinds <= {"no", "wrong"}:
         return "no"
-    return None
-
-
-def sentence_answer(text: str) -> str | None:
-    """'yes' or 'no' read from a sentence: its first word (「いいえ、歯科ではありません」) or
-    its verb (「まだ掲示してないです」). It says nothing about *what* is affirmed: 「年末年始
-    は休みにしています」 ends like a yes, so the caller checks the sentence is on topic."""
-    said = unicodedata.normalize("NFKC", text).strip()
-    if _NOT_AN_ANSWER.search(said):
-        return None
-    if lead := _LEADS.match(said):
-        return lead.lastgroup
-    if _SAYS_NO.search(said):
-        return "no"
-    if _SAYS_YES.search(said):
-        return "yes"
     return None

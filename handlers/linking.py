@@ -97,6 +97,10 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
         code = normalise_code(found.get("arg", ""))
         current = (await session.get(Institution, ctx.account.institution_id)
                    if ctx.account.institution_id is not None else None)
+        if code is None and _WORDS.search(unicodedata.normalize("NFKC", found.get("arg", ""))):
+            # 「連携コード　まだ届いていません」 is a question, not a wrong code: it must not
+            # count toward the lockout that protects the real code.
+            return [Reply(ABOUT_CODE, meta={"action": "link_help"})]
         if not found.get("arg", "").strip():
             if current is not None:
                 return [Reply(f"このチャットは {current.name} 様と連携済みです。別の医療機関と"
@@ -119,21 +123,22 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
 
 # 「連携コードってどこに書いてありますか」「コードなくしました」: about the code, not a code.
 _ABOUT_CODE = re.compile(r"^(?:連携|れんけい)(?:って|とは|は)?(?:何|なに)"
-                         r"|(?:連携|れんけい)(?:コード|こーど).{0,12}?"
-                         r"(?:どこ|何|なに|ない|無い|なくし|無くし|紛失|わから|分から|届いて|届か"
-                         r"|もらって|いつ)")
+                         r"|(?:連携|れんけい)(?:コード|こーど)")
+_COMMAND_WORD = re.compile(r"^(?:連携コード|連携|れんけい)")
+_WORDS = re.compile(r"[\u3041-\u30ff\u4e00-\u9fff]")  # Japanese: words, not a mistyped code
 ABOUT_CODE = ("連携コードは、都道府県から届く案内（文書やメール）に記載されています。"
-              "お手元にない場合やなくした場合は、都道府県の担当窓口に再発行をご依頼ください"
-              "（新しいコードが発行されると、古いコードは使えなくなります）。"
-              "届いたら「連携 ABCDE-FGHJK」のように送ってください。")
+              "「連携 ABCDE-FGHJK」のように、コードの前に「連携」と付けて送ってください。"
+              "お手元にない、なくした、期限切れなどで使えない場合は、都道府県の担当窓口に"
+              "再発行をご依頼ください（新しいコードが発行されると、古いコードは使えなくなります）。")
 
 
 def asks_about_code(msg: Inbound, _ctx: Context) -> Found | None:
     """Match a short typed question about the link code itself."""
-    text = msg.text.strip()
-    if msg.payload is not None or len(text) > 40 or normalise_code(text):
+    text = unicodedata.normalize("NFKC", msg.text).strip()
+    if msg.payload is not None or len(text) > 40 or not _ABOUT_CODE.search(text):
         return None
-    return {} if _ABOUT_CODE.search(text) else None
+    rest = _COMMAND_WORD.sub("", text)  # 「連携コード ABCDE-FGHJK」 is a code, for handle_link
+    return {} if _WORDS.search(rest) else None
 
 
 async def handle_about_code(_msg: Inbound, _ctx: Context, _found: Found) -> list[Reply]:

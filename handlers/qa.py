@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from db import repo
-from handlers import history
+from handlers import courtesy, history
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
@@ -45,6 +45,8 @@ RELATED_MIN = 0.40  # score for an entry to be offered under a call-center hand-
 # message with two or three questions; the whole reads as the first, and the rest was lost.
 MULTI_MAX = 120  # characters: longer is an officer's mail, whose ？ are not all questions
 _QUESTION_END = re.compile(r"(?<=[?？])")
+# A question that names this report or its functions is ours, whatever else it names.
+_OURS = re.compile(r"かかりつけ|[12１２]号|報告対象|対象外")
 _JOINER = re.compile(r"^(?:あと|それと|それから|また|ついでに|ちなみに)[、,\s]*")
 
 
@@ -75,8 +77,12 @@ async def _each_question(text: str, ctx: Context) -> list[Reply]:
     at all: it is then read as one question."""
     if len(text) > MULTI_MAX:
         return []
+    # A question ends in ？ or opens with あと/それと: 「…ですか？うちは3月に再開予定です」
+    # ends in context, 「…いつ？ありがとうございます」 in courtesy.
     raw = [p.strip(" 　、。") for p in _QUESTION_END.split(text)]
-    parts = [(_JOINER.sub("", p), bool(_JOINER.match(p))) for p in raw if len(p) >= 4]
+    parts = [(_JOINER.sub("", p), bool(_JOINER.match(p))) for p in raw
+             if len(p) >= 4 and (p[-1] in "?？" or _JOINER.match(p))
+             and not courtesy.kinds_of(p)]
     if not 2 <= len(parts) <= 3:
         return []
     first = ctx.retriever.decide(parts[0][0])
@@ -176,6 +182,8 @@ async def reply_for(decision: Decision, ctx: Context, question: str) -> Reply:
 def elsewhere(question: str, ctx: Context) -> list[str]:
     """Systems and billing items with their own office (knowledge/words.yaml) that the
     question names, as written there."""
+    if _OURS.search(question):  # 「機能強化加算を取っていればかかりつけ医機能報告は不要？」
+        return []
     desks = ctx.retriever.analyzer.other_desk
     terms = ctx.retriever.analyzer.analyse(question).terms
     return list(dict.fromkeys(desks[t] for t in terms if t in desks))

@@ -36,15 +36,17 @@ NEXT_STEP: dict[str, str] = {
 
 # 「うちの報告どうなってますか」「差し戻しの理由をもう一度」: the 報告状況 card in words.
 _ASKS_STATUS = re.compile(
-    r"(?:報告|提出)(?:は|って|が|、)?(?:どうなって|できて|出来て|届いて|済んで|通って|受理され"
-    r"|完了して|済みになって|終わって)"
-    r"|(?:差し戻し|修正|差戻し)(?:の|された)?理由")
+    r"(?:報告|提出)(?:は|って|が|、)?(?:ちゃんと)?(?:どうなって(?:い)?(?:ますか|る)"
+    r"|(?:でき|出来|届い|済ん|通っ|完了し|終わっ)て(?:い)?(?:ますか|る[?？]?$)|済みになって)"
+    r"|(?:差し戻し|差戻し|修正)(?:の|された)?理由(?:を|は)?(?:もう一度|教えて|知りたい|確認|何)")
 # Before linking, only a question that says it is about its own report is one
-# (「報告ができていない医療機関は？」 asks about others).
+# (「報告ができていない医療機関は？」 asks about others), and never one about others.
 _OWN = re.compile(r"うち|当院|自院|弊院|こちら|私ども")
+_OTHERS = re.compile(r"他の|ほかの|他院|よその")
 # 「次は何をすればいい」「あと何日」: about the clinic's own record only once it is linked.
 _ASKS_NEXT = re.compile(r"^(?:次は?|つぎは?|これから|あとは?)(?:何|なに)を?(?:すれば|したら|する)"
-                        r"|^(?:締め切りまで)?あと何日")
+                        r"|^次に?(?:すること|やること)は"
+                        r"|^(?:締め切りまで)?あと何日(?:ですか|ある|あります(?:か)?)?[?？]?$")
 
 
 def asks_status(msg: Inbound, ctx: Context) -> Found | None:
@@ -53,6 +55,8 @@ def asks_status(msg: Inbound, ctx: Context) -> Found | None:
     if msg.payload is not None or len(text) > 40:
         return None
     linked = ctx.account is not None and ctx.account.linked
+    if _OTHERS.search(text):
+        return None
     if _ASKS_STATUS.search(text) and (linked or _OWN.search(text)):
         return {}
     return {} if linked and _ASKS_NEXT.search(text) else None

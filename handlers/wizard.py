@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 
 from db import repo
-from handlers import courtesy, qa
+from handlers import courtesy, escalation, qa
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
@@ -22,11 +22,13 @@ YES_NO = (("はい", "yes"), ("いいえ", "no"))
 UNSURE = re.compile(r"わから|分から|わかん|不明|知らない|しらない|どっち")
 # 「正月は休みにしてます」 is the commonest wrong reading of 休院: asked again, with why.
 _HOLIDAY = re.compile(r"正月|年末年始|年始|元日|元旦|休診日|祝日|冬休み|お休み|休み")
+_TAP_LEAD = ("お手数ですが、下のボタンでお答えください（文章のお答えは読み違えることがある"
+             "ため、はい・いいえはボタンでお選びいただいています）。\n")
 _HOLIDAY_LEAD = ("お正月などの休診日は休院に当たりません。届出をして業務を休止していたので"
                  "なければ、「いいえ」をお選びください。\n")
 # How a typed question ends when it has no question mark; 「うちは一般の診療所です」 does not.
-_ASKS = re.compile(r"(?:か|の|かな|教えて(?:ください|下さい)?|けど|ですが|たい(?:です)?|忘れた"
-                   r"|できない|いつ|まで|どこ|何|なに)[。…]*$")
+_ASKS = re.compile(r"(?:か|かね|の|かな|教えて(?:ください|下さい)?|ほしい|けど|ですが"
+                   r"|たい(?:です)?|忘れた|できない|どうなる|必要|いつ|まで|どこ|何|なに)[。…]*$")
 
 
 @dataclass(frozen=True)
@@ -34,25 +36,21 @@ class Step:
     key: str
     text: str
     choices: tuple[tuple[str, str], ...] = YES_NO
-    # Words a typed sentence must contain to count as an answer to this step: 「待合室に
-    # 掲示しています」 is no answer to the 休院 question.
+    # Words that make a typed sentence an attempt to answer this step, not another
+    # question. Sentences are never read as yes or no: 「歯科しかやってないです」 ends like a
+    # no and 「相談はお断りしています」 like a yes, so only a tap or a plain はい/いいえ counts.
     topic: tuple[str, ...] = ()
-    # Yes here ends the check as 対象外: only a tap or a plain はい says so, never a
-    # sentence (「歯科もやってます」 is a clinic that must report).
-    exempts: bool = False
     also: tuple[tuple[str, str], ...] = ()  # other typed words for a choice
 
 
 STEPS: dict[str, Step] = {s.key: s for s in [
     Step("kind", "報告の対象かどうかを確認します。医療機関の種類をお選びください。",
          (("病院", "hospital"), ("診療所", "clinic"))),
-    Step("special", "特定機能病院の承認を受けていますか。", topic=("特定機能", "承認"),
-         exempts=True),
+    Step("special", "特定機能病院の承認を受けていますか。", topic=("特定機能", "承認")),
     Step("dental", "歯科医療機関（歯科のみを診療する病院・診療所）ですか。"
-                   "医科と歯科を併せて診療している場合は「いいえ」です。", topic=("歯科",),
-         exempts=True),
+                   "医科と歯科を併せて診療している場合は「いいえ」です。", topic=("歯科", "医科")),
     Step("closed", "その年の1月1日の時点で、届出をして休院（業務を休止）していましたか。"
-                   "お正月の休診日は休院に当たりません。", topic=("休院", "休止"), exempts=True),
+                   "お正月の休診日は休院に当たりません。", topic=("休院", "休止")),
     Step("go_func1", "続けて、1号機能の要件を満たしているかを確認しますか（★の3項目）。",
          (("確認する", "yes"), ("ここで終わる", "no")),
          also=(("確認します", "yes"), ("お願いします", "yes"), ("終わります", "no"))),
@@ -133,7 +131,7 @@ def question_reply(key: str, answers: dict[str, str]) -> Reply:
 
 # 「うちが報告対象かチェックしたいです」: a request for the check, not a question to search.
 _WANTS_CHECK = re.compile(
-    r"(?:対象|1号|2号|要件|報告しなくて|報告が必要|報告がいる|報告いる|出さなくて).{0,15}"
+    r"(?:対象|1号|2号|要件|報告|必要|出さなくて).{0,10}?(?:か|かどうか)を?"
     r"(?:チェック|確認|判定|診断|調べ)(?:したい|して(?:ほしい|ください|下さい)?|お願い|できますか"
     r"|できる)(?:です|んです(?:が|けど)?|のですが|します)?[。!！]*")
 
@@ -169,11 +167,15 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
     else:
         current = next_step(answers)
         if current is None or value not in {v for _, v in STEPS[current].choices}:
-            if not found.get("arg") and _is_question(msg.text, ctx):
-                return await _answer_instead(msg, ctx)
             if current == "closed" and _HOLIDAY.search(msg.text):
                 return [_retry(current, answers, lead=_HOLIDAY_LEAD)]
-            return [_retry(current, answers, unsure=bool(UNSURE.search(msg.text)))]
+            if found.get("arg") or UNSURE.search(msg.text):
+                return [_retry(current, answers, unsure=not found.get("arg"))]
+            if current and any(word in msg.text for word in STEPS[current].topic):
+                return [_retry(current, answers, lead=_TAP_LEAD)]
+            if "staff" in courtesy.kinds_of(msg.text) or _is_question(msg.text, ctx):
+                return await _answer_instead(msg, ctx)
+            return [_retry(current, answers)]
         history.append([current, value])
     answers = dict((k, v) for k, v in history)
     following = next_step(answers)
@@ -194,31 +196,31 @@ def _value_from_text(text: str, current: str | None) -> str:
         if step.choices != YES_NO:  # 「うちは一般病院です」 names one choice
             named = [value for label, value in step.choices if label in text]
             value = named[0] if len(named) == 1 else ""
-        elif any(word in text for word in step.topic):
-            said = courtesy.sentence_answer(text) or ""
-            value = "" if said == "yes" and step.exempts else said
     value = labels.get(text.strip().rstrip("。.!！")) or courtesy.yes_or_no(text) or value
     return value if value in ("back", "cancel") or (
         current and value in {v for _, v in STEPS[current].choices}) else ""
 
 
 def _is_question(text: str, ctx: Context) -> bool:
-    """Typed in the middle of the check, but asking something else (「そういえばG-MISの
-    パスワード忘れた」): a question mark, or words the knowledge base has an answer for."""
-    if UNSURE.search(text):
-        return False
-    return "?" in text or "？" in text or (
-        bool(_ASKS.search(text.strip())) and ctx.retriever.decide(text).action != "escalate")
+    """Typed in the middle of the check, about something else (「そういえばG-MISのパスワード
+    忘れた」): a question mark, a question's ending, or words with a sure answer."""
+    if "?" in text or "？" in text:
+        return True
+    action = ctx.retriever.decide(text).action
+    return action == "answer" or (bool(_ASKS.search(text.strip())) and action != "escalate")
 
 
 async def _answer_instead(msg: Inbound, ctx: Context) -> list[Reply]:
-    """The question is not lost to 「ボタンでお答えください」: the check stops and it is
-    answered as any question is."""
+    """The question (or 「オペレーターにつないで」) is not lost to 「ボタンでお答えください」:
+    the check stops and the message is handled as it would be outside it."""
     async with ctx.session() as session:
         await repo.clear_state(session, msg.channel, msg.user_id)
     note = Reply("対象かどうかの確認はここで中断し、ご質問にお答えします。確認の続きは"
                  "「対象か確認」からやり直せます。", meta={"action": "wizard_done"})
-    return [note, *await qa.handle_question(msg, replace(ctx, flow=None, flow_data={}), {})]
+    outside = replace(ctx, flow=None, flow_data={})
+    if "staff" in courtesy.kinds_of(msg.text):
+        return [note, *await escalation.handle_ask_staff(msg, outside, {})]
+    return [note, *await qa.handle_question(msg, outside, {})]
 
 
 def _retry(current: str | None, answers: dict[str, str], unsure: bool = False,

@@ -158,6 +158,9 @@ async def test_a_question_about_another_system_says_where_it_belongs(ctx: Contex
     assert "「機能強化加算」" in reply.text
     [receipt] = await dispatch(said("はい"), ctx)  # the offer still stands
     assert "受付番号" in receipt.text
+    ours_q = "機能強化加算を取っていれば、かかりつけ医機能報告はしなくていい？"
+    [ours] = await dispatch(said(ours_q, user="u2"), ctx)
+    assert "その制度の担当窓口" not in ours.text  # about this report: not sent away
 
 
 async def test_ask_staff_without_question_asks_for_it_then_escalates(ctx: Context) -> None:
@@ -302,6 +305,9 @@ async def test_each_question_of_a_short_message_is_answered(ctx: Context) -> Non
     replies = await dispatch(said("しめきりすぎたらどうなる？ばっきんある？", user="u2"), ctx)
     assert [r.meta["action"] for r in replies] == ["answer", "answer"]
     assert len({r.meta["entry_id"] for r in replies}) == 2
+    for text in ("報告期限はいつ？ありがとうございます",
+                 "休院中の診療所は対象ですか？うちは3月に再開予定です"):
+        assert len(await dispatch(said(text, user="u3"), ctx)) == 1, text  # courtesy, context
 
 
 async def test_a_question_of_several_without_a_sure_answer_is_offered_to_staff(

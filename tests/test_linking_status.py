@@ -104,9 +104,15 @@ async def test_expired_wrong_and_foreign_codes_get_the_same_answer(ctx: Context)
     expired = await code_for(ctx, "2610001", days=-1)
     replies = [
         (await dispatch(said(f"連携 {text}"), ctx))[0].text
-        for text in (expired, "ABCDE-FGHJK", "これは違う", "'; DROP TABLE linkcode; --")
+        for text in (expired, "ABCDE-FGHJK", "'; DROP TABLE linkcode; --")
     ]
     assert len(set(replies)) == 1 and "確認できませんでした" in replies[0]
+    # Words after 連携 are a question about the code, and no try toward the lockout.
+    for _ in range(5):
+        [about] = await dispatch(said("連携コード　まだ届いていません", user="clerk-2"), ctx)
+        assert about.text.startswith("連携コードは、都道府県から届く案内")
+    [linked] = await dispatch(said(f"連携 {await code_for(ctx, '2610002')}", user="clerk-2"), ctx)
+    assert "完了" in linked.text
 
 
 async def test_five_failures_lock_the_account_for_an_hour(ctx: Context) -> None:
@@ -399,6 +405,11 @@ async def test_a_clerk_asks_for_her_status_in_her_own_words(ctx: Context) -> Non
         [reply] = await dispatch(said(words), ctx)
         assert reply.meta["action"] == "status", words
         assert "修正の理由：2号機能（ハ）の訪問診療の件数が未入力です" in reply.text
+    for question in ("報告ができていない場合はどうなりますか",
+                     "提出が完了してから内容を修正できますか",
+                     "他の医療機関の報告ってどうなってますか", "あと何日で公表されますか"):
+        [reply] = await dispatch(said(question), ctx)  # questions, not her card
+        assert reply.meta["action"] != "status", question
 
 
 @pytest.mark.parametrize("question", ["連携コードってどこに書いてありますか",

@@ -15,8 +15,8 @@ from handlers.rules import Facility, judge, obligation
 from tests.conftest import NOW
 
 
-def said(text: str = "", payload: str | None = None) -> Inbound:
-    return Inbound("demo", "w1", text=text, payload=payload, tenant="26")
+def said(text: str = "", payload: str | None = None, user: str = "w1") -> Inbound:
+    return Inbound("demo", user, text=text, payload=payload, tenant="26")
 
 
 async def tap(ctx: Context, reply: Reply, label: str) -> Reply:
@@ -100,45 +100,54 @@ async def test_typed_answers_work_and_nonsense_repeats_the_question(ctx: Context
     assert "ボタンでお答えください" not in r.text and "院内に掲示" in r.text
 
 
-async def test_asked_for_in_words_and_answered_in_sentences(ctx: Context) -> None:
-    """Clerks ask for the check in their words and answer with a sentence about what they
-    do; a question about something else stops the check and is answered, not dropped."""
+async def test_asked_for_in_words_and_a_question_mid_check_is_not_dropped(
+        ctx: Context) -> None:
+    """Clerks ask for the check in their words; a question, or a request for a person,
+    typed in the middle stops the check and is handled, not met with 「ボタンで」."""
     [r] = await dispatch(said("うちが報告対象かチェックしたいです"), ctx)
     assert "医療機関の種類" in r.text
     [r] = await dispatch(said("うちは200床の一般病院です"), ctx)  # names one choice
     assert "特定機能病院" in r.text
-    for sentence, next_question in (("承認は受けていません", "歯科"),
-                                    ("歯科だけではないです", "休院"),
-                                    ("休院はしてないです", "報告の対象です")):
-        [r] = await dispatch(said(sentence), ctx)
-        assert next_question in r.text, sentence
-    [r] = await dispatch(said("確認する"), ctx)
-    [r] = await dispatch(said("まだ掲示してないです"), ctx)  # the first ★ decides
-    assert "1号機能：なし" in r.text and "院内掲示は、報告までに掲示しておけば満たせます" in r.text
-    await dispatch(said("対象か確認"), ctx)
-    await dispatch(said("診療所"), ctx)
     note, answer = await dispatch(said("そういえばG-MISのパスワード忘れたんだけど"), ctx)
     assert "確認はここで中断" in note.text and "G-MIS事務局" in answer.text
     [r] = await dispatch(said("いいえ"), ctx)  # no longer an answer to the check
     assert "歯科" not in r.text and "ボタンでお答えください" not in r.text
+    await dispatch(said("対象か確認", user="w2"), ctx)
+    await dispatch(said("診療所", user="w2"), ctx)
+    note, ask = await dispatch(said("オペレーターにつないでください", user="w2"), ctx)
+    assert "確認はここで中断" in note.text and "担当者にお送りするご質問" in ask.text
+    [r] = await dispatch(said("報告対象期間を確認したい", user="w3"), ctx)
+    assert "医療機関の種類" not in r.text  # a question about the period, not the check
+
+
+@pytest.mark.parametrize("sentence", [
+    "歯科もやってます", "うちは歯科しかやってないです", "歯科医療機関ではないわけではないです",
+    "いいえ、歯科ではありません。内科です", "はい、でも医科もあります"])
+async def test_a_sentence_is_never_read_as_an_answer(ctx: Context, sentence: str) -> None:
+    """Whether 「歯科しかやってないです」 is a yes or a no depends on what it negates; read
+    by its ending it told a dental clinic to report, and 「相談はお断りしています」 became a
+    yes. A sentence about the step is asked again, to be tapped."""
+    await dispatch(said("対象か確認"), ctx)
+    await dispatch(said("診療所"), ctx)
+    [r] = await dispatch(said(sentence), ctx)
+    assert r.text.startswith("お手数ですが、下のボタンでお答えください"), sentence
+    assert "歯科医療機関" in r.text and "判定" not in r.text
 
 
 async def test_no_typed_sentence_ever_exempts_a_clinic(ctx: Context) -> None:
-    """「歯科もやってます」 ends like a yes but is a clinic that must report; 「年末年始は休み
-    にしています」 is not 休院; 「待合室に掲示しています」 is not about 休院 at all. A sentence
-    never reaches 対象外: only a tap or a plain はい does."""
+    """「年末年始は休みにしています」 is not 休院, and is asked again with why; a sentence
+    never reaches a 判定: only a tap or a plain はい/いいえ does."""
     await dispatch(said("対象か確認"), ctx)
-    [r] = await dispatch(said("診療所"), ctx)
-    [r] = await dispatch(said("歯科もやってます"), ctx)
-    assert "ボタンでお答えください" in r.text and "歯科医療機関" in r.text
-    [r] = await dispatch(said("いいえ、歯科ではありません。内科です"), ctx)
-    assert "休院" in r.text and "ボタンでお答えください" not in r.text
+    await dispatch(said("診療所"), ctx)
+    [r] = await dispatch(said("いいえ"), ctx)
     for sentence in ("年末年始は休みにしています", "はい、正月は休みでした"):
         [r] = await dispatch(said(sentence), ctx)
         assert r.text.startswith("お正月などの休診日は休院に当たりません"), sentence
-    for sentence in ("待合室に掲示しています", "1月1日は休院していました"):
+    for sentence in ("1月1日は休院していました", "休院はしてないです"):
         [r] = await dispatch(said(sentence), ctx)
-        assert "報告の対象外" not in r.text and "ボタンでお答えください" in r.text, sentence
+        assert "判定" not in r.text and "ボタンでお答えください" in r.text, sentence
+    [r] = await dispatch(said("👎"), ctx)  # not a no
+    assert "判定" not in r.text
     [r] = await dispatch(said("いいえ"), ctx)
     assert "判定：報告の対象です" in r.text
     [r] = await dispatch(said("はい、お願いします"), ctx)  # 確認する, in words
