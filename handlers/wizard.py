@@ -171,9 +171,10 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
                 return [_retry(current, answers, lead=_HOLIDAY_LEAD)]
             if found.get("arg") or UNSURE.search(msg.text):
                 return [_retry(current, answers, unsure=not found.get("arg"))]
-            if current and any(word in msg.text for word in STEPS[current].topic):
+            asks = "?" in msg.text or "？" in msg.text  # 「掲示はまだです。期限は？」 asks
+            if not asks and current and any(w in msg.text for w in STEPS[current].topic):
                 return [_retry(current, answers, lead=_TAP_LEAD)]
-            if "staff" in courtesy.kinds_of(msg.text) or _is_question(msg.text, ctx):
+            if "staff" in courtesy.kinds_of(msg.text) or asks or _is_question(msg.text, ctx):
                 return await _answer_instead(msg, ctx)
             return [_retry(current, answers)]
         history.append([current, value])

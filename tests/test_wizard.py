@@ -116,6 +116,14 @@ async def test_asked_for_in_words_and_a_question_mid_check_is_not_dropped(
     await dispatch(said("診療所", user="w2"), ctx)
     note, ask = await dispatch(said("オペレーターにつないでください", user="w2"), ctx)
     assert "確認はここで中断" in note.text and "担当者にお送りするご質問" in ask.text
+    await dispatch(said("対象か確認", user="w4"), ctx)
+    await dispatch(said("診療所", user="w4"), ctx)
+    for label in ("いいえ", "いいえ", "確認する"):
+        await dispatch(said(label, user="w4"), ctx)
+    mixed = "掲示はまだです。報告期間はいつまでですか？"
+    note, *answer = await dispatch(said(mixed, user="w4"), ctx)
+    assert "確認はここで中断" in note.text  # handled as a question, not 「ボタンで」
+    assert answer and "ボタンでお答えください" not in answer[-1].text
     [r] = await dispatch(said("報告対象期間を確認したい", user="w3"), ctx)
     assert "医療機関の種類" not in r.text  # a question about the period, not the check
 
