@@ -146,8 +146,36 @@ def wants_check(msg: Inbound, _ctx: Context) -> Found | None:
 
 
 async def handle_start(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
-    await _save(msg, ctx, [])
-    return [question_reply("kind", {})]
+    """A linked clinic is not asked what the roster already says (its type and the three
+    exemptions): the check starts at the 1号 questions, or ends at 対象外."""
+    name, known = await _from_roster(ctx)
+    if not known:
+        await _save(msg, ctx, [])
+        return [question_reply("kind", {})]
+    note = (f"{name}の登録内容（医療機関の種類、特定機能病院・歯科医療機関・1月1日の休院）から"
+            "判定しました。登録内容が違う場合は、都道府県の担当窓口にお知らせください。\n\n")
+    answers = dict(known)
+    following = next_step(answers)
+    if following is None:
+        return await _finish(msg, ctx, note + result_text(answers))
+    await _save(msg, ctx, [list(pair) for pair in known])
+    reply = question_reply(following, answers)
+    return [Reply(note + reply.text, reply.buttons, meta=reply.meta)]
+
+
+async def _from_roster(ctx: Context) -> tuple[str, list[tuple[str, str]]]:
+    """The eligibility answers the linked institution's roster row gives, tenant-filtered."""
+    account = ctx.account
+    if account is None or (own := account.linked_prefecture) is None:
+        return "", []
+    async with ctx.session() as session:
+        found = await repo.institution_and_prefecture(session, own, account.institution_id or 0)
+    if found is None:
+        return "", []
+    inst = found[0]
+    flags = [("special", inst.special_function)] if inst.kind == "hospital" else []
+    flags += [("dental", inst.dental), ("closed", inst.closed_on_jan1)]
+    return inst.name, [("kind", inst.kind), *((k, "yes" if v else "no") for k, v in flags)]
 
 
 async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:

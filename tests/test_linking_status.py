@@ -422,6 +422,21 @@ async def test_a_question_about_the_link_code_is_answered_not_searched(
     assert not partner.text.startswith("連携コードは")
 
 
+async def test_the_check_does_not_ask_a_linked_clinic_what_its_roster_says(
+        ctx: Context) -> None:
+    await load_samples(ctx)
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    [start] = await dispatch(said("対象か確認"), ctx)
+    assert start.text.startswith("さくら内科クリニックの登録内容")
+    assert "判定：報告の対象です" in start.text and "★の3項目" in start.text
+    assert "医療機関の種類をお選びください" not in start.text
+    await dispatch(said(f"連携 {await code_for(ctx, '2610004')}", user="dental"), ctx)
+    [done] = await dispatch(said("対象か確認", user="dental"), ctx)
+    assert "判定：報告の対象外です" in done.text and "歯科医療機関" in done.text
+    [unlinked] = await dispatch(said("対象か確認", user="visitor"), ctx)
+    assert "医療機関の種類をお選びください" in unlinked.text
+
+
 async def test_staff_never_see_what_was_said_under_an_earlier_link(ctx: Context) -> None:
     """Relinked to a 東京都 clinic, a chat's escalation goes to 東京都 without the 京都府
     clinic's status reply or the link codes typed before."""
