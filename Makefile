@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 # Compile the domain words into Sudachi's user dictionary now (about 3 s, cached), so the
 # bot's first start is as fast as every other.
-	$(PY) -c 'from bot.settings import Settings; from knowledge.normalize import Analyzer; Analyzer(cache_dir=Settings().cache_dir)'
+	$(PY) -c 'from bot.app import build_analyzer; from bot.settings import Settings; build_analyzer(Settings())'
 	touch $@
 
 demo: $(VENV)/.installed

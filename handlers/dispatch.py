@@ -35,8 +35,8 @@ ROUTES = Router([
     Route("feedback", payload("fb"), feedback.handle_feedback),
     Route("ask_staff", payload("esc:ask"), escalation.handle_ask_staff),
     Route("no_staff", payload("esc:no"), escalation.handle_no_staff),
-    Route("ask_staff_cmd", command("ask", "担当者に聞く", "担当者に質問", "たんとうしゃにきく",
-                                   "担当者と話したい", "人と話したい", "人間と話したい"),
+    # 「人と話したい」 and other ways of asking for a person: courtesy's "staff" (small_talk).
+    Route("ask_staff_cmd", command("ask", "担当者に聞く", "担当者に質問", "たんとうしゃにきく"),
           escalation.handle_ask_staff),
     Route("link_question", linking.asks_about_code, linking.handle_about_code),
     Route("link", command("link", "連携コード", "連携", "れんけい"), linking.handle_link),

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 
-from db import repo
 from handlers import courtesy, history
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
-from handlers.status import period_lines, settled, status_line
+from handlers.status import own_record, period_lines, settled, status_line
 from handlers.texts import OFFER_QUESTION, UNREADABLE
 from knowledge.retriever import Decision
 from scheduler.calendar import JST
@@ -205,8 +204,7 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
     # whose default is 京都府 must not read 京都府's deadline as its own).
     if entry.local:
         lead, lines = await _local_lines(entry.local, ctx)
-        text = lead + text + "".join("\n\n" + line for line in lines[:1]) + "".join(
-            "\n" + line for line in lines[1:])
+        text = lead + text + ("\n\n" + "\n".join(lines) if lines else "")
     if entry.route == "gmis_callcenter" and ctx.config.gmis_contact not in text:
         text += f"\n\n【お問い合わせ先】{ctx.config.gmis_contact}"
     buttons = [Button("詳しく", f"qa:detail:{entry.id}")] if entry.detail else []
@@ -219,12 +217,7 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
 async def _local_lines(wanted: list[str], ctx: Context) -> tuple[str, list[str]]:
     """The linked clinic's own period, desk or 報告状況, read tenant-filtered: a lead for
     before the answer, lines for after it."""
-    account = ctx.account
-    if account is None or (own := account.linked_prefecture) is None:
-        return "", []
-    async with ctx.session() as session:
-        found = await repo.institution_and_prefecture(session, own, account.institution_id or 0)
-    if found is None:
+    if (found := await own_record(ctx)) is None:
         return "", []
     inst, pref = found
     lead, lines = "", []

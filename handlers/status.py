@@ -62,14 +62,18 @@ def asks_status(msg: Inbound, ctx: Context) -> Found | None:
     return {} if linked and _ASKS_NEXT.search(text) else None
 
 
-async def handle_status(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+async def own_record(ctx: Context) -> tuple[Institution, Prefecture] | None:
+    """The linked clinic's roster row and its prefecture, read tenant-filtered; None before
+    linking (the chat's tenant is then only the bot's default)."""
     account = ctx.account
-    if account is None or not account.linked or account.prefecture_code is None:
-        return [Reply(HOW_TO_LINK, meta={"action": "status_unlinked"})]
+    if account is None or (own := account.linked_prefecture) is None:
+        return None
     async with ctx.session() as session:
-        found = await repo.institution_and_prefecture(session, account.prefecture_code,
-                                                      account.institution_id or 0)
-    if found is None:
+        return await repo.institution_and_prefecture(session, own, account.institution_id or 0)
+
+
+async def handle_status(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    if (found := await own_record(ctx)) is None:
         return [Reply(HOW_TO_LINK, meta={"action": "status_unlinked"})]
     return [Reply(status_text(*found, ctx.clock()), meta={"action": "status"})]
 

@@ -16,6 +16,7 @@ from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
 from handlers.rules import FUNC1_ITEMS, FUNC2, Facility, describe, judge, obligation
+from handlers.status import own_record
 
 FLOW = "wizard"
 YES_NO = (("はい", "yes"), ("いいえ", "no"))
@@ -164,13 +165,8 @@ async def handle_start(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]
 
 
 async def _from_roster(ctx: Context) -> tuple[str, list[tuple[str, str]]]:
-    """The eligibility answers the linked institution's roster row gives, tenant-filtered."""
-    account = ctx.account
-    if account is None or (own := account.linked_prefecture) is None:
-        return "", []
-    async with ctx.session() as session:
-        found = await repo.institution_and_prefecture(session, own, account.institution_id or 0)
-    if found is None:
+    """The eligibility answers the linked institution's roster row gives."""
+    if (found := await own_record(ctx)) is None:
         return "", []
     inst = found[0]
     flags = [("special", inst.special_function)] if inst.kind == "hospital" else []
@@ -202,7 +198,7 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
             asks = "?" in msg.text or "？" in msg.text  # 「掲示はまだです。期限は？」 asks
             if not asks and current and any(w in msg.text for w in STEPS[current].topic):
                 return [_retry(current, answers, lead=_TAP_LEAD)]
-            if "staff" in courtesy.kinds_of(msg.text) or asks or _is_question(msg.text, ctx):
+            if "staff" in courtesy.kinds_of(msg.text) or _is_question(msg.text, ctx):
                 return await _answer_instead(msg, ctx)
             return [_retry(current, answers)]
         history.append([current, value])
@@ -221,9 +217,9 @@ def _value_from_text(text: str, current: str | None) -> str:
     value = ""
     if current:
         step = STEPS[current]
-        labels.update({label: value for label, value in (*step.choices, *step.also)})
+        labels.update(dict((*step.choices, *step.also)))
         if step.choices != YES_NO:  # 「うちは一般病院です」 names one choice
-            named = [value for label, value in step.choices if label in text]
+            named = [choice for label, choice in step.choices if label in text]
             value = named[0] if len(named) == 1 else ""
     value = labels.get(text.strip().rstrip("。.!！")) or courtesy.yes_or_no(text) or value
     return value if value in ("back", "cancel") or (

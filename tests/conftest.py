@@ -17,6 +17,7 @@ import pytest
 from bot.settings import GMIS_CONTACT_DEFAULT
 from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade
+from db.models import Prefecture
 from db.seed import seed_demo
 from handlers.context import Context, HandlerConfig
 from knowledge.loader import load_knowledge_base
@@ -93,3 +94,14 @@ async def ctx(database_url: str, retriever: Retriever, config: HandlerConfig,
         await seed_demo(session, DEMO_PREF, NOW.date(), GMIS_CONTACT_DEFAULT)
     yield Context(retriever, sessions, config, clock=lambda: NOW)
     await engine.dispose()
+
+
+async def update_prefecture(ctx: Context, code: str, **fields: object) -> None:
+    """Set fields of a seeded prefecture, as an operator's settings would."""
+    async with ctx.session() as session:
+        pref = await session.get(Prefecture, code)
+        assert pref is not None
+        for name, value in fields.items():
+            setattr(pref, name, value)
+        session.add(pref)
+        await session.commit()

@@ -21,7 +21,7 @@ from handlers.context import Context
 from scheduler import jobs
 from scheduler.calendar import JST
 from scheduler.leader import release, try_lead
-from tests.conftest import DEMO_PREF, NOW
+from tests.conftest import DEMO_PREF, NOW, update_prefecture
 from tests.test_campaign import add_clinics
 from tests.test_desk_sla import new_escalation
 
@@ -195,12 +195,7 @@ async def test_a_second_process_does_not_schedule_while_the_first_leads(
 
 
 async def map_channel(ctx: Context, channel: str) -> None:
-    async with ctx.session() as session:
-        pref = await session.get(Prefecture, DEMO_PREF)
-        assert pref is not None
-        pref.slack_channel = channel
-        session.add(pref)
-        await session.commit()
+    await update_prefecture(ctx, DEMO_PREF, slack_channel=channel)
 
 
 async def test_desk_jobs_run_under_the_scheduler_and_follow_a_channel_mapped_later(

@@ -25,7 +25,7 @@ from handlers.linking import (
 )
 from handlers.messages import Inbound
 from handlers.texts import WELCOME
-from tests.conftest import NOW
+from tests.conftest import NOW, update_prefecture
 
 SAMPLES = Path(__file__).resolve().parent.parent / "docs" / "samples"
 
@@ -329,18 +329,9 @@ async def test_no_period_is_added_once_it_has_passed_or_when_none_is_set(ctx: Co
     assert "報告期限：" not in unset.text
 
 
-async def set_contact(ctx: Context, pref_code: str, contact: str) -> None:
-    async with ctx.session() as session:
-        pref = await session.get(Prefecture, pref_code)
-        assert pref is not None
-        pref.inquiry_contact = contact
-        session.add(pref)
-        await session.commit()
-
-
 async def test_a_linked_clinics_hand_off_names_its_prefectures_contact(ctx: Context) -> None:
     await load_samples(ctx)
-    await set_contact(ctx, "26", "京都府医療政策課（075-000-0000）")
+    await update_prefecture(ctx, "26", inquiry_contact="京都府医療政策課（075-000-0000）")
     await dispatch(said("明日の天気は", user="visitor"), ctx)
     [unlinked] = await dispatch(said("担当者に聞く", user="visitor"), ctx)
     # Not linked: the bot's default prefecture may not be theirs, so no contact is named.
@@ -354,7 +345,7 @@ async def test_a_linked_clinics_hand_off_names_its_prefectures_contact(ctx: Cont
 
 async def test_asked_whom_to_ask_a_linked_clinic_gets_its_own_desk(ctx: Context) -> None:
     await load_samples(ctx)
-    await set_contact(ctx, "26", "京都府医療政策課（075-000-0000）")
+    await update_prefecture(ctx, "26", inquiry_contact="京都府医療政策課（075-000-0000）")
     question = "県の担当の電話番号を教えて"
     [unlinked] = await dispatch(said(question, user="visitor"), ctx)
     assert unlinked.meta["entry_id"] == "contact-system-questions"
