@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +102,8 @@ class Analyzer:
     def __init__(self, synonyms_file: Path = SYNONYMS_FILE,
                  words_file: Path | None = WORDS_FILE, cache_dir: Path | None = None) -> None:
         words = load_words(words_file) if words_file else {}
-        self._tokenizer = _tokenizer({w: x.reading for w, x in words.items()}, cache_dir)
+        self._readings = {w: x.reading for w, x in words.items()}
+        self._tokenizer = _tokenizer(self._readings, cache_dir)
         # Names of systems and institution types: specific enough that an entry which never
         # mentions one is not about a question that does. Folded like every term.
         self.named_words = frozenset(fold_kana(w) for w, x in words.items() if x.named)
@@ -143,6 +146,65 @@ class Analyzer:
                 terms.append(fold_kana(norm.lower()))
                 readings.append(m.reading_form() if m.reading_form() else m.surface())
         return terms, fold_kana("".join(readings).lower())
+
+    def speller(self, texts: Iterable[str]) -> KanaSpeller:
+        """A speller for the nouns of `texts` (the knowledge base) as they are written there,
+        then for the synonyms' and the domain words' own spellings. Texts are read before
+        synonym replacement, so 提出 is known as 提出; a reading written several ways takes
+        its most frequent spelling."""
+        counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        for text in texts:
+            text = unicodedata.normalize("NFKC", text).lower()
+            for mode in (SplitMode.C, SplitMode.A):  # 医療機能情報提供制度, and its parts
+                for m in self._tokenizer.tokenize(text, mode):
+                    if m.part_of_speech()[0] == "名詞" and _WRITTEN.search(m.surface()):
+                        counts[fold_kana(m.reading_form())][m.surface()] += 1
+        spellings = {reading: c.most_common(1)[0][0] for reading, c in counts.items()}
+        for variant in self._synonyms:
+            if _WRITTEN.search(variant):
+                reading = "".join(m.reading_form()
+                                  for m in self._tokenizer.tokenize(variant, SplitMode.C))
+                spellings.setdefault(fold_kana(reading), variant)
+        for word, reading in self._readings.items():
+            spellings.setdefault(fold_kana(reading), word)
+        return KanaSpeller({reading: word for reading, word in spellings.items()
+                            if len(reading) >= SPELLING_MIN and _HIRAGANA.fullmatch(reading)})
+
+
+_KANA_RUN = re.compile(r"[\u3041-\u309fー]{3,}")
+_HIRAGANA = re.compile(r"[\u3041-\u309fー]+")
+_WRITTEN = re.compile(r"[\u4e00-\u9fff\u30a1-\u30fa]")  # kanji or katakana: a word as written
+_NEVER_AFTER_WORD = frozenset("ぁぃぅぇぉゃゅょゎー")  # ていし|ゅつ is not 停止 + ゅつ
+SPELLING_MIN = 3  # two-sound readings (しか, いし) are mostly particles and verb pieces
+
+
+class KanaSpeller:
+    """Spells the words of a hiragana-typed question the way the knowledge base writes them
+    (にゅうりょくのとちゅうでえらー → 入力の途中でエラー). Sudachi cannot find words in a
+    run of hiragana without spaces, so such a question otherwise matches on sound bigrams
+    alone. Only nouns the knowledge base uses are known, so chit-chat stays as typed; the
+    longest reading wins."""
+
+    def __init__(self, spellings: Mapping[str, str]) -> None:
+        self._words = dict(spellings)
+        self._longest = max(map(len, self._words), default=0)
+
+    def spell(self, text: str) -> str:
+        return _KANA_RUN.sub(lambda m: self._run(m.group(0)), text)
+
+    def _run(self, run: str) -> str:
+        out, i = [], 0
+        while i < len(run):
+            for j in range(min(len(run), i + self._longest), i + SPELLING_MIN - 1, -1):
+                word = self._words.get(run[i:j])
+                if word and (j == len(run) or run[j] not in _NEVER_AFTER_WORD):
+                    out.append(word)
+                    i = j
+                    break
+            else:
+                out.append(run[i])
+                i += 1
+        return "".join(out)
 
 
 def _tokenizer(words: dict[str, str], cache_dir: Path | None) -> Tokenizer:

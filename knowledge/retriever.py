@@ -18,7 +18,7 @@ import numpy as np
 from rapidfuzz import fuzz, process
 
 from knowledge.model import Entry, Route
-from knowledge.normalize import Analysed, Analyzer
+from knowledge.normalize import MAX_QUERY_CHARS, Analysed, Analyzer
 
 # bm25s sets its own logger to DEBUG on import; index building is not news.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
@@ -197,6 +197,7 @@ class Retriever:
         self._n_docs = np.bincount(self._entry_of, minlength=len(entries))
         self._first_doc = np.cumsum(self._n_docs) - self._n_docs
         self._folded = np.array([d.folded for d in docs], dtype=object)  # for rapidfuzz
+        self._speller = analyzer.speller(t for e in entries for t in (*e.texts, e.answer))
         self._idf = self._idf_table(docs)
         self._unseen_idf = math.log(1 + len(docs))
         self._bm25 = bm25s.BM25()
@@ -257,9 +258,16 @@ class Retriever:
                                    _vector(self._sound_col, dict.fromkeys(sounds, 1.0))])
         return _Query(analysed, sum(idf.values()), features, len(sounds))
 
+    def analyse(self, query: str) -> Analysed:
+        """A question as scored. One typed in hiragana is first spelled with the knowledge
+        base's own words; it is cut to the scoring length first, as analysis would."""
+        if _kana_typed(query, self.tuning.kana_share):
+            query = self._speller.spell(query[:MAX_QUERY_CHARS])
+        return self.analyzer.analyse(query)
+
     def rank(self, query: str, k: int = 3) -> list[Candidate]:
         """Best entries for the query, one score per entry (its best phrasing)."""
-        return self._rank(self.analyzer.analyse(query), k)
+        return self._rank(self.analyse(query), k)
 
     def _rank(self, analysed: Analysed, k: int) -> list[Candidate]:
         return self._ranked(analysed, k)[0]
@@ -358,7 +366,7 @@ class Retriever:
 
     def decide(self, query: str) -> Decision:
         """Answer, suggest the top three, or escalate; system questions route to G-MIS."""
-        analysed = self.analyzer.analyse(query)
+        analysed = self.analyse(query)
         ranked, second = self._ranked(analysed, k=3)
         top = ranked[0].score if ranked else 0.0
         t = self.tuning

@@ -121,6 +121,33 @@ def test_kana_spaced_out_on_a_phone_still_finds_the_entry(retriever: Retriever) 
     assert retriever.analyzer.canonical("かかりつけい きのう").startswith("かかりつけ医機能")
 
 
+@pytest.mark.parametrize(("question", "entry_id"), [
+    ("けんしゅうってうけないとだめ", "func1-training-required"),
+    ("すまほでほうこくできる", "gmis-pc-smartphone"),
+    ("にゅうりょくのとちゅうでえらーがでてすすめません", "gmis-screen-error"),
+    ("いんないけいじはまちあいしつにはればいいですか", "posting-location"),
+])
+def test_kana_typed_without_spaces_finds_the_entry(retriever: Retriever, question: str,
+                                                   entry_id: str) -> None:
+    """Sudachi finds no words in unbroken hiragana; spelled with the KB's own words it does,
+    and the clerk is not handed to staff for typing on a phone."""
+    decision = retriever.decide(question)
+    assert decision.action != "escalate"
+    assert decision.candidates[0].entry_id == entry_id
+
+
+def test_kana_spelling_knows_only_the_knowledge_bases_nouns(retriever: Retriever) -> None:
+    speller = retriever.analyzer.speller(["入力の途中でエラーが出ました。提出してください。"])
+    assert speller.spell("にゅうりょくのとちゅうでえらー") == "入力の途中でエラー"
+    # A word never ends just before a small kana: ていしゅつ is one word, not 停止 + ゅつ.
+    assert speller.spell("ていしゅつ") == "提出"
+    # Chit-chat and verbs stay as typed: only nouns the knowledge base writes are known.
+    assert speller.spell("おすすめのらんちある") == "おすすめのらんちある"
+    # A sentence that already has its words in kanji is not re-spelled.
+    assert retriever.analyse("報告はいつまでにすればいいですか") == retriever.analyzer.analyse(
+        "報告はいつまでにすればいいですか")
+
+
 def test_synonyms_leave_longer_words_whole(retriever: Retriever) -> None:
     """A variant inside a longer word is not that word: 歯科医 in 歯科医師会, and the canonical
     特定機能病院 must not gain a second 病院 from its own variant 特定機能."""
@@ -207,7 +234,8 @@ def test_colloquial_and_width_variants_find_the_same_entry(retriever: Retriever)
 @pytest.mark.parametrize(
     "query",
     ["", " ", "😀😀😀", "\x00\x07\x1b[31m", "'; DROP TABLE institution; --", "ｱｲｳｴｵ",
-     "報告" * 5000, "a" * 10000, "🏥" * 3000, "\u202e\u200b報告期間"],
+     "報告" * 5000, "a" * 10000, "🏥" * 3000, "\u202e\u200b報告期間",
+     "ほうこく" * 250_000],
 )
 def test_any_input_gets_a_decision_without_crashing(retriever: Retriever, query: str) -> None:
     decision = retriever.decide(query)
