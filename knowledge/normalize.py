@@ -155,8 +155,11 @@ class Analyzer:
         counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
         for text in texts:
             text = unicodedata.normalize("NFKC", text).lower()
-            for mode in (SplitMode.C, SplitMode.A):  # 医療機能情報提供制度, and its parts
-                for m in self._tokenizer.tokenize(text, mode):
+            for word in self._tokenizer.tokenize(text, SplitMode.C):
+                if word.part_of_speech()[0] != "名詞" or not _WRITTEN.search(word.surface()):
+                    continue
+                parts = word.split(SplitMode.A)  # 医療機能情報提供制度, and 医療, 機能, …
+                for m in [word, *parts] if len(parts) > 1 else [word]:
                     if m.part_of_speech()[0] == "名詞" and _WRITTEN.search(m.surface()):
                         counts[fold_kana(m.reading_form())][m.surface()] += 1
         spellings = {reading: c.most_common(1)[0][0] for reading, c in counts.items()}

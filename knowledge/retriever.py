@@ -197,7 +197,7 @@ class Retriever:
         self._n_docs = np.bincount(self._entry_of, minlength=len(entries))
         self._first_doc = np.cumsum(self._n_docs) - self._n_docs
         self._folded = np.array([d.folded for d in docs], dtype=object)  # for rapidfuzz
-        self._speller = analyzer.speller(t for e in entries for t in (*e.texts, e.answer))
+        self._speller = analyzer.speller(t for e in entries for t in e.texts)
         self._idf = self._idf_table(docs)
         self._unseen_idf = math.log(1 + len(docs))
         self._bm25 = bm25s.BM25()
