@@ -10,6 +10,7 @@ from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
 from handlers.status import own_record, period_lines, settled, status_line
 from handlers.texts import OFFER_QUESTION, UNREADABLE
+from knowledge.normalize import HIRAGANA
 from knowledge.retriever import Decision
 from scheduler.calendar import JST
 
@@ -63,7 +64,13 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
         return replies
     decision = ctx.retriever.decide(msg.text)
     short = len(msg.text.strip()) <= FOLLOW_UP_MAX
-    if short and decision.action != "answer" and FOLLOW_UP.search(msg.text):
+    # 「2号もかくの？」 after a 2号 question has no それ, but no word in it is new to the
+    # knowledge base either (a verb in kana aside): it leans on the question before, as
+    # 「それって病院も？」 does. 「今日の天気は？」 names things no entry uses, so it stays a
+    # question of its own.
+    leans = FOLLOW_UP.search(msg.text) or (decision.action == "escalate" and all(
+        HIRAGANA.fullmatch(t) for t in ctx.retriever.unknown_terms(msg.text)))
+    if short and decision.action != "answer" and leans:
         decision = await _with_previous(msg, ctx, decision)
     elif short and VAGUE.search(msg.text):
         decision = await _with_previous(msg, ctx, decision, same_matter=True)
@@ -120,9 +127,12 @@ async def _with_previous(msg: Inbound, ctx: Context, alone: Decision,
     previous = history.last_open_question(turns) if turns and history.fresh(turns[0], ctx) else ""
     if not previous:
         return alone
-    if len(previous) <= FOLLOW_UP_MAX and (VAGUE.search(previous) or FOLLOW_UP.search(previous)):
+    answered = any(t.inbound_text == previous and t.action == "answer" for t in turns)
+    if not answered and len(previous) <= FOLLOW_UP_MAX and (
+            VAGUE.search(previous) or FOLLOW_UP.search(previous)):
         # A follow-up after a follow-up (「いつまでに？」 then 「ホームページでもいい？」)
-        # is about the question both lean on.
+        # is about the question both lean on; one answered on its own (「訪問診療の報告項目
+        # は？」) stood alone.
         earlier = [t for t in turns if t.inbound_text != previous]
         previous = f"{history.last_open_question(earlier)}\n{previous}".lstrip()
     given = next((t.entry_id for t in turns if t.action == "answer"), None)

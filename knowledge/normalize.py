@@ -171,11 +171,11 @@ class Analyzer:
         for word, reading in self._readings.items():
             spellings.setdefault(fold_kana(reading), word)
         return KanaSpeller({reading: word for reading, word in spellings.items()
-                            if len(reading) >= SPELLING_MIN and _HIRAGANA.fullmatch(reading)})
+                            if len(reading) >= SPELLING_MIN and HIRAGANA.fullmatch(reading)})
 
 
 _KANA_RUN = re.compile(r"[\u3041-\u309fー]{3,}")
-_HIRAGANA = re.compile(r"[\u3041-\u309fー]+")
+HIRAGANA = re.compile(r"[\u3041-\u309fー]+")
 _WRITTEN = re.compile(r"[\u4e00-\u9fff\u30a1-\u30fa]")  # kanji or katakana: a word as written
 _NEVER_AFTER_WORD = frozenset("ぁぃぅぇぉゃゅょゎー")  # ていし|ゅつ is not 停止 + ゅつ
 SPELLING_MIN = 3  # two-sound readings (しか, いし) are mostly particles and verb pieces

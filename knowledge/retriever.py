@@ -265,6 +265,10 @@ class Retriever:
             query = self._speller.spell(query[:MAX_QUERY_CHARS])
         return self.analyzer.analyse(query)
 
+    def unknown_terms(self, query: str) -> set[str]:
+        """The question's content words that no entry question or phrasing uses."""
+        return {term for term in self.analyse(query).terms if term not in self._idf}
+
     def rank(self, query: str, k: int = 3) -> list[Candidate]:
         """Best entries for the query, one score per entry (its best phrasing)."""
         return self._rank(self.analyse(query), k)

@@ -281,6 +281,25 @@ async def test_a_short_follow_up_is_read_with_the_question_before(ctx: Context) 
     assert shown[-1] == "esc:ask"
 
 
+async def test_a_short_question_in_the_knowledge_bases_words_leans_on_the_one_before(
+        ctx: Context) -> None:
+    """「往診だけでもかくの？」 has no それ, but every word of it is one the entries use: after
+    the question about home-care items it asks about 往診 only, which alone was handed to
+    staff. The question before is read as it was answered, on its own, even though it too
+    ends in 「は？」. Something no entry mentions (天気) stays a question of its own."""
+    [alone] = await dispatch(said("往診だけでもかくの？", user="fresh"), ctx)
+    assert alone.meta["action"] == "escalate"
+    await dispatch(said("しょめいいる？"), ctx)
+    [items] = await dispatch(said("訪問診療の報告項目は？"), ctx)
+    assert items.meta["entry_id"] == "func2-homecare-items"
+    [follow] = await dispatch(said("往診だけでもかくの？"), ctx)
+    assert follow.meta["action"] == "suggest"
+    assert follow.buttons[0].payload == "qa:show:func2-homecare-oushin-only"
+    [weather] = await dispatch(said("今日の天気は？"), ctx)
+    assert weather.meta["action"] == "escalate"
+    assert not any(b.payload.startswith("qa:show:") for b in weather.buttons)
+
+
 async def test_a_bare_how_long_after_an_answer_is_not_answered_about_something_else(
         ctx: Context) -> None:
     """「どれくらいかかりますか」 alone matches the 代理申請 entry (1〜2週間); right after the
