@@ -36,6 +36,13 @@ EXPECTED = [
     # period (準備期間), its reading alone being closest.
     ("ほうこくきかん", "schedule-reporting-period", "prefecture"),
     ("とくていきのうびょういんはたいしょう？", "scope-tokutei-exempt", "prefecture"),
+    # Whether one must report, found by a user test answered with the 協議の場 entry (「すべて
+    # の医療機関が出席する会議ではありません」), which a clerk can read as "no need to report",
+    # or with when the period starts, which never says yes.
+    ("クリニックも報告いる？", "scope-who-must-report", "prefecture"),
+    ("しかだけのクリニックです。ほうこくいる？", "scope-dental-exempt", "prefecture"),
+    ("うちは小さいのでほうこくしなくていいですよね", "scope-who-must-report", "prefecture"),
+    ("12月に開業しました。報告いる？", "scope-new-opening", "prefecture"),
 ]
 
 
