@@ -40,6 +40,7 @@ ROUTES = Router([
           escalation.handle_ask_staff),
     Route("link_question", linking.asks_about_code, linking.handle_about_code),
     Route("link", command("link", "連携コード", "連携", "れんけい"), linking.handle_link),
+    Route("link_code", linking.typed_code, linking.handle_link),
     Route("status", command("status", "報告状況", "ほうこくじょうきょう", "ステータス",
                             "状況確認"), status.handle_status),
     Route("check", command("check", "対象か確認", "たいしょうかかくにん", "対象確認",

@@ -141,6 +141,15 @@ def asks_about_code(msg: Inbound, _ctx: Context) -> Found | None:
     return {} if _WORDS.search(rest) else None
 
 
+def typed_code(msg: Inbound, _ctx: Context) -> Found | None:
+    """A code sent as the letter shows it, without 「連携 」 in front (「TRYME-23456」), or
+    run together with it (「連携TRYME23456」): a clerk pastes what she reads."""
+    if msg.payload is not None:
+        return None
+    rest = _COMMAND_WORD.sub("", unicodedata.normalize("NFKC", msg.text).strip())
+    return {"arg": rest} if normalise_code(rest) else None
+
+
 async def handle_about_code(_msg: Inbound, _ctx: Context, _found: Found) -> list[Reply]:
     return [Reply(ABOUT_CODE, meta={"action": "link_help"})]
 

@@ -99,6 +99,18 @@ async def test_code_is_single_use_but_several_staff_may_link(ctx: Context) -> No
     assert "1号機能：あり" in status.text  # the sample report agrees with the confirmation
 
 
+async def test_a_code_pasted_alone_or_run_into_the_keyword_links(ctx: Context) -> None:
+    """Clerks paste the code as the letter prints it; it was sent to staff as a question."""
+    await load_samples(ctx)
+    bare = await code_for(ctx, "2610002")
+    [first] = await dispatch(said(bare, user="a"), ctx)
+    joined = (await code_for(ctx, "2610002")).replace("-", "")
+    [second] = await dispatch(said(f"連携{joined}", user="b"), ctx)
+    assert "完了" in first.text and "完了" in second.text
+    [wrong] = await dispatch(said("ABCDE-FGHJK", user="c"), ctx)  # a wrong code is a try
+    assert "確認できませんでした" in wrong.text
+
+
 async def test_expired_wrong_and_foreign_codes_get_the_same_answer(ctx: Context) -> None:
     await load_samples(ctx)
     expired = await code_for(ctx, "2610001", days=-1)
