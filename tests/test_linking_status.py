@@ -404,7 +404,9 @@ async def test_a_clerk_asks_for_her_status_in_her_own_words(ctx: Context) -> Non
     assert others.meta["action"] != "status_unlinked"  # about reporting, not her record
     await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
     for words in ("うちの報告どうなってますか？", "提出できてますか",
-                  "差し戻しの理由をもう一度教えて", "次は何をすればいいですか", "あと何日ですか"):
+                  "差し戻しの理由をもう一度教えて", "次は何をすればいいですか", "あと何日ですか",
+                  "なんでさしもどされたの", "うちはもうおわってる？", "なにがのこってる",
+                  "ほうこくおわったかかくにんしたい"):
         [reply] = await dispatch(said(words), ctx)
         assert reply.meta["action"] == "status", words
         assert "修正の理由：2号機能（ハ）の訪問診療の件数が未入力です" in reply.text
