@@ -52,8 +52,8 @@ async def test_a_call_center_hand_off_offers_the_entries_close_to_the_question(
         ctx: Context) -> None:
     """A clinic opened this year with no account: the call center issues nothing faster,
     but how long an account takes and whether it must report are one tap away."""
-    [reply] = await dispatch(said("今年開業したクリニックです。G-MISのアカウントがまだありません。"
-                                  "締め切りに間に合いますか"), ctx)
+    [reply] = await dispatch(said("昨年10月に新規開業した医院ですが、今回の報告の対象に"
+                                  "なりますでしょうか。G-MISのIDもまだ持っておりません。"), ctx)
     assert reply.meta["action"] == "escalate" and "050-3355-8230" in reply.text
     shown = [b.payload for b in reply.buttons]
     assert shown and all(p.startswith("qa:show:") for p in shown) and len(shown) <= 2
