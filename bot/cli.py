@@ -187,6 +187,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if decision.action == "answer" and decision.entry_id:
         print(retriever.by_id[decision.entry_id].answer)
+        if decision.route == "gmis_callcenter":  # as the chat adds it
+            print(f"【お問い合わせ先】{settings.gmis_contact}")
     elif decision.action == "suggest":
         print("もしかして:")
         for i, c in enumerate(decision.candidates, 1):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 CATEGORIES: dict[str, str] = {
     "overview": "制度概要",
@@ -28,6 +28,7 @@ CATEGORIES: dict[str, str] = {
 
 Route = Literal["prefecture", "gmis_callcenter"]
 _ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
+_CONTACT = re.compile(r"\d{2,4}-\d{2,4}-\d{3,4}|[\w.+-]+@[\w-]+\.[\w.]+")
 
 
 class Source(BaseModel):
@@ -93,6 +94,16 @@ class Entry(BaseModel):
         if value.strip().startswith(("はい", "いいえ")):
             raise ValueError("must not open with はい/いいえ: state the fact itself, as it "
                              "reads after either 「〜必要ですか」 or 「〜不要ですよね」")
+        return value
+
+    @field_validator("route")
+    @classmethod
+    def _contact_is_added_not_written(cls, value: str, info: ValidationInfo) -> str:
+        # The chat adds the configured G-MIS contact (GMIS_CONTACT) under every call-center
+        # answer; one written into the answer shows twice, and goes stale when it changes.
+        if value == "gmis_callcenter" and _CONTACT.search(info.data.get("answer") or ""):
+            raise ValueError("a G-MIS call-center answer must not write a phone number or "
+                             "e-mail address: the chat adds the configured G-MIS contact")
         return value
 
     @field_validator("phrasings")

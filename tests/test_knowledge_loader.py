@@ -65,6 +65,10 @@ def test_broken_yaml_names_file_and_line(tmp_path: Path) -> None:
         (("    source:\n      - file: 002_6cfe617623eeeb84.txt\n        section: 報告対象\n",
           ""), "source"),
         (("    route: prefecture", "    route: slack"), "route"),
+        # The chat adds the configured G-MIS contact; written in, it would show twice.
+        (("    answer: 歯科医療機関は報告の対象外です。\n    route: prefecture",
+          "    answer: G-MIS事務局（050-3355-8230）へどうぞ。\n    route: gmis_callcenter"),
+         "configured G-MIS contact"),
         (("    phrasings: [歯医者も対象ですか, 歯科は報告不要ですか]",
           "    phrasings: [一つだけ]"),
          "phrasings"),
