@@ -47,6 +47,12 @@ MULTI_MAX = 120  # characters: longer is an officer's mail, whose ？ are not al
 _QUESTION_END = re.compile(r"(?<=[?？])")
 # A question that names this report or its functions is ours, whatever else it names.
 _OURS = re.compile(r"かかりつけ|[12１２]号|報告対象|対象外")
+# 「どこに電話すればいい」「県にきけばいい？」 right after an answer ask whom to ask about
+# that answer's matter: the G-MIS call center after a G-MIS answer, else the prefecture.
+_ASKS_WHERE = re.compile(r"(?:どこ|誰|だれ)に?(?:電話|連絡|聞|きけ|きい|問い合わせ|問合せ)"
+                         r"|(?:県|けん|都道府県)に(?:聞|き)(?:け|い)?ば|電話番号|問い?合わ?せ先|連絡先")
+DESK_ENTRIES = {"gmis_callcenter": "contact-gmis-vs-prefecture",
+                "prefecture": "contact-system-questions"}
 _JOINER = re.compile(r"^(?:あと|それと|それから|また|ついでに|ちなみに)[、,\s]*")
 
 
@@ -62,6 +68,9 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
                       "（例：「報告期間はいつまで？」）。", meta={"action": history.SMALL_TALK})]
     if replies := await _each_question(msg.text, ctx):
         return replies
+    if len(msg.text.strip()) <= FOLLOW_UP_MAX and _ASKS_WHERE.search(msg.text):
+        if desk := await _desk_after_answer(msg, ctx):
+            return [await answer_reply(desk, ctx)]
     decision = ctx.retriever.decide(msg.text)
     short = len(msg.text.strip()) <= FOLLOW_UP_MAX
     # 「2号もかくの？」 after a 2号 question has no それ, but no word in it is new to the
@@ -113,6 +122,17 @@ async def _each_question(text: str, ctx: Context) -> list[Reply]:
                              "でした。" + OFFER_QUESTION, OFFER_STAFF,
                              meta={"action": "escalate"}))
     return replies
+
+
+async def _desk_after_answer(msg: Inbound, ctx: Context) -> str | None:
+    """The entry saying whom to ask, when the message before was an answer: a whom-to-ask
+    question alone would match the prefecture's desk even after a G-MIS login answer."""
+    turns = await history.recent(msg, ctx, limit=1)
+    if not turns or turns[0].action != "answer" or not history.fresh(turns[0], ctx):
+        return None
+    answered = ctx.retriever.by_id.get(turns[0].entry_id or "")
+    desk = DESK_ENTRIES[answered.route] if answered else None
+    return desk if desk in ctx.retriever.by_id else None
 
 
 async def _with_previous(msg: Inbound, ctx: Context, alone: Decision,

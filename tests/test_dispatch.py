@@ -300,6 +300,19 @@ async def test_a_short_question_in_the_knowledge_bases_words_leans_on_the_one_be
     assert not any(b.payload.startswith("qa:show:") for b in weather.buttons)
 
 
+async def test_whom_to_ask_right_after_an_answer_names_that_answers_desk(ctx: Context) -> None:
+    """「県にきけばいい？」 after the G-MIS login answer once got an officer's entry; alone
+    it matches the prefecture's desk, which is the wrong one for a login."""
+    await dispatch(said("Gmisのろぐいんできない"), ctx)
+    for ask in ("県にきけばいい？", "どこに電話すればいい"):
+        [desk] = await dispatch(said(ask), ctx)
+        assert desk.meta["entry_id"] == "contact-gmis-vs-prefecture", ask
+        assert "050-3355-8230" in desk.text
+    await dispatch(said("報告期間はいつ？", user="u2"), ctx)
+    [desk] = await dispatch(said("どこに聞けばいい？", user="u2"), ctx)
+    assert desk.meta["entry_id"] == "contact-system-questions"
+
+
 async def test_a_bare_how_long_after_an_answer_is_not_answered_about_something_else(
         ctx: Context) -> None:
     """「どれくらいかかりますか」 alone matches the 代理申請 entry (1〜2週間); right after the
