@@ -73,6 +73,10 @@ class Tuning:
     answer_step: float = 0.01
     answer_floor: float = 0.45
     margin: float = 0.06
+    # 「1号機能ってなに？」 scores 0.90 against the 1号/2号 difference entry's 0.85: both name
+    # it, the question matches one almost word for word. So high, a smaller lead is sure.
+    sure_at: float = 0.85
+    sure_margin: float = 0.03
     suggest_at: float = 0.50
     # A question typed in hiragana (a clerk on a phone) matches mostly through readings and edit
     # ratio, so it scores lower. With at most `kana_share` kanji as typed, suggestions start
@@ -377,7 +381,8 @@ class Retriever:
         known = {term for term in analysed.terms if term in self._idf}
         answer_at = max(t.answer_floor,
                         t.answer_at - t.answer_step * max(0, len(known) - t.long_after))
-        if ranked and top >= answer_at and top - second >= t.margin:
+        margin = t.sure_margin if top >= t.sure_at else t.margin
+        if ranked and top >= answer_at and top - second >= margin:
             entry = self.by_id[ranked[0].entry_id]
             return Decision("answer", entry.route, entry.id, entry.answer, top, ranked)
         suggest_at = min(t.suggest_at, answer_at)
