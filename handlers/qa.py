@@ -290,6 +290,10 @@ async def handle_more(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
     turns = await history.recent(msg, ctx, limit=5)
     last = next((t for t in turns if t.action != "more"), None)  # newest first
     entry = ctx.retriever.by_id.get(last.entry_id or "") if last is not None else None
+    if last is not None and last.action == "suggest" and history.fresh(last, ctx):
+        return [Reply("上の選択肢から近いものをお選びいただくと、その回答をご覧いただけます。"
+                      "当てはまるものがなければ「どれでもない（担当者に聞く）」をお選びください。",
+                      meta={"action": "more"})]
     if last is None or entry is None or last.action not in history.ANSWERED:
         return [Reply("どの件について詳しくお知りになりたいか、ご質問の内容をそのまま"
                       "入力してください。", meta={"action": "more"})]

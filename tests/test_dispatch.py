@@ -129,6 +129,13 @@ async def test_typed_more_is_about_the_latest_question_only(ctx: Context) -> Non
     assert "歯科" not in more.text and "ご質問の内容" in more.text
 
 
+async def test_typed_more_under_suggestions_points_to_them(ctx: Context) -> None:
+    [offer] = await dispatch(said("院内掲示は必要ですか"), ctx)
+    assert offer.meta["action"] == "suggest"
+    [more] = await dispatch(said("詳しく"), ctx)
+    assert "上の選択肢" in more.text and "ご質問の内容" not in more.text
+
+
 async def test_typed_more_before_any_answer_asks_for_the_question(ctx: Context) -> None:
     [reply] = await dispatch(said("詳しく"), ctx)
     assert "ご質問の内容" in reply.text
