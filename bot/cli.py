@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -241,6 +240,7 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
     from bot.settings import link_code_key
     from db.migrate import upgrade
     from db.seed import seed_demo
+    from scheduler.calendar import JST
 
     if settings.log_level.upper() == "INFO":  # keep the chat readable in the terminal
         logging.getLogger().setLevel(logging.WARNING)
@@ -252,7 +252,7 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
         app = build_app(settings, retriever)
         try:
             async with app.context.session() as session:
-                today = datetime.now().date()
+                today = app.context.clock().astimezone(JST).date()
                 await seed_demo(session, settings.default_prefecture, today, settings.gmis_contact)
                 hint = await demo_link_hint(session, settings.default_prefecture,
                                             app.context.clock(), link_code_key(settings))

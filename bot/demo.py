@@ -41,7 +41,8 @@ async def demo_link_hint(session: AsyncSession, prefecture: str, now: datetime,
     row.expires_at = now + timedelta(days=1)
     session.add(row)
     await session.commit()
-    return f"報告状況を試すには「連携 {DEMO_CODE}」と送ってください（{inst.name}のデモ用）。\n"
+    return (f"報告状況を試すには「連携 {DEMO_CODE}」と送ってください（{inst.name}のデモ用）。\n"
+            "デモの都道府県は、いま報告期間中という設定です。\n")
 
 
 def render(replies: Iterable[Reply]) -> tuple[str, list[Button]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -36,8 +36,17 @@ async def ensure_prefecture(session: AsyncSession, code: str, today: date, gmis_
     return pref
 
 
+DEMO_DAYS_LEFT = 60
+
+
 async def seed_demo(session: AsyncSession, code: str, today: date, gmis_contact: str) -> None:
-    await ensure_prefecture(session, code, today, gmis_contact)
+    """The demo shows a cycle in progress: its clinics are 報告済 or 差し戻し, which outside
+    the statutory window (a demo in December) would read as reports made before it opened."""
+    pref = await ensure_prefecture(session, code, today, gmis_contact)
+    if not pref.period_start <= today <= pref.period_end:
+        pref.period_start = today - timedelta(days=30)
+        pref.period_end = today + timedelta(days=DEMO_DAYS_LEFT)
+        session.add(pref)
     for spec in DEMO_INSTITUTIONS:
         if await _exists(session, code, str(spec["code"])):
             continue

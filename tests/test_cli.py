@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -114,6 +115,9 @@ def test_the_demo_prints_a_link_code_that_shows_a_clinics_status(tmp_path: Path)
     before, _, after = out.stdout.partition("連携が完了しました")
     assert "連携がまだお済みでない" in before
     assert "報告状況：差し戻し" in after and "修正の理由" in after
+    # A 差し戻し makes sense only once reporting has opened: whatever the date, the demo's
+    # period is running, its deadline still ahead.
+    assert re.search(r"報告期限：.*あと\d+日です", after), after
     again = run("demo", stdin="連携 TRYME-23456\n", tmp=tmp_path)  # the next run too
     assert "連携が完了しました" in again.stdout
 
