@@ -11,7 +11,7 @@ from handlers.router import Found
 from handlers.status import own_record, period_lines, settled, status_line
 from handlers.texts import OFFER_QUESTION, UNREADABLE
 from knowledge.normalize import HIRAGANA
-from knowledge.retriever import Decision
+from knowledge.retriever import Candidate, Decision
 from scheduler.calendar import JST
 
 ASK_STAFF = Button("担当者に聞く", "esc:ask")
@@ -173,12 +173,21 @@ def _read_with(previous: str, text: str, alone: Decision, ctx: Context,
     return Decision("suggest", route, None, None, shown[0].score, shown)
 
 
+def _for_clinics(candidates: list[Candidate], ctx: Context,
+                 first: bool = True) -> list[Candidate]:
+    """The buttons a clinic sees: an entry written for prefecture staff only as the best
+    match (`first`), never as a runner-up beside the clerk's own question."""
+    return [c for i, c in enumerate(candidates)
+            if (first and i == 0) or ctx.retriever.by_id[c.entry_id].audience != "prefecture"]
+
+
 async def reply_for(decision: Decision, ctx: Context, question: str) -> Reply:
     meta = {"action": decision.action, "entry_id": decision.entry_id, "score": decision.score}
     if decision.action == "answer" and decision.entry_id:
         return await answer_reply(decision.entry_id, ctx, meta)
     if decision.action == "suggest":
-        buttons = tuple(Button(c.question, f"qa:show:{c.entry_id}") for c in decision.candidates)
+        buttons = tuple(Button(c.question, f"qa:show:{c.entry_id}")
+                        for c in _for_clinics(decision.candidates, ctx))
         text = "もしかして、次のいずれかのご質問でしょうか。近いものをお選びください。"
         return Reply(text, (*buttons, Button("どれでもない（担当者に聞く）", "esc:ask")),
                      meta=meta)
@@ -186,7 +195,8 @@ async def reply_for(decision: Decision, ctx: Context, question: str) -> Reply:
         # Entries close to the question (a new clinic without an account: how long the
         # account takes, whether it must report) are worth a tap before a phone call.
         related = tuple(Button(c.question, f"qa:show:{c.entry_id}")
-                        for c in decision.candidates if c.score >= RELATED_MIN)[:2]
+                        for c in _for_clinics(decision.candidates, ctx, first=False)
+                        if c.score >= RELATED_MIN)[:2]
         text = gmis_text(ctx) + ("\n\n関連するご案内は、下のボタンからご覧いただけます。"
                                  if related else "")
         if len(question) < MIXED_AFTER:

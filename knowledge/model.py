@@ -64,6 +64,10 @@ class Entry(BaseModel):
     # record: its period (the answer is about when to report, which each prefecture sets),
     # its prefecture's desk (whom to ask), its 報告状況 (whether its report went in).
     local: list[Literal["deadline", "contact", "status"]] = Field(default_factory=list)
+    # "prefecture": written for prefecture staff (紙調査票の送り方, 督促メールの送信). The
+    # clinic chat offers such an entry when it is the best match, never as a runner-up
+    # button beside a clerk's own question.
+    audience: Literal["all", "prefecture"] = "all"
 
     @field_validator("id")
     @classmethod

@@ -129,6 +129,18 @@ async def test_typed_more_is_about_the_latest_question_only(ctx: Context) -> Non
     assert "歯科" not in more.text and "ご質問の内容" in more.text
 
 
+async def test_an_entry_for_prefecture_staff_is_no_runner_up_for_a_clinic(ctx: Context) -> None:
+    """「じゅんびはいつから」 is a clinic's question; 「都道府県の担当です。報告が始まる前に
+    G-MISで準備の作業はできますか？」 beside it only puzzles the clerk."""
+    question = "じゅんびは いつから はじめれば まにあいますか"
+    ranked = [c.entry_id for c in ctx.retriever.decide(question).candidates]
+    assert "schedule-prefecture-prep-period" in ranked[1:]  # the retriever still finds it
+    [offer] = await dispatch(said(question), ctx)
+    shown = [b.payload for b in offer.buttons]
+    assert offer.meta["action"] == "suggest" and shown[0] == f"qa:show:{ranked[0]}"
+    assert "qa:show:schedule-prefecture-prep-period" not in shown and shown[-1] == "esc:ask"
+
+
 async def test_typed_more_under_suggestions_points_to_them(ctx: Context) -> None:
     [offer] = await dispatch(said("院内掲示は必要ですか"), ctx)
     assert offer.meta["action"] == "suggest"
