@@ -239,7 +239,7 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
     from bot.demo import demo_link_hint, run_demo
     from bot.settings import link_code_key
     from db.migrate import upgrade
-    from db.seed import seed_demo
+    from db.seed import run_demo_period, seed_demo
     from scheduler.calendar import JST
 
     if settings.log_level.upper() == "INFO":  # keep the chat readable in the terminal
@@ -254,6 +254,7 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
             async with app.context.session() as session:
                 today = app.context.clock().astimezone(JST).date()
                 await seed_demo(session, settings.default_prefecture, today, settings.gmis_contact)
+                await run_demo_period(session, settings.default_prefecture, today)
                 hint = await demo_link_hint(session, settings.default_prefecture,
                                             app.context.clock(), link_code_key(settings))
             await run_demo(app.context, hint=hint)

@@ -19,6 +19,10 @@ from handlers.rules import FUNC1_ITEMS, FUNC2, Facility, describe, judge, obliga
 from handlers.status import own_record
 
 FLOW = "wizard"
+PAUSED = "wizard_paused"  # a question typed mid-check: the answers wait for 「確認を続ける」
+RESUME = Button("確認を続ける", "wiz:resume")
+_LOST = ("確認の途中の情報が見つかりませんでした（時間が経って終了した可能性があります）。"
+         "「対象か確認」からもう一度お試しください。")
 YES_NO = (("はい", "yes"), ("いいえ", "no"))
 UNSURE = re.compile(r"わから|分から|わかん|不明|知らない|しらない|どっち")
 # 「正月は休みにしてます」 is the commonest wrong reading of 休院: asked again, with why.
@@ -176,10 +180,10 @@ async def _from_roster(ctx: Context) -> tuple[str, list[tuple[str, str]]]:
 
 async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """A tapped button (wiz:VALUE) or, while in the flow, typed text matching a label."""
+    if found.get("arg") == "resume":
+        return await _resume(msg, ctx)
     if ctx.flow != FLOW:
-        return [Reply("確認の途中の情報が見つかりませんでした"
-                      "（時間が経って終了した可能性があります）。"
-                      "「対象か確認」からもう一度お試しください。")]
+        return [Reply(_LOST)]
     history: list[list[str]] = [list(p) for p in ctx.flow_data.get("answers", [])]
     answers = dict((k, v) for k, v in history)
     value = found.get("arg") or _value_from_text(msg.text, next_step(answers))
@@ -237,15 +241,36 @@ def _is_question(text: str, ctx: Context) -> bool:
 
 async def _answer_instead(msg: Inbound, ctx: Context) -> list[Reply]:
     """The question (or 「オペレーターにつないで」) is not lost to 「ボタンでお答えください」:
-    the check stops and the message is handled as it would be outside it."""
-    async with ctx.session() as session:
-        await repo.clear_state(session, msg.channel, msg.user_id)
-    note = Reply("対象かどうかの確認はここで中断し、ご質問にお答えします。確認の続きは"
-                 "「対象か確認」からやり直せます。", meta={"action": "wizard_done"})
+    it is handled as it would be outside the check. A question only pauses the check, its
+    answers kept, so 「17ってなに」 at the 1号 step does not send the clerk back to the
+    start; asking for a person ends it (the staff prompt takes the conversation over)."""
     outside = replace(ctx, flow=None, flow_data={})
     if "staff" in courtesy.kinds_of(msg.text):
+        async with ctx.session() as session:
+            await repo.clear_state(session, msg.channel, msg.user_id)
+        note = Reply("対象かどうかの確認はここで終了します。確認は「対象か確認」から"
+                     "やり直せます。", meta={"action": "wizard_done"})
         return [note, *await escalation.handle_ask_staff(msg, outside, {})]
-    return [note, *await qa.handle_question(msg, outside, {})]
+    async with ctx.session() as session:
+        await repo.set_state(session, msg.channel, msg.user_id, PAUSED,
+                             {"answers": ctx.flow_data.get("answers", [])}, ctx.clock())
+    note = Reply("対象かどうかの確認は、ここまでのお答えを残して一時中断しています。"
+                 "続けるときは「確認を続ける」を押してください。", (RESUME,),
+                 meta={"action": "wizard_paused"})
+    return [*await qa.handle_question(msg, outside, {}), note]
+
+
+async def _resume(msg: Inbound, ctx: Context) -> list[Reply]:
+    """「確認を続ける」: the paused check asks its next question again."""
+    if ctx.flow != PAUSED:
+        return [Reply(_LOST)]
+    history: list[list[str]] = [list(p) for p in ctx.flow_data.get("answers", [])]
+    answers = dict((k, v) for k, v in history)
+    following = next_step(answers)
+    if following is None:
+        return await _finish(msg, ctx, result_text(answers))
+    await _save(msg, ctx, history)
+    return [question_reply(following, answers)]
 
 
 def _retry(current: str | None, answers: dict[str, str], unsure: bool = False,

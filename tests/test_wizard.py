@@ -102,27 +102,31 @@ async def test_typed_answers_work_and_nonsense_repeats_the_question(ctx: Context
 
 async def test_asked_for_in_words_and_a_question_mid_check_is_not_dropped(
         ctx: Context) -> None:
-    """Clerks ask for the check in their words; a question, or a request for a person,
-    typed in the middle stops the check and is handled, not met with 「ボタンで」."""
+    """Clerks ask for the check in their words; a question typed in the middle pauses the
+    check and is answered, not met with 「ボタンで」; 「確認を続ける」 picks it up where it
+    stopped. A request for a person ends it."""
     [r] = await dispatch(said("うちが報告対象かチェックしたいです"), ctx)
     assert "医療機関の種類" in r.text
     [r] = await dispatch(said("うちは200床の一般病院です"), ctx)  # names one choice
     assert "特定機能病院" in r.text
-    note, answer = await dispatch(said("そういえばG-MISのパスワード忘れたんだけど"), ctx)
-    assert "確認はここで中断" in note.text and "G-MIS事務局" in answer.text
+    answer, note = await dispatch(said("そういえばG-MISのパスワード忘れたんだけど"), ctx)
+    assert "G-MIS事務局" in answer.text and "一時中断" in note.text
+    assert [b.payload for b in note.buttons] == ["wiz:resume"]
     [r] = await dispatch(said("いいえ"), ctx)  # no longer an answer to the check
     assert "歯科" not in r.text and "ボタンでお答えください" not in r.text
+    [again] = await dispatch(said("確認を続ける", payload="wiz:resume"), ctx)
+    assert "特定機能病院" in again.text  # the step it stopped at, 病院 kept
     await dispatch(said("対象か確認", user="w2"), ctx)
     await dispatch(said("診療所", user="w2"), ctx)
     note, ask = await dispatch(said("オペレーターにつないでください", user="w2"), ctx)
-    assert "確認はここで中断" in note.text and "担当者にお送りするご質問" in ask.text
+    assert "確認はここで終了" in note.text and "担当者にお送りするご質問" in ask.text
     await dispatch(said("対象か確認", user="w4"), ctx)
     await dispatch(said("診療所", user="w4"), ctx)
     for label in ("いいえ", "いいえ", "確認する"):
         await dispatch(said(label, user="w4"), ctx)
     mixed = "掲示はまだです。報告期間はいつまでですか？"
-    note, *answer = await dispatch(said(mixed, user="w4"), ctx)
-    assert "確認はここで中断" in note.text  # handled as a question, not 「ボタンで」
+    *answer, note = await dispatch(said(mixed, user="w4"), ctx)
+    assert "一時中断" in note.text  # handled as a question, not 「ボタンで」
     assert answer and "ボタンでお答えください" not in answer[-1].text
     [r] = await dispatch(said("報告対象期間を確認したい", user="w3"), ctx)
     assert "医療機関の種類" not in r.text  # a question about the period, not the check
