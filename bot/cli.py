@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -236,10 +237,10 @@ def cmd_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import build_app, build_retriever
-    from bot.demo import demo_link_hint, run_demo
+    from bot.demo import demo_clock, demo_link_hint, run_demo
     from bot.settings import link_code_key
     from db.migrate import upgrade
-    from db.seed import run_demo_period, seed_demo
+    from db.seed import seed_demo
     from scheduler.calendar import JST
 
     if settings.log_level.upper() == "INFO":  # keep the chat readable in the terminal
@@ -250,14 +251,15 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> None:
         app = build_app(settings, retriever)
+        clock, dated = demo_clock(app.context.clock)
+        ctx = replace(app.context, clock=clock)
         try:
-            async with app.context.session() as session:
-                today = app.context.clock().astimezone(JST).date()
+            async with ctx.session() as session:
+                today = ctx.clock().astimezone(JST).date()
                 await seed_demo(session, settings.default_prefecture, today, settings.gmis_contact)
-                await run_demo_period(session, settings.default_prefecture, today)
                 hint = await demo_link_hint(session, settings.default_prefecture,
-                                            app.context.clock(), link_code_key(settings))
-            await run_demo(app.context, hint=hint)
+                                            ctx.clock(), link_code_key(settings))
+            await run_demo(ctx, hint=dated + hint)
         finally:
             await app.close()
 

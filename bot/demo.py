@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TextIO
 
@@ -11,11 +11,13 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Institution, LinkCode
-from handlers.context import Context
+from db.prefectures import default_period
+from handlers.context import Context, system_clock
 from handlers.dispatch import dispatch
 from handlers.linking import hash_code, normalise_code
 from handlers.messages import Button, Inbound, Reply
 from knowledge.normalize import clean_user_text
+from scheduler.calendar import JST
 
 DEMO_USER = "demo-user"
 DEMO_LINKED = "9990003"  # デモ在宅診療所: 差し戻し, the status with the most to show
@@ -41,8 +43,22 @@ async def demo_link_hint(session: AsyncSession, prefecture: str, now: datetime,
     row.expires_at = now + timedelta(days=1)
     session.add(row)
     await session.commit()
-    return (f"報告状況を試すには「連携 {DEMO_CODE}」と送ってください（{inst.name}のデモ用）。\n"
-            "デモの都道府県は、いま報告期間中という設定です。\n")
+    return f"報告状況を試すには「連携 {DEMO_CODE}」と送ってください（{inst.name}のデモ用）。\n"
+
+
+def demo_clock(base: Callable[[], datetime] = system_clock,
+               ) -> tuple[Callable[[], datetime], str]:
+    """The demo's clock, and a banner line if it is not today's: outside the reporting
+    window it runs on 1 February of the coming cycle, because its clinics are 報告済 or
+    差し戻し, which read as nonsense before reporting has opened."""
+    today = base().astimezone(JST).date()
+    start, end = default_period(today)
+    if start <= today <= end:
+        return base, ""
+    shift = timedelta(days=(start + timedelta(days=31) - today).days)
+    day = today + shift
+    return (lambda: base() + shift,
+            f"デモは、報告期間中の{day.year}年{day.month}月{day.day}日として動いています。\n")
 
 
 def render(replies: Iterable[Reply]) -> tuple[str, list[Button]]:

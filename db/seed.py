@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -36,9 +36,6 @@ async def ensure_prefecture(session: AsyncSession, code: str, today: date, gmis_
     return pref
 
 
-DEMO_DAYS_LEFT = 60
-
-
 async def seed_demo(session: AsyncSession, code: str, today: date, gmis_contact: str) -> None:
     await ensure_prefecture(session, code, today, gmis_contact)
     for spec in DEMO_INSTITUTIONS:
@@ -56,14 +53,3 @@ async def _exists(session: AsyncSession, pref: str, inst_code: str) -> bool:
                                         Institution.code == inst_code)
     return (await session.exec(stmt)).first() is not None
 
-
-async def run_demo_period(session: AsyncSession, code: str, today: date) -> None:
-    """The demo chat shows a cycle in progress: its clinics are 報告済 or 差し戻し, which
-    outside the statutory window (a demo in December) would read as reports made before it
-    opened. Only the demo's own database is ever given this period."""
-    pref = await session.get(Prefecture, code)
-    if pref is not None and not pref.period_start <= today <= pref.period_end:
-        pref.period_start = today - timedelta(days=30)
-        pref.period_end = today + timedelta(days=DEMO_DAYS_LEFT)
-        session.add(pref)
-        await session.commit()

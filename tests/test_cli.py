@@ -8,11 +8,12 @@ import re
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from bot.demo import demo_clock
 from bot.settings import Settings
 from scheduler.calendar import JST
 
@@ -111,15 +112,27 @@ def test_the_demo_prints_a_link_code_that_shows_a_clinics_status(tmp_path: Path)
     """報告状況 is half of what a clinic gets; the demo must let anyone try it."""
     out = run("demo", stdin="報告状況\n連携 TRYME-23456\n報告状況\n", tmp=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "「連携 TRYME-23456」と送ってください" in out.stdout.splitlines()[1]
+    banner = out.stdout.split("ボット>")[0]
+    assert "「連携 TRYME-23456」と送ってください" in banner
     before, _, after = out.stdout.partition("連携が完了しました")
     assert "連携がまだお済みでない" in before
     assert "報告状況：差し戻し" in after and "修正の理由" in after
-    # A 差し戻し makes sense only once reporting has opened: whatever the date, the demo's
-    # period is running, its deadline still ahead.
-    assert re.search(r"報告期限：.*あと\d+日です", after), after
+    # A 差し戻し makes sense only once reporting has opened: whatever the date, the demo
+    # runs inside the reporting period (and says so when that is not today).
+    assert re.search(r"報告期限：\d+年3月31日.*あと\d+日です", after), after
     again = run("demo", stdin="連携 TRYME-23456\n", tmp=tmp_path)  # the next run too
     assert "連携が完了しました" in again.stdout
+
+
+@pytest.mark.parametrize(("now", "shown"), [
+    (datetime(2026, 12, 1, 9, tzinfo=UTC), date(2027, 2, 1)),  # before the window opens
+    (datetime(2027, 6, 30, 9, tzinfo=UTC), date(2028, 2, 1)),  # after it closed
+    (datetime(2027, 3, 10, 9, tzinfo=UTC), date(2027, 3, 10)),  # inside: today itself
+])
+def test_the_demo_runs_inside_the_reporting_period(now: datetime, shown: date) -> None:
+    clock, banner = demo_clock(lambda: now)
+    assert clock().date() == shown
+    assert (f"{shown.year}年{shown.month}月{shown.day}日" in banner) == (shown != now.date())
 
 
 @pytest.mark.parametrize("command", [["import-roster"], ["issue-codes"]])
