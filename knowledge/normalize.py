@@ -65,6 +65,9 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff\ud800-\udfff]")
 
 
+# 「200床の病院」: a bed count is context no entry has (every hospital must report); as
+# 病床 it at least says beds, which the entries on beds use.
+_BED_COUNT = re.compile(r"\d+\s*床")
 _KANA_WORD = re.compile(r"[\u3041-\u30ff]{4,}")
 _SPACE = re.compile(r"[ \u3000]")
 
@@ -117,7 +120,7 @@ class Analyzer:
         """NFKC, lower case, and every domain synonym replaced by its canonical term. A query
         is cut at `limit`; the knowledge base's own texts are analysed whole (limit=None)."""
         text = unicodedata.normalize("NFKC", clean_user_text(text))[:limit].lower()
-        text = _FRAME.sub("", text)
+        text = _BED_COUNT.sub("病床", _FRAME.sub("", text))
         if self._pattern is None:
             return text
         return self._pattern.sub(self._replacement, text)

@@ -46,6 +46,13 @@ EXPECTED = [
     # Scored 0.90 against the 1号/2号 difference entry's 0.85, and got three buttons.
     ("1号機能ってなに？", "func1-definition", "prefecture"),
     ("2号機能ってなに？", "func2-overview", "prefecture"),
+    # A hospital clerk's first question, with context: the bed count once sent it to staff.
+    ("当院は200床の一般病院ですが、かかりつけ医機能報告の対象になりますか。",
+     "scope-who-must-report", "prefecture"),
+    ("かかりつけ医機能報告の対象になりますか", "scope-who-must-report", "prefecture"),
+    # The 2号 functions by their letter on the form: the function itself, not the overview.
+    ("2号のイってなに", "func2-offhours-items", "prefecture"),
+    ("２号機能（ロ）の報告項目", "func2-admission-items", "prefecture"),
 ]
 
 
