@@ -48,6 +48,7 @@ ROUTES = Router([
           wizard.handle_start),
     Route("check_request", wizard.wants_check, wizard.handle_start),
     Route("status_request", status.asks_status, status.handle_status),
+    Route("ticket", escalation.asks_ticket, escalation.handle_ticket_status),
     Route("menu_status", payload("menu:status"), status.handle_status),
     Route("menu_check", payload("menu:check"), wizard.handle_start),
     Route("wizard", payload("wiz"), wizard.handle_answer),

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
+from sqlmodel import col, select
+
 from db import repo
-from db.models import Prefecture
+from db.models import Escalation, Prefecture
 from handlers import courtesy, desk, history
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
@@ -11,6 +16,19 @@ from handlers.router import Found
 from handlers.texts import NOTED
 
 ASK_FLOW = "ask_staff"
+# 「受付番号 Q26-000001 の回答はまだですか」「さっきの問い合わせはどうなりましたか」
+_RECEIPT = re.compile(r"Q(\d{2})-?(\d{1,6})")
+_ASKS_TICKET = re.compile(
+    r"(?:問い?合わ?せ|質問|受付番号)(?:した件|の件)?(?:の|は|って|、)?(?:回答|返事|返信)?"
+    r"(?:は|って)?(?:どうなり|どうなっ|まだ|来ない|こない|届かない|いつ)"
+    r"|(?:回答|返事|返信)(?:は|って)?(?:まだ|来ない|こない|届かない|いつ来)")
+TICKET_STATUS = {
+    "open": "受け付けました。担当者の確認をお待ちください",
+    "claimed": "担当者が確認しています",
+    "forwarded": "都道府県から厚生労働省に確認しています。回答までお時間をいただきます",
+    "answered": "回答済みです",
+    "resolved": "対応を終えています",
+}
 
 
 async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
@@ -78,3 +96,45 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
 async def _set_flow(msg: Inbound, ctx: Context) -> None:
     async with ctx.session() as session:
         await repo.set_state(session, msg.channel, msg.user_id, ASK_FLOW, {}, ctx.clock())
+
+
+def asks_ticket(msg: Inbound, _ctx: Context) -> Found | None:
+    """A short question about an inquiry already sent: by number, or 「さっきの問い合わせ」."""
+    text = unicodedata.normalize("NFKC", msg.text).upper().strip()
+    if msg.payload is not None or len(text) > 60:
+        return None
+    if m := _RECEIPT.search(text):
+        return {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}"}
+    return {} if _ASKS_TICKET.search(text) else None
+
+
+async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """The state of this chat's own inquiries, never anyone else's: a receipt number typed
+    here is looked up among them only."""
+    assert ctx.account is not None
+    async with ctx.session() as session:
+        rows = list((await session.exec(
+            select(Escalation).where(Escalation.chat_account_id == ctx.account.id)
+            .order_by(col(Escalation.id).desc()).limit(20))).all())
+    if receipt := found.get("receipt"):
+        rows = [e for e in rows if e.receipt == receipt]
+        if not rows:
+            return [Reply(f"このチャットから送られたお問い合わせに、受付番号 {receipt} は見つかり"
+                          "ませんでした。番号をご確認ください。", meta={"action": "ticket"})]
+    if not rows:
+        return [Reply("このチャットから都道府県の担当者に送られたお問い合わせはまだありません。"
+                      "ご質問があれば、そのまま入力してください。", meta={"action": "ticket"})]
+    lines = []
+    for esc in rows[:3]:
+        state = TICKET_STATUS.get(esc.status, "確認しています")
+        line = f"・{esc.receipt}「{_short(esc.question)}」：{state}。"
+        if esc.status in ("answered", "resolved") and esc.answer:
+            line += f"\n　回答：{esc.answer}"
+        lines.append(line)
+    return [Reply("お問い合わせの状況です。\n" + "\n".join(lines)
+                  + "\n回答はこのチャットにお届けします。", meta={"action": "ticket"})]
+
+
+def _short(text: str, limit: int = 30) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -383,3 +383,24 @@ async def test_a_follow_up_is_read_alone_when_the_question_before_is_old_or_answ
     assert [b.payload for b in old.buttons] == [b.payload for b in alone.buttons]
     [paper] = await dispatch(said("紙の場合は？"), ctx)  # clear on its own: answered as is
     assert paper.meta["action"] == "answer"
+
+
+async def test_a_clerk_asks_after_her_inquiry_and_sees_only_her_own(ctx: Context) -> None:
+    """「受付番号 Q26-… の回答はまだですか」 was searched in the knowledge base; it is the
+    state of her own inquiry, and another chat's number is not found for her."""
+    await dispatch(said("今日の天気は？"), ctx)
+    [receipt] = await dispatch(said("担当者に聞く", payload="esc:ask"), ctx)
+    [esc] = await escalations(ctx)
+    assert esc.receipt in receipt.text
+    [state] = await dispatch(said("さっきの問い合わせはどうなりましたか"), ctx)
+    assert esc.receipt in state.text and "担当者の確認をお待ちください" in state.text
+    async with ctx.session() as session:
+        row = await session.get(Escalation, esc.id)
+        assert row is not None
+        row.status, row.answer = "answered", "晴れの予報です。"
+        session.add(row)
+        await session.commit()
+    [state] = await dispatch(said(f"受付番号 {esc.receipt} の回答はまだですか"), ctx)
+    assert "回答済み" in state.text and "晴れの予報です。" in state.text
+    [other] = await dispatch(said(f"{esc.receipt}の回答まだ？", user="someone-else"), ctx)
+    assert "見つかりませんでした" in other.text and "晴れ" not in other.text
