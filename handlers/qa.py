@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from handlers import courtesy, history
 from handlers.context import Context
@@ -30,6 +31,7 @@ FOLLOW_UP = re.compile(
     r"^\s*(?:それ|その|これ|この|あれ|あの|そちら|じゃあ|じゃ|では|なら|だったら|ちなみに|あと|"
     r"ところで)|(?:も|は|なら|だと|の場合は?|のとき(?:は)?|の時(?:は)?"
     r"|でも(?:いい|よい|大丈夫|ok|可)(?:の|ですか|でしょうか)?)[?？]*\s*$")
+_POINTS_BACK = re.compile(r"^\s*(?:それ|その|これ|この|そちら|そっち)(?:って|は|も|だと|なら|の)")
 # Nothing but "how long / until when": 「どれくらいかかりますか」 right after an answer asks
 # about that answer's matter, whichever entry the words alone would match.
 VAGUE = re.compile(
@@ -79,8 +81,13 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     # question of its own.
     leans = FOLLOW_UP.search(msg.text) or (decision.action == "escalate" and all(
         HIRAGANA.fullmatch(t) for t in ctx.retriever.unknown_terms(msg.text)))
-    if short and decision.action != "answer" and leans:
+    # 「それは病院も同じですか」 names its matter by それ: whatever it matches alone (病院の
+    # 1号機能 is 「診療所と同じ」) is a guess until read with the question before.
+    points_back = short and _POINTS_BACK.search(msg.text)
+    if points_back or short and decision.action != "answer" and leans:
         decision = await _with_previous(msg, ctx, decision)
+    if points_back and decision.action == "answer":  # a guess is offered, never stated
+        decision = replace(decision, action="suggest", entry_id=None, answer=None)
     elif short and VAGUE.search(msg.text):
         decision = await _with_previous(msg, ctx, decision, same_matter=True)
     return [await reply_for(decision, ctx, msg.text)]

@@ -404,3 +404,13 @@ async def test_a_clerk_asks_after_her_inquiry_and_sees_only_her_own(ctx: Context
     assert "回答済み" in state.text and "晴れの予報です。" in state.text
     [other] = await dispatch(said(f"{esc.receipt}の回答まだ？", user="someone-else"), ctx)
     assert "見つかりませんでした" in other.text and "晴れ" not in other.text
+
+
+async def test_a_message_pointing_back_is_never_answered_from_its_own_words(
+        ctx: Context) -> None:
+    """「それは病院も同じですか」 after the 患者説明 answer was answered outright with the
+    1号 entry 「病院の1号機能の要件は、診療所と同じです」: それ is not 1号機能."""
+    await dispatch(said("患者さんへの説明は義務ですか？"), ctx)
+    [reply] = await dispatch(said("それは病院も同じですか"), ctx)
+    assert reply.meta["action"] == "suggest" and "診療所と同じです" not in reply.text
+    assert reply.buttons[-1].payload == "esc:ask"
