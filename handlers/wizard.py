@@ -206,6 +206,11 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
                 return await _answer_instead(msg, ctx)
             return [_retry(current, answers)]
         history.append([current, value])
+    return await _ask_next(msg, ctx, history)
+
+
+async def _ask_next(msg: Inbound, ctx: Context, history: list[list[str]]) -> list[Reply]:
+    """The next step for the answers so far, saved; or the verdict when none is left."""
     answers = dict((k, v) for k, v in history)
     following = next_step(answers)
     if following is None:
@@ -264,13 +269,7 @@ async def _resume(msg: Inbound, ctx: Context) -> list[Reply]:
     """「確認を続ける」: the paused check asks its next question again."""
     if ctx.flow != PAUSED:
         return [Reply(_LOST)]
-    history: list[list[str]] = [list(p) for p in ctx.flow_data.get("answers", [])]
-    answers = dict((k, v) for k, v in history)
-    following = next_step(answers)
-    if following is None:
-        return await _finish(msg, ctx, result_text(answers))
-    await _save(msg, ctx, history)
-    return [question_reply(following, answers)]
+    return await _ask_next(msg, ctx, [list(p) for p in ctx.flow_data.get("answers", [])])
 
 
 def _retry(current: str | None, answers: dict[str, str], unsure: bool = False,
