@@ -38,9 +38,9 @@ ROUTES = Router([
     # 「人と話したい」 and other ways of asking for a person: courtesy's "staff" (small_talk).
     Route("ask_staff_cmd", command("ask", "担当者に聞く", "担当者に質問", "たんとうしゃにきく"),
           escalation.handle_ask_staff),
+    Route("link_code", linking.typed_code, linking.handle_link),  # 「連携コードはXXXXX-…」
     Route("link_question", linking.asks_about_code, linking.handle_about_code),
     Route("link", command("link", "連携コード", "連携", "れんけい"), linking.handle_link),
-    Route("link_code", linking.typed_code, linking.handle_link),
     Route("status", command("status", "報告状況", "ほうこくじょうきょう", "ステータス",
                             "状況確認"), status.handle_status),
     Route("check", command("check", "対象か確認", "たいしょうかかくにん", "対象確認",

@@ -53,7 +53,7 @@ def new_code() -> str:
 def normalise_code(text: str) -> str | None:
     """Accept full-width, lower case, spaces and hyphens; None if it cannot be a code."""
     raw = unicodedata.normalize("NFKC", text).upper()
-    raw = "".join(c for c in raw if c not in " -‐－ー_　")
+    raw = "".join(c for c in raw if c not in " -‐－ー_　–—−")  # dashes as pasted
     if len(raw) != CODE_LENGTH or any(c not in ALPHABET for c in raw):
         return None
     return raw
@@ -141,13 +141,22 @@ def asks_about_code(msg: Inbound, _ctx: Context) -> Found | None:
     return {} if _WORDS.search(rest) else None
 
 
+# A code as the letter prints it, XXXXX-XXXXX, somewhere in a short message: 「TRYME-23456」
+# pasted alone, 「コード：TRYME-23456です」, 「連携コードはTRYME-23456です」. Without 連携 in
+# front only this printed shape counts, so an ordinary ten letters (「update data」) are
+# never a failed try toward the lockout; after 連携 the hyphen may be left out.
+_PRINTED = re.compile(r"(?<![A-Z0-9])[A-Z0-9]{5}[-‐－ー–—−][A-Z0-9]{5}(?![A-Z0-9])")
+_JOINED = re.compile(r"^(?:連携コード|連携|れんけい)(?:は|:|：)?\s*([A-Z0-9]{10})(?![A-Z0-9])")
+
+
 def typed_code(msg: Inbound, _ctx: Context) -> Found | None:
-    """A code sent as the letter shows it, without 「連携 」 in front (「TRYME-23456」), or
-    run together with it (「連携TRYME23456」): a clerk pastes what she reads."""
-    if msg.payload is not None:
+    """A code pasted without 「連携 」 in front, or run together with it (「連携TRYME23456」)."""
+    text = unicodedata.normalize("NFKC", msg.text).strip().upper()
+    if msg.payload is not None or len(text) > 40:
         return None
-    rest = _COMMAND_WORD.sub("", unicodedata.normalize("NFKC", msg.text).strip())
-    return {"arg": rest} if normalise_code(rest) else None
+    found = _PRINTED.search(text) or _JOINED.search(text)
+    code = found.group(found.lastindex or 0) if found else ""
+    return {"arg": code} if normalise_code(code) else None
 
 
 async def handle_about_code(_msg: Inbound, _ctx: Context, _found: Found) -> list[Reply]:

@@ -109,6 +109,21 @@ async def test_a_code_pasted_alone_or_run_into_the_keyword_links(ctx: Context) -
     assert "完了" in first.text and "完了" in second.text
     [wrong] = await dispatch(said("ABCDE-FGHJK", user="c"), ctx)  # a wrong code is a try
     assert "確認できませんでした" in wrong.text
+    for pasted in ("「{}」", "コード：{}です", "連携コードは{}です", "連携 {} お願いします"):
+        code = (await code_for(ctx, "2610002")).replace("-", "–")  # an en dash, as pasted
+        [linked] = await dispatch(said(pasted.format(code), user="d"), ctx)
+        assert "完了" in linked.text, pasted
+
+
+async def test_ten_ordinary_characters_are_no_try_at_a_code(ctx: Context) -> None:
+    """Any ten letters and digits of the code alphabet once counted as a failed code: five
+    such messages locked the real code out for an hour."""
+    await load_samples(ctx)
+    for text in ("update data", "2345678923", "ASDFGHJKZX", "MERRY XMAS 2", "9876543298"):
+        [reply] = await dispatch(said(text, user="e"), ctx)
+        assert "連携コードを確認できませんでした" not in reply.text, text
+    [linked] = await dispatch(said(f"連携 {await code_for(ctx, '2610002')}", user="e"), ctx)
+    assert "完了" in linked.text
 
 
 async def test_expired_wrong_and_foreign_codes_get_the_same_answer(ctx: Context) -> None:
