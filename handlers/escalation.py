@@ -17,11 +17,21 @@ from handlers.texts import NOTED
 
 ASK_FLOW = "ask_staff"
 # 「受付番号 Q26-000001 の回答はまだですか」「さっきの問い合わせはどうなりましたか」
-_RECEIPT = re.compile(r"Q(\d{2})-?(\d{1,6})")
+# Only a message about the inquiry itself: one with a question of its own (「Q26-000001の
+# 件ですが、期限の延長は？」) goes on to be answered, and 「調査票の回答はまだ必要？」 is no
+# inquiry at all.
+_RECEIPT = re.compile(r"Q(\d{2})-?(\d{1,6})(?!\d)")
+_ABOUT_RECEIPT = re.compile(
+    r"^(?:受付番号)?(?:は|:|：)?\s*Q\d{2}-?\d{1,6}\s*(?:の|は|って|、)?\s*(?:件|お問い合わせ|問い合わせ)?"
+    r"(?:の|は|って|、)?\s*(?:回答|返事|返信|状況|進み具合)?(?:は|って)?"
+    r"(?:どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?|まだ(?:ですか|でしょうか)?"
+    r"|来ない|こない|届かない|いつ(?:ですか|頃|ごろ)?|どう)?[?？。]*$")
 _ASKS_TICKET = re.compile(
-    r"(?:問い?合わ?せ|質問|受付番号)(?:した件|の件)?(?:の|は|って|、)?(?:回答|返事|返信)?"
-    r"(?:は|って)?(?:どうなり|どうなっ|まだ|来ない|こない|届かない|いつ)"
-    r"|(?:回答|返事|返信)(?:は|って)?(?:まだ|来ない|こない|届かない|いつ来)")
+    r"^(?:さっき|先ほど|先日|前に|以前|この前|昨日|きのう|この間)?の?"
+    r"(?:送った|した|出した|お願いした|聞いた)?(?:問い?合わ?せ|質問)(?:の件)?"
+    r"(?:の|は|って|、)?(?:回答|返事|返信)?(?:は|って|が)?"
+    r"(?:どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?|まだ(?:ですか|でしょうか|来ない)?"
+    r"|来ない|こない|届かない|届いて(?:い)?ない)[?？。]*$")
 TICKET_STATUS = {
     "open": "受け付けました。担当者の確認をお待ちください",
     "claimed": "担当者が確認しています",
@@ -103,9 +113,9 @@ def asks_ticket(msg: Inbound, _ctx: Context) -> Found | None:
     text = unicodedata.normalize("NFKC", msg.text).upper().strip()
     if msg.payload is not None or len(text) > 60:
         return None
-    if m := _RECEIPT.search(text):
+    if (m := _RECEIPT.search(text)) and _ABOUT_RECEIPT.search(text):
         return {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}"}
-    return {} if _ASKS_TICKET.search(text) else None
+    return {} if not m and _ASKS_TICKET.search(text) else None
 
 
 async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
