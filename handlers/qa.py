@@ -51,8 +51,12 @@ _QUESTION_END = re.compile(r"(?<=[?？])")
 _OURS = re.compile(r"かかりつけ|[12１２]号|報告対象|対象外")
 # 「どこに電話すればいい」「県にきけばいい？」 right after an answer ask whom to ask about
 # that answer's matter: the G-MIS call center after a G-MIS answer, else the prefecture.
-_ASKS_WHERE = re.compile(r"(?:どこ|誰|だれ)に?(?:電話|連絡|聞|きけ|きい|問い合わせ|問合せ)"
-                         r"|(?:県|けん|都道府県)に(?:聞|き)(?:け|い)?ば|電話番号|問い?合わ?せ先|連絡先")
+# Only the question of whom to ask, nothing else: 「報告期限を過ぎたらどこに電話すれば」 names
+# its own matter (a late report: the prefecture), whatever the answer before was about.
+_ASKS_WHERE = re.compile(
+    r"^(?:じゃあ|では|それ(?:って|は)?|これ(?:って|は)?)?[、\s]*"
+    r"(?:(?:どこ|誰|だれ)に(?:電話|連絡|聞|きけ|きい|問い合わせ|問合せ)|(?:県|けん|都道府県)に"
+    r"(?:聞|き)(?:け|い)?ば|(?:電話番号|問い?合わ?せ先|連絡先)(?:は|って|を))")
 DESK_ENTRIES = {"gmis_callcenter": "contact-gmis-vs-prefecture",
                 "prefecture": "contact-system-questions"}
 _JOINER = re.compile(r"^(?:あと|それと|それから|また|ついでに|ちなみに)[、,\s]*")
@@ -135,7 +139,8 @@ async def _desk_after_answer(msg: Inbound, ctx: Context) -> str | None:
     """The entry saying whom to ask, when the message before was an answer: a whom-to-ask
     question alone would match the prefecture's desk even after a G-MIS login answer."""
     turns = await history.recent(msg, ctx, limit=1)
-    if not turns or turns[0].action != "answer" or not history.fresh(turns[0], ctx):
+    shown = (*history.ANSWERED, "more")  # an answer, its 詳しく, or 「詳しく」 typed
+    if not turns or turns[0].action not in shown or not history.fresh(turns[0], ctx):
         return None
     answered = ctx.retriever.by_id.get(turns[0].entry_id or "")
     desk = DESK_ENTRIES[answered.route] if answered else None

@@ -330,6 +330,14 @@ async def test_whom_to_ask_right_after_an_answer_names_that_answers_desk(ctx: Co
     await dispatch(said("報告期間はいつ？", user="u2"), ctx)
     [desk] = await dispatch(said("どこに聞けばいい？", user="u2"), ctx)
     assert desk.meta["entry_id"] == "contact-system-questions"
+    # A question with its own matter is not a whom-to-ask about the answer before.
+    await dispatch(said("G-MISのパスワードを忘れた", user="u3"), ctx)
+    [late] = await dispatch(said("報告期限を過ぎたらどこに電話すればいい", user="u3"), ctx)
+    assert late.meta["entry_id"] != "contact-gmis-vs-prefecture" and "050-" not in late.text
+    await dispatch(said("G-MISのパスワードを忘れた", user="u4"), ctx)
+    await dispatch(said("詳しく", user="u4"), ctx)  # still about the G-MIS answer
+    [desk] = await dispatch(said("どこに電話すればいい", user="u4"), ctx)
+    assert desk.meta["entry_id"] == "contact-gmis-vs-prefecture"
 
 
 async def test_a_bare_how_long_after_an_answer_is_not_answered_about_something_else(
