@@ -74,10 +74,14 @@ _SPACE = re.compile(r"[ \u3000]")
 
 def _spaced(variant: str) -> str:
     """A kana variant also matches with spaces between its sounds (かかりつけい きのう):
-    phone users often space out kana, and a space never splits a kanji word the same way."""
+    phone users often space out kana, and a space never splits a kanji word the same way.
+    One that starts like a particle (しかいいん) only where the particle cannot be."""
     if not _KANA_WORD.fullmatch(variant):
         return re.escape(variant)
-    return "[ \u3000]?".join(map(re.escape, variant))
+    spaced = "[ \u3000]?".join(map(re.escape, variant))
+    if variant.startswith(_PARTICLE_WORDS):
+        spaced = f"(?:(?<![\u3041-\u3096])|(?<=[{''.join(_PARTICLES)}])){spaced}"
+    return spaced
 
 
 def clean_user_text(text: str) -> str:
@@ -182,6 +186,11 @@ HIRAGANA = re.compile(r"[\u3041-\u309fー]+")
 _WRITTEN = re.compile(r"[\u4e00-\u9fff\u30a1-\u30fa]")  # kanji or katakana: a word as written
 _NEVER_AFTER_WORD = frozenset("ぁぃぅぇぉゃゅょゎー")  # ていし|ゅつ is not 停止 + ゅつ
 SPELLING_MIN = 3  # two-sound readings (しか, いし) are mostly particles and verb pieces
+# A reading that starts like a particle is that particle after a word: ひとりしかいいんに
+# いない is "only one person", not 歯科医院 (an exemption). Spelled only at the start of a
+# run or after a particle: うちはしかいいんです.
+_PARTICLE_WORDS = ("しか",)
+_PARTICLES = frozenset("のはもがをにでと")
 
 
 class KanaSpeller:
@@ -201,8 +210,9 @@ class KanaSpeller:
     def _run(self, run: str) -> str:
         out, i = [], 0
         while i < len(run):
+            particle = run.startswith(_PARTICLE_WORDS, i) and i and run[i - 1] not in _PARTICLES
             for j in range(min(len(run), i + self._longest), i + SPELLING_MIN - 1, -1):
-                word = self._words.get(run[i:j])
+                word = None if particle else self._words.get(run[i:j])
                 if word and (j == len(run) or run[j] not in _NEVER_AFTER_WORD):
                     out.append(word)
                     i = j

@@ -18,7 +18,7 @@ import numpy as np
 from rapidfuzz import fuzz, process
 
 from knowledge.model import Entry, Route
-from knowledge.normalize import MAX_QUERY_CHARS, Analysed, Analyzer
+from knowledge.normalize import Analysed, Analyzer
 
 # bm25s sets its own logger to DEBUG on import; index building is not news.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
@@ -263,10 +263,11 @@ class Retriever:
         return _Query(analysed, sum(idf.values()), features, len(sounds))
 
     def analyse(self, query: str) -> Analysed:
-        """A question as scored. One typed in hiragana is first spelled with the knowledge
-        base's own words; it is cut to the scoring length first, as analysis would."""
+        """A question as scored. One typed in hiragana is spelled with the knowledge base's
+        own words, after the synonyms (curated, they win: しか いいん is 歯科医院, not しか +
+        医院) and the cut to the scoring length."""
         if _kana_typed(query, self.tuning.kana_share):
-            query = self._speller.spell(query[:MAX_QUERY_CHARS])
+            query = self._speller.spell(self.analyzer.canonical(query))
         return self.analyzer.analyse(query)
 
     def unknown_terms(self, query: str) -> set[str]:

@@ -153,6 +153,18 @@ def test_kana_typed_without_spaces_finds_the_entry(retriever: Retriever, questio
     assert decision.candidates[0].entry_id == entry_id
 
 
+@pytest.mark.parametrize("question", ["ひとりしかいいんにいないけどほうこくいる？",
+                                      "ひとりしか いいんに いないけど ほうこくいる？"])
+def test_kana_only_one_person_is_not_a_dental_clinic(retriever: Retriever,
+                                                     question: str) -> None:
+    """ひとりしかいいんにいない is "only one person at the clinic": read as 歯科医院 it was
+    told, confidently, that it need not report."""
+    decision = retriever.decide(question)
+    assert decision.entry_id != "scope-dental-exempt"
+    dental = retriever.decide("うちはしかいいんです。ほうこくいる？")
+    assert dental.entry_id == "scope-dental-exempt"
+
+
 def test_kana_spelling_knows_only_the_knowledge_bases_nouns(retriever: Retriever) -> None:
     speller = retriever.analyzer.speller(["入力の途中でエラーが出ました。提出してください。"])
     assert speller.spell("にゅうりょくのとちゅうでえらー") == "入力の途中でエラー"
