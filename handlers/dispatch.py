@@ -47,6 +47,8 @@ ROUTES = Router([
                            "対象かどうか確認"),
           wizard.handle_start),
     Route("check_request", wizard.wants_check, wizard.handle_start),
+    Route("check_resume", command("resume", "確認を続ける", "確認の続き", "続きから"),
+          wizard.handle_resume),
     Route("status_request", status.asks_status, status.handle_status),
     Route("ticket", escalation.asks_ticket, escalation.handle_ticket_status),
     Route("menu_status", payload("menu:status"), status.handle_status),

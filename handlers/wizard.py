@@ -32,6 +32,8 @@ _TAP_LEAD = ("お手数ですが、下のボタンでお答えください（文
 _HOLIDAY_LEAD = ("お正月などの休診日は休院に当たりません。届出をして業務を休止していたので"
                  "なければ、「いいえ」をお選びください。\n")
 # How a typed question ends when it has no question mark; 「うちは一般の診療所です」 does not.
+_ASKS_PLAINLY = re.compile(r"(?:教えて(?:ください|下さい|ほしい)|ですか|ますか|でしょうか)[。…]*$")
+_UNSURE_MAX = 12  # characters: 「わからないです」, not a question that says わからない
 _ASKS = re.compile(r"(?:か|かね|の|かな|教えて(?:ください|下さい)?|ほしい|けど|ですが"
                    r"|たい(?:です)?|忘れた|できない|どうなる|必要|いつ|まで|どこ|何|なに)[。…]*$")
 
@@ -178,10 +180,17 @@ async def _from_roster(ctx: Context) -> tuple[str, list[tuple[str, str]]]:
     return inst.name, [("kind", inst.kind), *((k, "yes" if v else "no") for k, v in flags)]
 
 
+async def handle_resume(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    """「確認を続ける」 typed rather than tapped."""
+    return await _resume(msg, ctx)
+
+
 async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """A tapped button (wiz:VALUE) or, while in the flow, typed text matching a label."""
     if found.get("arg") == "resume":
         return await _resume(msg, ctx)
+    if ctx.flow == PAUSED and found.get("arg"):  # a button of the paused step, tapped
+        ctx = replace(ctx, flow=FLOW)
     if ctx.flow != FLOW:
         return [Reply(_LOST)]
     history: list[list[str]] = [list(p) for p in ctx.flow_data.get("answers", [])]
@@ -195,11 +204,13 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
     else:
         current = next_step(answers)
         if current is None or value not in {v for _, v in STEPS[current].choices}:
-            if current == "closed" and _HOLIDAY.search(msg.text):
+            asks = _asks(msg.text)  # 「掲示はまだです。期限は？」 asks
+            if current == "closed" and not asks and _HOLIDAY.search(msg.text):
                 return [_retry(current, answers, lead=_HOLIDAY_LEAD)]
-            if found.get("arg") or UNSURE.search(msg.text):
+            # 「わからない」 about the step; 「G-MISのパスワードがわからない」 is a question.
+            unsure = len(msg.text.strip()) <= _UNSURE_MAX and UNSURE.search(msg.text)
+            if found.get("arg") or unsure:
                 return [_retry(current, answers, unsure=not found.get("arg"))]
-            asks = "?" in msg.text or "？" in msg.text  # 「掲示はまだです。期限は？」 asks
             if not asks and current and any(w in msg.text for w in STEPS[current].topic):
                 return [_retry(current, answers, lead=_TAP_LEAD)]
             if "staff" in courtesy.kinds_of(msg.text) or _is_question(msg.text, ctx):
@@ -219,6 +230,11 @@ async def _ask_next(msg: Inbound, ctx: Context, history: list[list[str]]) -> lis
     return [question_reply(following, answers)]
 
 
+def _asks(text: str) -> bool:
+    """Plainly a question: a question mark or a question's polite ending."""
+    return "?" in text or "？" in text or bool(_ASKS_PLAINLY.search(text.strip()))
+
+
 def _value_from_text(text: str, current: str | None) -> str:
     """A typed label, or a typed 「はい」「うん」「いいえ」 (handlers.courtesy) for a yes/no
     step whatever its buttons say (確認する / ここで終わる)."""
@@ -227,7 +243,7 @@ def _value_from_text(text: str, current: str | None) -> str:
     if current:
         step = STEPS[current]
         labels.update(dict((*step.choices, *step.also)))
-        if step.choices != YES_NO:  # 「うちは一般病院です」 names one choice
+        if step.choices != YES_NO and not _asks(text):  # 「うちは一般病院です」 names one
             named = [choice for label, choice in step.choices if label in text]
             value = named[0] if len(named) == 1 else ""
     value = labels.get(text.strip().rstrip("。.!！")) or courtesy.yes_or_no(text) or value
@@ -238,7 +254,7 @@ def _value_from_text(text: str, current: str | None) -> str:
 def _is_question(text: str, ctx: Context) -> bool:
     """Typed in the middle of the check, about something else (「そういえばG-MISのパスワード
     忘れた」): a question mark, a question's ending, or words with a sure answer."""
-    if "?" in text or "？" in text:
+    if _asks(text):
         return True
     action = ctx.retriever.decide(text).action
     return action == "answer" or (bool(_ASKS.search(text.strip())) and action != "escalate")
@@ -266,8 +282,8 @@ async def _answer_instead(msg: Inbound, ctx: Context) -> list[Reply]:
 
 
 async def _resume(msg: Inbound, ctx: Context) -> list[Reply]:
-    """「確認を続ける」: the paused check asks its next question again."""
-    if ctx.flow != PAUSED:
+    """「確認を続ける」: the paused (or running) check asks its next question again."""
+    if ctx.flow not in (PAUSED, FLOW):
         return [Reply(_LOST)]
     return await _ask_next(msg, ctx, [list(p) for p in ctx.flow_data.get("answers", [])])
 

@@ -209,3 +209,31 @@ def test_one_rule_set_judges_imported_answers() -> None:
                "i": True, "ha": False})
     assert j.func2 == {"i": True, "ro": None, "ha": False, "ni": None}
     assert judge({"posting": False, "i": True}).func2 == {k: None for k in ("i", "ro", "ha", "ni")}
+
+
+async def test_a_question_at_a_step_is_never_taken_for_its_answer(ctx: Context) -> None:
+    """Found by an adversarial tester: 「診療所の報告期限はいつですか？」 was recorded as 診療所,
+    「G-MISのパスワードがわからない」 read as 「わからない」, a question about お休みの日 got the
+    休診日 reminder, and 「相談窓口の電話番号を教えてください」 at the 相談 step 「ボタンで」."""
+    [r] = await dispatch(said("対象か確認"), ctx)
+    answer, note = await dispatch(said("診療所の報告期限はいつですか？"), ctx)
+    assert "一時中断" in note.text and "医療機関の種類" not in answer.text
+    [r] = await dispatch(said("確認を続ける"), ctx)  # typed, not tapped
+    assert "医療機関の種類" in r.text  # 診療所 was not recorded
+    r = await tap(ctx, r, "診療所")
+    answer, note = await dispatch(said("G-MISのパスワードがわからない"), ctx)
+    assert "G-MIS事務局" in answer.text and "一時中断" in note.text
+    r = await tap(ctx, r, "いいえ")  # the paused step's own button: resumes and records
+    assert "休院" in r.text
+    *_, note = await dispatch(said("お休みの日の診療は2号機能のイに入る？"), ctx)
+    assert "一時中断" in note.text
+    [again] = await dispatch(said("確認を続ける", payload="wiz:resume"), ctx)
+    [twice] = await dispatch(said("確認を続ける", payload="wiz:resume"), ctx)
+    assert "休院" in again.text and twice.text == again.text  # resuming a running check
+    r = await tap(ctx, twice, "いいえ")
+    r = await tap(ctx, r, "確認する")
+    for label in ("はい", "はい"):
+        r = await tap(ctx, r, label)
+    assert "相談" in r.text
+    *_, note = await dispatch(said("相談窓口の電話番号を教えてください"), ctx)
+    assert "一時中断" in note.text
