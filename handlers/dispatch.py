@@ -74,6 +74,8 @@ async def dispatch(msg: Inbound, ctx: Context, router: Router = ROUTES) -> list[
             route, found = router.resolve(msg, ctx)
             route_name = route.name
             replies = await route.handler(msg, ctx, found)
+            if ctx.flow == wizard.PAUSED and route.name == "question":
+                replies = [*replies, wizard.PAUSED_NOTE]  # the way back stays in sight
     except UserFacingError as exc:
         replies = [Reply(exc.message, meta={"action": "error"})]
     except Exception:

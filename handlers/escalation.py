@@ -28,10 +28,12 @@ _ABOUT_RECEIPT = re.compile(
     r"|来ない|こない|届かない|いつ(?:ですか|頃|ごろ)?|どう)?[?？。]*$")
 _ASKS_TICKET = re.compile(
     r"^(?:さっき|先ほど|先日|前に|以前|この前|昨日|きのう|この間)?の?"
-    r"(?:送った|した|出した|お願いした|聞いた)?(?:問い?合わ?せ|質問)(?:の件)?"
+    r"(?:送った|お送りした|した|出した|お願いした|聞いた)?(?:問い?合わ?せ|質問)(?:の件)?"
     r"(?:の|は|って|、)?(?:回答|返事|返信)?(?:は|って|が)?"
     r"(?:どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?|まだ(?:ですか|でしょうか|来ない)?"
-    r"|来ない|こない|届かない|届いて(?:い)?ない)[?？。]*$")
+    r"|来ない|こない|届かない|届いて(?:い)?ない|状況を(?:教えて|知りたい)(?:ください|下さい)?"
+    r"|の?受付番号(?:を|が)?(?:忘れ|失念|わから|わすれ|なんだっけ|何だっけ|教えて)\S*)[?？。]*$"
+    r"|^(?:受付番号|うけつけばんごう)(?:を|が|って)?(?:忘れ|失念|わから|わすれ|なんだっけ|何だっけ)")
 TICKET_STATUS = {
     "open": "受け付けました。担当者の確認をお待ちください",
     "claimed": "担当者が確認しています",
@@ -60,7 +62,8 @@ async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Rep
 
 async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
     """The message typed after 「担当者に聞く」 is the question itself."""
-    if not msg.text.strip():
+    text = msg.text.strip()
+    if not text or text.isdigit() or len(text) < 3:  # 「1」: a tap on a button long gone
         return [Reply("ご質問を文章で入力してください。（やめる場合は「キャンセル」）")]
     if kinds := set(courtesy.kinds_of(msg.text)):  # 「はい」 is not the question
         if kinds <= {"no", "decline"}:

@@ -9,7 +9,7 @@ from handlers import courtesy, history
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
-from handlers.status import own_record, period_lines, settled, status_line
+from handlers.status import handle_status, own_record, period_lines, settled, status_line
 from handlers.texts import OFFER_QUESTION, UNREADABLE
 from knowledge.normalize import HIRAGANA
 from knowledge.retriever import Candidate, Decision
@@ -93,6 +93,8 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     if points_back and decision.action == "answer":  # a guess is offered, never stated
         decision = replace(decision, action="suggest", entry_id=None, answer=None)
     elif short and VAGUE.search(msg.text):
+        if await _after_status(msg, ctx):  # 「いつまで？」 under the card: its deadline
+            return await handle_status(msg, ctx, {})
         decision = await _with_previous(msg, ctx, decision, same_matter=True)
     return [await reply_for(decision, ctx, msg.text)]
 
@@ -133,6 +135,11 @@ async def _each_question(text: str, ctx: Context) -> list[Reply]:
                              "でした。" + OFFER_QUESTION, OFFER_STAFF,
                              meta={"action": "escalate"}))
     return replies
+
+
+async def _after_status(msg: Inbound, ctx: Context) -> bool:
+    turns = await history.recent(msg, ctx, limit=1)
+    return bool(turns) and turns[0].action == "status" and history.fresh(turns[0], ctx)
 
 
 async def _desk_after_answer(msg: Inbound, ctx: Context) -> str | None:

@@ -21,6 +21,9 @@ from handlers.status import own_record
 FLOW = "wizard"
 PAUSED = "wizard_paused"  # a question typed mid-check: the answers wait for 「確認を続ける」
 RESUME = Button("確認を続ける", "wiz:resume")
+PAUSED_NOTE = Reply("対象かどうかの確認は、ここまでのお答えを残して一時中断しています。"
+                    "続けるときは「確認を続ける」を押してください。", (RESUME,),
+                    meta={"action": "wizard_paused"})
 _LOST = ("確認の途中の情報が見つかりませんでした（時間が経って終了した可能性があります）。"
          "「対象か確認」からもう一度お試しください。")
 YES_NO = (("はい", "yes"), ("いいえ", "no"))
@@ -32,7 +35,8 @@ _TAP_LEAD = ("お手数ですが、下のボタンでお答えください（文
 _HOLIDAY_LEAD = ("お正月などの休診日は休院に当たりません。届出をして業務を休止していたので"
                  "なければ、「いいえ」をお選びください。\n")
 # How a typed question ends when it has no question mark; 「うちは一般の診療所です」 does not.
-_ASKS_PLAINLY = re.compile(r"(?:教えて(?:ください|下さい|ほしい)|ですか|ますか|でしょうか)[。…]*$")
+_ASKS_PLAINLY = re.compile(r"(?:教えて(?:ください|下さい|ほしい)|ですか|ますか|でしょうか"
+                           r"|(?:って|とは)(?:なに|何|なん)(?:ですか|なの|だっけ)?)[。…]*$")
 _UNSURE_MAX = 12  # characters: 「わからないです」, not a question that says わからない
 _ASKS = re.compile(r"(?:か|かね|の|かな|教えて(?:ください|下さい)?|ほしい|けど|ですが"
                    r"|たい(?:です)?|忘れた|できない|どうなる|必要|いつ|まで|どこ|何|なに)[。…]*$")
@@ -275,10 +279,7 @@ async def _answer_instead(msg: Inbound, ctx: Context) -> list[Reply]:
     async with ctx.session() as session:
         await repo.set_state(session, msg.channel, msg.user_id, PAUSED,
                              {"answers": ctx.flow_data.get("answers", [])}, ctx.clock())
-    note = Reply("対象かどうかの確認は、ここまでのお答えを残して一時中断しています。"
-                 "続けるときは「確認を続ける」を押してください。", (RESUME,),
-                 meta={"action": "wizard_paused"})
-    return [*await qa.handle_question(msg, outside, {}), note]
+    return [*await qa.handle_question(msg, outside, {}), PAUSED_NOTE]
 
 
 async def _resume(msg: Inbound, ctx: Context) -> list[Reply]:

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -427,3 +428,27 @@ async def test_a_message_pointing_back_is_never_answered_from_its_own_words(
     [reply] = await dispatch(said("それは病院も同じですか"), ctx)
     assert reply.meta["action"] == "suggest" and "診療所と同じです" not in reply.text
     assert reply.buttons[-1].payload == "esc:ask"
+
+
+
+async def test_a_bare_number_in_the_staff_prompt_is_not_sent_as_the_question(
+        ctx: Context) -> None:
+    """「1」 typed at 「担当者にお送りするご質問を入力してください」 (a tap on a button long
+    gone) once reached the prefecture as the whole inquiry."""
+    await dispatch(said("人と話したい"), ctx)
+    [reply] = await dispatch(said("1"), ctx)
+    assert "文章で入力してください" in reply.text and await escalations(ctx) == []
+    await dispatch(said("紙で報告できますか。担当の方に確認したいです"), ctx)
+    assert len(await escalations(ctx)) == 1
+
+
+@pytest.mark.parametrize("ask", ["問い合わせの状況を教えてください",
+                                 "先日お送りした問い合わせの受付番号を失念しました。",
+                                 "うけつけばんごうってなんだっけ"])
+async def test_asked_politely_or_without_the_number_the_status_is_shown(
+        ctx: Context, ask: str) -> None:
+    await dispatch(said("今日の天気は？"), ctx)
+    await dispatch(said("担当者に聞く", payload="esc:ask"), ctx)
+    [esc] = await escalations(ctx)
+    [state] = await dispatch(said(ask), ctx)
+    assert state.meta["action"] == "ticket" and esc.receipt in state.text

@@ -425,6 +425,9 @@ async def test_a_clerk_asks_for_her_status_in_her_own_words(ctx: Context) -> Non
         [reply] = await dispatch(said(words), ctx)
         assert reply.meta["action"] == "status", words
         assert "修正の理由：2号機能（ハ）の訪問診療の件数が未入力です" in reply.text
+    await dispatch(said("報告状況"), ctx)
+    [deadline] = await dispatch(said("いつまで？"), ctx)  # under the card: its deadline
+    assert deadline.meta["action"] == "status" and "報告期限：" in deadline.text
     for question in ("報告ができていない場合はどうなりますか",
                      "提出が完了してから内容を修正できますか",
                      "他の医療機関の報告ってどうなってますか", "あと何日で公表されますか"):

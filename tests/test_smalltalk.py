@@ -148,7 +148,8 @@ async def test_typed_wrong_after_an_answer_is_a_thumbs_down_that_offers_staff(
 
 @pytest.mark.parametrize("ask", ["人と話したいです", "オペレーターにつないで",
                                  "しょうがないので担当者に聞きたい", "にんげんと話したい",
-                                 "たんとうしゃとはなしたい", "人間の担当者につないでください"])
+                                 "たんとうしゃとはなしたい", "人間の担当者につないでください",
+                                 "このボットじゃなくて人と話したい"])
 async def test_asking_for_a_person_in_words_sends_the_open_question(ctx: Context,
                                                                    ask: str) -> None:
     """「人と話したい」 once got a knowledge-base answer telling the clerk to type the
