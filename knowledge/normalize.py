@@ -79,8 +79,10 @@ def _spaced(variant: str) -> str:
     if not _KANA_WORD.fullmatch(variant):
         return re.escape(variant)
     spaced = "[ \u3000]?".join(map(re.escape, variant))
-    if variant.startswith(_PARTICLE_WORDS):
-        spaced = f"(?:(?<![\u3041-\u3096])|(?<=[{''.join(_PARTICLES)}])){spaced}"
+    if variant.startswith(_PARTICLE_WORDS):  # as _may_start_word, in a lookbehind
+        ok = _PARTICLES + _SENTENCE_MARKS
+        spaced = (f"(?:(?<![\\s\\S])|(?<=[{ok}])|(?<=[{ok}][ \u3000])|(?<=^[ \u3000]))"
+                  + spaced)
     return spaced
 
 
@@ -134,7 +136,11 @@ class Analyzer:
         return self._synonyms.get(found) or self._synonyms[_SPACE.sub("", found)]
 
     def analyse(self, text: str, limit: int | None = MAX_QUERY_CHARS) -> Analysed:
-        canon = self.canonical(text, limit)
+        return self.analyse_canonical(self.canonical(text, limit))
+
+    def analyse_canonical(self, canon: str) -> Analysed:
+        """`analyse` for a text already in canonical form (canonical() is not idempotent:
+        a canonical term may contain another term's variant)."""
         folded = fold_kana(_PUNCT.sub("", canon))
         terms, reading = self._terms(canon)
         return Analysed(folded=folded, terms=tuple(terms), reading=reading)
@@ -177,20 +183,33 @@ class Analyzer:
                 spellings.setdefault(fold_kana(reading), variant)
         for word, reading in self._readings.items():
             spellings.setdefault(fold_kana(reading), word)
-        return KanaSpeller({reading: word for reading, word in spellings.items()
+        # Spelled words go into canonical text, so they are stored canonical themselves
+        # (提出 as 報告): the query is never canonicalised twice.
+        return KanaSpeller({reading: self.canonical(word, limit=None)
+                            for reading, word in spellings.items()
                             if len(reading) >= SPELLING_MIN and HIRAGANA.fullmatch(reading)})
 
 
-_KANA_RUN = re.compile(r"[\u3041-\u309fー]{3,}")
-HIRAGANA = re.compile(r"[\u3041-\u309fー]+")
+_HIRAGANA = "\u3041-\u309fー"
+_KANA_RUN = re.compile(f"[{_HIRAGANA}]{{3,}}")
+HIRAGANA = re.compile(f"[{_HIRAGANA}]+")
 _WRITTEN = re.compile(r"[\u4e00-\u9fff\u30a1-\u30fa]")  # kanji or katakana: a word as written
 _NEVER_AFTER_WORD = frozenset("ぁぃぅぇぉゃゅょゎー")  # ていし|ゅつ is not 停止 + ゅつ
 SPELLING_MIN = 3  # two-sound readings (しか, いし) are mostly particles and verb pieces
 # A reading that starts like a particle is that particle after a word: ひとりしかいいんに
-# いない is "only one person", not 歯科医院 (an exemption). Spelled only at the start of a
-# run or after a particle: うちはしかいいんです.
-_PARTICLE_WORDS = ("しか",)
-_PARTICLES = frozenset("のはもがをにでと")
+# いない is "only one person", not 歯科医院 (an exemption), and うちはいしゃ is not 歯科
+# (はいしゃ). Such a word counts only at the start of the text or a sentence, or after a
+# particle that cannot precede the particle itself (うちはしかいいんです); spaces between
+# do not change that (ひとり しか いいん).
+_PARTICLE_WORDS = ("しか", "は")
+_PARTICLES = "のはもがを"
+_SENTENCE_MARKS = "。、,.!?！？「」『』()（）\n"
+
+
+def _may_start_word(before: str) -> bool:
+    """Whether a word that starts like a particle can start right after `before`."""
+    before = before.rstrip(" \u3000")
+    return not before or before[-1] in _PARTICLES or before[-1] in _SENTENCE_MARKS
 
 
 class KanaSpeller:
@@ -202,17 +221,24 @@ class KanaSpeller:
 
     def __init__(self, spellings: Mapping[str, str]) -> None:
         self._words = dict(spellings)
-        self._longest = max(map(len, self._words), default=0)
+        # The reading lengths under each two-sound start, longest first: a run is tried
+        # only at the lengths a word there can have (a few, not every length up to 21).
+        lengths: defaultdict[str, set[int]] = defaultdict(set)
+        for reading in self._words:
+            lengths[reading[:2]].add(len(reading))
+        self._lengths = {start: sorted(n, reverse=True) for start, n in lengths.items()}
 
     def spell(self, text: str) -> str:
-        return _KANA_RUN.sub(lambda m: self._run(m.group(0)), text)
+        return _KANA_RUN.sub(lambda m: self._run(m.group(0), text[:m.start()]), text)
 
-    def _run(self, run: str) -> str:
+    def _run(self, run: str, before: str) -> str:
         out, i = [], 0
         while i < len(run):
-            particle = run.startswith(_PARTICLE_WORDS, i) and i and run[i - 1] not in _PARTICLES
-            for j in range(min(len(run), i + self._longest), i + SPELLING_MIN - 1, -1):
-                word = None if particle else self._words.get(run[i:j])
+            guarded = run.startswith(_PARTICLE_WORDS, i) and not _may_start_word(
+                before + run[:i])
+            for n in () if guarded else self._lengths.get(run[i:i + 2], ()):
+                j = i + n
+                word = self._words.get(run[i:j]) if j <= len(run) else None
                 if word and (j == len(run) or run[j] not in _NEVER_AFTER_WORD):
                     out.append(word)
                     i = j

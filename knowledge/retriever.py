@@ -18,7 +18,7 @@ import numpy as np
 from rapidfuzz import fuzz, process
 
 from knowledge.model import Entry, Route
-from knowledge.normalize import Analysed, Analyzer
+from knowledge.normalize import MAX_QUERY_CHARS, Analysed, Analyzer
 
 # bm25s sets its own logger to DEBUG on import; index building is not news.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
@@ -266,9 +266,10 @@ class Retriever:
         """A question as scored. One typed in hiragana is spelled with the knowledge base's
         own words, after the synonyms (curated, they win: しか いいん is 歯科医院, not しか +
         医院) and the cut to the scoring length."""
-        if _kana_typed(query, self.tuning.kana_share):
-            query = self._speller.spell(self.analyzer.canonical(query))
-        return self.analyzer.analyse(query)
+        canon = self.analyzer.canonical(query)
+        if _kana_typed(query[:MAX_QUERY_CHARS], self.tuning.kana_share):
+            canon = self._speller.spell(canon)
+        return self.analyzer.analyse_canonical(canon)
 
     def unknown_terms(self, query: str) -> set[str]:
         """The question's content words that no entry question or phrasing uses."""
@@ -387,7 +388,7 @@ class Retriever:
             entry = self.by_id[ranked[0].entry_id]
             return Decision("answer", entry.route, entry.id, entry.answer, top, ranked)
         suggest_at = min(t.suggest_at, answer_at)
-        if _kana_typed(query, t.kana_share):
+        if _kana_typed(query[:MAX_QUERY_CHARS], t.kana_share):
             suggest_at = min(suggest_at, t.kana_suggest_at)
         if len(known) >= t.long_suggest_after and top - second >= t.long_suggest_lead:
             suggest_at = min(suggest_at, t.long_suggest_at)

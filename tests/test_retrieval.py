@@ -154,13 +154,15 @@ def test_kana_typed_without_spaces_finds_the_entry(retriever: Retriever, questio
 
 
 @pytest.mark.parametrize("question", ["ひとりしかいいんにいないけどほうこくいる？",
-                                      "ひとりしか いいんに いないけど ほうこくいる？"])
+                                      "ひとりしか いいんに いないけど ほうこくいる？",
+                                      "ひとり しか いいんに いない けど ほうこく いる？",
+                                      "うちはいしゃがひとりです。ほうこくいる？"])
 def test_kana_only_one_person_is_not_a_dental_clinic(retriever: Retriever,
                                                      question: str) -> None:
     """ひとりしかいいんにいない is "only one person at the clinic": read as 歯科医院 it was
     told, confidently, that it need not report."""
     decision = retriever.decide(question)
-    assert decision.entry_id != "scope-dental-exempt"
+    assert "scope-dental-exempt" not in [c.entry_id for c in decision.candidates[:1]]
     dental = retriever.decide("うちはしかいいんです。ほうこくいる？")
     assert dental.entry_id == "scope-dental-exempt"
 
@@ -168,8 +170,9 @@ def test_kana_only_one_person_is_not_a_dental_clinic(retriever: Retriever,
 def test_kana_spelling_knows_only_the_knowledge_bases_nouns(retriever: Retriever) -> None:
     speller = retriever.analyzer.speller(["入力の途中でエラーが出ました。提出してください。"])
     assert speller.spell("にゅうりょくのとちゅうでえらー") == "入力の途中でエラー"
-    # A word never ends just before a small kana: ていしゅつ is one word, not 停止 + ゅつ.
-    assert speller.spell("ていしゅつ") == "提出"
+    # A word never ends just before a small kana: ていしゅつ is one word, not 停止 + ゅつ;
+    # and it is spelled as analysis reads it (提出 is 報告 there).
+    assert speller.spell("ていしゅつ") == "報告"
     # Chit-chat and verbs stay as typed: only nouns the knowledge base writes are known.
     assert speller.spell("おすすめのらんちある") == "おすすめのらんちある"
     # A sentence that already has its words in kanji is not re-spelled.
