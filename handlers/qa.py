@@ -56,7 +56,10 @@ _OURS = re.compile(r"かかりつけ|[12１２]号|報告対象|対象外")
 _ASKS_WHERE = re.compile(
     r"^(?:じゃあ|では|それ(?:って|は)?|これ(?:って|は)?)?[、\s]*"
     r"(?:(?:どこ|誰|だれ)に(?:電話|連絡|聞|きけ|きい|問い合わせ|問合せ)|(?:県|けん|都道府県)に"
-    r"(?:聞|き)(?:け|い)?ば|(?:電話番号|問い?合わ?せ先|連絡先)(?:は|って|を))")
+    r"(?:聞|き)(?:け|い)?ば|(?:電話番号|問い?合わ?せ先|連絡先)(?:は|って|を))"
+    r"(?:すれば|したら|して|けば|れば|いたら|きけば|ききたい|するの|する)?"
+    r"(?:いい|よい|良い)?(?:ですか|でしょうか|の|か|んですか)?"
+    r"(?:教えて(?:ください|下さい)?|知りたい(?:です)?)?[?？。]*$")
 DESK_ENTRIES = {"gmis_callcenter": "contact-gmis-vs-prefecture",
                 "prefecture": "contact-system-questions"}
 _JOINER = re.compile(r"^(?:あと|それと|それから|また|ついでに|ちなみに)[、,\s]*")
@@ -83,15 +86,15 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     # knowledge base either (a verb in kana aside): it leans on the question before, as
     # 「それって病院も？」 does. 「今日の天気は？」 names things no entry uses, so it stays a
     # question of its own.
-    leans = FOLLOW_UP.search(msg.text) or (decision.action == "escalate" and all(
-        HIRAGANA.fullmatch(t) for t in ctx.retriever.unknown_terms(msg.text)))
+    leans = short and (FOLLOW_UP.search(msg.text) or (decision.action == "escalate" and all(
+        HIRAGANA.fullmatch(t) for t in ctx.retriever.unknown_terms(msg.text))))
     # 「それは病院も同じですか」 names its matter by それ: whatever it matches alone (病院の
     # 1号機能 is 「診療所と同じ」) is a guess until read with the question before.
     points_back = short and _POINTS_BACK.search(msg.text)
-    if points_back or short and decision.action != "answer" and leans:
+    if points_back or leans and decision.action != "answer":
         decision = await _with_previous(msg, ctx, decision)
-    if points_back and decision.action == "answer":  # a guess is offered, never stated
-        decision = replace(decision, action="suggest", entry_id=None, answer=None)
+        if points_back and decision.action == "answer":  # a guess is offered, not stated
+            decision = replace(decision, action="suggest", entry_id=None, answer=None)
     elif short and VAGUE.search(msg.text):
         if await _after_status(msg, ctx):  # 「いつまで？」 under the card: its deadline
             return await handle_status(msg, ctx, {})
