@@ -146,6 +146,8 @@ def asks_about_code(msg: Inbound, _ctx: Context) -> Found | None:
 # front only this printed shape counts, so an ordinary ten letters (「update data」) are
 # never a failed try toward the lockout; after 連携 the hyphen may be left out.
 _PRINTED = re.compile(r"(?<![A-Z0-9])[A-Z0-9]{5}[-‐－ー–—−][A-Z0-9]{5}(?![A-Z0-9])")
+_AROUND_CODE = re.compile(r"連携コード|連携|れんけい|コード|こーど|お願いします|おねがいします"
+                          r"|です|は|:|：|[\s「」『』。、.!！]")
 _JOINED = re.compile(r"^(?:連携コード|連携|れんけい)(?:は|:|：)?\s*([A-Z0-9]{10})(?![A-Z0-9])")
 
 
@@ -156,7 +158,10 @@ def typed_code(msg: Inbound, _ctx: Context) -> Found | None:
         return None
     found = _PRINTED.search(text) or _JOINED.search(text)
     code = found.group(found.lastindex or 0) if found else ""
-    return {"arg": code} if normalise_code(code) else None
+    # Little more than the code: 「連携コードABCDE-FGHJKが使えません。期限切れ？」 is a
+    # question about it (for staff, or the help), and no try toward the lockout.
+    rest = _AROUND_CODE.sub("", text.replace(found.group(0), "")) if found else text
+    return {"arg": code} if normalise_code(code) and len(rest) <= 2 else None
 
 
 async def handle_about_code(_msg: Inbound, _ctx: Context, _found: Found) -> list[Reply]:

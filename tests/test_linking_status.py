@@ -122,6 +122,10 @@ async def test_ten_ordinary_characters_are_no_try_at_a_code(ctx: Context) -> Non
     for text in ("update data", "2345678923", "ASDFGHJKZX", "MERRY XMAS 2", "9876543298"):
         [reply] = await dispatch(said(text, user="e"), ctx)
         assert "連携コードを確認できませんでした" not in reply.text, text
+    # A question about a code that quotes one is answered about codes: no try either.
+    [about] = await dispatch(said("連携コードABCDE-FGHJKが使えません。期限切れでしょうか",
+                                  user="e"), ctx)
+    assert about.meta["action"] == "link_help" and "再発行" in about.text
     [linked] = await dispatch(said(f"連携 {await code_for(ctx, '2610002')}", user="e"), ctx)
     assert "完了" in linked.text
 
