@@ -256,7 +256,8 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
         try:
             async with ctx.session() as session:
                 today = ctx.clock().astimezone(JST).date()
-                await seed_demo(session, settings.default_prefecture, today, settings.gmis_contact)
+                await seed_demo(session, settings.default_prefecture, today, settings.gmis_contact,
+                                current=True)
                 hint = await demo_link_hint(session, settings.default_prefecture,
                                             ctx.clock(), link_code_key(settings))
             await run_demo(ctx, hint=dated + hint)

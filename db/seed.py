@@ -36,8 +36,14 @@ async def ensure_prefecture(session: AsyncSession, code: str, today: date, gmis_
     return pref
 
 
-async def seed_demo(session: AsyncSession, code: str, today: date, gmis_contact: str) -> None:
-    await ensure_prefecture(session, code, today, gmis_contact)
+async def seed_demo(session: AsyncSession, code: str, today: date, gmis_contact: str,
+                    current: bool = False) -> None:
+    """`current`: the demo chat's own database keeps its prefecture on today's cycle, run
+    after run (a database made last year would show last year's deadline)."""
+    pref = await ensure_prefecture(session, code, today, gmis_contact)
+    if current:
+        pref.period_start, pref.period_end = default_period(today)
+        session.add(pref)
     for spec in DEMO_INSTITUTIONS:
         if await _exists(session, code, str(spec["code"])):
             continue
@@ -52,4 +58,3 @@ async def _exists(session: AsyncSession, pref: str, inst_code: str) -> bool:
     stmt = select(Institution.id).where(Institution.prefecture_code == pref,
                                         Institution.code == inst_code)
     return (await session.exec(stmt)).first() is not None
-

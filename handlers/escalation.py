@@ -117,7 +117,7 @@ def asks_ticket(msg: Inbound, _ctx: Context) -> Found | None:
     if msg.payload is not None or len(text) > 60:
         return None
     if (m := _RECEIPT.search(text)) and _ABOUT_RECEIPT.search(text):
-        return {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}"}
+        return {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}", "id": m.group(2)}
     return {} if not m and _ASKS_TICKET.search(text) else None
 
 
@@ -125,10 +125,14 @@ async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list
     """The state of this chat's own inquiries, never anyone else's: a receipt number typed
     here is looked up among them only."""
     assert ctx.account is not None
+    mine = select(Escalation).where(Escalation.chat_account_id == ctx.account.id)
+    if "id" in found:
+        mine = mine.where(Escalation.id == int(found["id"]))
     async with ctx.session() as session:
         rows = list((await session.exec(
-            select(Escalation).where(Escalation.chat_account_id == ctx.account.id)
-            .order_by(col(Escalation.id).desc()).limit(20))).all())
+            mine.order_by(col(Escalation.id).desc()).limit(20))).all())
+    # Asked under another link (a relink, a revoked one), an inquiry is that institution's.
+    rows = [e for e in rows if e.context.get("institution_id") == ctx.account.institution_id]
     if receipt := found.get("receipt"):
         rows = [e for e in rows if e.receipt == receipt]
         if not rows:

@@ -37,7 +37,6 @@ _HOLIDAY_LEAD = ("お正月などの休診日は休院に当たりません。�
 # How a typed question ends when it has no question mark; 「うちは一般の診療所です」 does not.
 _ASKS_PLAINLY = re.compile(r"(?:教えて(?:ください|下さい|ほしい)|ですか|ますか|でしょうか"
                            r"|(?:って|とは)(?:なに|何|なん)(?:ですか|なの|だっけ)?)[。…]*$")
-_UNSURE_MAX = 12  # characters: 「わからないです」, not a question that says わからない
 _ASKS = re.compile(r"(?:か|かね|の|かな|教えて(?:ください|下さい)?|ほしい|けど|ですが"
                    r"|たい(?:です)?|忘れた|できない|どうなる|必要|いつ|まで|どこ|何|なに)[。…]*$")
 
@@ -211,8 +210,10 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
             asks = _asks(msg.text)  # 「掲示はまだです。期限は？」 asks
             if current == "closed" and not asks and _HOLIDAY.search(msg.text):
                 return [_retry(current, answers, lead=_HOLIDAY_LEAD)]
-            # 「わからない」 about the step; 「G-MISのパスワードがわからない」 is a question.
-            unsure = len(msg.text.strip()) <= _UNSURE_MAX and UNSURE.search(msg.text)
+            # 「わからない」 about the step; 「G-MISのパスワードがわからない」 is a question
+            # (one the knowledge base answers).
+            unsure = UNSURE.search(msg.text) and not _asks(msg.text) and (
+                ctx.retriever.decide(msg.text).action != "answer")
             if found.get("arg") or unsure:
                 return [_retry(current, answers, unsure=not found.get("arg"))]
             if not asks and current and any(w in msg.text for w in STEPS[current].topic):

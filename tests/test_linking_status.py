@@ -513,3 +513,19 @@ async def test_a_question_asked_before_a_relink_is_never_sent_under_the_new_link
     assert "ご質問を入力" in old_button.text
     async with ctx.session() as session:
         assert (await session.exec(select(Escalation))).all() == []
+
+
+async def test_an_inquiry_asked_under_another_link_is_not_shown_after_relinking(
+        ctx: Context) -> None:
+    """A chat passed to another institution's clerk must not read the last one's answers."""
+    await load_samples(ctx)
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    await dispatch(said("今日の天気は？"), ctx)
+    [first] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
+                                     tenant="26"), ctx)
+    assert "受付番号" in first.text
+    [mine] = await dispatch(said("さっきの問い合わせはどうなりましたか"), ctx)
+    assert "今日の天気" in mine.text
+    await dispatch(said(f"連携 {await code_for(ctx, '2610002')}"), ctx)
+    [after] = await dispatch(said("さっきの問い合わせはどうなりましたか"), ctx)
+    assert "今日の天気" not in after.text and "まだありません" in after.text
