@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import build_retriever
+    from handlers.qa import contact_line
 
     retriever = build_retriever(settings)
     decision = retriever.decide(args.question)
@@ -188,7 +189,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     if decision.action == "answer" and decision.entry_id:
         print(retriever.by_id[decision.entry_id].answer)
         if decision.route == "gmis_callcenter":  # as the chat adds it
-            print(f"【お問い合わせ先】{settings.gmis_contact}")
+            print(contact_line(settings.gmis_contact))
     elif decision.action == "suggest":
         print("もしかして:")
         for i, c in enumerate(decision.candidates, 1):

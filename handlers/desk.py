@@ -112,7 +112,7 @@ async def answer(sessions: Sessions, pref: str, esc_id: int, staff: str, text: s
         esc = await get_escalation(session, pref, esc_id)
         assert esc is not None
         body = (f"【受付番号 {esc.receipt} へのご回答】\n"
-                f"お問い合わせいただいた「{_short(esc.question)}」について、"
+                f"お問い合わせいただいた「{shorten(esc.question)}」について、"
                 f"都道府県の担当者から回答が届きました。\n\n{text}\n\n"
                 "ほかにご不明な点があれば、このチャットでお尋ねください。")
         await _to_clinic(session, esc, "answer", body, now)  # commits with the transition
@@ -239,6 +239,7 @@ async def _card_update(session: AsyncSession, pref: str, esc_id: int, event: str
     return esc
 
 
-def _short(text: str, limit: int = 40) -> str:
+def shorten(text: str, limit: int = 40) -> str:
+    """One line, cut to `limit` characters with … (a question quoted in a notice)."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

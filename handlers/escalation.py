@@ -144,14 +144,10 @@ async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list
     lines = []
     for esc in rows[:3]:
         state = TICKET_STATUS.get(esc.status, "確認しています")
-        line = f"・{esc.receipt}「{_short(esc.question)}」：{state}。"
+        line = f"・{esc.receipt}「{desk.shorten(esc.question, 30)}」：{state}。"
         if esc.status in ("answered", "resolved") and esc.answer:
             line += f"\n　回答：{esc.answer}"
         lines.append(line)
     return [Reply("お問い合わせの状況です。\n" + "\n".join(lines)
                   + "\n回答はこのチャットにお届けします。", meta={"action": "ticket"})]
 
-
-def _short(text: str, limit: int = 30) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"

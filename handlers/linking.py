@@ -45,6 +45,10 @@ LOCKED = (
 )
 
 
+_DASHES = "-‐－ー–—−"  # as codes are pasted from letters, PDFs and mail
+_KEYWORD = r"(?:連携コード|連携|れんけい)"
+
+
 def new_code() -> str:
     raw = "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
     return f"{raw[:5]}-{raw[5:]}"
@@ -53,7 +57,7 @@ def new_code() -> str:
 def normalise_code(text: str) -> str | None:
     """Accept full-width, lower case, spaces and hyphens; None if it cannot be a code."""
     raw = unicodedata.normalize("NFKC", text).upper()
-    raw = "".join(c for c in raw if c not in " -‐－ー_　–—−")  # dashes as pasted
+    raw = "".join(c for c in raw if c not in " _　" + _DASHES)
     if len(raw) != CODE_LENGTH or any(c not in ALPHABET for c in raw):
         return None
     return raw
@@ -124,7 +128,7 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
 # 「連携コードってどこに書いてありますか」「コードなくしました」: about the code, not a code.
 _ABOUT_CODE = re.compile(r"^(?:連携|れんけい)(?:って|とは|は)?(?:何|なに)"
                          r"|(?:連携|れんけい)(?:コード|こーど)")
-_COMMAND_WORD = re.compile(r"^(?:連携コード|連携|れんけい)")
+_COMMAND_WORD = re.compile(f"^{_KEYWORD}")
 _WORDS = re.compile(r"[\u3041-\u30ff\u4e00-\u9fff]")  # Japanese: words, not a mistyped code
 ABOUT_CODE = ("連携コードは、都道府県から届く案内（文書やメール）に記載されています。"
               "「連携 ABCDE-FGHJK」のように、コードの前に「連携」と付けて送ってください。"
@@ -145,10 +149,10 @@ def asks_about_code(msg: Inbound, _ctx: Context) -> Found | None:
 # pasted alone, 「コード：TRYME-23456です」, 「連携コードはTRYME-23456です」. Without 連携 in
 # front only this printed shape counts, so an ordinary ten letters (「update data」) are
 # never a failed try toward the lockout; after 連携 the hyphen may be left out.
-_PRINTED = re.compile(r"(?<![A-Z0-9])[A-Z0-9]{5}[-‐－ー–—−][A-Z0-9]{5}(?![A-Z0-9])")
+_PRINTED = re.compile(rf"(?<![A-Z0-9])[A-Z0-9]{{5}}[{_DASHES}][A-Z0-9]{{5}}(?![A-Z0-9])")
 _AROUND_CODE = re.compile(r"連携コード|連携|れんけい|コード|こーど|お願いします|おねがいします"
                           r"|です|は|:|：|[\s「」『』。、.!！]")
-_JOINED = re.compile(r"^(?:連携コード|連携|れんけい)(?:は|:|：)?\s*([A-Z0-9]{10})(?![A-Z0-9])")
+_JOINED = re.compile(rf"^{_KEYWORD}(?:は|:|：)?\s*([A-Z0-9]{{10}})(?![A-Z0-9])")
 
 
 def typed_code(msg: Inbound, _ctx: Context) -> Found | None:

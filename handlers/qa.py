@@ -250,6 +250,12 @@ def elsewhere(question: str, ctx: Context) -> list[str]:
     return list(dict.fromkeys(desks[t] for t in terms if t in desks))
 
 
+def contact_line(gmis_contact: str) -> str:
+    """The configured G-MIS contact, under every call-center answer (KB answers never
+    write it: kb check refuses one that does)."""
+    return f"【お問い合わせ先】{gmis_contact}"
+
+
 def gmis_text(ctx: Context) -> str:
     return (
         "G-MIS（医療機関等情報支援システム）のログイン・パスワード・画面操作などは、"
@@ -268,7 +274,7 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
         lead, lines = await _local_lines(entry.local, ctx)
         text = lead + text + ("\n\n" + "\n".join(lines) if lines else "")
     if entry.route == "gmis_callcenter" and ctx.config.gmis_contact not in text:
-        text += f"\n\n【お問い合わせ先】{ctx.config.gmis_contact}"
+        text += "\n\n" + contact_line(ctx.config.gmis_contact)
     buttons = [Button("詳しく", f"qa:detail:{entry.id}")] if entry.detail else []
     buttons += [Button("👍 役に立った", f"fb:up:{entry.id}"),
                 Button("👎 違う", f"fb:down:{entry.id}")]

@@ -35,6 +35,7 @@ NEXT_STEP: dict[str, str] = {
 
 
 # 「うちの報告どうなってますか」「差し戻しの理由をもう一度」: the 報告状況 card in words.
+_OWN_WORDS = "うち|当院|自院|弊院|こちら|私ども"
 # Kana too: a clerk on a phone types ほうこくおわった as often as 報告終わった.
 _DONE = r"(?:でき|出来|届い|とどい|済ん|すん|通っ|とおっ|完了し|終わっ|おわっ)"
 _ASKS_STATUS = re.compile(
@@ -43,10 +44,10 @@ _ASKS_STATUS = re.compile(
     r"|(?:でき|出来|済ん|すん|終わっ|おわっ)た(?:か|かどうか)を?(?:確認|かくにん|知りたい|しりたい))"
     r"|(?:差し戻し|差戻し|さしもどし|修正)(?:の|された)?理由(?:を|は)?(?:もう一度|教えて|知りたい|確認|何)"
     r"|^(?:なんで|なぜ|どうして)(?:差し戻さ|差戻さ|さしもどさ)れ"
-    rf"|^(?:うち|当院)(?:は|の)?(?:もう)?{_DONE}て(?:い)?(?:ますか|る[?？]?$)")
+    rf"|^(?:{_OWN_WORDS})(?:は|の)?(?:もう)?{_DONE}て(?:い)?(?:ますか|る[?？]?$)")
 # Before linking, only a question that says it is about its own report is one
 # (「報告ができていない医療機関は？」 asks about others), and never one about others.
-_OWN = re.compile(r"うち|当院|自院|弊院|こちら|私ども")
+_OWN = re.compile(_OWN_WORDS)
 _OTHERS = re.compile(r"他の|ほかの|他院|よその")
 # 「次は何をすればいい」「あと何日」: about the clinic's own record only once it is linked.
 _ASKS_NEXT = re.compile(r"^(?:次は?|つぎは?|これから|あとは?)(?:何|なに)を?(?:すれば|したら|する)"
