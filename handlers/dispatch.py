@@ -35,6 +35,7 @@ ROUTES = Router([
     Route("feedback", payload("fb"), feedback.handle_feedback),
     Route("ask_staff", payload("esc:ask"), escalation.handle_ask_staff),
     Route("no_staff", payload("esc:no"), escalation.handle_no_staff),
+    Route("new_staff_question", payload("esc:new"), escalation.handle_new_question),
     # 「人と話したい」 and other ways of asking for a person: courtesy's "staff" (small_talk).
     Route("ask_staff_cmd", command("ask", "担当者に聞く", "担当者に質問", "たんとうしゃにきく"),
           escalation.handle_ask_staff),

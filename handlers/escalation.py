@@ -11,11 +11,13 @@ from db import repo
 from db.models import Escalation, Prefecture
 from handlers import courtesy, desk, history
 from handlers.context import Context
-from handlers.messages import Inbound, Reply
+from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
-from handlers.texts import NOTED
+from handlers.texts import NOTED, OFFER_QUESTION
 
 ASK_FLOW = "ask_staff"
+CONFIRM_BUTTONS = (Button("この質問を送る", "esc:ask"), Button("別の質問を送る", "esc:new"),
+                   Button("送らない", "esc:no"))
 # 「受付番号 Q26-000001 の回答はまだですか」「さっきの問い合わせはどうなりましたか」
 # Only a message about the inquiry itself: one with a question of its own (「Q26-000001の
 # 件ですが、期限の延長は？」) goes on to be answered, and 「調査票の回答はまだ必要？」 is no
@@ -54,10 +56,21 @@ async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Rep
     elif not question:
         question = history.last_open_question(history.within(turns, ctx))
     if not question:
-        await _set_flow(msg, ctx)
-        return [Reply("担当者にお送りするご質問を入力してください。（やめる場合は「キャンセル」）",
-                      meta={"action": "ask_staff"})]
+        return await handle_new_question(msg, ctx, {})
+    if found.get("confirm"):
+        # 「人と話したい」 in words may mean the question before or a new one: say which
+        # would be sent before sending it.
+        return [Reply(f"直前のご質問は「{desk.shorten(question)}」です。別のことをお聞きに"
+                      "なりたい場合は「別の質問を送る」を選んでください。\n"
+                      + OFFER_QUESTION, CONFIRM_BUTTONS, meta={"action": history.OFFER})]
     return [await _escalate(msg, ctx, question, history.for_staff(turns))]
+
+
+async def handle_new_question(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    """Ask for the question to send (nothing asked yet, or 「別の質問を送る」)."""
+    await _set_flow(msg, ctx)
+    return [Reply("担当者にお送りするご質問を入力してください。（やめる場合は「キャンセル」）",
+                  meta={"action": "ask_staff"})]
 
 
 async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:

@@ -39,7 +39,7 @@ async def handle_small_talk(msg: Inbound, ctx: Context, _found: Found) -> list[R
         assert last is not None and last.entry_id is not None
         return [await feedback.not_helpful(msg, ctx, last.entry_id)]
     if "staff" in kinds and not kinds & {"no", "decline"}:
-        return await escalation.handle_ask_staff(msg, ctx, {})
+        return await escalation.handle_ask_staff(msg, ctx, {"confirm": "yes"})
     if offered and kinds & {"yes", "please"} and not kinds & {"no", "decline", "wrong", "bye"}:
         return await escalation.handle_ask_staff(msg, ctx, {})
     if offered and kinds & {"no", "decline"}:  # closes the question, as 送らない does

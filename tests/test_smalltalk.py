@@ -153,13 +153,24 @@ async def test_typed_wrong_after_an_answer_is_a_thumbs_down_that_offers_staff(
 async def test_asking_for_a_person_in_words_sends_the_open_question(ctx: Context,
                                                                    ask: str) -> None:
     """「人と話したい」 once got a knowledge-base answer telling the clerk to type the
-    question again; it is the 「担当者に聞く」 button in words."""
+    question again; it is the 「担当者に聞く」 button in words. In words it may mean the
+    question before or a new one, so the bot says which it would send, and sends it on
+    「はい」 (or the button); 「別の質問を送る」 asks for the new one."""
     question = "2号機能ってみんな答えなきゃダメ？"
     await dispatch(said(question), ctx)
-    [receipt] = await dispatch(said(ask), ctx)
+    [confirm] = await dispatch(said(ask), ctx)
+    assert question in confirm.text and await escalated(ctx) == []
+    assert [b.payload for b in confirm.buttons] == ["esc:ask", "esc:new", "esc:no"]
+    [receipt] = await dispatch(said("はい"), ctx)
     assert "受付番号" in receipt.text and await escalated(ctx) == [question]
     [prompt] = await dispatch(said(ask, user="s2"), ctx)  # nothing asked yet
     assert "担当者にお送りするご質問を入力してください" in prompt.text
+    await dispatch(said("報告期間は？", user="s3"), ctx)
+    [confirm] = await dispatch(said(ask, user="s3"), ctx)
+    prompt = await tap(ctx, confirm, "esc:new", user="s3")
+    assert "担当者にお送りするご質問を入力してください" in prompt.text
+    [sent] = await dispatch(said("院内掲示はA4でいいですか", user="s3"), ctx)
+    assert "受付番号" in sent.text and (await escalated(ctx))[-1] == "院内掲示はA4でいいですか"
 
 
 async def test_wrong_said_at_length_is_a_thumbs_down_too(ctx: Context) -> None:
