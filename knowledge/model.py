@@ -105,9 +105,11 @@ class Entry(BaseModel):
     def _contact_is_added_not_written(cls, value: str, info: ValidationInfo) -> str:
         # The chat adds the configured G-MIS contact (GMIS_CONTACT) under every call-center
         # answer; one written into the answer shows twice, and goes stale when it changes.
-        if value == "gmis_callcenter" and _CONTACT.search(info.data.get("answer") or ""):
-            raise ValueError("a G-MIS call-center answer must not write a phone number or "
-                             "e-mail address: the chat adds the configured G-MIS contact")
+        written = (info.data.get("answer") or "") + (info.data.get("detail") or "")
+        if value == "gmis_callcenter" and _CONTACT.search(written):
+            raise ValueError("a G-MIS call-center answer or detail must not write a phone "
+                             "number or e-mail address: the chat adds the configured G-MIS "
+                             "contact")
         return value
 
     @field_validator("phrasings")
