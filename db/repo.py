@@ -178,6 +178,16 @@ async def create_escalation(
     return esc
 
 
+async def account_escalations(session: AsyncSession, prefecture_code: str, account_id: int,
+                              esc_id: int | None = None, limit: int = 20) -> list[Escalation]:
+    """One chat account's inquiries in one prefecture, newest first (one of them by id)."""
+    stmt = select(Escalation).where(Escalation.prefecture_code == prefecture_code,
+                                    Escalation.chat_account_id == account_id)
+    if esc_id is not None:
+        stmt = stmt.where(Escalation.id == esc_id)
+    return list((await session.exec(stmt.order_by(col(Escalation.id).desc()).limit(limit))).all())
+
+
 async def set_reachable(session: AsyncSession, channel: str, user_id: str, reachable: bool,
                         ) -> bool:
     """Record whether messages reach this account (False: the user blocked the bot);

@@ -59,6 +59,7 @@ ROUTES = Router([
     Route("staff_question", in_flow(escalation.ASK_FLOW), escalation.handle_question_for_staff),
     Route("more", phrase(qa.MORE), qa.handle_more),
     Route("small_talk", smalltalk.small_talk, smalltalk.handle_small_talk),
+    Route("paused_question", in_flow(wizard.PAUSED), wizard.handle_paused_question),
     Route("question", always, qa.handle_question),
 ])
 
@@ -75,8 +76,6 @@ async def dispatch(msg: Inbound, ctx: Context, router: Router = ROUTES) -> list[
             route, found = router.resolve(msg, ctx)
             route_name = route.name
             replies = await route.handler(msg, ctx, found)
-            if ctx.flow == wizard.PAUSED and route.name == "question":
-                replies = [*replies, wizard.PAUSED_NOTE]  # the way back stays in sight
     except UserFacingError as exc:
         replies = [Reply(exc.message, meta={"action": "error"})]
     except Exception:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from sqlmodel import col, select
-
 from db import repo
-from db.models import Escalation, Prefecture
+from db.models import Prefecture
 from handlers import courtesy, desk, history
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
@@ -23,17 +21,18 @@ CONFIRM_BUTTONS = (Button("この質問を送る", "esc:ask"), Button("別の質
 # 件ですが、期限の延長は？」) goes on to be answered, and 「調査票の回答はまだ必要？」 is no
 # inquiry at all.
 _RECEIPT = re.compile(r"Q(\d{2})-?(\d{1,6})(?!\d)")
+# How both forms end: the answer has not come (「どうなりましたか」「まだ？」「来ない」).
+_WAITING = (r"どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?"
+            r"|まだ(?:ですか|でしょうか|来ない)?|来ない|こない|届かない|届いて(?:い)?ない")
 _ABOUT_RECEIPT = re.compile(
     r"^(?:受付番号)?(?:は|:|：)?\s*Q\d{2}-?\d{1,6}\s*(?:の|は|って|、)?\s*(?:件|お問い合わせ|問い合わせ)?"
     r"(?:の|は|って|、)?\s*(?:回答|返事|返信|状況|進み具合)?(?:は|って)?"
-    r"(?:どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?|まだ(?:ですか|でしょうか)?"
-    r"|来ない|こない|届かない|いつ(?:ですか|頃|ごろ)?|どう)?[?？。]*$")
+    rf"(?:{_WAITING}|いつ(?:ですか|頃|ごろ)?|どう)?[?？。]*$")
 _ASKS_TICKET = re.compile(
     r"^(?:さっき|先ほど|先日|前に|以前|この前|昨日|きのう|この間)?の?"
     r"(?:送った|お送りした|した|出した|お願いした|聞いた)?(?:問い?合わ?せ|質問)(?:の件)?"
     r"(?:の|は|って|、)?(?:回答|返事|返信)?(?:は|って|が)?"
-    r"(?:どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?|まだ(?:ですか|でしょうか|来ない)?"
-    r"|来ない|こない|届かない|届いて(?:い)?ない|状況を(?:教えて|知りたい)(?:ください|下さい)?"
+    rf"(?:{_WAITING}|状況を(?:教えて|知りたい)(?:ください|下さい)?"
     r"|の?受付番号(?:を|が)?(?:忘れ|失念|わから|わすれ|なんだっけ|何だっけ|教えて)\S*)[?？。]*$"
     r"|^(?:受付番号|うけつけばんごう)(?:を|が|って)?(?:忘れ|失念|わから|わすれ|なんだっけ|何だっけ)")
 TICKET_STATUS = {
@@ -86,7 +85,7 @@ async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -
     async with ctx.session() as session:
         await repo.clear_state(session, msg.channel, msg.user_id)
     turns = await history.recent(msg, ctx)
-    return [await _escalate(msg, ctx, msg.text.strip(), history.for_staff(turns))]
+    return [await _escalate(msg, ctx, text, history.for_staff(turns))]
 
 
 async def handle_no_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
@@ -130,7 +129,8 @@ def asks_ticket(msg: Inbound, _ctx: Context) -> Found | None:
     if msg.payload is not None or len(text) > 60:
         return None
     if (m := _RECEIPT.search(text)) and _ABOUT_RECEIPT.search(text):
-        return {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}", "id": m.group(2)}
+        return {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}", "prefecture": m.group(1),
+                "id": m.group(2)}
     return {} if not m and _ASKS_TICKET.search(text) else None
 
 
@@ -138,16 +138,16 @@ async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list
     """The state of this chat's own inquiries, never anyone else's: a receipt number typed
     here is looked up among them only."""
     assert ctx.account is not None
-    mine = select(Escalation).where(Escalation.chat_account_id == ctx.account.id)
-    if "id" in found:
-        mine = mine.where(Escalation.id == int(found["id"]))
-    async with ctx.session() as session:
-        rows = list((await session.exec(
-            mine.order_by(col(Escalation.id).desc()).limit(20))).all())
+    receipt = found.get("receipt")
+    if receipt and found["prefecture"] != ctx.tenant:  # another prefecture's number
+        rows = []
+    else:
+        async with ctx.session() as session:
+            rows = await repo.account_escalations(
+                session, ctx.tenant, ctx.account.id, int(found["id"]) if receipt else None)
     # Asked under another link (a relink, a revoked one), an inquiry is that institution's.
     rows = [e for e in rows if e.context.get("institution_id") == ctx.account.institution_id]
-    if receipt := found.get("receipt"):
-        rows = [e for e in rows if e.receipt == receipt]
+    if receipt:
         if not rows:
             return [Reply(f"このチャットから送られたお問い合わせに、受付番号 {receipt} は見つかり"
                           "ませんでした。番号をご確認ください。", meta={"action": "ticket"})]

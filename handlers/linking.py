@@ -150,7 +150,7 @@ def asks_about_code(msg: Inbound, _ctx: Context) -> Found | None:
 # front only this printed shape counts, so an ordinary ten letters (「update data」) are
 # never a failed try toward the lockout; after 連携 the hyphen may be left out.
 _PRINTED = re.compile(rf"(?<![A-Z0-9])[A-Z0-9]{{5}}[{_DASHES}][A-Z0-9]{{5}}(?![A-Z0-9])")
-_AROUND_CODE = re.compile(r"連携コード|連携|れんけい|コード|こーど|お願いします|おねがいします"
+_AROUND_CODE = re.compile(rf"{_KEYWORD}|コード|こーど|お願いします|おねがいします"
                           r"|です|は|:|：|[\s「」『』。、.!！]")
 _JOINED = re.compile(rf"^{_KEYWORD}(?:は|:|：)?\s*([A-Z0-9]{{10}})(?![A-Z0-9])")
 

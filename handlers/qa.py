@@ -77,11 +77,11 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
                       "（例：「報告期間はいつまで？」）。", meta={"action": history.SMALL_TALK})]
     if replies := await _each_question(msg.text, ctx):
         return replies
-    if len(msg.text.strip()) <= FOLLOW_UP_MAX and _ASKS_WHERE.search(msg.text):
+    short = len(msg.text.strip()) <= FOLLOW_UP_MAX
+    if short and _ASKS_WHERE.search(msg.text):
         if desk := await _desk_after_answer(msg, ctx):
             return [await answer_reply(desk, ctx)]
     decision = ctx.retriever.decide(msg.text)
-    short = len(msg.text.strip()) <= FOLLOW_UP_MAX
     # 「2号もかくの？」 after a 2号 question has no それ, but no word in it is new to the
     # knowledge base either (a verb in kana aside): it leans on the question before, as
     # 「それって病院も？」 does. 「今日の天気は？」 names things no entry uses, so it stays a
@@ -141,18 +141,18 @@ async def _each_question(text: str, ctx: Context) -> list[Reply]:
 
 
 async def _after_status(msg: Inbound, ctx: Context) -> bool:
-    turns = await history.recent(msg, ctx, limit=1)
-    return bool(turns) and turns[0].action == "status" and history.fresh(turns[0], ctx)
+    last = await history.last_turn(msg, ctx)
+    return last is not None and last.action == "status"
 
 
 async def _desk_after_answer(msg: Inbound, ctx: Context) -> str | None:
     """The entry saying whom to ask, when the message before was an answer: a whom-to-ask
     question alone would match the prefecture's desk even after a G-MIS login answer."""
-    turns = await history.recent(msg, ctx, limit=1)
+    last = await history.last_turn(msg, ctx)
     shown = (*history.ANSWERED, "more")  # an answer, its 詳しく, or 「詳しく」 typed
-    if not turns or turns[0].action not in shown or not history.fresh(turns[0], ctx):
+    if last is None or last.action not in shown:
         return None
-    answered = ctx.retriever.by_id.get(turns[0].entry_id or "")
+    answered = ctx.retriever.by_id.get(last.entry_id or "")
     desk = DESK_ENTRIES[answered.route] if answered else None
     return desk if desk in ctx.retriever.by_id else None
 

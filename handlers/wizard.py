@@ -210,15 +210,16 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
             asks = _asks(msg.text)  # 「掲示はまだです。期限は？」 asks
             if current == "closed" and not asks and _HOLIDAY.search(msg.text):
                 return [_retry(current, answers, lead=_HOLIDAY_LEAD)]
+            if found.get("arg"):
+                return [_retry(current, answers)]
             # 「わからない」 about the step; 「G-MISのパスワードがわからない」 is a question
             # (one the knowledge base answers).
-            unsure = UNSURE.search(msg.text) and not _asks(msg.text) and (
-                ctx.retriever.decide(msg.text).action != "answer")
-            if found.get("arg") or unsure:
-                return [_retry(current, answers, unsure=not found.get("arg"))]
+            action = ctx.retriever.decide(msg.text).action
+            if UNSURE.search(msg.text) and not asks and action != "answer":
+                return [_retry(current, answers, unsure=True)]
             if not asks and current and any(w in msg.text for w in STEPS[current].topic):
                 return [_retry(current, answers, lead=_TAP_LEAD)]
-            if "staff" in courtesy.kinds_of(msg.text) or _is_question(msg.text, ctx):
+            if "staff" in courtesy.kinds_of(msg.text) or _is_question(msg.text, asks, action):
                 return await _answer_instead(msg, ctx)
             return [_retry(current, answers)]
         history.append([current, value])
@@ -256,13 +257,12 @@ def _value_from_text(text: str, current: str | None) -> str:
         current and value in {v for _, v in STEPS[current].choices}) else ""
 
 
-def _is_question(text: str, ctx: Context) -> bool:
+def _is_question(text: str, asks: bool, action: str) -> bool:
     """Typed in the middle of the check, about something else (「そういえばG-MISのパスワード
-    忘れた」): a question mark, a question's ending, or words with a sure answer."""
-    if _asks(text):
-        return True
-    action = ctx.retriever.decide(text).action
-    return action == "answer" or (bool(_ASKS.search(text.strip())) and action != "escalate")
+    忘れた」): plainly a question (`asks`), words with a sure answer (`action`, the
+    retriever's), or a question's looser ending with something to offer."""
+    return asks or action == "answer" or (bool(_ASKS.search(text.strip()))
+                                          and action != "escalate")
 
 
 async def _answer_instead(msg: Inbound, ctx: Context) -> list[Reply]:
@@ -280,7 +280,12 @@ async def _answer_instead(msg: Inbound, ctx: Context) -> list[Reply]:
     async with ctx.session() as session:
         await repo.set_state(session, msg.channel, msg.user_id, PAUSED,
                              {"answers": ctx.flow_data.get("answers", [])}, ctx.clock())
-    return [*await qa.handle_question(msg, outside, {}), PAUSED_NOTE]
+    return await handle_paused_question(msg, outside, {})
+
+
+async def handle_paused_question(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """A question while the check waits: answered as any, with the way back under it."""
+    return [*await qa.handle_question(msg, ctx, found), PAUSED_NOTE]
 
 
 async def _resume(msg: Inbound, ctx: Context) -> list[Reply]:

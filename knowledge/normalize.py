@@ -74,16 +74,10 @@ _SPACE = re.compile(r"[ \u3000]")
 
 def _spaced(variant: str) -> str:
     """A kana variant also matches with spaces between its sounds (かかりつけい きのう):
-    phone users often space out kana, and a space never splits a kanji word the same way.
-    One that starts like a particle (しかいいん) only where the particle cannot be."""
+    phone users often space out kana, and a space never splits a kanji word the same way."""
     if not _KANA_WORD.fullmatch(variant):
         return re.escape(variant)
-    spaced = "[ \u3000]?".join(map(re.escape, variant))
-    if variant.startswith(_PARTICLE_WORDS):  # as _may_start_word, in a lookbehind
-        ok = _PARTICLES + _SENTENCE_MARKS
-        spaced = (f"(?:(?<![\\s\\S])|(?<=[{ok}])|(?<=[{ok}][ \u3000])|(?<=^[ \u3000]))"
-                  + spaced)
-    return spaced
+    return "[ \u3000]?".join(map(re.escape, variant))
 
 
 def clean_user_text(text: str) -> str:
@@ -133,6 +127,9 @@ class Analyzer:
 
     def _replacement(self, match: re.Match[str]) -> str:
         found = match.group(0)
+        if found.startswith(_PARTICLE_WORDS) and not _may_start_word(
+                match.string[:match.start()]):
+            return found  # ひとりしかいいん: the particle, not 歯科医院 (as the speller reads it)
         return self._synonyms.get(found) or self._synonyms[_SPACE.sub("", found)]
 
     def analyse(self, text: str, limit: int | None = MAX_QUERY_CHARS) -> Analysed:
@@ -162,9 +159,10 @@ class Analyzer:
 
     def speller(self, texts: Iterable[str]) -> KanaSpeller:
         """A speller for the nouns of `texts` (the knowledge base) as they are written there,
-        then for the synonyms' and the domain words' own spellings. Texts are read before
-        synonym replacement, so 提出 is known as 提出; a reading written several ways takes
-        its most frequent spelling."""
+        then for the synonyms' and the domain words' own spellings. Readings come from the
+        texts before synonym replacement (ていしゅつ is found as 提出), the spellings stored
+        are canonical (提出 is spelled 報告); a reading written several ways takes its most
+        frequent spelling."""
         counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
         for text in texts:
             text = unicodedata.normalize("NFKC", text).lower()
