@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import ChatAccount, Escalation, Outbox, Prefecture, desk_channel
 from db.seed import ensure_prefecture
-from handlers.desk_card import build_card, plain_text
+from handlers.desk_card import OPEN_STATUSES, build_card, plain_text
 from handlers.errors import UserFacingError
 from scheduler import outbox
 
@@ -156,6 +156,31 @@ async def resolve(sessions: Sessions, pref: str, esc_id: int, staff: str, reason
             raise DeskRefused(REFUSALS.get((await _refuse(session, pref, esc_id)).status,
                                            NOT_FOUND))
         return await _card_update(session, pref, esc_id, "resolved", now)
+
+
+async def add_supplement(sessions: Sessions, pref: str, esc_id: int, text: str,
+                         now: datetime) -> Escalation | None:
+    """The clinic's follow-up to an open inquiry: kept on it, shown on the card, and posted
+    in the card's thread so whoever handles it sees it. None when the inquiry has closed.
+
+    The guarded UPDATE comes first, so two follow-ups at once queue up behind it instead of
+    one overwriting the other's copy of the context."""
+    async with sessions() as session:
+        if not await _transition(session, pref, esc_id, OPEN_STATUSES, {"updated_at": now}):
+            await session.rollback()
+            return None
+        esc = await get_escalation(session, pref, esc_id)
+        assert esc is not None
+        notes = [*(esc.context.get("supplements") or []),
+                 {"text": text[:4000], "at": now.isoformat()}]
+        esc.context = {**esc.context, "supplements": notes}
+        session.add(esc)
+        await outbox.enqueue(  # commits the supplement with the message announcing it
+            session, key=f"escalation-note:{esc_id}:{len(notes)}", channel=DESK_CHANNEL,
+            recipient=esc.card_channel or "", kind="escalation_note",
+            body=f"{esc.receipt} に医療機関から補足が届きました。\n{shorten(text, 300)}",
+            prefecture_code=pref, now=now, payload={"escalation_id": esc_id})
+        return await _card_update(session, pref, esc_id, f"note-{len(notes)}", now)
 
 
 async def record_redmine_url(sessions: Sessions, esc_id: int, url: str, now: datetime) -> None:

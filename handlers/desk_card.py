@@ -69,6 +69,7 @@ class Card:
     history: tuple[Turn, ...]
     tried: tuple[Tried, ...]
     tier: int
+    supplements: tuple[str, ...] = ()  # what the clinic added later, oldest first
     claimed_by: str | None = None
     answer: str | None = None
     answered_by: str | None = None
@@ -96,7 +97,8 @@ async def build_card(session: AsyncSession, esc: Escalation, now: datetime) -> C
             "%Y/%m/%d %H:%M"), age=format_age(esc.created_at, now),
         clinic=await _clinic(session, esc, account), via=account.channel if account else "",
         question=esc.question, history=_history(esc.context), tried=_tried(esc.context),
-        tier=esc.tier, claimed_by=esc.claimed_by, answer=esc.answer,
+        tier=esc.tier, supplements=supplements(esc.context),
+        claimed_by=esc.claimed_by, answer=esc.answer,
         answered_by=esc.answered_by, forwarded_by=esc.forwarded_by,
         redmine_url=esc.redmine_url, resolution=esc.resolution, resolved_by=esc.resolved_by,
     )
@@ -117,6 +119,12 @@ def _history(context: dict[str, Any]) -> tuple[Turn, ...]:
     raw = [t for t in context.get("history") or [] if isinstance(t, dict)][:HISTORY_SHOWN]
     return tuple(Turn(_cut(str(t.get("q") or "")), _cut(str(t.get("a") or "")),
                       t.get("action")) for t in reversed(raw))
+
+
+def supplements(context: dict[str, Any]) -> tuple[str, ...]:
+    """The clinic's follow-ups to its question (「Q26-000001の補足です…」), oldest first."""
+    return tuple(str(s.get("text") or "") for s in context.get("supplements") or []
+                 if isinstance(s, dict))
 
 
 def _tried(context: dict[str, Any]) -> tuple[Tried, ...]:

@@ -51,6 +51,7 @@ ROUTES = Router([
     Route("check_resume", command("resume", "確認を続ける", "確認の続き", "続きから"),
           wizard.handle_resume),
     Route("status_request", status.asks_status, status.handle_status),
+    Route("supplement", escalation.adds_to_ticket, escalation.handle_supplement),
     Route("ticket", escalation.asks_ticket, escalation.handle_ticket_status),
     Route("menu_status", payload("menu:status"), status.handle_status),
     Route("menu_check", payload("menu:check"), wizard.handle_start),

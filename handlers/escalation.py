@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import replace
 
 from db import repo
-from db.models import Prefecture
+from db.models import Escalation, Prefecture
 from handlers import courtesy, desk, history
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
@@ -35,6 +36,15 @@ _ASKS_TICKET = re.compile(
     rf"(?:{_WAITING}|状況を(?:教えて|知りたい)(?:ください|下さい)?"
     r"|の?受付番号(?:を|が)?(?:忘れ|失念|わから|わすれ|なんだっけ|何だっけ|教えて)\S*)[?？。]*$"
     r"|^(?:受付番号|うけつけばんごう)(?:を|が|って)?(?:忘れ|失念|わから|わすれ|なんだっけ|何だっけ)")
+# 「Q26-000001の補足です。うちは有床診療所です」「先ほどの問い合わせに追記します。…」: the
+# receipt (or the inquiry just sent) and the word saying so, both at the start.
+_SUPPLEMENT = re.compile(r"補足|追記|追伸|付け加え|付け足|つけたし|言い忘れ|書き忘れ|ほそく")
+_EARLIER_INQUIRY = re.compile(
+    r"^(?:さっき|先ほど|先程|前に|先日|昨日|きのう)の?(?:送った|お送りした|した|出した)?"
+    r"(?:問い?合わ?せ|質問)")
+_HEAD = 40  # how far into the message the receipt and 補足 may come
+# What follows the word in a message that only announces a follow-up (「補足したいです」).
+_ANNOUNCING = re.compile(r"[ぁ-ゖー]*[\s。、,.:：!！]*")
 TICKET_STATUS = {
     "open": "受け付けました。担当者の確認をお待ちください",
     "claimed": "担当者が確認しています",
@@ -134,26 +144,79 @@ def asks_ticket(msg: Inbound, _ctx: Context) -> Found | None:
     return {} if not m and _ASKS_TICKET.search(text) else None
 
 
-async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
-    """The state of this chat's own inquiries, never anyone else's: a receipt number typed
-    here is looked up among them only."""
+def adds_to_ticket(msg: Inbound, _ctx: Context) -> Found | None:
+    """A follow-up to an inquiry already sent, named by its receipt or as the one just sent."""
+    if msg.payload is not None:
+        return None
+    text = unicodedata.normalize("NFKC", msg.text).upper().strip()
+    head = text[:_HEAD]
+    if not (word := _SUPPLEMENT.search(head)):
+        return None
+    after = _ANNOUNCING.match(text, word.end())
+    assert after is not None  # every part of it is optional
+    rest = _RECEIPT.sub("", text[after.end():])
+    found = {"content": "yes" if rest.strip(" 。、.:：") else ""}
+    if m := _RECEIPT.search(head):
+        return found | {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}",
+                        "prefecture": m.group(1), "id": m.group(2)}
+    return found if _EARLIER_INQUIRY.search(head) else None
+
+
+async def handle_supplement(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """Add the message to the inquiry it names, so the staff answer with it in view; an
+    inquiry already closed gets it as a new one that quotes the old receipt."""
+    rows = await _own_inquiries(ctx, found)
+    if not rows:
+        return [_not_found(found)]
+    esc = rows[0]
+    assert esc.id is not None
+    if not found["content"]:
+        return [Reply(f"補足の内容を、受付番号を添えて1つのメッセージでお送りください。"
+                      f"（例：「{esc.receipt}の補足です。当院は有床診療所です。」）",
+                      meta={"action": "supplement"})]
+    if ctx.flow == ASK_FLOW:  # sent instead of a new question at the prompt
+        async with ctx.session() as session:
+            await repo.clear_state(session, msg.channel, msg.user_id)
+    text = msg.text.strip()
+    if await desk.add_supplement(ctx.session, ctx.tenant, esc.id, text, ctx.clock()):
+        return [Reply(f"受付番号 {esc.receipt} のお問い合わせに、いただいた補足を追加し、担当者に"
+                      "お知らせしました。回答はこのチャットにお届けします。",
+                      meta={"action": "supplement", "escalation_id": esc.id})]
+    turns = await history.recent(msg, ctx)
+    sent = await _escalate(msg, ctx, f"（{esc.receipt} への補足）{text}",
+                           history.for_staff(turns))
+    return [replace(sent, text=f"受付番号 {esc.receipt} のお問い合わせは対応を終えているため、"
+                               f"新しいお問い合わせとしてお送りしました。{sent.text}")]
+
+
+async def _own_inquiries(ctx: Context, found: Found) -> list[Escalation]:
+    """This chat's inquiries for the institution it is linked to now, newest first (the one
+    a receipt names, when it names one of them)."""
     assert ctx.account is not None
     receipt = found.get("receipt")
     if receipt and found["prefecture"] != ctx.tenant:  # another prefecture's number
-        rows = []
-    else:
-        async with ctx.session() as session:
-            rows = await repo.account_escalations(
-                session, ctx.tenant, ctx.account.id, int(found["id"]) if receipt else None)
+        return []
+    async with ctx.session() as session:
+        rows = await repo.account_escalations(
+            session, ctx.tenant, ctx.account.id, int(found["id"]) if receipt else None)
     # Asked under another link (a relink, a revoked one), an inquiry is that institution's.
-    rows = [e for e in rows if e.context.get("institution_id") == ctx.account.institution_id]
-    if receipt:
-        if not rows:
-            return [Reply(f"このチャットから送られたお問い合わせに、受付番号 {receipt} は見つかり"
-                          "ませんでした。番号をご確認ください。", meta={"action": "ticket"})]
+    return [e for e in rows if e.context.get("institution_id") == ctx.account.institution_id]
+
+
+def _not_found(found: Found) -> Reply:
+    if receipt := found.get("receipt"):
+        return Reply(f"このチャットから送られたお問い合わせに、受付番号 {receipt} は見つかり"
+                     "ませんでした。番号をご確認ください。", meta={"action": "ticket"})
+    return Reply("このチャットから都道府県の担当者に送られたお問い合わせはまだありません。"
+                 "ご質問があれば、そのまま入力してください。", meta={"action": "ticket"})
+
+
+async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """The state of this chat's own inquiries, never anyone else's: a receipt number typed
+    here is looked up among them only."""
+    rows = await _own_inquiries(ctx, found)
     if not rows:
-        return [Reply("このチャットから都道府県の担当者に送られたお問い合わせはまだありません。"
-                      "ご質問があれば、そのまま入力してください。", meta={"action": "ticket"})]
+        return [_not_found(found)]
     lines = []
     for esc in rows[:3]:
         state = TICKET_STATUS.get(esc.status, "確認しています")

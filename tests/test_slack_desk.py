@@ -244,6 +244,60 @@ async def test_answer_opens_a_modal_and_reaches_the_clinic_once(d: Desk) -> None
     assert answer in card and action_ids(d.api.latest(channel, ts)) == ["desk_kb"]
 
 
+async def test_a_clinics_supplement_reaches_the_card_and_its_thread(d: Desk) -> None:
+    """「Q26-000001の補足です…」 was answered as a new question and never reached the staff
+    working on the inquiry."""
+    esc_id = await escalate(d.ctx)
+    channel, ts = await posted_card(d, esc_id)
+    receipt = (await esc(d.ctx, esc_id)).receipt
+    note = f"{receipt}の補足です。本院は有床診療所で、分院は無床の予定です。"
+    [reply] = await dispatch(Inbound("telegram", "clinic-1", text=note), d.ctx)
+    assert receipt in reply.text and "補足を追加し" in reply.text
+    assert len(await rows(d.ctx, kind="escalation_card")) == 1  # no second inquiry
+    await d.channel.flush(NOW)
+    [posted] = [c for c in d.api.of("chat.postMessage") if c.params.get("thread_ts")]
+    assert posted.params["thread_ts"] == ts and "分院は無床の予定" in posted.params["text"]
+    assert "分院は無床の予定" in blocks_text(d.api.latest(channel, ts))
+    await d.slack.press("desk_answer", esc_id, C26, STAFF_A)
+    [opened] = d.api.of("views.open")
+    assert "分院は無床の予定" in json.dumps(opened.params["view"], ensure_ascii=False)
+
+    # Said after the staff answered, it becomes a new inquiry that names the old one.
+    await d.slack.submit("desk_answer", esc_id, C26, STAFF_A, "分院も別に報告してください。")
+    [late] = await dispatch(Inbound("telegram", "clinic-1",
+                                    text=f"{receipt}に追記します。分院の開設は5月です。"), d.ctx)
+    assert "新しいお問い合わせとしてお送りしました" in late.text
+    newer = await esc(d.ctx, int(late.meta["escalation_id"]))  # type: ignore[call-overload]
+    assert newer.id != esc_id and receipt in newer.question and "5月" in newer.question
+
+
+async def test_a_supplement_goes_only_to_the_chats_own_inquiry(d: Desk) -> None:
+    esc_id = await escalate(d.ctx)
+    receipt = (await esc(d.ctx, esc_id)).receipt
+    [other] = await dispatch(Inbound("telegram", "clinic-2",
+                                     text=f"{receipt}の補足です。うちは病院です。"), d.ctx)
+    assert "見つかりませんでした" in other.text
+    [bare] = await dispatch(Inbound("telegram", "clinic-1", text="さっきの質問に補足したいです"),
+                            d.ctx)
+    assert "補足の内容を" in bare.text and receipt in bare.text
+    [earlier] = await dispatch(Inbound("telegram", "clinic-1",
+                                       text="さっきの質問の補足：分院は隣の市です"), d.ctx)
+    assert "補足を追加し" in earlier.text
+    assert (await esc(d.ctx, esc_id)).context["supplements"][0]["text"] == (
+        "さっきの質問の補足：分院は隣の市です")
+
+
+async def test_two_supplements_at_once_are_both_kept(d: Desk) -> None:
+    esc_id = await escalate(d.ctx)
+    receipt = (await esc(d.ctx, esc_id)).receipt
+    await asyncio.gather(*(
+        dispatch(Inbound("telegram", "clinic-1", text=f"{receipt}の補足です。{n}点目です。"),
+                 d.ctx) for n in ("1", "2")))
+    kept = {s["text"] for s in (await esc(d.ctx, esc_id)).context["supplements"]}
+    assert kept == {f"{receipt}の補足です。1点目です。", f"{receipt}の補足です。2点目です。"}
+    assert len(await rows(d.ctx, kind="escalation_note")) == 2
+
+
 async def test_two_staff_answering_at_once_relay_one_answer(d: Desk) -> None:
     esc_id = await escalate(d.ctx)
     responses = await asyncio.gather(

@@ -57,6 +57,8 @@ def card_blocks(card: Card) -> list[Block]:
         ]},
         _section(f"*質問*\n{_quote(card.question)}"),
     ]
+    if card.supplements:
+        blocks.append(_section(_supplements(card)))
     if card.history:
         turns = "\n".join(f"• 質問：{escape(t.question)}\n　ボット：{escape(t.reply)}"
                           for t in card.history)
@@ -70,6 +72,10 @@ def card_blocks(card: Card) -> list[Block]:
         blocks.append({"type": "actions", "block_id": f"desk:{card.escalation_id}",
                        "elements": buttons})
     return blocks
+
+
+def _supplements(card: Card) -> str:
+    return "*医療機関からの補足*\n" + "\n".join(_quote(s) for s in card.supplements)
 
 
 def _outcome_blocks(card: Card) -> list[Block]:
@@ -107,7 +113,8 @@ def text_modal(callback_id: str, title: str, card: Card, channel_id: str, label:
         "close": {"type": "plain_text", "text": "キャンセル"},
         "private_metadata": json.dumps({"id": card.escalation_id, "channel": channel_id}),
         "blocks": [
-            _section(f"*{card.receipt}* {escape(card.clinic)}\n{_quote(card.question)}"),
+            _section(f"*{card.receipt}* {escape(card.clinic)}\n{_quote(card.question)}"
+                     + (f"\n{_supplements(card)}" if card.supplements else "")),
             {"type": "input", "block_id": "text",
              "label": {"type": "plain_text", "text": label},
              "hint": {"type": "plain_text", "text": hint},

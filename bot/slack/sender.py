@@ -56,8 +56,8 @@ class SlackSender:
                 return await self._card(row, post=True)
             if row.kind == "escalation_card_update":
                 return await self._card(row, post=False)
-            if row.kind == "escalation_reminder":
-                return await self._reminder(row)
+            if row.kind in ("escalation_reminder", "escalation_note"):
+                return await self._in_thread(row)
             if row.kind in ("digest", "campaign_report"):
                 return await self._text(row)
             if row.kind == "campaign_preview":
@@ -105,11 +105,13 @@ class SlackSender:
             await session.exec(stmt)  # type: ignore[call-overload]
             await session.commit()
 
-    async def _reminder(self, row: Outbox) -> Outcome:
+    async def _in_thread(self, row: Outbox) -> Outcome:
+        """A reply under the card: an SLA reminder (only while unclaimed) or a clinic's
+        supplement (always: whoever works on it must see it)."""
         async with self.sessions() as session:
             esc = await session.get(Escalation, int(row.payload["escalation_id"]))
-        if esc is None or esc.status != "open":
-            return Outcome("sent", "no longer unclaimed")
+        if esc is None or (row.kind == "escalation_reminder" and esc.status != "open"):
+            return Outcome("sent", "no longer needed")
         if not (esc.card_ts and esc.card_channel):
             return Outcome("retry", "card not posted yet", retry_after=CARD_WAIT)
         await self.client.chat_postMessage(channel=esc.card_channel, thread_ts=esc.card_ts,
