@@ -68,6 +68,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff\ud80
 # 「200床の病院」: a bed count is context no entry has (every hospital must report); as
 # 病床 it at least says beds, which the entries on beds use.
 _BED_COUNT = re.compile(r"\d+\s*床")
+# 「2号のハとニ」「2号機能イ・ロ」: a list of letters names each of those functions, as 「2号の
+# ハ」 names one (the synonyms give each letter's function: 在宅医療 (ハ)).
+_LETTER_LIST = re.compile(
+    r"2号(?:機能)?(?:の|\()?([イロハニ](?:(?:と|・|、|,|及び|および|や|か|も)[イロハニ])+)\)?")
+_LETTERED = re.compile(r"\(([イロハニ])\)$")
 _KANA_WORD = re.compile(r"[\u3041-\u30ff]{4,}")
 _SPACE = re.compile(r"[ \u3000]")
 
@@ -115,15 +120,29 @@ class Analyzer:
         self._synonyms = load_synonyms(synonyms_file)
         variants = sorted(self._synonyms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(_spaced, variants))) if variants else None
+        self._function_of = {m.group(1): term for term in self._synonyms.values()
+                             if (m := _LETTERED.search(term))}
 
     def canonical(self, text: str, limit: int | None = MAX_QUERY_CHARS) -> str:
         """NFKC, lower case, and every domain synonym replaced by its canonical term. A query
         is cut at `limit`; the knowledge base's own texts are analysed whole (limit=None)."""
         text = unicodedata.normalize("NFKC", clean_user_text(text))[:limit].lower()
         text = _BED_COUNT.sub("病床", _FRAME.sub("", text))
+        if self._function_of:
+            text = _LETTER_LIST.sub(self._letters, text)
         if self._pattern is None:
             return text
         return self._pattern.sub(self._replacement, text)
+
+    @property
+    def parallel_terms(self) -> list[str]:
+        """The 2号 functions, each as its own term (時間外, 入退院支援, ...): siblings a
+        question may name together, which an entry on one of them does not answer."""
+        return [_LETTERED.sub("", term).strip() for term in self._function_of.values()]
+
+    def _letters(self, match: re.Match[str]) -> str:
+        named = [self._function_of[c] for c in match.group(1) if c in self._function_of]
+        return "と".join(named)
 
     def _replacement(self, match: re.Match[str]) -> str:
         found = match.group(0)

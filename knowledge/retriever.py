@@ -31,6 +31,11 @@ SYSTEM_TERMS = frozenset({"ろぐいん", "ぱすわーど", "id", "あかうん
                           "めんてなんす"})
 
 
+# Where a question naming several 2号 functions asks about each (「在宅医療・介護連携の会議」
+# in a 協議の場 question is one topic, not two).
+PARALLEL_CATEGORY = "func2"
+
+
 @dataclass(frozen=True)
 class Candidate:
     entry_id: str
@@ -213,6 +218,11 @@ class Retriever:
         answered = [set(analyzer.analyse(e.answer + (e.detail or ""), limit=None).terms)
                     for e in entries]
         self._mentions = [frozenset(asked[i] | answered[i]) for i in range(len(entries))]
+        # What each entry is about, by its own question (its phrasings range wider).
+        self._about = [frozenset(docs[self._first_doc[i]].terms) for i in range(len(entries))]
+        self._position = {e.id: i for i, e in enumerate(entries)}
+        self._parallel = [frozenset(analyzer.analyse(t, limit=None).terms)
+                          for t in analyzer.parallel_terms]
         self._entry_bm25 = bm25s.BM25()
         self._entry_bm25.index([[*asked[i], *answered[i]] for i in range(len(entries))],
                                show_progress=False)
@@ -374,6 +384,24 @@ class Retriever:
         f1[hit] = 2 * recall * precision / (recall + precision)
         return f1
 
+    def _about_of(self, candidate: Candidate) -> frozenset[str]:
+        return self._about[self._position[candidate.entry_id]]
+
+    def _each_of(self, analysed: Analysed, named: list[frozenset[str]],
+                 ranked: list[Candidate]) -> list[Candidate]:
+        """For each sibling named, the best entry whose question is about it and none of
+        the others; then the top entry, if its question is about all of them."""
+        wide = self._rank(analysed, k=20)
+        out: list[Candidate] = []
+        for p in named:
+            about = [c for c in wide if p <= self._about_of(c)]
+            own = [c for c in about if not any(o <= self._about_of(c) for o in named if o != p)]
+            if best := next((c for c in own or about if c not in out), None):
+                out.append(best)
+        if all(p <= self._about_of(ranked[0]) for p in named) and ranked[0] not in out:
+            out.append(ranked[0])
+        return out[:3] or ranked
+
     def decide(self, query: str) -> Decision:
         """Answer, suggest the top three, or escalate; system questions route to G-MIS."""
         analysed = self.analyse(query)
@@ -384,6 +412,12 @@ class Retriever:
         answer_at = max(t.answer_floor,
                         t.answer_at - t.answer_step * max(0, len(known) - t.long_after))
         margin = t.sure_margin if top >= t.sure_at else t.margin
+        if (ranked and self.by_id[ranked[0].entry_id].category == PARALLEL_CATEGORY
+                and len(named := [p for p in self._parallel if p <= set(analysed.terms)]) > 1):
+            # 「2号のイとロは何を書く？」: an entry on one of them answers half the question,
+            # so each one's own entry is offered (and one on all of them, if it leads).
+            return Decision("suggest", self.by_id[ranked[0].entry_id].route, None, None, top,
+                            self._each_of(analysed, named, ranked))
         if ranked and top >= answer_at and top - second >= margin:
             entry = self.by_id[ranked[0].entry_id]
             return Decision("answer", entry.route, entry.id, entry.answer, top, ranked)

@@ -263,6 +263,28 @@ def test_colloquial_and_width_variants_find_the_same_entry(retriever: Retriever)
     assert retriever.decide("締め切りっていつ").entry_id == "schedule-reporting-period"
 
 
+@pytest.mark.parametrize("question, each", [
+    ("2号のハとニについて教えて", {"func2-homecare-items", "func2-care-managers"}),
+    ("2号機能（イ・ロ）は何を書けばいい", {"func2-offhours-items", "func2-admission-items"}),
+    ("時間外と入退院支援の報告項目", {"func2-offhours-items", "func2-admission-items"}),
+])
+def test_two_2go_functions_named_offer_each_ones_entry(retriever: Retriever, question: str,
+                                                       each: set[str]) -> None:
+    """「2号のハとニについて教えて」 was answered outright with the ハ entry alone (the ニ was
+    not even read): each function named gets its own entry offered."""
+    decision = retriever.decide(question)
+    assert decision.action == "suggest"
+    assert {c.entry_id for c in decision.candidates} == each
+    assert retriever.decide("2号のハについて教えて").entry_id == "func2-homecare-items"
+
+
+def test_the_2go_functions_as_one_topic_of_a_meeting_are_not_split(retriever: Retriever,
+                                                                   ) -> None:
+    question = "在宅医療・介護連携の既存の会議を協議の場として活用してよいですか"
+    assert retriever.rank(question, k=1)[0].entry_id == "consultation-existing-meetings"
+    assert retriever.decide(question).candidates[0].entry_id == "consultation-existing-meetings"
+
+
 @pytest.mark.parametrize(
     "query",
     ["", " ", "😀😀😀", "\x00\x07\x1b[31m", "'; DROP TABLE institution; --", "ｱｲｳｴｵ",
