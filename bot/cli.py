@@ -188,7 +188,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if decision.action == "answer" and decision.entry_id:
         print(retriever.by_id[decision.entry_id].answer)
-        if decision.route == "gmis_callcenter":  # as the chat adds it
+        if retriever.by_id[decision.entry_id].with_gmis_contact:  # as the chat adds it
             print(contact_line(settings.gmis_contact))
     elif decision.action == "suggest":
         print("もしかして:")

@@ -251,8 +251,8 @@ def elsewhere(question: str, ctx: Context) -> list[str]:
 
 
 def contact_line(gmis_contact: str) -> str:
-    """The configured G-MIS contact, under every call-center answer (KB answers never
-    write it: kb check refuses one that does)."""
+    """The configured G-MIS contact, under every call-center answer and every answer that
+    points to it (KB answers never write it: kb check refuses one that does)."""
     return f"【お問い合わせ先】{gmis_contact}"
 
 
@@ -273,7 +273,7 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
     if entry.local:
         lead, lines = await _local_lines(entry.local, ctx)
         text = lead + text + ("\n\n" + "\n".join(lines) if lines else "")
-    if entry.route == "gmis_callcenter" and ctx.config.gmis_contact not in text:
+    if entry.with_gmis_contact and ctx.config.gmis_contact not in text:
         text += "\n\n" + contact_line(ctx.config.gmis_contact)
     buttons = [Button("詳しく", f"qa:detail:{entry.id}")] if entry.detail else []
     buttons += [Button("👍 役に立った", f"fb:up:{entry.id}"),

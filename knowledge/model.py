@@ -29,6 +29,9 @@ CATEGORIES: dict[str, str] = {
 Route = Literal["prefecture", "gmis_callcenter"]
 _ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
 _CONTACT = re.compile(r"\d{2,4}-\d{2,4}-\d{3,4}|[\w.+-]+@[\w-]+\.[\w.]+")
+GMIS_DESK = "G-MIS事務局"
+# How an answer on another topic points to the G-MIS contact the chat adds under it.
+GMIS_CONTACT_BELOW = "G-MIS事務局（連絡先は下に記載しています）"
 
 
 class Source(BaseModel):
@@ -105,12 +108,20 @@ class Entry(BaseModel):
     def _contact_is_added_not_written(cls, value: str, info: ValidationInfo) -> str:
         # The chat adds the configured G-MIS contact (GMIS_CONTACT) under every call-center
         # answer; one written into the answer shows twice, and goes stale when it changes.
-        written = (info.data.get("answer") or "") + (info.data.get("detail") or "")
-        if value == "gmis_callcenter" and _CONTACT.search(written):
-            raise ValueError("a G-MIS call-center answer or detail must not write a phone "
-                             "number or e-mail address: the chat adds the configured G-MIS "
-                             "contact")
+        # An answer on another topic that names the desk writes GMIS_CONTACT_BELOW instead.
+        for part in ("answer", "detail"):
+            written = info.data.get(part) or ""
+            if (value == "gmis_callcenter" or GMIS_DESK in written) and _CONTACT.search(written):
+                raise ValueError(
+                    f"a G-MIS call-center {part}, or one naming {GMIS_DESK}, must not write a "
+                    "phone number or e-mail address: the chat adds the configured G-MIS "
+                    f"contact (write 「{GMIS_CONTACT_BELOW}」 to point to it)")
         return value
+
+    @property
+    def with_gmis_contact(self) -> bool:
+        """Whether the chat adds the configured G-MIS contact under the answer."""
+        return self.route == "gmis_callcenter" or GMIS_CONTACT_BELOW in self.answer
 
     @field_validator("phrasings")
     @classmethod

@@ -49,6 +49,18 @@ async def test_gmis_question_gives_call_center_contact(ctx: Context) -> None:
     assert not any(b.payload == "esc:ask" for b in reply.buttons)
 
 
+async def test_an_answer_that_points_to_the_gmis_desk_carries_the_configured_contact(
+        ctx: Context) -> None:
+    """The 引き戻し answer wrote the G-MIS number itself, so a changed number would have
+    stayed wrong there; it now points below, where the configured contact is added."""
+    contact = "G-MIS事務局（テスト）: 03-0000-0000"
+    ctx = replace(ctx, config=replace(ctx.config, gmis_contact=contact))
+    [reply] = await dispatch(said("報告を提出した後で間違いに気づきました。修正できますか？"), ctx)
+    assert reply.meta["entry_id"] == "confirmation-pullback"
+    assert "連絡先は下に記載しています" in reply.text and reply.text.count(contact) == 1
+    assert "050-3355-8230" not in reply.text
+
+
 async def test_a_call_center_hand_off_offers_the_entries_close_to_the_question(
         ctx: Context) -> None:
     """A clinic opened this year with no account: the call center issues nothing faster,

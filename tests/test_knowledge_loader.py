@@ -72,6 +72,9 @@ def test_broken_yaml_names_file_and_line(tmp_path: Path) -> None:
         (("    answer: 歯科医療機関は報告の対象外です。\n    route: prefecture",
           "    answer: G-MIS事務局へどうぞ。\n    detail: helpdesk@example.jp へ\n"
           "    route: gmis_callcenter"), "configured G-MIS contact"),
+        # Also in an answer on another topic that names the desk (it went stale there).
+        (("    answer: 歯科医療機関は報告の対象外です。\n",
+          "    answer: 操作はG-MIS事務局（050-3355-8230）へ。\n"), "configured G-MIS contact"),
         (("    phrasings: [歯医者も対象ですか, 歯科は報告不要ですか]",
           "    phrasings: [一つだけ]"),
          "phrasings"),
