@@ -105,9 +105,15 @@ async def build_card(session: AsyncSession, esc: Escalation, now: datetime) -> C
 
 
 async def _clinic(session: AsyncSession, esc: Escalation, account: ChatAccount | None) -> str:
-    if account is None or account.institution_id is None:
+    """The institution the chat was linked to when it asked (a clerk who has since linked
+    the chat to another clinic, or been unlinked, still asked for that one); asked before
+    linking, the one it is linked to now."""
+    asked_for = esc.context.get("institution_id")
+    if asked_for is None and account is not None:
+        asked_for = account.institution_id
+    if not isinstance(asked_for, int):
         return UNLINKED
-    inst = await repo.get_institution(session, esc.prefecture_code, account.institution_id)
+    inst = await repo.get_institution(session, esc.prefecture_code, asked_for)
     if inst is None:  # linked to another prefecture's roster: never shown here
         return UNLINKED
     confirmation = f"・{inst.confirmation}" if inst.confirmation else ""

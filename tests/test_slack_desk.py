@@ -29,6 +29,7 @@ from bot import cli
 from bot.runner import channel_builders
 from bot.settings import GMIS_CONTACT_DEFAULT, Settings
 from bot.slack import SlackChannel, build_slack_channel
+from db import repo
 from db.models import (
     ChatAccount,
     ConversationLog,
@@ -189,6 +190,26 @@ async def test_card_shows_the_linked_clinic_and_its_status(d: Desk) -> None:
     await posted_card(d, esc_id)
     card = blocks_text(d.api.of("chat.postMessage")[0].params)
     assert "デモ在宅診療所（9990003）報告状況：差し戻し" in card and "未連携" not in card
+
+
+async def test_card_names_the_clinic_asked_for_even_after_a_relink(d: Desk) -> None:
+    """A clerk who handles two clinics asked for one, then linked the chat to the other:
+    the card had named the second, so staff would have answered about the wrong clinic."""
+    async with d.ctx.session() as session:
+        first, second = [(await session.exec(select(Institution).where(
+            Institution.code == code))).one() for code in ("9990003", "9990001")]
+        account = await repo.ensure_account(session, "telegram", "clinic-1")
+        account.institution_id, account.prefecture_code = first.id, "26"
+        session.add(account)
+        await session.commit()
+    esc_id = await escalate(d.ctx)
+    async with d.ctx.session() as session:
+        await session.exec(update(ChatAccount).where(  # type: ignore[call-overload]
+            col(ChatAccount.external_user_id) == "clinic-1").values(institution_id=second.id))
+        await session.commit()
+    await posted_card(d, esc_id)
+    card = blocks_text(d.api.of("chat.postMessage")[0].params)
+    assert f"{first.name}（9990003）" in card and second.name not in card
 
 
 async def test_user_text_cannot_become_slack_markup(d: Desk) -> None:
