@@ -38,7 +38,7 @@ ROUTES = Router([
     Route("new_staff_question", payload("esc:new"), escalation.handle_new_question),
     # 「人と話したい」 and other ways of asking for a person: courtesy's "staff" (small_talk).
     Route("ask_staff_cmd", command("ask", "担当者に聞く", "担当者に質問", "たんとうしゃにきく"),
-          escalation.handle_ask_staff),
+          escalation.handle_ask_staff_command),
     Route("link_code", linking.typed_code, linking.handle_link),  # 「連携コードはXXXXX-…」
     Route("link_question", linking.asks_about_code, linking.handle_about_code),
     Route("link", command("link", "連携コード", "連携", "れんけい"), linking.handle_link),

@@ -8,13 +8,14 @@ from dataclasses import replace
 
 from db import repo
 from db.models import Escalation, Prefecture
-from handlers import courtesy, desk, history
+from handlers import courtesy, desk, history, qa
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
 from handlers.texts import NOTED, OFFER_QUESTION
 
 ASK_FLOW = "ask_staff"
+UNSURE = ("escalate", "suggest", history.OFFER)  # replies that offer 「担当者に聞く」
 CONFIRM_BUTTONS = (Button("この質問を送る", "esc:ask"), Button("別の質問を送る", "esc:new"),
                    Button("送らない", "esc:no"))
 # 「受付番号 Q26-000001 の回答はまだですか」「さっきの問い合わせはどうなりましたか」
@@ -23,7 +24,7 @@ CONFIRM_BUTTONS = (Button("この質問を送る", "esc:ask"), Button("別の質
 # inquiry at all.
 _RECEIPT = re.compile(r"Q(\d{2})-?(\d{1,6})(?!\d)")
 # How both forms end: the answer has not come (「どうなりましたか」「まだ？」「来ない」).
-_WAITING = (r"どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?"
+_WAITING = (r"どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?|どうなった(?:の|かな)?"
             r"|まだ(?:ですか|でしょうか|来ない)?|来ない|こない|届かない|届いて(?:い)?ない")
 _ABOUT_RECEIPT = re.compile(
     r"^(?:受付番号)?(?:は|:|：)?\s*Q\d{2}-?\d{1,6}\s*(?:の|は|って|、)?\s*(?:件|お問い合わせ|問い合わせ)?"
@@ -31,14 +32,19 @@ _ABOUT_RECEIPT = re.compile(
     rf"(?:{_WAITING}|いつ(?:ですか|頃|ごろ)?|どう)?[?？。]*$")
 _ASKS_TICKET = re.compile(
     r"^(?:さっき|先ほど|先日|前に|以前|この前|昨日|きのう|この間)?の?"
-    r"(?:送った|お送りした|した|出した|お願いした|聞いた)?(?:問い?合わ?せ|質問)(?:の件)?"
+    r"(?:送った|お送りした|した|出した|お願いした|聞いた)?(?:問い?合わ?せ|といあわせ|質問)(?:の件)?"
     r"(?:の|は|って|、)?(?:回答|返事|返信)?(?:は|って|が)?"
     rf"(?:{_WAITING}|状況を(?:教えて|知りたい)(?:ください|下さい)?"
     r"|の?受付番号(?:を|が)?(?:忘れ|失念|わから|わすれ|なんだっけ|何だっけ|教えて)\S*)[?？。]*$"
     r"|^(?:受付番号|うけつけばんごう)(?:を|が|って)?(?:忘れ|失念|わから|わすれ|なんだっけ|何だっけ)")
 # 「Q26-000001の補足です。うちは有床診療所です」「先ほどの問い合わせに追記します。…」: the
 # receipt (or the inquiry just sent) and the word saying so, both at the start.
-_SUPPLEMENT = re.compile(r"補足|追記|追伸|付け加え|付け足|つけたし|言い忘れ|書き忘れ|ほそく")
+_SUPPLEMENT = re.compile(r"補足|追記|追伸|付け加え|付け足|つけたし|言い忘れ|書き忘れ|ほそく"
+                         r"|追加(?:です|します|で(?:す|お伝え|ご連絡|連絡))|に追加")
+# 「追記です。…」「すみません、言い忘れましたが…」 right after an inquiry was sent: it is
+# that inquiry's, though it names none.
+_OPENS_WITH_SUPPLEMENT = re.compile(
+    r"^(?:すみません|すいません|失礼しました|あの)?[、,。\s]*(?:" + _SUPPLEMENT.pattern + ")")
 _EARLIER_INQUIRY = re.compile(
     r"^(?:さっき|先ほど|先程|前に|先日|昨日|きのう)の?(?:送った|お送りした|した|出した)?"
     r"(?:問い?合わ?せ|質問)")
@@ -73,6 +79,17 @@ async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Rep
                       "なりたい場合は「別の質問を送る」を選んでください。\n"
                       + OFFER_QUESTION, CONFIRM_BUTTONS, meta={"action": history.OFFER})]
     return [await _escalate(msg, ctx, question, history.for_staff(turns))]
+
+
+async def handle_ask_staff_command(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """「担当者に聞く」 typed. Right after the bot said it is unsure it is the yes to that
+    offer; after an answer the clerk may mean the question they type next, so the one that
+    would be sent is shown first."""
+    if found.get("arg"):  # 「担当者に聞く 紙でも出せますか」: the question itself
+        return await handle_ask_staff(msg, ctx, found)
+    last = await history.last_turn(msg, ctx)
+    offered = last is not None and last.action in UNSURE
+    return await handle_ask_staff(msg, ctx, {} if offered else {"confirm": "yes"})
 
 
 async def handle_new_question(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
@@ -159,12 +176,18 @@ def adds_to_ticket(msg: Inbound, _ctx: Context) -> Found | None:
     if m := _RECEIPT.search(head):
         return found | {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}",
                         "prefecture": m.group(1), "id": m.group(2)}
-    return found if _EARLIER_INQUIRY.search(head) else None
+    if _EARLIER_INQUIRY.search(head):
+        return found
+    return found | {"recent": "yes"} if _OPENS_WITH_SUPPLEMENT.search(head) else None
 
 
 async def handle_supplement(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """Add the message to the inquiry it names, so the staff answer with it in view; an
     inquiry already closed gets it as a new one that quotes the old receipt."""
+    if found.get("recent"):
+        turns = await history.recent(msg, ctx, limit=1)
+        if not (turns and turns[0].action == history.ESCALATED and history.fresh(turns[0], ctx)):
+            return await qa.handle_question(msg, ctx, {})  # not said about an inquiry
     rows = await _own_inquiries(ctx, found)
     if not rows:
         return [_not_found(found)]
@@ -199,8 +222,10 @@ async def _own_inquiries(ctx: Context, found: Found) -> list[Escalation]:
     async with ctx.session() as session:
         rows = await repo.account_escalations(
             session, ctx.tenant, ctx.account.id, int(found["id"]) if receipt else None)
-    # Asked under another link (a relink, a revoked one), an inquiry is that institution's.
-    return [e for e in rows if e.context.get("institution_id") == ctx.account.institution_id]
+    # Asked under another link (a relink, a revoked one), an inquiry is that institution's;
+    # asked before linking, it is the chat's own (ask first, find the letter's code later).
+    own = (None, ctx.account.institution_id)
+    return [e for e in rows if e.context.get("institution_id") in own]
 
 
 def _not_found(found: Found) -> Reply:

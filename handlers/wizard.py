@@ -59,8 +59,9 @@ STEPS: dict[str, Step] = {s.key: s for s in [
     Step("special", "特定機能病院の承認を受けていますか。", topic=("特定機能", "承認")),
     Step("dental", "歯科医療機関（歯科のみを診療する病院・診療所）ですか。"
                    "医科と歯科を併せて診療している場合は「いいえ」です。", topic=("歯科", "医科")),
-    Step("closed", "その年の1月1日の時点で、届出をして休院（業務を休止）していましたか。"
-                   "お正月の休診日は休院に当たりません。", topic=("休院", "休止")),
+    Step("closed", "報告する年の1月1日（1〜3月の報告なら、その年の元日）の時点で、届出をして"
+                   "休院（業務を休止）していましたか。お正月の休診日は休院に当たりません。",
+         topic=("休院", "休止")),
     Step("go_func1", "続けて、1号機能の要件を満たしているかを確認しますか（★の3項目）。",
          (("確認する", "yes"), ("ここで終わる", "no")),
          also=(("確認します", "yes"), ("お願いします", "yes"), ("終わります", "no"))),
@@ -110,11 +111,21 @@ def _facility(a: dict[str, str]) -> Facility:
                     dental=a.get("dental") == "yes", closed_on_jan1=a.get("closed") == "yes")
 
 
+# The reference date is 1月1日; for a clinic opened after it the seeds say nothing, so the
+# check does not claim a duty there (the roster, which the prefecture keeps, does).
+OPENED_LATER = "1月2日以降に開設した場合の扱いは、都道府県にご確認ください。"
+
+
+def _required_text(answers: dict[str, str]) -> str:
+    verdict = obligation(_facility(answers))
+    return f"判定：報告の対象です。\n理由：{verdict.reason}{OPENED_LATER}"
+
+
 def result_text(answers: dict[str, str]) -> str:
     verdict = obligation(_facility(answers))
     if not verdict.required:
         return f"判定：報告の対象外です。\n理由：{verdict.reason}"
-    lines = [f"判定：報告の対象です。\n理由：{verdict.reason}"]
+    lines = [_required_text(answers)]
     if answers.get("go_func1") == "yes":
         flags = {k: answers[k] == "yes" for k in (*FUNC1_ITEMS, *FUNC2) if k in answers}
         judged = judge(flags)
@@ -130,8 +141,7 @@ def question_reply(key: str, answers: dict[str, str]) -> Reply:
     step = STEPS[key]
     text = step.text
     if key == "go_func1":  # the eligibility result comes first; the 1号 check is optional
-        verdict = obligation(_facility(answers))
-        text = f"判定：報告の対象です。\n理由：{verdict.reason}\n\n{text}"
+        text = f"{_required_text(answers)}\n\n{text}"
     buttons = [Button(label, f"wiz:{value}") for label, value in step.choices]
     if answers:
         buttons.append(Button("戻る", "wiz:back"))

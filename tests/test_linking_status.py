@@ -529,3 +529,35 @@ async def test_an_inquiry_asked_under_another_link_is_not_shown_after_relinking(
     await dispatch(said(f"連携 {await code_for(ctx, '2610002')}"), ctx)
     [after] = await dispatch(said("さっきの問い合わせはどうなりましたか"), ctx)
     assert "今日の天気" not in after.text and "まだありません" in after.text
+
+
+async def test_an_inquiry_asked_before_linking_is_still_the_chats_after_it(
+        ctx: Context) -> None:
+    """Ask first, find the letter's code later: after linking, 「さっきの問い合わせ」 had
+    answered 「まだありません」 and a 補足 to the receipt was refused."""
+    await load_samples(ctx)
+    await dispatch(said("今日の天気は？"), ctx)
+    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
+                                    tenant="26"), ctx)
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    [state] = await dispatch(said("さっきの問い合わせどうなった？"), ctx)
+    assert "今日の天気" in state.text
+    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    [added] = await dispatch(said(f"{receipt}の補足です。午後の天気も知りたいです。"), ctx)
+    assert "補足を追加し" in added.text
+
+
+async def test_a_supplement_right_after_sending_joins_that_inquiry(ctx: Context) -> None:
+    """「追記です。…」「すみません、言い忘れましたが…」 name no inquiry; right after one was
+    sent they are its, and said out of the blue they are questions like any other."""
+    await dispatch(said("今日の天気は？"), ctx)
+    await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
+                           tenant="26"), ctx)
+    [added] = await dispatch(said("すみません、言い忘れましたが、紙で報告しています"), ctx)
+    assert "補足を追加し" in added.text
+    async with ctx.session() as session:
+        [esc] = (await session.exec(select(Escalation))).all()
+    assert esc.context["supplements"][0]["text"].endswith("紙で報告しています")
+    await dispatch(said("報告期間はいつからいつまで"), ctx)
+    [later] = await dispatch(said("追記です。G-MISにログインできません"), ctx)
+    assert "補足を追加し" not in later.text and later.meta["action"] != "supplement"

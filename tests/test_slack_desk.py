@@ -117,9 +117,10 @@ BRANCH_QUESTION = "分院を開設予定ですが、今年の報告は本院と�
 
 async def escalate(ctx: Context, user: str = "clinic-1", question: str = BRANCH_QUESTION,
                    ) -> int:
-    """A clinic asks something the bot cannot answer, then asks for a person."""
+    """A clinic asks something, then taps 「担当者に聞く」."""
     await dispatch(Inbound("telegram", user, text=question), ctx)
-    [reply] = await dispatch(Inbound("telegram", user, text="担当者に聞く"), ctx)
+    [reply] = await dispatch(Inbound("telegram", user, text="担当者に聞く", payload="esc:ask"),
+                             ctx)
     return int(reply.meta["escalation_id"])  # type: ignore[call-overload]
 
 

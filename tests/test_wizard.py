@@ -35,6 +35,8 @@ async def test_clinic_holding_1go_and_some_2go(ctx: Context) -> None:
     assert "1号機能" in r.text
     # the eligibility result comes before the optional 1号 check, and stopping there keeps it
     assert "判定：報告の対象です" in r.text and "理由：" in r.text
+    # Opened after 1月1日 is not a case the check can judge (it had said 「対象です」 flatly).
+    assert "1月2日以降に開設した場合の扱いは、都道府県にご確認ください" in r.text
     assert [b.label for b in r.buttons] == ["確認する", "ここで終わる", "戻る", "やめる"]
     r = await tap(ctx, r, "確認する")
     for label in ("はい", "はい", "はい", "はい", "いいえ", "はい", "いいえ"):
