@@ -76,6 +76,9 @@ class RedmineSender:
 def description(card: Card, prefecture_name: str) -> str:
     lines = [f"都道府県：{prefecture_name}", f"受付番号：{card.receipt}",
              f"受付日時：{card.received}", "", "■ 質問", card.question]
+    if card.supplements:
+        lines += ["", "■ 医療機関からの補足"]
+        lines += [f"- {s}" for s in card.supplements]
     if card.history:
         lines += ["", "■ これまでの質問（医療機関 → ボット）"]
         lines += [f"- {t.question}" for t in card.history]

@@ -123,7 +123,7 @@ async def _clinic(session: AsyncSession, esc: Escalation, account: ChatAccount |
 def _history(context: dict[str, Any]) -> tuple[Turn, ...]:
     """Earlier turns, oldest first (the context stores them newest first)."""
     raw = [t for t in context.get("history") or [] if isinstance(t, dict)][:HISTORY_SHOWN]
-    return tuple(Turn(_cut(str(t.get("q") or "")), _cut(str(t.get("a") or "")),
+    return tuple(Turn(cut(str(t.get("q") or "")), cut(str(t.get("a") or "")),
                       t.get("action")) for t in reversed(raw))
 
 
@@ -156,9 +156,10 @@ def staff_ref(staff_id: str) -> str:
 def plain_text(card: Card) -> str:
     """The card as one plain message: notification text and a fallback for any channel."""
     return (f"【{card.receipt}】{card.status_label}（{card.age}）\n"
-            f"医療機関：{card.clinic}\n質問：{_cut(card.question, 200)}")
+            f"医療機関：{card.clinic}\n質問：{cut(card.question, 200)}")
 
 
-def _cut(text: str, limit: int = TEXT_CUT) -> str:
+def cut(text: str, limit: int = TEXT_CUT) -> str:
+    """A clinic's text cut to `limit` characters with …, as quoted on the card."""
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"

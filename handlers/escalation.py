@@ -22,35 +22,41 @@ CONFIRM_BUTTONS = (Button("この質問を送る", "esc:ask"), Button("別の質
 # Only a message about the inquiry itself: one with a question of its own (「Q26-000001の
 # 件ですが、期限の延長は？」) goes on to be answered, and 「調査票の回答はまだ必要？」 is no
 # inquiry at all.
-_RECEIPT = re.compile(r"Q(\d{2})-?(\d{1,6})(?!\d)")
+# A receipt as typed: 「Q26-000001」, with an IME's ー or − for the hyphen, or spaces.
+_RECEIPT_AT = r"Q(\d{2})\s*[-ー−‐–—]?\s*(\d{1,6})(?!\d)"
+_RECEIPT = re.compile(_RECEIPT_AT)
 # How both forms end: the answer has not come (「どうなりましたか」「まだ？」「来ない」).
 _WAITING = (r"どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?|どうなった(?:の|かな)?"
             r"|まだ(?:ですか|でしょうか|来ない)?|来ない|こない|届かない|届いて(?:い)?ない")
 _ABOUT_RECEIPT = re.compile(
-    r"^(?:受付番号)?(?:は|:|：)?\s*Q\d{2}-?\d{1,6}\s*(?:の|は|って|、)?\s*(?:件|お問い合わせ|問い合わせ)?"
-    r"(?:の|は|って|、)?\s*(?:回答|返事|返信|状況|進み具合)?(?:は|って)?"
-    rf"(?:{_WAITING}|いつ(?:ですか|頃|ごろ)?|どう)?[?？。]*$")
+    rf"^(?:受付番号)?(?:は|:|：)?\s*{_RECEIPT_AT}\s*(?:の|は|って|、)?\s*"
+    r"(?:件|お問い合わせ|問い合わせ)?(?:の|は|って|、)?\s*(?:回答|返事|返信|状況|進み具合)?"
+    rf"(?:は|って)?(?:{_WAITING}|いつ(?:ですか|頃|ごろ)?|どう)?[?？。]*$")
+# 「さっき送った問い合わせ」「この前の質問」: the inquiry, without its number.
+_WHEN = r"(?:さっき|先ほど|先程|先日|前に|以前|この前|この間|昨日|きのう)"
+_INQUIRY = (r"の?(?:送った|お送りした|した|出した|お願いした|聞いた)?"
+            r"(?:問い?合わ?せ|といあわせ|質問)")
 _ASKS_TICKET = re.compile(
-    r"^(?:さっき|先ほど|先日|前に|以前|この前|昨日|きのう|この間)?の?"
-    r"(?:送った|お送りした|した|出した|お願いした|聞いた)?(?:問い?合わ?せ|といあわせ|質問)(?:の件)?"
+    rf"^{_WHEN}?{_INQUIRY}(?:の件)?"
     r"(?:の|は|って|、)?(?:回答|返事|返信)?(?:は|って|が)?"
     rf"(?:{_WAITING}|状況を(?:教えて|知りたい)(?:ください|下さい)?"
     r"|の?受付番号(?:を|が)?(?:忘れ|失念|わから|わすれ|なんだっけ|何だっけ|教えて)\S*)[?？。]*$"
     r"|^(?:受付番号|うけつけばんごう)(?:を|が|って)?(?:忘れ|失念|わから|わすれ|なんだっけ|何だっけ)")
-# 「Q26-000001の補足です。うちは有床診療所です」「先ほどの問い合わせに追記します。…」: the
-# receipt (or the inquiry just sent) and the word saying so, both at the start.
-_SUPPLEMENT = re.compile(r"補足|追記|追伸|付け加え|付け足|つけたし|言い忘れ|書き忘れ|ほそく"
-                         r"|追加(?:です|します|で(?:す|お伝え|ご連絡|連絡))|に追加")
-# 「追記です。…」「すみません、言い忘れましたが…」 right after an inquiry was sent: it is
-# that inquiry's, though it names none.
-_OPENS_WITH_SUPPLEMENT = re.compile(
-    r"^(?:すみません|すいません|失礼しました|あの)?[、,。\s]*(?:" + _SUPPLEMENT.pattern + ")")
-_EARLIER_INQUIRY = re.compile(
-    r"^(?:さっき|先ほど|先程|前に|先日|昨日|きのう)の?(?:送った|お送りした|した|出した)?"
-    r"(?:問い?合わ?せ|質問)")
-_HEAD = 40  # how far into the message the receipt and 補足 may come
-# What follows the word in a message that only announces a follow-up (「補足したいです」).
-_ANNOUNCING = re.compile(r"[ぁ-ゖー]*[\s。、,.:：!！]*")
+# A follow-up says so at its start, after the receipt or the inquiry it adds to:
+# 「Q26-000001の補足です。…」「先ほどの質問に追記します：…」; and right after one was sent,
+# 「追記です。…」「すみません、言い忘れましたが…」. The word must be the announcement
+# (補足です, 補足：), not a topic (補足資料はどこ, 追記したい場合は, 補足の回答はまだ).
+_GREETING = r"(?:(?:いつも)?お世話になって(?:おります|います)[。、\s]*)?"
+_ADDED = (r"(?:補足|追記|追伸|追加|付け加え|付け足し?|つけたし|ほそく)(?:情報|事項)?"
+          r"(?:です|します|いたします|させて(?:ください|いただきます)|があります"
+          r"|したい(?:です|のですが)?|を?お送りします|[:：。、\s]|$)")
+_SUPPLEMENT = re.compile(
+    rf"^{_GREETING}(?:受付番号)?\s*(?:{_RECEIPT_AT}|{_WHEN}{_INQUIRY})\s*(?:の件)?"
+    rf"(?:の|に|で|について|への|、)?\s*{_ADDED}")
+_JUST_SENT = re.compile(
+    rf"^{_GREETING}(?:すみません|すいません|失礼しました|あの)?[、,。\s]*"
+    rf"(?:{_ADDED}|(?:言い|書き)忘れ(?:ました|ていました|てた)(?:が|けど)?)")
+_NOTHING_ADDED = re.compile(r"[\s。、,.:：!！]*(?:よろしくお願いします|お願いします)?[。!！]*")
 TICKET_STATUS = {
     "open": "受け付けました。担当者の確認をお待ちください",
     "claimed": "担当者が確認しています",
@@ -150,14 +156,18 @@ async def _set_flow(msg: Inbound, ctx: Context) -> None:
         await repo.set_state(session, msg.channel, msg.user_id, ASK_FLOW, {}, ctx.clock())
 
 
+def _receipt(m: re.Match[str]) -> Found:
+    return {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}", "prefecture": m.group(1),
+            "id": m.group(2)}
+
+
 def asks_ticket(msg: Inbound, _ctx: Context) -> Found | None:
     """A short question about an inquiry already sent: by number, or 「さっきの問い合わせ」."""
     text = unicodedata.normalize("NFKC", msg.text).upper().strip()
     if msg.payload is not None or len(text) > 60:
         return None
     if (m := _RECEIPT.search(text)) and _ABOUT_RECEIPT.search(text):
-        return {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}", "prefecture": m.group(1),
-                "id": m.group(2)}
+        return _receipt(m)
     return {} if not m and _ASKS_TICKET.search(text) else None
 
 
@@ -166,19 +176,16 @@ def adds_to_ticket(msg: Inbound, _ctx: Context) -> Found | None:
     if msg.payload is not None:
         return None
     text = unicodedata.normalize("NFKC", msg.text).upper().strip()
-    head = text[:_HEAD]
-    if not (word := _SUPPLEMENT.search(head)):
+    m = _SUPPLEMENT.match(text)
+    recent = m is None and (m := _JUST_SENT.match(text)) is not None
+    if m is None:
         return None
-    after = _ANNOUNCING.match(text, word.end())
-    assert after is not None  # every part of it is optional
-    rest = _RECEIPT.sub("", text[after.end():])
-    found = {"content": "yes" if rest.strip(" 。、.:：") else ""}
-    if m := _RECEIPT.search(head):
-        return found | {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}",
-                        "prefecture": m.group(1), "id": m.group(2)}
-    if _EARLIER_INQUIRY.search(head):
-        return found
-    return found | {"recent": "yes"} if _OPENS_WITH_SUPPLEMENT.search(head) else None
+    rest = text[m.end():]
+    found = {"content": "" if _NOTHING_ADDED.fullmatch(rest) else "yes"}
+    if recent:  # 「補足です。…Q26-000012の件、…」: the number, if it comes later
+        later = _RECEIPT.search(text)
+        return found | (_receipt(later) if later else {"recent": "yes"})
+    return found | (_receipt(m) if m.group(1) else {})
 
 
 async def handle_supplement(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
@@ -188,8 +195,11 @@ async def handle_supplement(msg: Inbound, ctx: Context, found: Found) -> list[Re
         turns = await history.recent(msg, ctx, limit=1)
         if not (turns and turns[0].action == history.ESCALATED and history.fresh(turns[0], ctx)):
             return await qa.handle_question(msg, ctx, {})  # not said about an inquiry
-    rows = await _own_inquiries(ctx, found)
-    if not rows:
+    asked = await _account_inquiries(ctx, found)
+    if not (rows := _linked_now(ctx, asked)):
+        if asked and found["content"]:  # its own, sent under the link it had before
+            return [await _as_new_inquiry(msg, ctx, asked[0],
+                                          "以前の連携先でお送りいただいたものなので")]
         return [_not_found(found)]
     esc = rows[0]
     assert esc.id is not None
@@ -200,30 +210,39 @@ async def handle_supplement(msg: Inbound, ctx: Context, found: Found) -> list[Re
     if ctx.flow == ASK_FLOW:  # sent instead of a new question at the prompt
         async with ctx.session() as session:
             await repo.clear_state(session, msg.channel, msg.user_id)
-    text = msg.text.strip()
-    if await desk.add_supplement(ctx.session, ctx.tenant, esc.id, text, ctx.clock()):
+    if await desk.add_supplement(ctx.session, ctx.tenant, esc.id, msg.text.strip(),
+                                 ctx.clock()):
         return [Reply(f"受付番号 {esc.receipt} のお問い合わせに、いただいた補足を追加し、担当者に"
                       "お知らせしました。回答はこのチャットにお届けします。",
                       meta={"action": "supplement", "escalation_id": esc.id})]
+    return [await _as_new_inquiry(msg, ctx, esc, "対応を終えているため")]
+
+
+async def _as_new_inquiry(msg: Inbound, ctx: Context, old: Escalation, why: str) -> Reply:
+    """A supplement the old inquiry cannot take, sent as a new one that quotes it."""
     turns = await history.recent(msg, ctx)
-    sent = await _escalate(msg, ctx, f"（{esc.receipt} への補足）{text}",
+    sent = await _escalate(msg, ctx, f"（{old.receipt} への補足）{msg.text.strip()}",
                            history.for_staff(turns))
-    return [replace(sent, text=f"受付番号 {esc.receipt} のお問い合わせは対応を終えているため、"
-                               f"新しいお問い合わせとしてお送りしました。{sent.text}")]
+    return replace(sent, text=f"受付番号 {old.receipt} のお問い合わせは{why}、"
+                              f"新しいお問い合わせとしてお送りしました。{sent.text}")
 
 
-async def _own_inquiries(ctx: Context, found: Found) -> list[Escalation]:
-    """This chat's inquiries for the institution it is linked to now, newest first (the one
-    a receipt names, when it names one of them)."""
+async def _account_inquiries(ctx: Context, found: Found) -> list[Escalation]:
+    """This chat's inquiries in this prefecture, newest first (the one a receipt names)."""
     assert ctx.account is not None
     receipt = found.get("receipt")
     if receipt and found["prefecture"] != ctx.tenant:  # another prefecture's number
         return []
     async with ctx.session() as session:
-        rows = await repo.account_escalations(
+        return await repo.account_escalations(
             session, ctx.tenant, ctx.account.id, int(found["id"]) if receipt else None)
-    # Asked under another link (a relink, a revoked one), an inquiry is that institution's;
-    # asked before linking, it is the chat's own (ask first, find the letter's code later).
+
+
+def _linked_now(ctx: Context, rows: list[Escalation]) -> list[Escalation]:
+    """Those asked for the institution the chat is linked to now. Asked under another link
+    (a relink, a revoked one), an inquiry is that institution's; asked before linking, it
+    is the chat's own (ask first, find the letter's code later)."""
+    assert ctx.account is not None
     own = (None, ctx.account.institution_id)
     return [e for e in rows if e.context.get("institution_id") in own]
 
@@ -239,8 +258,7 @@ def _not_found(found: Found) -> Reply:
 async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """The state of this chat's own inquiries, never anyone else's: a receipt number typed
     here is looked up among them only."""
-    rows = await _own_inquiries(ctx, found)
-    if not rows:
+    if not (rows := _linked_now(ctx, await _account_inquiries(ctx, found))):
         return [_not_found(found)]
     lines = []
     for esc in rows[:3]:

@@ -11,6 +11,7 @@ from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
 from handlers.status import handle_status, own_record, period_lines, settled, status_line
 from handlers.texts import OFFER_QUESTION, UNREADABLE
+from knowledge.model import needs_gmis_contact
 from knowledge.normalize import HIRAGANA
 from knowledge.retriever import Candidate, Decision
 from scheduler.calendar import JST
@@ -318,7 +319,10 @@ async def handle_detail(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
     entry = ctx.retriever.by_id.get(found["arg"])
     if entry is None:
         return [Reply("申し訳ありません、その項目は見つかりませんでした。")]
-    return [Reply(entry.detail or entry.answer, meta={"action": "detail", "entry_id": entry.id})]
+    text = entry.detail or entry.answer
+    if needs_gmis_contact(entry.route, text) and ctx.config.gmis_contact not in text:
+        text += "\n\n" + contact_line(ctx.config.gmis_contact)
+    return [Reply(text, meta={"action": "detail", "entry_id": entry.id})]
 
 
 async def handle_more(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:

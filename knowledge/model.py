@@ -34,6 +34,11 @@ GMIS_DESK = "G-MIS事務局"
 GMIS_CONTACT_BELOW = "G-MIS事務局（連絡先は下に記載しています）"
 
 
+def needs_gmis_contact(route: str, text: str) -> bool:
+    """Whether the chat adds the configured G-MIS contact under this answer or detail."""
+    return route == "gmis_callcenter" or GMIS_CONTACT_BELOW in text
+
+
 class Source(BaseModel):
     """Where a fact comes from: a seed document section or a public URL."""
 
@@ -121,7 +126,7 @@ class Entry(BaseModel):
     @property
     def with_gmis_contact(self) -> bool:
         """Whether the chat adds the configured G-MIS contact under the answer."""
-        return self.route == "gmis_callcenter" or GMIS_CONTACT_BELOW in self.answer
+        return needs_gmis_contact(self.route, self.answer)
 
     @field_validator("phrasings")
     @classmethod

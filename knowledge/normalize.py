@@ -71,7 +71,7 @@ _BED_COUNT = re.compile(r"\d+\s*床")
 # 「2号のハとニ」「2号機能イ・ロ」: a list of letters names each of those functions, as 「2号の
 # ハ」 names one (the synonyms give each letter's function: 在宅医療 (ハ)).
 _LETTER_LIST = re.compile(
-    r"2号(?:機能)?(?:の|\()?([イロハニ](?:(?:と|・|、|,|及び|および|や|か|も)[イロハニ])+)\)?")
+    r"2号(?:機能)?の?\(?([イロハニ](?:(?:と|・|、|,|及び|および|や|か|も)[イロハニ])+)(?![ァ-ヶー])\)?")
 _LETTERED = re.compile(r"\(([イロハニ])\)$")
 _KANA_WORD = re.compile(r"[\u3041-\u30ff]{4,}")
 _SPACE = re.compile(r"[ \u3000]")
@@ -135,10 +135,10 @@ class Analyzer:
         return self._pattern.sub(self._replacement, text)
 
     @property
-    def parallel_terms(self) -> list[str]:
-        """The 2号 functions, each as its own term (時間外, 入退院支援, ...): siblings a
+    def functions(self) -> dict[str, str]:
+        """The 2号 functions by letter, each as its own term (ハ: 在宅医療): siblings a
         question may name together, which an entry on one of them does not answer."""
-        return [_LETTERED.sub("", term).strip() for term in self._function_of.values()]
+        return {c: _LETTERED.sub("", term).strip() for c, term in self._function_of.items()}
 
     def _letters(self, match: re.Match[str]) -> str:
         named = [self._function_of[c] for c in match.group(1) if c in self._function_of]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -29,11 +30,6 @@ Action = Literal["answer", "suggest", "escalate"]
 # named alone does not: 「G-MISで入力する在宅患者数はいつ時点？」 asks what to report.
 SYSTEM_TERMS = frozenset({"ろぐいん", "ぱすわーど", "id", "あかうんと", "画面", "えらー",
                           "めんてなんす"})
-
-
-# Where a question naming several 2号 functions asks about each (「在宅医療・介護連携の会議」
-# in a 協議の場 question is one topic, not two).
-PARALLEL_CATEGORY = "func2"
 
 
 @dataclass(frozen=True)
@@ -218,11 +214,13 @@ class Retriever:
         answered = [set(analyzer.analyse(e.answer + (e.detail or ""), limit=None).terms)
                     for e in entries]
         self._mentions = [frozenset(asked[i] | answered[i]) for i in range(len(entries))]
-        # What each entry is about, by its own question (its phrasings range wider).
-        self._about = [frozenset(docs[self._first_doc[i]].terms) for i in range(len(entries))]
+        # The 2号 function each entry is about, by the letter its own question carries
+        # (「（ニ）介護サービス等と連携した医療提供」では…), and how a question names each.
+        self._function_terms = {c: frozenset(analyzer.analyse(t, limit=None).terms)
+                                for c, t in analyzer.functions.items()}
+        self._letters = [frozenset(c for c in self._function_terms if f"({c})" in q)
+                         for q in (unicodedata.normalize("NFKC", e.question) for e in entries)]
         self._position = {e.id: i for i, e in enumerate(entries)}
-        self._parallel = [frozenset(analyzer.analyse(t, limit=None).terms)
-                          for t in analyzer.parallel_terms]
         self._entry_bm25 = bm25s.BM25()
         self._entry_bm25.index([[*asked[i], *answered[i]] for i in range(len(entries))],
                                show_progress=False)
@@ -384,23 +382,15 @@ class Retriever:
         f1[hit] = 2 * recall * precision / (recall + precision)
         return f1
 
-    def _about_of(self, candidate: Candidate) -> frozenset[str]:
-        return self._about[self._position[candidate.entry_id]]
+    def _letters_of(self, candidate: Candidate) -> frozenset[str]:
+        return self._letters[self._position[candidate.entry_id]]
 
-    def _each_of(self, analysed: Analysed, named: list[frozenset[str]],
-                 ranked: list[Candidate]) -> list[Candidate]:
-        """For each sibling named, the best entry whose question is about it and none of
-        the others; then the top entry, if its question is about all of them."""
+    def _each_of(self, analysed: Analysed, named: list[str]) -> list[Candidate]:
+        """The best entry on each function named, in the order named."""
         wide = self._rank(analysed, k=20)
-        out: list[Candidate] = []
-        for p in named:
-            about = [c for c in wide if p <= self._about_of(c)]
-            own = [c for c in about if not any(o <= self._about_of(c) for o in named if o != p)]
-            if best := next((c for c in own or about if c not in out), None):
-                out.append(best)
-        if all(p <= self._about_of(ranked[0]) for p in named) and ranked[0] not in out:
-            out.append(ranked[0])
-        return out[:3] or ranked
+        return [c for letter in named
+                for c in [next((c for c in wide if self._letters_of(c) == {letter}), None)]
+                if c is not None]
 
     def decide(self, query: str) -> Decision:
         """Answer, suggest the top three, or escalate; system questions route to G-MIS."""
@@ -412,12 +402,13 @@ class Retriever:
         answer_at = max(t.answer_floor,
                         t.answer_at - t.answer_step * max(0, len(known) - t.long_after))
         margin = t.sure_margin if top >= t.sure_at else t.margin
-        if (ranked and self.by_id[ranked[0].entry_id].category == PARALLEL_CATEGORY
-                and len(named := [p for p in self._parallel if p <= set(analysed.terms)]) > 1):
-            # 「2号のイとロは何を書く？」: an entry on one of them answers half the question,
-            # so each one's own entry is offered (and one on all of them, if it leads).
+        named = [c for c, terms in self._function_terms.items() if terms <= set(analysed.terms)]
+        if ranked and 1 < len(named) < len(self._function_terms) and self._letters_of(ranked[0]):
+            # 「2号のイとロは何を書く？」 led by the entry on one of them, which answers half
+            # the question: each one's own entry is offered. (All four named is a question
+            # about 2号 as a whole; one led by another entry keeps its decision.)
             return Decision("suggest", self.by_id[ranked[0].entry_id].route, None, None, top,
-                            self._each_of(analysed, named, ranked))
+                            self._each_of(analysed, named) or ranked)
         if ranked and top >= answer_at and top - second >= margin:
             entry = self.by_id[ranked[0].entry_id]
             return Decision("answer", entry.route, entry.id, entry.answer, top, ranked)

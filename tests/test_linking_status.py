@@ -561,3 +561,58 @@ async def test_a_supplement_right_after_sending_joins_that_inquiry(ctx: Context)
     await dispatch(said("報告期間はいつからいつまで"), ctx)
     [later] = await dispatch(said("追記です。G-MISにログインできません"), ctx)
     assert "補足を追加し" not in later.text and later.meta["action"] != "supplement"
+
+
+@pytest.mark.parametrize("question", [
+    "さっきの質問ですが、2号機能の補足資料はどこにありますか",
+    "前に質問した件ですが、報告内容を追記したい場合はどうすればいいですか",
+    "{receipt}への補足の回答はまだですか",
+    "{receipt}の回答ありがとうございました。追伸：報告の期限はいつですか",
+])
+async def test_a_question_about_supplements_is_not_taken_for_one(ctx: Context,
+                                                                 question: str) -> None:
+    await dispatch(said("今日の天気は？"), ctx)
+    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
+                                    tenant="26"), ctx)
+    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    [reply] = await dispatch(said(question.format(receipt=receipt)), ctx)
+    assert reply.meta["action"] != "supplement" and "補足を追加し" not in reply.text
+    async with ctx.session() as session:
+        [esc] = (await session.exec(select(Escalation))).all()
+    assert "supplements" not in esc.context
+
+
+@pytest.mark.parametrize("supplement", [
+    "{receipt}の補足です。分院は隣の市です。",
+    "{ime}の補足です。分院は隣の市です。",  # the hyphen as a kana IME types it
+    "お世話になっております。先ほどの質問の補足です。分院は隣の市です。",
+    "{receipt} の件で追加です。分院は隣の市です。",
+])
+async def test_a_supplement_is_found_however_it_is_typed(ctx: Context, supplement: str) -> None:
+    await dispatch(said("今日の天気は？"), ctx)
+    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
+                                    tenant="26"), ctx)
+    await dispatch(said("報告期間はいつからいつまで"), ctx)  # not right after sending
+    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    text = supplement.format(receipt=receipt, ime=receipt.replace("-", "ー"))
+    [reply] = await dispatch(said(text), ctx)
+    assert "補足を追加し" in reply.text
+
+
+async def test_a_supplement_to_an_inquiry_of_the_old_link_is_sent_not_dropped(
+        ctx: Context) -> None:
+    """Asked under one link, then relinked: the receipt had got 「見つかりませんでした」 and
+    the supplement was lost."""
+    await load_samples(ctx)
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    await dispatch(said("今日の天気は？"), ctx)
+    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
+                                    tenant="26"), ctx)
+    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    await dispatch(said(f"連携 {await code_for(ctx, '2610002')}"), ctx)
+    [reply] = await dispatch(said(f"{receipt}の補足です。午後の天気も知りたいです。"), ctx)
+    assert "以前の連携先" in reply.text and "新しいお問い合わせとしてお送りしました" in reply.text
+    async with ctx.session() as session:
+        old, new = (await session.exec(select(Escalation).order_by(Escalation.id))).all()
+    assert "supplements" not in old.context and receipt in new.question
+    assert new.context["institution_id"] != old.context["institution_id"]

@@ -309,15 +309,40 @@ async def test_a_supplement_goes_only_to_the_chats_own_inquiry(d: Desk) -> None:
         "さっきの質問の補足：分院は隣の市です")
 
 
-async def test_two_supplements_at_once_are_both_kept(d: Desk) -> None:
+async def test_supplements_at_once_are_all_kept(d: Desk) -> None:
     esc_id = await escalate(d.ctx)
+    texts = [f"{n}点目の補足です。" for n in range(1, 6)]
+    await asyncio.gather(*(desk.add_supplement(d.ctx.sessions, "26", esc_id, text, NOW)
+                           for text in texts))
+    kept = [s["text"] for s in (await esc(d.ctx, esc_id)).context["supplements"]]
+    assert sorted(kept) == sorted(texts)
+    assert len(await rows(d.ctx, kind="escalation_note")) == 5
+
+
+async def test_a_supplement_cannot_ping_the_desk_or_hide_a_link(d: Desk) -> None:
+    esc_id = await escalate(d.ctx)
+    channel, ts = await posted_card(d, esc_id)
     receipt = (await esc(d.ctx, esc_id)).receipt
-    await asyncio.gather(*(
-        dispatch(Inbound("telegram", "clinic-1", text=f"{receipt}の補足です。{n}点目です。"),
-                 d.ctx) for n in ("1", "2")))
-    kept = {s["text"] for s in (await esc(d.ctx, esc_id)).context["supplements"]}
-    assert kept == {f"{receipt}の補足です。1点目です。", f"{receipt}の補足です。2点目です。"}
-    assert len(await rows(d.ctx, kind="escalation_note")) == 2
+    await d.slack.press("desk_claim", esc_id, C26, STAFF_A)
+    hostile = f"{receipt}の補足です。<!channel> 至急 <https://evil.example|ここ> を見て"
+    await dispatch(Inbound("telegram", "clinic-1", text=hostile), d.ctx)
+    await d.channel.flush(NOW)
+    [note] = [c for c in d.api.of("chat.postMessage") if c.params.get("thread_ts")]
+    assert "<!channel>" not in note.params["text"] and "&lt;!channel&gt;" in note.params["text"]
+    assert "<https://evil.example" not in note.params["text"]
+    assert note.params["text"].startswith(f"<@{STAFF_A}>")  # the one handling it is told
+    assert "<!channel>" not in blocks_text(d.api.latest(channel, ts))
+
+
+async def test_a_long_supplement_does_not_hide_the_newest(d: Desk) -> None:
+    esc_id = await escalate(d.ctx)
+    channel, ts = await posted_card(d, esc_id)
+    receipt = (await esc(d.ctx, esc_id)).receipt
+    for text in (f"{receipt}の補足です。" + "経緯の説明です。" * 400,
+                 f"{receipt}の補足です。分院は5月開設です。"):
+        await dispatch(Inbound("telegram", "clinic-1", text=text), d.ctx)
+    await d.channel.flush(NOW)
+    assert "分院は5月開設です" in blocks_text(d.api.latest(channel, ts))
 
 
 async def test_two_staff_answering_at_once_relay_one_answer(d: Desk) -> None:

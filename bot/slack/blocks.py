@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from handlers.desk_card import Card, staff_ref
+from handlers.desk_card import Card, cut, staff_ref
 
 Block = dict[str, Any]
 SECTION_MAX = 2900  # Slack refuses section text over 3000 characters
@@ -58,7 +58,7 @@ def card_blocks(card: Card) -> list[Block]:
         _section(f"*質問*\n{_quote(card.question)}"),
     ]
     if card.supplements:
-        blocks.append(_section(_supplements(card)))
+        blocks += _supplement_blocks(card)
     if card.history:
         turns = "\n".join(f"• 質問：{escape(t.question)}\n　ボット：{escape(t.reply)}"
                           for t in card.history)
@@ -74,8 +74,17 @@ def card_blocks(card: Card) -> list[Block]:
     return blocks
 
 
-def _supplements(card: Card) -> str:
-    return "*医療機関からの補足*\n" + "\n".join(_quote(s) for s in card.supplements)
+SUPPLEMENTS_SHOWN = 5
+SUPPLEMENT_CUT = 500
+
+
+def _supplement_blocks(card: Card) -> list[Block]:
+    """The latest supplements, each in its own section and cut, so a long one never hides
+    a newer one; older ones are counted (all of them are in the thread)."""
+    shown = card.supplements[-SUPPLEMENTS_SHOWN:]
+    older = len(card.supplements) - len(shown)
+    head = "*医療機関からの補足*" + (f"（以前の{older}件はスレッドにあります）" if older else "")
+    return [_section(head)] + [_section(_quote(cut(s, SUPPLEMENT_CUT))) for s in shown]
 
 
 def _outcome_blocks(card: Card) -> list[Block]:
@@ -113,8 +122,8 @@ def text_modal(callback_id: str, title: str, card: Card, channel_id: str, label:
         "close": {"type": "plain_text", "text": "キャンセル"},
         "private_metadata": json.dumps({"id": card.escalation_id, "channel": channel_id}),
         "blocks": [
-            _section(f"*{card.receipt}* {escape(card.clinic)}\n{_quote(card.question)}"
-                     + (f"\n{_supplements(card)}" if card.supplements else "")),
+            _section(f"*{card.receipt}* {escape(card.clinic)}\n{_quote(card.question)}"),
+            *(_supplement_blocks(card) if card.supplements else []),
             {"type": "input", "block_id": "text",
              "label": {"type": "plain_text", "text": label},
              "hint": {"type": "plain_text", "text": hint},

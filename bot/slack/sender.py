@@ -15,9 +15,9 @@ from sqlalchemy import update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.slack.blocks import campaign_preview_blocks, card_blocks
+from bot.slack.blocks import campaign_preview_blocks, card_blocks, escape
 from db.models import Campaign, Escalation, Outbox, Prefecture, desk_channel
-from handlers.desk_card import Card, build_card, plain_text
+from handlers.desk_card import Card, build_card, plain_text, staff_ref
 from scheduler import campaigns
 from scheduler.calendar import JST
 from scheduler.outbox import Outcome
@@ -113,9 +113,14 @@ class SlackSender:
         if esc is None or (row.kind == "escalation_reminder" and esc.status != "open"):
             return Outcome("sent", "no longer needed")
         if not (esc.card_ts and esc.card_channel):
-            return Outcome("retry", "card not posted yet", retry_after=CARD_WAIT)
+            # A supplement waits for the card however long Slack is away (revived as transient).
+            wait = TRANSIENT if row.kind == "escalation_note" else ""
+            return Outcome("retry", f"{wait}card not posted yet", retry_after=CARD_WAIT)
+        text = escape(row.body)  # the clinic's words must not become mentions or links
+        if row.kind == "escalation_note":
+            text = note_text(esc, text)
         await self.client.chat_postMessage(channel=esc.card_channel, thread_ts=esc.card_ts,
-                                           text=row.body)
+                                           text=text, unfurl_links=False)
         return Outcome("sent")
 
     async def _text(self, row: Outbox) -> Outcome:
@@ -181,6 +186,16 @@ async def _campaign_of(session: AsyncSession, row: Outbox,
     except campaigns.CampaignError:
         return None
     return c, await session.get(Prefecture, c.prefecture_code)
+
+
+def note_text(esc: Escalation, body: str) -> str:
+    """A supplement as posted under the card: whoever claimed it is mentioned (a bot's reply
+    in a thread notifies no one else), and after forwarding, where it must go on."""
+    if esc.claimed_by:
+        body = f"{staff_ref(esc.claimed_by)} {body}"
+    if esc.status == "forwarded":
+        body += "\n（厚生労働省へ転送済みです。必要に応じて問合せ管理ツールにも追記してください）"
+    return body
 
 
 def api_outcome(exc: SlackApiError) -> Outcome:
