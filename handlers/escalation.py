@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from db import repo
 from db.models import Escalation, Prefecture
-from handlers import courtesy, desk, history, qa
+from handlers import courtesy, desk, history, linking, qa
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
@@ -133,6 +133,7 @@ async def handle_no_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
 async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[dict],
                     ) -> Reply:
     assert ctx.account is not None
+    question = linking.mask_codes(question)
     candidates = [c.__dict__ for c in ctx.retriever.rank(question, k=3)]
     context = {"history": exchanges[:10], "candidates": candidates,
                "institution_id": ctx.account.institution_id}

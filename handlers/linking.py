@@ -151,7 +151,12 @@ def asks_about_code(msg: Inbound, _ctx: Context) -> Found | None:
 # never a failed try toward the lockout; after 連携 the hyphen may be left out.
 _PRINTED = re.compile(rf"(?<![A-Z0-9])[A-Z0-9]{{5}}[{_DASHES}][A-Z0-9]{{5}}(?![A-Z0-9])")
 _AROUND_CODE = re.compile(rf"{_KEYWORD}|コード|こーど|お願いします|おねがいします"
-                          r"|です|は|:|：|[\s「」『』。、.!！]")
+                          r"|手紙|てがみ|案内|あんない|通知|(?:に)?(?:書いて|かいて)(?:ある|あった)"
+                          r"|記載の|番号|ばんごう|これ|です|は|の|:|：|[\s「」『』。、.!！]")
+# The printed shape anywhere, as typed: a code that reached a question for staff (it did not
+# link) is not shown to them; it is a one-time secret.
+_ANY_CODE = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z0-9]{{5}}[{_DASHES}][A-Za-z0-9]{{5}}"
+                       r"(?![A-Za-z0-9])")
 _JOINED = re.compile(rf"^{_KEYWORD}(?:は|:|：)?\s*([A-Z0-9]{{10}})(?![A-Z0-9])")
 
 
@@ -166,6 +171,10 @@ def typed_code(msg: Inbound, _ctx: Context) -> Found | None:
     # question about it (for staff, or the help), and no try toward the lockout.
     rest = _AROUND_CODE.sub("", text.replace(found.group(0), "")) if found else text
     return {"arg": code} if normalise_code(code) and len(rest) <= 2 else None
+
+
+def mask_codes(text: str) -> str:
+    return _ANY_CODE.sub("XXXXX-XXXXX", text)
 
 
 async def handle_about_code(_msg: Inbound, _ctx: Context, _found: Found) -> list[Reply]:

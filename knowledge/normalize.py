@@ -57,6 +57,15 @@ _FRAME = re.compile(
     r"(?:との|という|と|の)?(?:ご)?(?:(?:照会|問い?合わ?せ)(?:が|を)|相談が)"
     r"(?:(?:あり|ござい|受け|いただき|いただい|頂き|頂い|寄せられ|来)"
     r"(?:まし(?:た|て)|ます|た|て(?:おり(?:ます)?|います)?)|あり(?=[、,。]))")
+# 「〇〇病院事務長の山田です。」「山田内科の佐藤と申します。」: who is writing, first (after a
+# greeting); the names are words no entry has, and they sank the question after them. Only
+# a role (事務長, 担当, …課) or と申します makes it one: 「当院は無床の診療所です。」 is context,
+# and so is 「都道府県の担当です。」 (an officer's question; the officer entries say it too).
+_SELF_INTRO = re.compile(
+    r"^(?P<greeting>(?:(?:いつも)?お世話になって(?:おります|います)[。、\s]*)?)"
+    r"(?!都道府県の担当)[^。\n?？]{0,25}?(?:(?:事務長|事務|院長|理事長|看護師長?|職員|担当者?|医師|受付|スタッフ"
+    r"|課|係|室)(?:の|\s)?[\u4e00-\u9fff\u30a0-\u30ff〇○]{0,6}(?:さん)?"
+    r"(?:です|と申します|でございます)|と申します)[。\n]")
 _PUNCT = re.compile(r"[\s\u3000、。，．,.!?！？「」『』（）()\[\]【】〈〉《》・…‥―\-_/:;'\"＃#*]+")
 # Terminal escape sequences go whole (a pasted colour code is not words), then any other
 # control or invisible formatting character.
@@ -127,7 +136,7 @@ class Analyzer:
         """NFKC, lower case, and every domain synonym replaced by its canonical term. A query
         is cut at `limit`; the knowledge base's own texts are analysed whole (limit=None)."""
         text = unicodedata.normalize("NFKC", clean_user_text(text))[:limit].lower()
-        text = _BED_COUNT.sub("病床", _FRAME.sub("", text))
+        text = _BED_COUNT.sub("病床", _FRAME.sub("", _SELF_INTRO.sub(r"\g<greeting>", text)))
         if self._function_of:
             text = _LETTER_LIST.sub(self._letters, text)
         if self._pattern is None:

@@ -109,7 +109,8 @@ async def test_a_code_pasted_alone_or_run_into_the_keyword_links(ctx: Context) -
     assert "完了" in first.text and "完了" in second.text
     [wrong] = await dispatch(said("ABCDE-FGHJK", user="c"), ctx)  # a wrong code is a try
     assert "確認できませんでした" in wrong.text
-    for pasted in ("「{}」", "コード：{}です", "連携コードは{}です", "連携 {} お願いします"):
+    for pasted in ("「{}」", "コード：{}です", "連携コードは{}です", "連携 {} お願いします",
+                   "てがみのコード {}", "案内に書いてあるコードは{}です"):
         code = (await code_for(ctx, "2610002")).replace("-", "–")  # an en dash, as pasted
         [linked] = await dispatch(said(pasted.format(code), user="d"), ctx)
         assert "完了" in linked.text, pasted
@@ -616,3 +617,17 @@ async def test_a_supplement_to_an_inquiry_of_the_old_link_is_sent_not_dropped(
         old, new = (await session.exec(select(Escalation).order_by(Escalation.id))).all()
     assert "supplements" not in old.context and receipt in new.question
     assert new.context["institution_id"] != old.context["institution_id"]
+
+
+async def test_a_code_inside_a_question_for_staff_is_not_shown_to_them(ctx: Context) -> None:
+    """A code that did not link (typed inside a question) reached the staff card as it was:
+    it is a one-time secret."""
+    await load_samples(ctx)
+    code = await code_for(ctx, "2610002")
+    question = f"てがみのコード{code}を入れたらエラーになりました。どうすればいいですか"
+    await dispatch(said(question), ctx)
+    await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
+                           tenant="26"), ctx)
+    async with ctx.session() as session:
+        [esc] = (await session.exec(select(Escalation))).all()
+    assert code not in esc.question and "XXXXX-XXXXX" in esc.question
