@@ -47,7 +47,8 @@ RELATED_MIN = 0.40  # score for an entry to be offered under a call-center hand-
 # 「歯医者も報告いるの？あと病院は？」「しめきりすぎたらどうなる？ばっきんある？」: a short
 # message with two or three questions; the whole reads as the first, and the rest was lost.
 MULTI_MAX = 120  # characters: longer is an officer's mail, whose ？ are not all questions
-_QUESTION_END = re.compile(r"(?<=[?？])")
+# A question ends in ？, or in か。 as in polite writing (「…対象になりますか。また、…」).
+_QUESTION_END = re.compile(r"(?<=[?？])|(?<=か。)")
 # A question that names this report or its functions is ours, whatever else it names.
 _OURS = re.compile(r"かかりつけ|[12１２]号|報告対象|対象外")
 # 「どこに電話すればいい」「県にきけばいい？」 right after an answer ask whom to ask about
@@ -113,7 +114,7 @@ async def _each_question(text: str, ctx: Context) -> list[Reply]:
     # ends in context, 「…いつ？ありがとうございます」 in courtesy.
     raw = [p.strip(" 　、。") for p in _QUESTION_END.split(text)]
     parts = [(_JOINER.sub("", p), bool(_JOINER.match(p))) for p in raw
-             if len(p) >= 4 and (p[-1] in "?？" or _JOINER.match(p))
+             if len(p) >= 4 and (p[-1] in "?？か" or _JOINER.match(p))
              and not courtesy.kinds_of(p)]
     if not 2 <= len(parts) <= 3:
         return []
@@ -127,7 +128,10 @@ async def _each_question(text: str, ctx: Context) -> list[Reply]:
             continue
         if i and FOLLOW_UP.search(part):  # 「あと病院は？」 leans on the question before it
             d = _read_with(parts[0][0], part, d, ctx, given=first.entry_id)
-        if d.action == "escalate" or joined or FOLLOW_UP.search(part):
+        # One with buttons of its own is another question too (「当院も対象ですか。また、
+        # 期限は？」 had answered the deadline only), unless it leads to an answer given.
+        elsewhere = d.action == "suggest" and d.candidates[0].entry_id not in answered
+        if d.action == "escalate" or joined or FOLLOW_UP.search(part) or elsewhere:
             others.append((part, d))
     if not answered or (len(answered) == 1 and not others):
         return []

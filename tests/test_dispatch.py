@@ -397,6 +397,18 @@ async def test_a_question_of_several_without_a_sure_answer_is_offered_to_staff(
     assert esc.question == text  # staff see the whole message
 
 
+async def test_two_polite_questions_in_one_message_are_both_taken_up(ctx: Context) -> None:
+    """「当院も報告対象になりますか。また、報告期限はいつまでですか。」 was answered with the
+    deadline alone, and nothing said the first question had been left."""
+    replies = await dispatch(said("当院も報告対象になりますか。また、報告期限はいつまでですか。"),
+                             ctx)
+    assert [r.meta["action"] for r in replies] == ["answer", "suggest"]
+    assert replies[0].meta["entry_id"] == "schedule-reporting-period"
+    assert "scope-who-must-report" in [b.payload.split(":")[-1] for b in replies[1].buttons]
+    # One question asked twice over still gets one answer.
+    assert len(await dispatch(said("報告って義務？出さなくてもいい？"), ctx)) == 1
+
+
 async def test_a_follow_up_is_read_alone_when_the_question_before_is_old_or_answered(
         ctx: Context) -> None:
     [alone] = await dispatch(said("それって病院も？", user="fresh"), ctx)

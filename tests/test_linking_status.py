@@ -426,7 +426,8 @@ async def test_a_clerk_asks_for_her_status_in_her_own_words(ctx: Context) -> Non
     for words in ("うちの報告どうなってますか？", "提出できてますか",
                   "差し戻しの理由をもう一度教えて", "次は何をすればいいですか", "あと何日ですか",
                   "なんでさしもどされたの", "うちはもうおわってる？", "なにがのこってる",
-                  "ほうこくおわったかかくにんしたい"):
+                  "ほうこくおわったかかくにんしたい", "ほうこくおわった？",
+                  "だしたかどうかわからん", "うちのじょうきょうおしえて"):
         [reply] = await dispatch(said(words), ctx)
         assert reply.meta["action"] == "status", words
         assert "修正の理由：2号機能（ハ）の訪問診療の件数が未入力です" in reply.text
