@@ -208,7 +208,20 @@ def _for_clinics(candidates: list[Candidate], ctx: Context,
             if (first and i == 0) or ctx.retriever.by_id[c.entry_id].audience != "prefecture"]
 
 
+def _for_a_clinic(decision: Decision, ctx: Context) -> Decision:
+    """An entry written for prefecture staff (a 事例集 case, the route to 厚労省) answers a
+    clinic outright only when the match is sure: a clerk's 「じむのひとがいない」 had been
+    answered 「あります。新潟県燕市では…」. Below that it is offered as a button."""
+    if decision.action != "answer" or decision.entry_id is None:
+        return decision
+    if (ctx.retriever.by_id[decision.entry_id].audience != "prefecture"
+            or decision.score >= ctx.retriever.tuning.sure_at):
+        return decision
+    return replace(decision, action="suggest", entry_id=None, answer=None)
+
+
 async def reply_for(decision: Decision, ctx: Context, question: str) -> Reply:
+    decision = _for_a_clinic(decision, ctx)
     meta = {"action": decision.action, "entry_id": decision.entry_id, "score": decision.score}
     if decision.action == "answer" and decision.entry_id:
         return await answer_reply(decision.entry_id, ctx, meta)

@@ -397,6 +397,17 @@ async def test_a_question_of_several_without_a_sure_answer_is_offered_to_staff(
     assert esc.question == text  # staff see the whole message
 
 
+async def test_an_entry_for_prefecture_staff_answers_a_clinic_only_when_sure(
+        ctx: Context) -> None:
+    """A clerk's 「じむのひとがいない」 was answered 「あります。新潟県燕市では…」 (a 事例集
+    case for prefecture staff), and 「むずかしい」 with the route to 厚労省."""
+    for vague in ("じむのひとがいない", "むずかしい", "いしかいのけんしゅう"):
+        [reply] = await dispatch(said(vague), ctx)
+        assert reply.meta["action"] != "answer", vague
+    [sure] = await dispatch(said("「かかりつけ医機能に関する取組事例集」とは何ですか？"), ctx)
+    assert sure.meta["action"] == "answer" and sure.meta["entry_id"] == "cases-what"
+
+
 async def test_two_polite_questions_in_one_message_are_both_taken_up(ctx: Context) -> None:
     """「当院も報告対象になりますか。また、報告期限はいつまでですか。」 was answered with the
     deadline alone, and nothing said the first question had been left."""
