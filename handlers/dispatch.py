@@ -17,7 +17,17 @@ from handlers import basic, escalation, feedback, linking, qa, smalltalk, status
 from handlers.context import Account, Context
 from handlers.errors import UserFacingError
 from handlers.messages import Inbound, Reply
-from handlers.router import Route, Router, always, command, in_flow, payload, phrase
+from handlers.router import (
+    Route,
+    Router,
+    always,
+    both,
+    command,
+    in_flow,
+    in_flow_any,
+    payload,
+    phrase,
+)
 from handlers.texts import APOLOGY, EMPTY
 from knowledge.normalize import clean_user_text
 
@@ -30,6 +40,8 @@ ROUTES = Router([
                            "メニュー"), basic.handle_start),
     Route("help", command("help"), basic.handle_start),  # the /help menu command
     Route("cancel", command("cancel", "キャンセル", "やめる", "中止"), basic.handle_cancel),
+    Route("paused_show", both(in_flow_any(wizard.PAUSED), payload("qa:show")),
+          wizard.handle_paused_show),
     Route("show", payload("qa:show"), qa.handle_show),
     Route("detail", payload("qa:detail"), qa.handle_detail),
     Route("feedback", payload("fb"), feedback.handle_feedback),

@@ -127,7 +127,9 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
 
 # 「連携コードってどこに書いてありますか」「コードなくしました」: about the code, not a code.
 _ABOUT_CODE = re.compile(r"^(?:連携|れんけい)(?:って|とは|は)?(?:何|なに)"
-                         r"|(?:連携|れんけい)(?:コード|こーど)")
+                         r"|(?:連携|れんけい)(?:コード|こーど)"
+                         r"|^(?:手紙|てがみ|案内|あんない|通知)(?:に|の)(?:ある|書いてある|かいてある)?"
+                         r"(?:コード|こーど)")
 _COMMAND_WORD = re.compile(f"^{_KEYWORD}")
 _WORDS = re.compile(r"[\u3041-\u30ff\u4e00-\u9fff]")  # Japanese: words, not a mistyped code
 ABOUT_CODE = ("連携コードは、都道府県から届く案内（文書やメール）に記載されています。"

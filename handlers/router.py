@@ -69,6 +69,20 @@ def in_flow(flow: str) -> Matcher:
     return match
 
 
+def both(first: Matcher, second: Matcher) -> Matcher:
+    """Match when both match (a button tapped in a flow); what the second found is passed."""
+
+    def match(msg: Inbound, ctx: Context) -> Found | None:
+        return second(msg, ctx) if first(msg, ctx) is not None else None
+
+    return match
+
+
+def in_flow_any(flow: str) -> Matcher:
+    """Match any message, typed or tapped, while the user is in `flow`."""
+    return lambda _msg, ctx: {} if ctx.flow == flow else None
+
+
 def always(_msg: Inbound, _ctx: Context) -> Found:
     return {}
 

@@ -54,6 +54,10 @@ async def handle_small_talk(msg: Inbound, ctx: Context, _found: Found) -> list[R
 
 
 def _in_kind(kinds: set[str], text: str) -> Reply:
+    if "vent" in kinds:
+        return Reply("お手数をおかけしております。報告のことで分からない点があれば、たとえば"
+                     "「何をすればいい？」「締め切りはいつ？」のように、そのまま入力してください。"
+                     "一つずつご案内します。", basic.MENU, meta=SMALLTALK)
     if "wrong" in kinds:
         return Reply("申し訳ありません。お手数ですが、お尋ねの内容をもう一度、文章で入力して"
                      "ください。", meta=SMALLTALK)

@@ -52,10 +52,13 @@ _ASKS_STATUS = re.compile(
 # (「報告ができていない医療機関は？」 asks about others), and never one about others.
 _OWN = re.compile(_OWN_WORDS)
 _OTHERS = re.compile(r"他の|ほかの|他院|よその")
-# 「次は何をすればいい」「あと何日」: about the clinic's own record only once it is linked.
+# 「次は何をすればいい」「あと何日」「いつまでに直せばいい」: about the clinic's own record
+# only once it is linked.
 _ASKS_NEXT = re.compile(r"^(?:次は?|つぎは?|これから|あとは?)(?:何|なに)を?(?:すれば|したら|する)"
                         r"|^(?:何|なに)が(?:残っ|のこっ)て(?:い)?(?:る|ますか)"
                         r"|^次に?(?:すること|やること)は"
+                        r"|^(?:うちは)?いつまでに(?:直せば|なおせば|修正すれば|出し直せば|再提出すれば"
+                        r"|出せば|だせば|報告すれば|提出すれば)"
                         r"|^(?:締め切りまで)?あと何日(?:ですか|ある|あります(?:か)?)?[?？]?$")
 
 

@@ -298,6 +298,12 @@ async def handle_paused_question(msg: Inbound, ctx: Context, found: Found) -> li
     return [*await qa.handle_question(msg, ctx, found), PAUSED_NOTE]
 
 
+async def handle_paused_show(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """A suggestion tapped while the check waits: its answer, and the way back under it too
+    (the resume button had gone with the answer)."""
+    return [*await qa.handle_show(msg, ctx, found), PAUSED_NOTE]
+
+
 async def _resume(msg: Inbound, ctx: Context) -> list[Reply]:
     """「確認を続ける」: the paused (or running) check asks its next question again."""
     if ctx.flow not in (PAUSED, FLOW):

@@ -80,7 +80,10 @@ _BED_COUNT = re.compile(r"\d+\s*床")
 # 「2号のハとニ」「2号機能イ・ロ」: a list of letters names each of those functions, as 「2号の
 # ハ」 names one (the synonyms give each letter's function: 在宅医療 (ハ)).
 _LETTER_LIST = re.compile(
-    r"2号(?:機能)?の?\(?([イロハニ](?:(?:と|・|、|,|及び|および|や|か|も)[イロハニ])+)(?![ァ-ヶー])\)?")
+    r"2号(?:機能)?の?\(?([イロハニ](?:(?:と|・|、|,|及び|および|や|か|も|〜|~|～|から)[イロハニ])+)"
+    r"(?![ァ-ヶー])\)?")
+_RANGE = re.compile(r"([イロハニ])(?:〜|~|～|から)([イロハニ])")  # イ〜ニ: each letter between
+_LETTERS = "イロハニ"
 _LETTERED = re.compile(r"\(([イロハニ])\)$")
 _KANA_WORD = re.compile(r"[\u3041-\u30ff]{4,}")
 _SPACE = re.compile(r"[ \u3000]")
@@ -150,7 +153,9 @@ class Analyzer:
         return {c: _LETTERED.sub("", term).strip() for c, term in self._function_of.items()}
 
     def _letters(self, match: re.Match[str]) -> str:
-        named = [self._function_of[c] for c in match.group(1) if c in self._function_of]
+        letters = _RANGE.sub(lambda m: _LETTERS[_LETTERS.index(m.group(1)):
+                                                _LETTERS.index(m.group(2)) + 1], match.group(1))
+        named = [self._function_of[c] for c in dict.fromkeys(letters) if c in self._function_of]
         return "と".join(named)
 
     def _replacement(self, match: re.Match[str]) -> str:

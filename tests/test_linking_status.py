@@ -427,7 +427,8 @@ async def test_a_clerk_asks_for_her_status_in_her_own_words(ctx: Context) -> Non
                   "差し戻しの理由をもう一度教えて", "次は何をすればいいですか", "あと何日ですか",
                   "なんでさしもどされたの", "うちはもうおわってる？", "なにがのこってる",
                   "ほうこくおわったかかくにんしたい", "ほうこくおわった？",
-                  "だしたかどうかわからん", "うちのじょうきょうおしえて"):
+                  "だしたかどうかわからん", "うちのじょうきょうおしえて",
+                  "いつまでに直せばいいですか"):
         [reply] = await dispatch(said(words), ctx)
         assert reply.meta["action"] == "status", words
         assert "修正の理由：2号機能（ハ）の訪問診療の件数が未入力です" in reply.text

@@ -301,3 +301,14 @@ async def test_send_nothing_also_ends_the_staff_question_prompt(ctx: Context) ->
     [typed] = await dispatch(said("明日の天気は", user="s3"), ctx)
     [declined] = await dispatch(said("送らない", user="s3"), ctx)
     assert OFFER in typed.text and declined.text.startswith(NOTED)
+
+
+@pytest.mark.parametrize("text", ["めんどくさい", "ほんとめんどくさいなあ", "疲れた"])
+async def test_venting_gets_a_kind_word_and_the_menu_not_a_ticket(ctx: Context,
+                                                                   text: str) -> None:
+    """「めんどくさい」 was offered to the prefecture's staff as a question."""
+    [reply] = await dispatch(said(text), ctx)
+    assert reply.meta["action"] == "smalltalk" and "お手数をおかけしております" in reply.text
+    assert "esc:ask" in [b.payload for b in reply.buttons]  # a person, if they want one
+    [after] = await dispatch(said("はい"), ctx)
+    assert await escalated(ctx) == [] and "受付番号" not in after.text

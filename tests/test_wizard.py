@@ -241,6 +241,9 @@ async def test_a_question_at_a_step_is_never_taken_for_its_answer(ctx: Context) 
     assert "一時中断" in note.text
     *_, note = await dispatch(said("報告期間はいつまで？"), ctx)  # a second question
     assert [b.payload for b in note.buttons] == ["wiz:resume"]  # the way back stays
+    # A suggestion tapped while paused: its answer, and the way back under it too.
+    *_, note = await dispatch(said("", payload="qa:show:scope-new-opening"), ctx)
+    assert [b.payload for b in note.buttons] == ["wiz:resume"]
     [r] = await dispatch(said("対象か確認", user="w9"), ctx)
     r = await tap(ctx, r, "診療所")
     *_, note = await dispatch(said("休院ってなに", user="w9"), ctx)  # no ？, still a question
