@@ -24,8 +24,9 @@ RESUME = Button("確認を続ける", "wiz:resume")
 PAUSED_NOTE = Reply("対象かどうかの確認は、ここまでのお答えを残して一時中断しています。"
                     "続けるときは「確認を続ける」を押してください。", (RESUME,),
                     meta={"action": "wizard_paused"})
-_LOST = ("確認の途中の情報が見つかりませんでした（時間が経って終了した可能性があります）。"
-         "「対象か確認」からもう一度お試しください。")
+# Also after the check has ended (its result given): neither case has a step to go back to.
+_LOST = ("続きから再開できる確認はありません（確認が終わったか、時間が経って終了しています）。"
+         "もう一度確認する場合は「対象か確認」と送ってください。")
 YES_NO = (("はい", "yes"), ("いいえ", "no"))
 UNSURE = re.compile(r"わから|分から|わかん|不明|知らない|しらない|どっち")
 # 「正月は休みにしてます」 is the commonest wrong reading of 休院: asked again, with why.
