@@ -6,7 +6,7 @@ from db import repo
 from handlers.context import Context
 from handlers.history import ANSWERED, FEEDBACK, question_answered, recent
 from handlers.messages import Button, Inbound, Reply
-from handlers.qa import ASK_STAFF, OFFER_STAFF
+from handlers.qa import ASK_STAFF, OFFER_STAFF, RELATED_MIN, for_clinics
 from handlers.router import Found
 from handlers.texts import OFFER_QUESTION
 
@@ -40,7 +40,14 @@ async def not_helpful(msg: Inbound, ctx: Context, entry_id: str) -> Reply:
     if len(question) > SHOWN_QUESTION:
         question = question[:SHOWN_QUESTION] + "…"
     about = f"「{question}」について、" if question else ""
-    text = ("ご期待に沿えず申し訳ありません。別の言い方でもう一度お試しいただくこともできます。"
-            + about + OFFER_QUESTION)
+    # The entries next in line: the right one was often one rephrasing away.
+    nearby = [c for c in ctx.retriever.rank(question, k=4)
+              if c.entry_id != entry_id and c.score >= RELATED_MIN] if question else []
+    shown = tuple(Button(c.question, f"qa:show:{c.entry_id}")
+                  for c in for_clinics(nearby, ctx, first=False)[:2])
+    text = ("ご期待に沿えず申し訳ありません。"
+            + ("近いご質問を下に挙げました。" if shown else "")
+            + "別の言い方でもう一度お試しいただくこともできます。" + about + OFFER_QUESTION)
     ask = Button(ASK_STAFF.label, f"{ASK_STAFF.payload}:for:{entry_id}")  # this question
-    return Reply(text, (ask, *OFFER_STAFF[1:]), meta={"action": FEEDBACK, "entry_id": entry_id})
+    return Reply(text, (*shown, ask, *OFFER_STAFF[1:]),
+                 meta={"action": FEEDBACK, "entry_id": entry_id})

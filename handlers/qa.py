@@ -43,7 +43,7 @@ VAGUE = re.compile(
 FOLLOW_UP_MAX = 30  # characters: a longer message says what it is about
 FOLLOW_UP_MIN = 0.5  # score, with the question before, for an entry to be offered
 MIXED_AFTER = 60  # characters: a G-MIS question this long may ask about the 制度 too
-RELATED_MIN = 0.40  # score for an entry to be offered under a call-center hand-off
+RELATED_MIN = 0.40  # score for an entry offered beside a hand-off (call center, 👎)
 # 「歯医者も報告いるの？あと病院は？」「しめきりすぎたらどうなる？ばっきんある？」: a short
 # message with two or three questions; the whole reads as the first, and the rest was lost.
 MULTI_MAX = 120  # characters: longer is an officer's mail, whose ？ are not all questions
@@ -200,7 +200,7 @@ def _read_with(previous: str, text: str, alone: Decision, ctx: Context,
     return Decision("suggest", route, None, None, shown[0].score, shown)
 
 
-def _for_clinics(candidates: list[Candidate], ctx: Context,
+def for_clinics(candidates: list[Candidate], ctx: Context,
                  first: bool = True) -> list[Candidate]:
     """The buttons a clinic sees: an entry written for prefecture staff only as the best
     match (`first`), never as a runner-up beside the clerk's own question."""
@@ -227,7 +227,7 @@ async def reply_for(decision: Decision, ctx: Context, question: str) -> Reply:
         return await answer_reply(decision.entry_id, ctx, meta)
     if decision.action == "suggest":
         buttons = tuple(Button(c.question, f"qa:show:{c.entry_id}")
-                        for c in _for_clinics(decision.candidates, ctx))
+                        for c in for_clinics(decision.candidates, ctx))
         text = "もしかして、次のいずれかのご質問でしょうか。近いものをお選びください。"
         return Reply(text, (*buttons, Button("どれでもない（担当者に聞く）", "esc:ask")),
                      meta=meta)
@@ -235,7 +235,7 @@ async def reply_for(decision: Decision, ctx: Context, question: str) -> Reply:
         # Entries close to the question (a new clinic without an account: how long the
         # account takes, whether it must report) are worth a tap before a phone call.
         related = tuple(Button(c.question, f"qa:show:{c.entry_id}")
-                        for c in _for_clinics(decision.candidates, ctx, first=False)
+                        for c in for_clinics(decision.candidates, ctx, first=False)
                         if c.score >= RELATED_MIN)[:2]
         text = gmis_text(ctx) + ("\n\n関連するご案内は、下のボタンからご覧いただけます。"
                                  if related else "")

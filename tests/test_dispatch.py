@@ -267,6 +267,10 @@ async def test_feedback_is_recorded_on_the_answer(ctx: Context) -> None:
     assert any(b.payload.startswith("esc:ask") for b in thanks.buttons)
     rows = await logs(ctx)
     assert rows[0].feedback == -1
+    # The entries next in line are offered too (after 👎 the only way on was staff), never
+    # the one voted down.
+    nearby = [b.payload for b in thanks.buttons if b.payload.startswith("qa:show:")]
+    assert nearby and down.payload.split(":")[-1] not in [p.split(":")[-1] for p in nearby]
 
 
 async def test_empty_and_hostile_messages_get_polite_replies(ctx: Context) -> None:
