@@ -329,7 +329,10 @@ async def _save(msg: Inbound, ctx: Context, history: list[list[str]]) -> None:
                              ctx.clock())
 
 
+AGAIN = Button("最初から確認し直す", "menu:check")  # a mis-tap on the last step has no 戻る
+
+
 async def _finish(msg: Inbound, ctx: Context, text: str) -> list[Reply]:
     async with ctx.session() as session:
         await repo.clear_state(session, msg.channel, msg.user_id)
-    return [Reply(text, meta={"action": "wizard_done"})]
+    return [Reply(text, (AGAIN,), meta={"action": "wizard_done"})]

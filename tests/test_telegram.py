@@ -227,7 +227,7 @@ async def test_the_eligibility_wizard_with_back_and_cancel(
         await tap(api, answer)
     result = await tap(api, "はい")
     assert "判定：報告の対象です" in result and "1号機能：あり" in result
-    assert buttons(api) == []
+    assert buttons(api) == ["最初から確認し直す"]
     await say(api, "対象か確認")
     assert "確認を終了しました" in await tap(api, "やめる")
     assert "報告期間" in await say(api, "報告期間はいつまでですか")  # back to questions
