@@ -15,6 +15,7 @@ from handlers.router import Found
 from handlers.texts import NOTED, OFFER_QUESTION
 
 ASK_FLOW = "ask_staff"
+SUPPLEMENTED = "supplement"  # the logged action of a turn that added to an inquiry
 UNSURE = ("escalate", "suggest", history.OFFER)  # replies that offer 「担当者に聞く」
 CONFIRM_BUTTONS = (Button("この質問を送る", "esc:ask"), Button("別の質問を送る", "esc:new"),
                    Button("送らない", "esc:no"))
@@ -51,11 +52,11 @@ _ADDED = (r"(?:補足|追記|追伸|追加|付け加え|付け足し?|つけた�
           r"(?:です|します|いたします|させて(?:ください|いただきます)|があります"
           r"|したい(?:です|のですが)?|を?お送りします|[:：。、\s]|$)")
 _SUPPLEMENT = re.compile(
-    rf"^{_GREETING}(?:受付番号)?\s*(?:{_RECEIPT_AT}|{_WHEN}{_INQUIRY})\s*(?:の件)?"
+    rf"^{_GREETING}(?:受付番号)?\s*(?:{_RECEIPT_AT}|{_WHEN}{_INQUIRY}|{_WHEN}の件)\s*(?:の件)?"
     rf"(?:の|に|で|について|への|、)?\s*{_ADDED}")
 _JUST_SENT = re.compile(
-    rf"^{_GREETING}(?:すみません|すいません|失礼しました|あの)?[、,。\s]*"
-    rf"(?:{_ADDED}|(?:言い|書き)忘れ(?:ました|ていました|てた)(?:が|けど)?)")
+    rf"^{_GREETING}(?:すみません|すいません|失礼しました|あの)?[、,。\s]*(?:もう一点|もうひとつ)?"
+    rf"(?:{_ADDED}|(?:言い|書き)忘れ(?:ました|ていました|てました|てた)(?:が|けど)?)")
 _NOTHING_ADDED = re.compile(r"[\s。、,.:：!！]*(?:よろしくお願いします|お願いします)?[。!！]*")
 TICKET_STATUS = {
     "open": "受け付けました。担当者の確認をお待ちください",
@@ -81,9 +82,15 @@ async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Rep
     if found.get("confirm"):
         # 「人と話したい」 in words may mean the question before or a new one: say which
         # would be sent before sending it.
+        buttons = CONFIRM_BUTTONS
+        if turns and turns[0].action == history.FEEDBACK and turns[0].entry_id:
+            # The question shown is the one voted down: the button must send that one,
+            # not whatever is latest once this reply is logged.
+            buttons = (Button(CONFIRM_BUTTONS[0].label, f"esc:ask:for:{turns[0].entry_id}"),
+                       *CONFIRM_BUTTONS[1:])
         return [Reply(f"直前のご質問は「{desk.shorten(question)}」です。別のことをお聞きに"
                       "なりたい場合は「別の質問を送る」を選んでください。\n"
-                      + OFFER_QUESTION, CONFIRM_BUTTONS, meta={"action": history.OFFER})]
+                      + OFFER_QUESTION, buttons, meta={"action": history.OFFER})]
     return [await _escalate(msg, ctx, question, history.for_staff(turns))]
 
 
@@ -94,7 +101,8 @@ async def handle_ask_staff_command(msg: Inbound, ctx: Context, found: Found) -> 
     if found.get("arg"):  # 「担当者に聞く 紙でも出せますか」: the question itself
         return await handle_ask_staff(msg, ctx, found)
     last = await history.last_turn(msg, ctx)
-    offered = last is not None and last.action in UNSURE
+    offered = last is not None and (last.action in UNSURE or (  # or a 👎's reply
+        last.action == history.FEEDBACK and last.entry_id is not None))
     return await handle_ask_staff(msg, ctx, {} if offered else {"confirm": "yes"})
 
 
@@ -135,7 +143,9 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
     assert ctx.account is not None
     question = linking.mask_codes(question)
     candidates = [c.__dict__ for c in ctx.retriever.rank(question, k=3)]
-    context = {"history": exchanges[:10], "candidates": candidates,
+    shown = [{**t, "q": linking.mask_codes(str(t.get("q") or "")),
+              "a": linking.mask_codes(str(t.get("a") or ""))} for t in exchanges[:10]]
+    context = {"history": shown, "candidates": candidates,
                "institution_id": ctx.account.institution_id}
     async with ctx.session() as session:
         esc = await repo.create_escalation(session, ctx.tenant, ctx.account.id, question[:4000],
@@ -172,8 +182,9 @@ def asks_ticket(msg: Inbound, _ctx: Context) -> Found | None:
     return {} if not m and _ASKS_TICKET.search(text) else None
 
 
-def adds_to_ticket(msg: Inbound, _ctx: Context) -> Found | None:
-    """A follow-up to an inquiry already sent, named by its receipt or as the one just sent."""
+def adds_to_ticket(msg: Inbound, ctx: Context) -> Found | None:
+    """A follow-up to an inquiry already sent, named by its receipt or as the one just sent
+    (not in the middle of a flow: there 「補足です。…」 is the answer the flow waits for)."""
     if msg.payload is not None:
         return None
     text = unicodedata.normalize("NFKC", msg.text).upper().strip()
@@ -184,8 +195,9 @@ def adds_to_ticket(msg: Inbound, _ctx: Context) -> Found | None:
     rest = text[m.end():]
     found = {"content": "" if _NOTHING_ADDED.fullmatch(rest) else "yes"}
     if recent:  # 「補足です。…Q26-000012の件、…」: the number, if it comes later
-        later = _RECEIPT.search(text)
-        return found | (_receipt(later) if later else {"recent": "yes"})
+        if later := _RECEIPT.search(text):
+            return found | _receipt(later)
+        return None if ctx.flow else found | {"recent": "yes"}
     return found | (_receipt(m) if m.group(1) else {})
 
 
@@ -194,9 +206,13 @@ async def handle_supplement(msg: Inbound, ctx: Context, found: Found) -> list[Re
     inquiry already closed gets it as a new one that quotes the old receipt."""
     if found.get("recent"):
         turns = await history.recent(msg, ctx, limit=1)
-        if not (turns and turns[0].action == history.ESCALATED and history.fresh(turns[0], ctx)):
+        if not (turns and turns[0].action in (history.ESCALATED, SUPPLEMENTED)
+                and history.fresh(turns[0], ctx)):
             return await qa.handle_question(msg, ctx, {})  # not said about an inquiry
     asked = await _account_inquiries(ctx, found)
+    if asked and found["content"] and ctx.flow == ASK_FLOW:  # typed at the staff prompt
+        async with ctx.session() as session:
+            await repo.clear_state(session, msg.channel, msg.user_id)
     if not (rows := _linked_now(ctx, asked)):
         if asked and found["content"]:  # its own, sent under the link it had before
             return [await _as_new_inquiry(msg, ctx, asked[0],
@@ -207,15 +223,12 @@ async def handle_supplement(msg: Inbound, ctx: Context, found: Found) -> list[Re
     if not found["content"]:
         return [Reply(f"補足の内容を、受付番号を添えて1つのメッセージでお送りください。"
                       f"（例：「{esc.receipt}の補足です。当院は有床診療所です。」）",
-                      meta={"action": "supplement"})]
-    if ctx.flow == ASK_FLOW:  # sent instead of a new question at the prompt
-        async with ctx.session() as session:
-            await repo.clear_state(session, msg.channel, msg.user_id)
-    if await desk.add_supplement(ctx.session, ctx.tenant, esc.id, msg.text.strip(),
-                                 ctx.clock()):
+                      meta={"action": SUPPLEMENTED})]
+    if await desk.add_supplement(ctx.session, ctx.tenant, esc.id,
+                                 linking.mask_codes(msg.text.strip()), ctx.clock()):
         return [Reply(f"受付番号 {esc.receipt} のお問い合わせに、いただいた補足を追加し、担当者に"
                       "お知らせしました。回答はこのチャットにお届けします。",
-                      meta={"action": "supplement", "escalation_id": esc.id})]
+                      meta={"action": SUPPLEMENTED, "escalation_id": esc.id})]
     return [await _as_new_inquiry(msg, ctx, esc, "対応を終えているため")]
 
 

@@ -37,9 +37,9 @@ async def not_helpful(msg: Inbound, ctx: Context, entry_id: str) -> Reply:
     when newer questions came after it: history.question_answered)."""
     await record_vote(msg, ctx, entry_id, -1)
     question = question_answered(await recent(msg, ctx), entry_id)
-    if len(question) > SHOWN_QUESTION:
-        question = question[:SHOWN_QUESTION] + "…"
-    about = f"「{question}」について、" if question else ""
+    shown_question = (question[:SHOWN_QUESTION] + "…" if len(question) > SHOWN_QUESTION
+                      else question)
+    about = f"「{shown_question}」について、" if question else ""
     # The entries next in line: the right one was often one rephrasing away.
     nearby = [c for c in ctx.retriever.rank(question, k=4)
               if c.entry_id != entry_id and c.score >= RELATED_MIN] if question else []

@@ -157,8 +157,9 @@ _AROUND_CODE = re.compile(rf"{_KEYWORD}|コード|こーど|お願いします|�
                           r"|記載の|番号|ばんごう|これ|です|は|の|:|：|[\s「」『』。、.!！]")
 # The printed shape anywhere, as typed: a code that reached a question for staff (it did not
 # link) is not shown to them; it is a one-time secret.
-_ANY_CODE = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z0-9]{{5}}[{_DASHES}][A-Za-z0-9]{{5}}"
-                       r"(?![A-Za-z0-9])")
+_ALNUM = "A-Za-z0-9Ａ-Ｚａ-ｚ０-９"  # full-width too, as a Japanese keyboard types it
+_ANY_CODE = re.compile(rf"(?<![{_ALNUM}])[{_ALNUM}]{{5}}[{_DASHES}\s　]?[{_ALNUM}]{{5}}"
+                       rf"(?![{_ALNUM}])")
 _JOINED = re.compile(rf"^{_KEYWORD}(?:は|:|：)?\s*([A-Z0-9]{{10}})(?![A-Z0-9])")
 
 
@@ -176,7 +177,13 @@ def typed_code(msg: Inbound, _ctx: Context) -> Found | None:
 
 
 def mask_codes(text: str) -> str:
-    return _ANY_CODE.sub("XXXXX-XXXXX", text)
+    """Every link code in `text` (any width, with or without its hyphen) as XXXXX-XXXXX:
+    a code that did not link must not reach staff or the ministry. Ten letters and digits
+    of the code alphabet count only with a letter among them (not a phone number)."""
+    def mask(m: re.Match[str]) -> str:
+        raw = normalise_code(m.group(0))
+        return "XXXXX-XXXXX" if raw and any(c.isalpha() for c in raw) else m.group(0)
+    return _ANY_CODE.sub(mask, text)
 
 
 async def handle_about_code(_msg: Inbound, _ctx: Context, _found: Found) -> list[Reply]:

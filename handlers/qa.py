@@ -64,6 +64,9 @@ _ASKS_WHERE = re.compile(
     r"(?:教えて(?:ください|下さい)?|知りたい(?:です)?)?[?？。]*$")
 DESK_ENTRIES = {"gmis_callcenter": "contact-gmis-vs-prefecture",
                 "prefecture": "contact-system-questions"}
+# 「質問してもよろしいでしょうか。」 opens a question; it is none itself.
+_OPENER = re.compile(r"^(?:ご|お)?(?:質問|伺い|尋ね|確認|相談)を?(?:して|させて|し)?"
+                     r"(?:いただいて)?も?(?:よろしい|宜しい|いい|大丈夫)(?:でしょう|です)?か$")
 _JOINER = re.compile(r"^(?:あと|それと|それから|また|ついでに|ちなみに)[、,\s]*")
 
 
@@ -115,7 +118,7 @@ async def _each_question(text: str, ctx: Context) -> list[Reply]:
     raw = [p.strip(" 　、。") for p in _QUESTION_END.split(text)]
     parts = [(_JOINER.sub("", p), bool(_JOINER.match(p))) for p in raw
              if len(p) >= 4 and (p[-1] in "?？か" or _JOINER.match(p))
-             and not courtesy.kinds_of(p)]
+             and not courtesy.kinds_of(p) and not _OPENER.match(p)]
     if not 2 <= len(parts) <= 3:
         return []
     first = ctx.retriever.decide(parts[0][0])

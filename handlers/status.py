@@ -52,6 +52,9 @@ _ASKS_STATUS = re.compile(
 # (「報告ができていない医療機関は？」 asks about others), and never one about others.
 _OWN = re.compile(_OWN_WORDS)
 _OTHERS = re.compile(r"他の|ほかの|他院|よその")
+# 「いつまでに提出すればいい？G-MISのIDがわからない」: a second sentence is a question of its
+# own, which the card would swallow.
+_MORE_AFTER = re.compile(r"[?？。!！]\s*\S{3,}")
 # 「次は何をすればいい」「あと何日」「いつまでに直せばいい」: about the clinic's own record
 # only once it is linked.
 _ASKS_NEXT = re.compile(r"^(?:次は?|つぎは?|これから|あとは?)(?:何|なに)を?(?:すれば|したら|する)"
@@ -68,7 +71,7 @@ def asks_status(msg: Inbound, ctx: Context) -> Found | None:
     if msg.payload is not None or len(text) > 40:
         return None
     linked = ctx.account is not None and ctx.account.linked
-    if _OTHERS.search(text):
+    if _OTHERS.search(text) or _MORE_AFTER.search(text):
         return None
     if _ASKS_STATUS.search(text) and (linked or _OWN.search(text)):
         return {}

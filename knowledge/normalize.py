@@ -63,9 +63,15 @@ _FRAME = re.compile(
 # and so is 「都道府県の担当です。」 (an officer's question; the officer entries say it too).
 _SELF_INTRO = re.compile(
     r"^(?P<greeting>(?:(?:いつも)?お世話になって(?:おります|います)[。、\s]*)?)"
-    r"(?!都道府県の担当)[^。\n?？]{0,25}?(?:(?:事務長|事務|院長|理事長|看護師長?|職員|担当者?|医師|受付|スタッフ"
-    r"|課|係|室)(?:の|\s)?[\u4e00-\u9fff\u30a0-\u30ff〇○]{0,6}(?:さん)?"
-    r"(?:です|と申します|でございます)|と申します)[。\n]")
+    r"(?!都道府県の担当)(?P<who>[^。\n?？]{0,25}?(?:事務長|事務|院長|理事長|看護師長?|職員|担当者?"
+    r"|医師|受付|スタッフ|課|係|室)?)(?P<name>(?:の|\s)?[\u4e00-\u9fff\u30a0-\u30ff〇○]{0,6}"
+    r"(?:さん)?(?:です|と申します|でございます))[。\n]")
+# What the writer's place says may be what the answer turns on (美容クリニックの事務です,
+# 休院中の診療所の院長です): the place stays then, and only the name goes. A plain 〇〇病院
+# or 山田内科 is a name too (every 病院 and 診療所 reports alike).
+_ROLES = ("事務長", "事務", "院長", "理事長", "看護師", "看護師長", "職員", "担当", "担当者",
+          "医師", "受付", "スタッフ", "課", "係", "室")
+_FACILITY = re.compile(r"歯科|休院|休止|廃止|閉院|有床|無床|在宅|美容|特定機能|分院|新規|開設")
 _PUNCT = re.compile(r"[\s\u3000、。，．,.!?！？「」『』（）()\[\]【】〈〉《》・…‥―\-_/:;'\"＃#*]+")
 # Terminal escape sequences go whole (a pasted colour code is not words), then any other
 # control or invisible formatting character.
@@ -87,6 +93,22 @@ _LETTERS = "イロハニ"
 _LETTERED = re.compile(r"\(([イロハニ])\)$")
 _KANA_WORD = re.compile(r"[\u3041-\u30ff]{4,}")
 _SPACE = re.compile(r"[ \u3000]")
+
+
+def _without_name(match: re.Match[str]) -> str:
+    """A self-introduction without the writer's name; without the place too, unless the
+    place says what kind of institution is asking."""
+    who, name = match.group("who"), match.group("name")
+    if not (who.endswith(_ROLES) or name.endswith("と申します")):
+        return match.group(0)  # 「当院は無床の診療所です。」: no introduction
+    kept = who + "。" if _FACILITY.search(who) else ""
+    return match.group("greeting") + kept
+
+
+def _spelled_out(match: re.Match[str]) -> str:
+    """イ〜ニ as イロハニ (written backwards, the same letters)."""
+    a, b = sorted((_LETTERS.index(match.group(1)), _LETTERS.index(match.group(2))))
+    return _LETTERS[a:b + 1]
 
 
 def _spaced(variant: str) -> str:
@@ -139,7 +161,9 @@ class Analyzer:
         """NFKC, lower case, and every domain synonym replaced by its canonical term. A query
         is cut at `limit`; the knowledge base's own texts are analysed whole (limit=None)."""
         text = unicodedata.normalize("NFKC", clean_user_text(text))[:limit].lower()
-        text = _BED_COUNT.sub("病床", _FRAME.sub("", _SELF_INTRO.sub(r"\g<greeting>", text)))
+        if (introduced := _SELF_INTRO.sub(_without_name, text)).strip(" 。"):
+            text = introduced  # (an introduction alone is kept: it is all there is)
+        text = _BED_COUNT.sub("病床", _FRAME.sub("", text))
         if self._function_of:
             text = _LETTER_LIST.sub(self._letters, text)
         if self._pattern is None:
@@ -153,9 +177,10 @@ class Analyzer:
         return {c: _LETTERED.sub("", term).strip() for c, term in self._function_of.items()}
 
     def _letters(self, match: re.Match[str]) -> str:
-        letters = _RANGE.sub(lambda m: _LETTERS[_LETTERS.index(m.group(1)):
-                                                _LETTERS.index(m.group(2)) + 1], match.group(1))
+        letters = _RANGE.sub(_spelled_out, match.group(1))
         named = [self._function_of[c] for c in dict.fromkeys(letters) if c in self._function_of]
+        if len(named) == len(_LETTERS):  # all four: 2号 as a whole, as 「2号のイロハニ」 is
+            return "2号機能の" + self._synonyms.get("イロハニ", "と".join(named))
         return "と".join(named)
 
     def _replacement(self, match: re.Match[str]) -> str:

@@ -420,8 +420,10 @@ async def test_two_polite_questions_in_one_message_are_both_taken_up(ctx: Contex
     assert [r.meta["action"] for r in replies] == ["answer", "suggest"]
     assert replies[0].meta["entry_id"] == "schedule-reporting-period"
     assert "scope-who-must-report" in [b.payload.split(":")[-1] for b in replies[1].buttons]
-    # One question asked twice over still gets one answer.
+    # One question asked twice over still gets one answer, and a polite opener is none.
     assert len(await dispatch(said("報告って義務？出さなくてもいい？"), ctx)) == 1
+    opened = await dispatch(said("質問してもよろしいでしょうか。報告期限はいつまでですか。"), ctx)
+    assert [r.meta["action"] for r in opened] == ["answer"]
 
 
 async def test_a_follow_up_is_read_alone_when_the_question_before_is_old_or_answered(

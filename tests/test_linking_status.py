@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -432,6 +433,9 @@ async def test_a_clerk_asks_for_her_status_in_her_own_words(ctx: Context) -> Non
         [reply] = await dispatch(said(words), ctx)
         assert reply.meta["action"] == "status", words
         assert "修正の理由：2号機能（ハ）の訪問診療の件数が未入力です" in reply.text
+    # A second question after it is not swallowed by the card.
+    replies = await dispatch(said("いつまでに提出すればいい？G-MISのIDがわからない"), ctx)
+    assert replies[0].meta["action"] != "status"
     await dispatch(said("報告状況"), ctx)
     [deadline] = await dispatch(said("いつまで？"), ctx)  # under the card: its deadline
     assert deadline.meta["action"] == "status" and "報告期限：" in deadline.text
@@ -630,6 +634,15 @@ async def test_a_code_inside_a_question_for_staff_is_not_shown_to_them(ctx: Cont
     await dispatch(said(question), ctx)
     await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
                            tenant="26"), ctx)
+    wide = "".join(chr(ord(c) + 0xFEE0) for c in code)  # as a Japanese keyboard types it
+    receipt = (await escalations_of(ctx))[0].receipt
+    await dispatch(said(f"{receipt}の補足です。コード{wide}も試しました。"), ctx)
+    [esc] = await escalations_of(ctx)
+    stored = esc.question + json.dumps(esc.context, ensure_ascii=False)
+    assert code not in stored and wide not in stored and code.replace("-", "") not in stored
+    assert "XXXXX-XXXXX" in esc.question and "XXXXX-XXXXX" in esc.context["supplements"][0]["text"]
+
+
+async def escalations_of(ctx: Context) -> list[Escalation]:
     async with ctx.session() as session:
-        [esc] = (await session.exec(select(Escalation))).all()
-    assert code not in esc.question and "XXXXX-XXXXX" in esc.question
+        return list((await session.exec(select(Escalation))).all())

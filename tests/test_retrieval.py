@@ -289,8 +289,12 @@ def test_who_is_writing_does_not_sink_the_question(retriever: Retriever, intro: 
     introduced = retriever.decide(intro + question)
     assert introduced.action == alone.action == "answer"
     assert introduced.entry_id == alone.entry_id
-    # What the clinic is, said first, is context and stays.
+    # What the clinic is, said first, is context and stays, with a role word or without.
     assert "無床" in retriever.analyzer.canonical("当院は無床の診療所です。報告は必要ですか")
+    for asking, entry in (("特定機能病院の事務です。報告は必要ですか", "scope-tokutei-exempt"),
+                          ("休院中の診療所の院長です。報告は必要ですか", "scope-suspended-jan1")):
+        assert retriever.decide(asking).entry_id == entry, asking
+    assert retriever.analyzer.canonical("山田内科の佐藤と申します。")  # all there is: kept
 
 
 def test_a_question_of_only_a_pointing_word_is_not_answered(retriever: Retriever) -> None:
@@ -303,8 +307,10 @@ def test_a_question_of_only_a_pointing_word_is_not_answered(retriever: Retriever
 
 def test_all_four_functions_named_is_a_question_about_2go_as_a_whole(retriever: Retriever,
                                                                       ) -> None:
-    assert retriever.decide("2号機能のイ、ロ、ハ、ニは全部やらないといけない？").entry_id == (
-        "func2-overview")
+    for question in ("2号機能のイ、ロ、ハ、ニは全部やらないといけない？",
+                     "2号のイ〜ニは全部そろえないといけない？"):
+        assert retriever.decide(question).entry_id == "func2-not-all-four", question
+    assert "在宅医療" in retriever.analyzer.canonical("2号のニからハ")  # written backwards
     assert retriever.decide("2号のイロハニ全部必要？").entry_id == "func2-not-all-four"
     assert "(ハ)" not in retriever.analyzer.canonical("2号のロ、ハイリスク患者の退院支援")
 

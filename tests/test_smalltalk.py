@@ -312,3 +312,16 @@ async def test_venting_gets_a_kind_word_and_the_menu_not_a_ticket(ctx: Context,
     assert "esc:ask" in [b.payload for b in reply.buttons]  # a person, if they want one
     [after] = await dispatch(said("はい"), ctx)
     assert await escalated(ctx) == [] and "受付番号" not in after.text
+
+
+async def test_asking_for_staff_after_a_thumbs_down_sends_the_question_voted_down(
+        ctx: Context) -> None:
+    """After 👎 the confirmation named the question voted down, but its button sent the
+    latest question instead."""
+    [first] = await dispatch(said("紙で報告できますか"), ctx)
+    await dispatch(said("報告期間はいつからいつまで"), ctx)
+    await tap(ctx, first, "fb:down")
+    [confirm] = await dispatch(said("人と話したい"), ctx)
+    assert "紙で報告できますか" in confirm.text
+    sent = await tap(ctx, confirm, "esc:ask")
+    assert await escalated(ctx) == ["紙で報告できますか"] and "受付番号" in sent.text
