@@ -13,6 +13,7 @@ from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
 from handlers.texts import NOTED, OFFER_QUESTION
+from knowledge.normalize import MAIL_GREETING
 
 ASK_FLOW = "ask_staff"
 SUPPLEMENTED = "supplement"  # the logged action of a turn that added to an inquiry
@@ -47,15 +48,14 @@ _ASKS_TICKET = re.compile(
 # 「Q26-000001の補足です。…」「先ほどの質問に追記します：…」; and right after one was sent,
 # 「追記です。…」「すみません、言い忘れましたが…」. The word must be the announcement
 # (補足です, 補足：), not a topic (補足資料はどこ, 追記したい場合は, 補足の回答はまだ).
-_GREETING = r"(?:(?:いつも)?お世話になって(?:おります|います)[。、\s]*)?"
 _ADDED = (r"(?:補足|追記|追伸|追加|付け加え|付け足し?|つけたし|ほそく)(?:情報|事項)?"
           r"(?:です|します|いたします|させて(?:ください|いただきます)|があります"
           r"|したい(?:です|のですが)?|を?お送りします|[:：。、\s]|$)")
 _SUPPLEMENT = re.compile(
-    rf"^{_GREETING}(?:受付番号)?\s*(?:{_RECEIPT_AT}|{_WHEN}{_INQUIRY}|{_WHEN}の件)\s*(?:の件)?"
+    rf"^{MAIL_GREETING}(?:受付番号)?\s*(?:{_RECEIPT_AT}|{_WHEN}{_INQUIRY}|{_WHEN}の件)\s*(?:の件)?"
     rf"(?:の|に|で|について|への|、)?\s*{_ADDED}")
 _JUST_SENT = re.compile(
-    rf"^{_GREETING}(?:すみません|すいません|失礼しました|あの)?[、,。\s]*(?:もう一点|もうひとつ)?"
+    rf"^{MAIL_GREETING}(?:すみません|すいません|失礼しました|あの)?[、,。\s]*(?:もう一点|もうひとつ)?"
     rf"(?:{_ADDED}|(?:言い|書き)忘れ(?:ました|ていました|てました|てた)(?:が|けど)?)")
 _NOTHING_ADDED = re.compile(r"[\s。、,.:：!！]*(?:よろしくお願いします|お願いします)?[。!！]*")
 TICKET_STATUS = {
@@ -82,15 +82,9 @@ async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Rep
     if found.get("confirm"):
         # 「人と話したい」 in words may mean the question before or a new one: say which
         # would be sent before sending it.
-        buttons = CONFIRM_BUTTONS
-        if turns and turns[0].action == history.FEEDBACK and turns[0].entry_id:
-            # The question shown is the one voted down: the button must send that one,
-            # not whatever is latest once this reply is logged.
-            buttons = (Button(CONFIRM_BUTTONS[0].label, f"esc:ask:for:{turns[0].entry_id}"),
-                       *CONFIRM_BUTTONS[1:])
         return [Reply(f"直前のご質問は「{desk.shorten(question)}」です。別のことをお聞きに"
                       "なりたい場合は「別の質問を送る」を選んでください。\n"
-                      + OFFER_QUESTION, buttons, meta={"action": history.OFFER})]
+                      + OFFER_QUESTION, CONFIRM_BUTTONS, meta={"action": history.OFFER})]
     return [await _escalate(msg, ctx, question, history.for_staff(turns))]
 
 
@@ -205,9 +199,8 @@ async def handle_supplement(msg: Inbound, ctx: Context, found: Found) -> list[Re
     """Add the message to the inquiry it names, so the staff answer with it in view; an
     inquiry already closed gets it as a new one that quotes the old receipt."""
     if found.get("recent"):
-        turns = await history.recent(msg, ctx, limit=1)
-        if not (turns and turns[0].action in (history.ESCALATED, SUPPLEMENTED)
-                and history.fresh(turns[0], ctx)):
+        last = await history.last_turn(msg, ctx)
+        if last is None or last.action not in (history.ESCALATED, SUPPLEMENTED):
             return await qa.handle_question(msg, ctx, {})  # not said about an inquiry
     asked = await _account_inquiries(ctx, found)
     if asked and found["content"] and ctx.flow == ASK_FLOW:  # typed at the staff prompt

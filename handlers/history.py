@@ -62,9 +62,11 @@ def last_open_question(turns: list[ConversationLog]) -> str:
     """The latest question typed since the last escalation or small talk; one already handed
     to staff is not sent again (a second 「担当者に聞く」 asks for the new question instead),
     nor one the user closed with 「ありがとう」 or 「やっぱりやめます」. Right
-    after a 👎 it is the question whose answer was voted down, which need not be the latest."""
-    if turns and turns[0].action == FEEDBACK and turns[0].entry_id:
-        return question_answered(turns[1:], turns[0].entry_id)
+    after a 👎 it is the question whose answer was voted down, which need not be the latest
+    (also after the bot's offer to send it, which carries no question of its own)."""
+    lead = next((i for i, t in enumerate(turns) if t.action != OFFER), len(turns))
+    if lead < len(turns) and turns[lead].action == FEEDBACK and turns[lead].entry_id:
+        return question_answered(turns[lead + 1:], turns[lead].entry_id)
     for turn in turns:  # newest first
         if turn.action in _CLOSED:
             return ""

@@ -57,20 +57,22 @@ _FRAME = re.compile(
     r"(?:との|という|と|の)?(?:ご)?(?:(?:照会|問い?合わ?せ)(?:が|を)|相談が)"
     r"(?:(?:あり|ござい|受け|いただき|いただい|頂き|頂い|寄せられ|来)"
     r"(?:まし(?:た|て)|ます|た|て(?:おり(?:ます)?|います)?)|あり(?=[、,。]))")
+# The greeting an e-mail or a polite chat opens with (handlers.escalation reads past it too).
+MAIL_GREETING = r"(?:(?:いつも)?お世話になって(?:おります|います)[。、\s]*)?"
 # 「〇〇病院事務長の山田です。」「山田内科の佐藤と申します。」: who is writing, first (after a
 # greeting); the names are words no entry has, and they sank the question after them. Only
 # a role (事務長, 担当, …課) or と申します makes it one: 「当院は無床の診療所です。」 is context,
 # and so is 「都道府県の担当です。」 (an officer's question; the officer entries say it too).
+_ROLES = ("事務長", "事務", "院長", "理事長", "看護師", "看護師長", "職員", "担当", "担当者",
+          "医師", "受付", "スタッフ", "課", "係", "室")
+_ROLE = "|".join(sorted(_ROLES, key=len, reverse=True))
 _SELF_INTRO = re.compile(
-    r"^(?P<greeting>(?:(?:いつも)?お世話になって(?:おります|います)[。、\s]*)?)"
-    r"(?!都道府県の担当)(?P<who>[^。\n?？]{0,25}?(?:事務長|事務|院長|理事長|看護師長?|職員|担当者?"
-    r"|医師|受付|スタッフ|課|係|室)?)(?P<name>(?:の|\s)?[\u4e00-\u9fff\u30a0-\u30ff〇○]{0,6}"
+    rf"^(?P<greeting>{MAIL_GREETING})(?!都道府県の担当)(?P<who>[^。\n?？]{{0,25}}?(?:{_ROLE})?)"
+    r"(?P<name>(?:の|\s)?[\u4e00-\u9fff\u30a0-\u30ff〇○]{0,6}"
     r"(?:さん)?(?:です|と申します|でございます))[。\n]")
 # What the writer's place says may be what the answer turns on (美容クリニックの事務です,
 # 休院中の診療所の院長です): the place stays then, and only the name goes. A plain 〇〇病院
 # or 山田内科 is a name too (every 病院 and 診療所 reports alike).
-_ROLES = ("事務長", "事務", "院長", "理事長", "看護師", "看護師長", "職員", "担当", "担当者",
-          "医師", "受付", "スタッフ", "課", "係", "室")
 _FACILITY = re.compile(r"歯科|休院|休止|廃止|閉院|有床|無床|在宅|美容|特定機能|分院|新規|開設")
 _PUNCT = re.compile(r"[\s\u3000、。，．,.!?！？「」『』（）()\[\]【】〈〉《》・…‥―\-_/:;'\"＃#*]+")
 # Terminal escape sequences go whole (a pasted colour code is not words), then any other
