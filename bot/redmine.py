@@ -2,6 +2,9 @@
 an outbox row on channel "redmine"; this sender creates the issue through Redmine's REST API
 (POST /issues.json, X-Redmine-API-Key) and links it to the escalation.
 
+A clinic's supplement to a forwarded inquiry becomes a note on that issue
+(PUT /issues/:id.json with notes), unless the issue's description already carried it.
+
 What is sent: receipt, prefecture, the question, the clinic's earlier questions and what the
 bot tried. The clinic's name is left out; the ministry answers the question, not the clinic.
 """
@@ -14,6 +17,8 @@ from datetime import datetime
 
 import httpx
 from pydantic import SecretStr
+from sqlalchemy import update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Escalation, Outbox, Prefecture
@@ -37,6 +42,20 @@ class RedmineSender:
         self.timeout = timeout
 
     async def __call__(self, row: Outbox) -> Outcome:
+        try:
+            if row.kind == "redmine_note":
+                return await self._note(row)
+            return await self._issue(row)
+        except httpx.HTTPStatusError as exc:
+            code = exc.response.status_code
+            detail = f"HTTP {code}: {exc.response.text[:300]}"
+            transient = code >= 500 or code == 429
+            return Outcome("retry" if transient else "failed",
+                           (TRANSIENT if transient else "") + detail)
+        except httpx.HTTPError as exc:
+            return Outcome("retry", f"{TRANSIENT}{type(exc).__name__}")
+
+    async def _issue(self, row: Outbox) -> Outcome:
         esc_id = int(row.payload["escalation_id"])
         async with self.sessions() as session:
             esc = await session.get(Escalation, esc_id)
@@ -46,17 +65,37 @@ class RedmineSender:
                 return Outcome("sent")
             pref = await session.get(Prefecture, esc.prefecture_code)
             card = await build_card(session, esc, self.clock())
-        try:
-            url = await self._create(card, pref.name if pref else esc.prefecture_code)
-        except httpx.HTTPStatusError as exc:
-            code = exc.response.status_code
-            detail = f"HTTP {code}: {exc.response.text[:300]}"
-            transient = code >= 500 or code == 429
-            return Outcome("retry" if transient else "failed",
-                           (TRANSIENT if transient else "") + detail)
-        except httpx.HTTPError as exc:
-            return Outcome("retry", f"{TRANSIENT}{type(exc).__name__}")
+        url = await self._create(card, pref.name if pref else esc.prefecture_code)
+        async with self.sessions() as session:
+            # Supplements already in the description are not added again as notes.
+            await session.exec(update(Outbox).where(col(Outbox.id) == row.id)  # type: ignore[call-overload]
+                               .values(payload={**row.payload,
+                                                "supplements": len(card.supplements)}))
+            await session.commit()
         await desk.record_redmine_url(self.sessions, esc_id, url, self.clock())
+        return Outcome("sent")
+
+    async def _note(self, row: Outbox) -> Outcome:
+        """A clinic's supplement to a forwarded inquiry, as a note on its Redmine issue."""
+        esc_id = int(row.payload["escalation_id"])
+        async with self.sessions() as session:
+            esc = await session.get(Escalation, esc_id)
+            issue = (await session.exec(select(Outbox).where(
+                Outbox.idempotency_key == desk.redmine_issue_key(esc_id)))).first()
+        if esc is None or issue is None:
+            return Outcome("failed", "escalation or its Redmine issue not found")
+        if not esc.redmine_url:
+            if issue.status in ("failed", "unreachable", "skipped"):
+                return Outcome("failed", "the Redmine issue was never created")
+            return Outcome("retry", f"{TRANSIENT}issue not created yet", retry_after=60)
+        if int(row.payload["supplement"]) <= int(issue.payload.get("supplements", 0)):
+            return Outcome("sent", "already in the issue's description")
+        headers = {"X-Redmine-API-Key": self._key.get_secret_value()}
+        note = f"医療機関から補足が届きました（{esc.receipt}）。\n{row.body}"
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            resp = await client.put(f"{esc.redmine_url}.json", headers=headers,
+                                    json={"issue": {"notes": note}})
+            resp.raise_for_status()
         return Outcome("sent")
 
     async def _create(self, card: Card, prefecture_name: str) -> str:

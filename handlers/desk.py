@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import ChatAccount, Escalation, Outbox, Prefecture, desk_channel
 from db.seed import ensure_prefecture
-from handlers.desk_card import OPEN_STATUSES, build_card, plain_text
+from handlers.desk_card import OPEN_STATUSES, build_card, plain_text, supplements
 from handlers.errors import UserFacingError
 from scheduler import outbox
 
@@ -28,6 +28,12 @@ logger = logging.getLogger(__name__)
 Sessions = Callable[[], AsyncSession]
 
 DESK_CHANNEL = "slack"
+# Enough for any real follow-up; a chat sending more is flooding the staff thread.
+MAX_SUPPLEMENTS = 20
+TOO_MANY_SUPPLEMENTS = (
+    "このお問い合わせには補足がすでに多く届いているため、これ以上は追加できません。"
+    "担当者からの回答をお待ちいただくか、お急ぎの場合は受付番号を添えて都道府県の窓口へ"
+    "お電話ください。")
 NOT_FOUND = ("この問い合わせは見つからないか、このチャンネルの都道府県のものではないため、"
              "操作できません。")
 REFUSALS: dict[str, str] = {
@@ -96,9 +102,20 @@ async def claim(sessions: Sessions, pref: str, esc_id: int, staff: str, now: dat
     return esc
 
 
+class SupplementArrived(DeskRefused):
+    """The clinic added to its question after the staff member opened the answer form."""
+
+    def __init__(self) -> None:
+        super().__init__("回答を書き始めた後に、医療機関から補足が届きました。補足をご確認の"
+                         "うえ、必要なら回答を直して、もう一度送信してください。")
+
+
 async def answer(sessions: Sessions, pref: str, esc_id: int, staff: str, text: str,
-                 now: datetime) -> Escalation:
-    """回答する: store the answer and queue it for the clinic, exactly once."""
+                 now: datetime, seen: int | None = None) -> Escalation:
+    """回答する: store the answer and queue it for the clinic, exactly once.
+
+    `seen`: how many supplements the staff member had in view; when more have arrived the
+    answer is not sent (SupplementArrived), so it never ignores what the clinic added."""
     text = text.strip()
     if not text:
         raise DeskRefused("回答を入力してください。")
@@ -111,6 +128,9 @@ async def answer(sessions: Sessions, pref: str, esc_id: int, staff: str, text: s
                                            NOT_FOUND))
         esc = await get_escalation(session, pref, esc_id)
         assert esc is not None
+        if seen is not None and len(supplements(esc.context)) > seen:
+            await session.rollback()
+            raise SupplementArrived()
         body = (f"【受付番号 {esc.receipt} へのご回答】\n"
                 f"お問い合わせいただいた「{shorten(esc.question)}」について、"
                 f"都道府県の担当者から回答が届きました。\n\n{text}\n\n"
@@ -136,7 +156,7 @@ async def forward(sessions: Sessions, pref: str, esc_id: int, staff: str, now: d
         await _to_clinic(session, esc, "forwarded", body, now)
         if redmine:
             await outbox.enqueue(
-                session, key=f"redmine-issue:{esc_id}", channel="redmine", recipient="",
+                session, key=redmine_issue_key(esc_id), channel="redmine", recipient="",
                 kind="redmine_issue", body=esc.question, prefecture_code=pref, now=now,
                 payload={"escalation_id": esc_id})
         return await _card_update(session, pref, esc_id, "forwarded", now)
@@ -173,6 +193,9 @@ async def add_supplement(sessions: Sessions, pref: str, esc_id: int, text: str,
         assert esc is not None
         notes = [*(esc.context.get("supplements") or []),
                  {"text": text[:4000], "at": now.isoformat()}]
+        if len(notes) > MAX_SUPPLEMENTS:
+            await session.rollback()
+            raise DeskRefused(TOO_MANY_SUPPLEMENTS)
         esc.context = {**esc.context, "supplements": notes}
         session.add(esc)
         await outbox.enqueue(  # commits the supplement with the message announcing it
@@ -180,7 +203,23 @@ async def add_supplement(sessions: Sessions, pref: str, esc_id: int, text: str,
             recipient=esc.card_channel or "", kind="escalation_note",
             body=f"{esc.receipt} に医療機関から補足が届きました。\n{shorten(text, 300)}",
             prefecture_code=pref, now=now, payload={"escalation_id": esc_id})
+        if esc.status == "forwarded" and await _has_redmine_issue(session, esc_id):
+            # The ministry answers from its Redmine issue: the supplement goes there too.
+            await outbox.enqueue(
+                session, key=f"redmine-note:{esc_id}:{len(notes)}", channel="redmine",
+                recipient="", kind="redmine_note", body=text[:4000], prefecture_code=pref,
+                now=now, payload={"escalation_id": esc_id, "supplement": len(notes)})
         return await _card_update(session, pref, esc_id, f"note-{len(notes)}", now)
+
+
+async def _has_redmine_issue(session: AsyncSession, esc_id: int) -> bool:
+    stmt = select(Outbox.id).where(Outbox.idempotency_key == redmine_issue_key(esc_id))
+    return (await session.exec(stmt)).first() is not None
+
+
+def redmine_issue_key(esc_id: int) -> str:
+    """The outbox key of an escalation's Redmine issue (one per escalation)."""
+    return f"redmine-issue:{esc_id}"
 
 
 async def record_redmine_url(sessions: Sessions, esc_id: int, url: str, now: datetime) -> None:

@@ -30,8 +30,10 @@ _RECEIPT = re.compile(_RECEIPT_AT)
 # How both forms end: the answer has not come (「どうなりましたか」「まだ？」「来ない」).
 _WAITING = (r"どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?|どうなった(?:の|かな)?"
             r"|まだ(?:ですか|でしょうか|来ない)?|来ない|こない|届かない|届いて(?:い)?ない")
+# 「Q26-000001 補足 回答まだ？」 asks about the inquiry (with its supplement), adds nothing.
 _ABOUT_RECEIPT = re.compile(
     rf"^(?:受付番号)?(?:は|:|：)?\s*{_RECEIPT_AT}\s*(?:の|は|って|、)?\s*"
+    r"(?:(?:への|に)?(?:補足|追記)(?:した件|の件)?\s*(?:の|は|って|、)?\s*)?"
     r"(?:件|お問い合わせ|問い合わせ)?(?:の|は|って|、)?\s*(?:回答|返事|返信|状況|進み具合)?"
     rf"(?:は|って)?(?:{_WAITING}|いつ(?:ですか|頃|ごろ)?|どう)?[?？。]*$")
 # 「さっき送った問い合わせ」「この前の質問」: the inquiry, without its number.
@@ -162,8 +164,11 @@ async def _set_flow(msg: Inbound, ctx: Context) -> None:
 
 
 def _receipt(m: re.Match[str]) -> Found:
-    return {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}", "prefecture": m.group(1),
-            "id": m.group(2)}
+    found = {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}", "prefecture": m.group(1),
+             "id": m.group(2)}
+    # 「Q15-3の回答は？」 may be an item of a Q&A document rather than a short-typed receipt.
+    loose = len(m.group(2)) < 4 and "受付番号" not in m.string[:m.start()]
+    return found | ({"loose": "yes"} if loose else {})
 
 
 def asks_ticket(msg: Inbound, _ctx: Context) -> Found | None:
@@ -182,6 +187,8 @@ def adds_to_ticket(msg: Inbound, ctx: Context) -> Found | None:
     if msg.payload is not None:
         return None
     text = unicodedata.normalize("NFKC", msg.text).upper().strip()
+    if _ABOUT_RECEIPT.search(text):
+        return None  # asks how it stands
     m = _SUPPLEMENT.match(text)
     recent = m is None and (m := _JUST_SENT.match(text)) is not None
     if m is None:
@@ -217,8 +224,12 @@ async def handle_supplement(msg: Inbound, ctx: Context, found: Found) -> list[Re
         return [Reply(f"補足の内容を、受付番号を添えて1つのメッセージでお送りください。"
                       f"（例：「{esc.receipt}の補足です。当院は有床診療所です。」）",
                       meta={"action": SUPPLEMENTED})]
-    if await desk.add_supplement(ctx.session, ctx.tenant, esc.id,
-                                 linking.mask_codes(msg.text.strip()), ctx.clock()):
+    try:
+        added = await desk.add_supplement(ctx.session, ctx.tenant, esc.id,
+                                          linking.mask_codes(msg.text.strip()), ctx.clock())
+    except desk.DeskRefused as full:
+        return [Reply(full.message, meta={"action": SUPPLEMENTED})]
+    if added:
         return [Reply(f"受付番号 {esc.receipt} のお問い合わせに、いただいた補足を追加し、担当者に"
                       "お知らせしました。回答はこのチャットにお届けします。",
                       meta={"action": SUPPLEMENTED, "escalation_id": esc.id})]
@@ -266,6 +277,8 @@ async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list
     """The state of this chat's own inquiries, never anyone else's: a receipt number typed
     here is looked up among them only."""
     if not (rows := _linked_now(ctx, await _account_inquiries(ctx, found))):
+        if found.get("loose"):  # not one of this chat's: the question is about something else
+            return await qa.handle_question(msg, ctx, {})
         return [_not_found(found)]
     lines = []
     for esc in rows[:3]:

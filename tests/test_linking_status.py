@@ -589,6 +589,38 @@ async def test_a_question_about_supplements_is_not_taken_for_one(ctx: Context,
     assert "supplements" not in esc.context
 
 
+async def test_asking_after_a_supplement_is_a_status_question_not_another_supplement(
+        ctx: Context) -> None:
+    """「Q26-000001 補足 回答まだ？」 was stored as a supplement reading 「回答まだ？」."""
+    await dispatch(said("今日の天気は？"), ctx)
+    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
+                                    tenant="26"), ctx)
+    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    await dispatch(said(f"{receipt}の補足です。午後の天気も知りたいです。"), ctx)
+    for asked in (f"{receipt} 補足 回答まだ？", f"{receipt}に補足した件、どうなりましたか"):
+        [reply] = await dispatch(said(asked), ctx)
+        assert reply.meta["action"] == "ticket" and "担当者の確認をお待ちください" in reply.text
+    [esc] = await escalations_of(ctx)
+    assert len(esc.context["supplements"]) == 1
+
+
+async def test_a_short_number_that_is_no_inquiry_of_this_chat_is_read_as_a_question(
+        ctx: Context) -> None:
+    """「Q15-3の回答は？」 (an item of a Q&A document) got 「受付番号 Q15-000003 は見つかり
+    ませんでした」; a short-typed number of the chat's own inquiry still finds it."""
+    await dispatch(said("今日の天気は？"), ctx)
+    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
+                                    tenant="26"), ctx)
+    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    [qa_item] = await dispatch(said("Q26-7の回答は？"), ctx)
+    assert "Q26-000007" not in qa_item.text and qa_item.meta["action"] != "ticket"
+    short = f"Q26-{int(receipt.split('-')[1])}はどうなりましたか"
+    [mine] = await dispatch(said(short), ctx)
+    assert mine.meta["action"] == "ticket" and receipt in mine.text
+    [typed] = await dispatch(said("受付番号Q26-7はどうなりましたか"), ctx)
+    assert "Q26-000007" in typed.text and "見つかりませんでした" in typed.text
+
+
 @pytest.mark.parametrize("supplement", [
     "{receipt}の補足です。分院は隣の市です。",
     "{ime}の補足です。分院は隣の市です。",  # the hyphen as a kana IME types it

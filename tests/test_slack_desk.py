@@ -248,7 +248,7 @@ async def test_answer_opens_a_modal_and_reaches_the_clinic_once(d: Desk) -> None
     view = opened.params["view"]
     assert view["callback_id"] == "desk_answer" and "分院を開設予定" in json.dumps(
         view, ensure_ascii=False)
-    assert json.loads(view["private_metadata"]) == {"id": esc_id, "channel": C26}
+    assert json.loads(view["private_metadata"]) == {"id": esc_id, "channel": C26, "seen": 0}
 
     answer = "分院は別の医療機関として、それぞれ報告してください。"
     first = await d.slack.submit("desk_answer", esc_id, C26, STAFF_A, answer)
@@ -317,6 +317,52 @@ async def test_supplements_at_once_are_all_kept(d: Desk) -> None:
     kept = [s["text"] for s in (await esc(d.ctx, esc_id)).context["supplements"]]
     assert sorted(kept) == sorted(texts)
     assert len(await rows(d.ctx, kind="escalation_note")) == 5
+
+
+async def test_an_answer_written_before_a_new_supplement_is_held_back_to_review(
+        d: Desk) -> None:
+    """The modal showed the supplements as they were when it opened; one arriving while the
+    staff member typed was never seen, and the answer went out ignoring it."""
+    esc_id = await escalate(d.ctx)
+    receipt = (await esc(d.ctx, esc_id)).receipt
+    await d.slack.press("desk_answer", esc_id, C26, STAFF_A)
+    [opened] = d.api.of("views.open")
+    meta = opened.params["view"]["private_metadata"]
+    await dispatch(Inbound("telegram", "clinic-1",
+                           text=f"{receipt}の補足です。分院は有床になりました。"), d.ctx)
+    draft = "分院は無床なので、本院とは別に報告してください。"
+    response = await d.slack.submit("desk_answer", esc_id, C26, STAFF_A, draft, metadata=meta)
+    shown = response.json()
+    assert shown["response_action"] == "update"
+    view = json.dumps(shown["view"], ensure_ascii=False)
+    assert "補足が届きました" in view and "分院は有床になりました" in view and draft in view
+    assert (await esc(d.ctx, esc_id)).status == "open"
+    assert await rows(d.ctx, kind="escalation_answer") == []
+    # Sent again from the refreshed modal (it has seen the supplement): it goes out once.
+    again = await d.slack.submit("desk_answer", esc_id, C26, STAFF_A, "有床でも別に報告です。",
+                                 metadata=shown["view"]["private_metadata"])
+    assert again.text == ""
+    [relay] = await rows(d.ctx, kind="escalation_answer")
+    assert "有床でも別に報告です。" in relay.body
+
+
+async def test_a_chat_cannot_flood_an_inquiry_with_supplements(d: Desk) -> None:
+    """Each supplement posts in the staff thread; past a generous limit the clinic is told
+    politely to wait or call, and nothing more is stored or posted."""
+    esc_id = await escalate(d.ctx)
+    receipt = (await esc(d.ctx, esc_id)).receipt
+    for n in range(1, desk.MAX_SUPPLEMENTS + 1):
+        [ok] = await dispatch(Inbound("telegram", "clinic-1",
+                                      text=f"{receipt}の補足です。{n}点目です。"), d.ctx)
+        assert "補足を追加し" in ok.text
+    [refused] = await dispatch(Inbound("telegram", "clinic-1",
+                                       text=f"{receipt}の補足です。まだあります。"), d.ctx)
+    assert "これ以上は追加できません" in refused.text and "お電話" in refused.text
+    row = await esc(d.ctx, esc_id)
+    assert len(row.context["supplements"]) == desk.MAX_SUPPLEMENTS
+    assert all("まだあります" not in s["text"] for s in row.context["supplements"])
+    assert len(await rows(d.ctx, kind="escalation_note")) == desk.MAX_SUPPLEMENTS
+    assert len(await rows(d.ctx, kind="escalation_card")) == 1  # not sent as a new inquiry
 
 
 async def test_a_supplement_cannot_ping_the_desk_or_hide_a_link(d: Desk) -> None:
@@ -394,6 +440,48 @@ async def test_forward_creates_the_redmine_issue_and_tells_the_clinic(
         assert url in blocks_text(api.latest(channel, ts))
         await d.slack.press("desk_forward", esc_id, C26, STAFF_B)  # pressed again: once
         assert len(redmine.issues) == 1 and len(await rows(ctx, kind="escalation_forwarded")) == 1
+
+
+async def test_a_supplement_to_a_forwarded_inquiry_reaches_its_redmine_issue_once(
+        ctx: Context, api: FakeSlackAPI) -> None:
+    """The ministry answers from its Redmine issue: a supplement sent after 厚労省へ転送 had
+    stayed in the Slack thread only."""
+    await map_channels(ctx)
+    async with FakeRedmine() as redmine, running_desk(
+            ctx, api, redmine_url=redmine.base_url, redmine_api_key=API_KEY) as d:
+        esc_id = await escalate(ctx)
+        await posted_card(d, esc_id)
+        receipt = (await esc(ctx, esc_id)).receipt
+        await d.slack.press("desk_forward", esc_id, C26, STAFF_A)
+        # Before the issue exists: it goes into the description, not again as a note.
+        await dispatch(Inbound("telegram", "clinic-1",
+                               text=f"{receipt}の補足です。分院は隣の市です。"), ctx)
+        for _ in range(3):
+            await d.channel.flush(LATER)
+        [issue] = redmine.issues
+        assert "分院は隣の市です" in issue["description"]
+        await dispatch(Inbound("telegram", "clinic-1",
+                               text=f"{receipt}に追記します。開設は5月の予定です。"), ctx)
+        redmine.fail_next = 1  # down once: retried, not lost
+        for when in (LATER, LATER + timedelta(minutes=5), LATER + timedelta(minutes=10)):
+            await d.channel.flush(when)
+        [note] = redmine.notes[issue["id"]]
+        assert receipt in note and "開設は5月の予定です" in note and "隣の市" not in note
+        assert redmine.headers[-1]["X-Redmine-API-Key"] == API_KEY
+
+
+async def test_a_supplement_to_an_inquiry_not_forwarded_stays_off_redmine(
+        ctx: Context, api: FakeSlackAPI) -> None:
+    await map_channels(ctx)
+    async with FakeRedmine() as redmine, running_desk(
+            ctx, api, redmine_url=redmine.base_url, redmine_api_key=API_KEY) as d:
+        esc_id = await escalate(ctx)
+        receipt = (await esc(ctx, esc_id)).receipt
+        await dispatch(Inbound("telegram", "clinic-1",
+                               text=f"{receipt}の補足です。分院は隣の市です。"), ctx)
+        await d.channel.flush(LATER)
+        assert redmine.issues == [] and redmine.notes == {}
+        assert await rows(ctx, channel="redmine") == []
 
 
 async def test_forward_without_redmine_still_records_tier_two(d: Desk) -> None:

@@ -113,30 +113,39 @@ def _button(name: str, escalation_id: int) -> Block:
 
 
 def text_modal(callback_id: str, title: str, card: Card, channel_id: str, label: str,
-               hint: str, submit: str) -> dict[str, Any]:
-    """A modal with the question on top and one multi-line input (block/action id 'text')."""
+               hint: str, submit: str, draft: str = "", notice: str = "") -> dict[str, Any]:
+    """A modal with the question on top and one multi-line input (block/action id 'text').
+
+    `seen` in the metadata is how many supplements the staff member had in view, so an
+    answer written before a newer one arrived is not sent blind."""
+    element: Block = {"type": "plain_text_input", "action_id": "text", "multiline": True,
+                      "max_length": 2900}
+    if draft:
+        element["initial_value"] = draft[:2900]
     return {
         "type": "modal", "callback_id": callback_id,
         "title": {"type": "plain_text", "text": title},
         "submit": {"type": "plain_text", "text": submit},
         "close": {"type": "plain_text", "text": "キャンセル"},
-        "private_metadata": json.dumps({"id": card.escalation_id, "channel": channel_id}),
+        "private_metadata": json.dumps({"id": card.escalation_id, "channel": channel_id,
+                                        "seen": len(card.supplements)}),
         "blocks": [
+            *([_section(f":warning: {notice}")] if notice else []),
             _section(f"*{card.receipt}* {escape(card.clinic)}\n{_quote(card.question)}"),
             *(_supplement_blocks(card) if card.supplements else []),
             {"type": "input", "block_id": "text",
              "label": {"type": "plain_text", "text": label},
              "hint": {"type": "plain_text", "text": hint},
-             "element": {"type": "plain_text_input", "action_id": "text", "multiline": True,
-                         "max_length": 2900}},
+             "element": element},
         ],
     }
 
 
-def answer_modal(card: Card, channel_id: str) -> dict[str, Any]:
+def answer_modal(card: Card, channel_id: str, draft: str = "", notice: str = "",
+                 ) -> dict[str, Any]:
     return text_modal("desk_answer", "回答する", card, channel_id, "医療機関への回答",
                       "この回答は医療機関のチャットにそのまま一度だけ送られます。"
-                      "です・ます調でお書きください。", "送信")
+                      "です・ます調でお書きください。", "送信", draft, notice)
 
 
 def resolve_modal(card: Card, channel_id: str) -> dict[str, Any]:

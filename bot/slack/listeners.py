@@ -196,7 +196,7 @@ async def _open_modal(deps: DeskDeps, p: Press, client: AsyncWebClient,
     await client.views_open(trigger_id=p.trigger_id, view=make(card, p.channel))
 
 
-Submit = Callable[[DeskDeps, str, int, str, str], Any]
+Submit = Callable[[DeskDeps, str, int, str, str, dict[str, Any]], Any]
 
 
 def _submit(deps: DeskDeps, run: Submit) -> Callable[..., Any]:
@@ -213,7 +213,15 @@ def _submit(deps: DeskDeps, run: Submit) -> Callable[..., Any]:
             pref = await deps.prefecture(channel)
             if pref is None:
                 raise desk.DeskRefused(UNMAPPED)
-            await run(deps, pref, esc_id, str(body.get("user", {}).get("id", "")), text)
+            await run(deps, pref, esc_id, str(body.get("user", {}).get("id", "")), text, meta)
+        except desk.SupplementArrived as exc:  # show it, keep the draft, let them resend
+            async with deps.sessions() as session:
+                esc = await desk.get_escalation(session, pref, esc_id)
+                assert esc is not None
+                card = await build_card(session, esc, deps.clock())
+            await ack(response_action="update",
+                      view=answer_modal(card, channel, draft=text, notice=exc.message))
+            return
         except desk.DeskRefused as exc:
             await ack(response_action="errors", errors={"text": exc.message})
             return
@@ -226,11 +234,15 @@ def _submit(deps: DeskDeps, run: Submit) -> Callable[..., Any]:
     return on_submit
 
 
-async def _do_answer(deps: DeskDeps, pref: str, esc_id: int, user: str, text: str) -> None:
-    await desk.answer(deps.sessions, pref, esc_id, user, text, deps.clock())
+async def _do_answer(deps: DeskDeps, pref: str, esc_id: int, user: str, text: str,
+                     meta: dict[str, Any]) -> None:
+    seen = meta.get("seen")  # absent in a modal opened before this was added
+    await desk.answer(deps.sessions, pref, esc_id, user, text, deps.clock(),
+                      seen=int(seen) if isinstance(seen, int) else None)
 
 
-async def _do_resolve(deps: DeskDeps, pref: str, esc_id: int, user: str, text: str) -> None:
+async def _do_resolve(deps: DeskDeps, pref: str, esc_id: int, user: str, text: str,
+                      _meta: dict[str, Any]) -> None:
     await desk.resolve(deps.sessions, pref, esc_id, user, text, deps.clock())
 
 

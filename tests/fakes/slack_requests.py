@@ -48,9 +48,11 @@ class SlackSide:
                                       **kw)
 
     async def submit(self, callback_id: str, escalation_id: int, channel: str, user: str,
-                     text: str, **kw: Any) -> httpx.Response:
+                     text: str, metadata: str | None = None, **kw: Any) -> httpx.Response:
+        """Submit a modal; `metadata` is the private_metadata of the view Slack opened
+        (by default, one naming just the escalation and channel)."""
         return await self.interaction(
-            view_submission(callback_id, escalation_id, channel, user, text), **kw)
+            view_submission(callback_id, escalation_id, channel, user, text, metadata), **kw)
 
     async def command(self, command: str, text: str, channel: str, user: str,
                       ) -> httpx.Response:
@@ -88,8 +90,8 @@ def block_actions(action_id: str, escalation_id: int, channel: str, user: str,
 
 
 def view_submission(callback_id: str, escalation_id: int, channel: str, user: str,
-                    text: str) -> dict[str, Any]:
-    meta = json.dumps({"id": escalation_id, "channel": channel})
+                    text: str, metadata: str | None = None) -> dict[str, Any]:
+    meta = metadata or json.dumps({"id": escalation_id, "channel": channel})
     return {
         "type": "view_submission", "team": {"id": TEAM, "domain": "pref"},
         "user": {"id": user, "username": user.lower(), "team_id": TEAM},
