@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from handlers import courtesy, history
 from handlers.context import Context
+from handlers.desk import shorten
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
 from handlers.status import handle_status, own_record, period_lines, settled, status_line
@@ -139,7 +140,7 @@ async def _each_question(text: str, ctx: Context) -> list[Reply]:
     if not answered or (len(answered) == 1 and not others):
         return []
     replies = [await reply_for(d, ctx, text) for d in answered.values()]
-    replies += [await reply_for(d, ctx, p) for p, d in others if d.action == "suggest"]
+    replies += [await reply_for(d, ctx, p, part=p) for p, d in others if d.action == "suggest"]
     if unsure := [p for p, d in others if d.action == "escalate"]:
         quoted = "」「".join(unsure)
         replies.append(Reply(f"「{quoted}」については、確実にお答えできる情報が見つかりません"
@@ -223,7 +224,9 @@ def _for_a_clinic(decision: Decision, ctx: Context) -> Decision:
     return replace(decision, action="suggest", entry_id=None, answer=None)
 
 
-async def reply_for(decision: Decision, ctx: Context, question: str) -> Reply:
+async def reply_for(decision: Decision, ctx: Context, question: str, part: str = "") -> Reply:
+    """The reply for one decision; `part` is the question it is for when the message asked
+    several, so buttons under it say which one they answer."""
     decision = _for_a_clinic(decision, ctx)
     meta = {"action": decision.action, "entry_id": decision.entry_id, "score": decision.score}
     if decision.action == "answer" and decision.entry_id:
@@ -231,7 +234,9 @@ async def reply_for(decision: Decision, ctx: Context, question: str) -> Reply:
     if decision.action == "suggest":
         buttons = tuple(Button(c.question, f"qa:show:{c.entry_id}")
                         for c in for_clinics(decision.candidates, ctx))
-        text = "もしかして、次のいずれかのご質問でしょうか。近いものをお選びください。"
+        text = (f"「{shorten(part, 30)}」については、次のいずれかのご質問でしょうか。"
+                "近いものをお選びください。" if part else
+                "もしかして、次のいずれかのご質問でしょうか。近いものをお選びください。")
         return Reply(text, (*buttons, Button("どれでもない（担当者に聞く）", "esc:ask")),
                      meta=meta)
     if decision.route == "gmis_callcenter":

@@ -33,6 +33,16 @@ UNSURE = re.compile(r"わから|分から|わかん|不明|知らない|しら�
 _HOLIDAY = re.compile(r"正月|年末年始|年始|元日|元旦|休診日|祝日|冬休み|お休み|休み")
 _TAP_LEAD = ("お手数ですが、下のボタンでお答えください（文章のお答えは読み違えることがある"
              "ため、はい・いいえはボタンでお選びいただいています）。\n")
+# What the roster gave is not asked, so it cannot be gone back to either.
+_ROSTER_LEAD = ("医療機関の種類と対象外の条件は、都道府県の登録内容から判定しているため、"
+                "ここより前には戻れません。登録内容が違う場合は、都道府県の担当窓口にお知らせ"
+                "ください。\n")
+_FROM_ROSTER_LEAD = ("その点は、都道府県の登録内容から判定しています。登録内容が違う場合は、"
+                     "都道府県の担当窓口にお知らせください。\n")
+_LATER_LEAD = ("ありがとうございます。その点はこのあとの質問でお伺いします。まずは、こちらに"
+               "ボタンでお答えください。\n")
+_EARLIER_LEAD = ("その点は前の質問でお答えいただいています。お答えを変える場合は「戻る」を"
+                 "押してください。\n")
 _HOLIDAY_LEAD = ("お正月などの休診日は休院に当たりません。届出をして業務を休止していたので"
                  "なければ、「いいえ」をお選びください。\n")
 # How a typed question ends when it has no question mark; 「うちは一般の診療所です」 does not.
@@ -138,13 +148,15 @@ def result_text(answers: dict[str, str]) -> str:
     return "\n\n".join(lines)
 
 
-def question_reply(key: str, answers: dict[str, str]) -> Reply:
+def question_reply(key: str, answers: dict[str, str], back: bool | None = None) -> Reply:
+    """The step's question and buttons; 戻る when there is an answer to go back to (`back`:
+    not when every answer so far came from the roster)."""
     step = STEPS[key]
     text = step.text
     if key == "go_func1":  # the eligibility result comes first; the 1号 check is optional
         text = f"{_required_text(answers)}\n\n{text}"
     buttons = [Button(label, f"wiz:{value}") for label, value in step.choices]
-    if answers:
+    if bool(answers) if back is None else back:
         buttons.append(Button("戻る", "wiz:back"))
     buttons.append(Button("やめる", "wiz:cancel"))
     return Reply(text, tuple(buttons), meta={"action": "wizard"})
@@ -179,8 +191,8 @@ async def handle_start(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]
     following = next_step(answers)
     if following is None:
         return await _finish(msg, ctx, note + result_text(answers))
-    await _save(msg, ctx, [list(pair) for pair in known])
-    reply = question_reply(following, answers)
+    await _save(msg, ctx, [list(pair) for pair in known], fixed=len(known))
+    reply = question_reply(following, answers, back=False)
     return [Reply(note + reply.text, reply.buttons, meta=reply.meta)]
 
 
@@ -209,30 +221,37 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
         return [Reply(_LOST)]
     history: list[list[str]] = [list(p) for p in ctx.flow_data.get("answers", [])]
     answers = dict((k, v) for k, v in history)
+    back = len(history) > _fixed(ctx)
     value = found.get("arg") or _value_from_text(msg.text, next_step(answers))
     if value == "cancel":
         return await _finish(msg, ctx,
                              "確認を終了しました。ご質問があれば、そのまま入力してください。")
     if value == "back":
+        if not back:
+            return [_retry(next_step(answers), answers, lead=_ROSTER_LEAD, back=False)]
         history = history[:-1]
     else:
         current = next_step(answers)
         if current is None or value not in {v for _, v in STEPS[current].choices}:
             asks = _asks(msg.text)  # 「掲示はまだです。期限は？」 asks
             if current == "closed" and not asks and _HOLIDAY.search(msg.text):
-                return [_retry(current, answers, lead=_HOLIDAY_LEAD)]
+                return [_retry(current, answers, lead=_HOLIDAY_LEAD, back=back)]
             if found.get("arg"):
-                return [_retry(current, answers)]
+                return [_retry(current, answers, back=back)]
             # 「わからない」 about the step; 「G-MISのパスワードがわからない」 is a question
             # (one the knowledge base answers).
             action = ctx.retriever.decide(msg.text).action
             if UNSURE.search(msg.text) and not asks and action != "answer":
-                return [_retry(current, answers, unsure=True)]
+                return [_retry(current, answers, unsure=True, back=back)]
             if not asks and current and any(w in msg.text for w in STEPS[current].topic):
-                return [_retry(current, answers, lead=_TAP_LEAD)]
+                return [_retry(current, answers, lead=_TAP_LEAD, back=back)]
+            fixed = [k for k, _ in history[:_fixed(ctx)]]
+            if not asks and current and (lead := _about_other_step(msg.text, current, answers,
+                                                                   fixed)):
+                return [_retry(current, answers, lead=lead, back=back)]
             if "staff" in courtesy.kinds_of(msg.text) or _is_question(msg.text, asks, action):
                 return await _answer_instead(msg, ctx)
-            return [_retry(current, answers)]
+            return [_retry(current, answers, back=back)]
         history.append([current, value])
     return await _ask_next(msg, ctx, history)
 
@@ -243,8 +262,34 @@ async def _ask_next(msg: Inbound, ctx: Context, history: list[list[str]]) -> lis
     following = next_step(answers)
     if following is None:
         return await _finish(msg, ctx, result_text(answers))
-    await _save(msg, ctx, history)
-    return [question_reply(following, answers)]
+    fixed = _fixed(ctx)
+    await _save(msg, ctx, history, fixed)
+    return [question_reply(following, answers, back=len(history) > fixed)]
+
+
+def _fixed(ctx: Context) -> int:
+    """How many of the answers came from the roster (they come first)."""
+    fixed = ctx.flow_data.get("fixed", 0)
+    return fixed if isinstance(fixed, int) else 0
+
+
+_ELIGIBILITY = ("special", "dental", "closed")  # always asked (special: of a hospital)
+
+
+def _about_other_step(text: str, current: str, answers: dict[str, str], fixed: list[str],
+                      ) -> str | None:
+    """「うちは休院中です」 typed at the 歯科 step is a fact for another step: said so, rather
+    than read as a question or dropped without a word."""
+    for key, step in STEPS.items():
+        if key == current or not any(w in text for w in step.topic):
+            continue
+        if key in fixed:
+            return _FROM_ROSTER_LEAD
+        if key in answers:
+            return _EARLIER_LEAD
+        if key in _ELIGIBILITY and (key != "special" or answers.get("kind") == "hospital"):
+            return _LATER_LEAD
+    return None
 
 
 def _asks(text: str) -> bool:
@@ -290,7 +335,8 @@ async def _answer_instead(msg: Inbound, ctx: Context) -> list[Reply]:
         return [note, *await escalation.handle_ask_staff(msg, outside, {})]
     async with ctx.session() as session:
         await repo.set_state(session, msg.channel, msg.user_id, PAUSED,
-                             {"answers": ctx.flow_data.get("answers", [])}, ctx.clock())
+                             {"answers": ctx.flow_data.get("answers", []),
+                              "fixed": _fixed(ctx)}, ctx.clock())
     return await handle_paused_question(msg, outside, {})
 
 
@@ -313,20 +359,20 @@ async def _resume(msg: Inbound, ctx: Context) -> list[Reply]:
 
 
 def _retry(current: str | None, answers: dict[str, str], unsure: bool = False,
-           lead: str | None = None) -> Reply:
+           lead: str | None = None, back: bool | None = None) -> Reply:
     if current is None:
         return Reply("確認はすでに終わっています。")
-    reply = question_reply(current, answers)
+    reply = question_reply(current, answers, back)
     lead = lead or ("わからない項目は、院内でご担当の方に確認してからお答えください。すぐに"
                     "確認できない場合は「やめる」で終了し、「担当者に聞く」から都道府県に"
                     "お尋ねいただけます。\n" if unsure else "ボタンでお答えください。\n")
     return Reply(lead + reply.text, reply.buttons, meta=reply.meta)
 
 
-async def _save(msg: Inbound, ctx: Context, history: list[list[str]]) -> None:
+async def _save(msg: Inbound, ctx: Context, history: list[list[str]], fixed: int = 0) -> None:
     async with ctx.session() as session:
-        await repo.set_state(session, msg.channel, msg.user_id, FLOW, {"answers": history},
-                             ctx.clock())
+        await repo.set_state(session, msg.channel, msg.user_id, FLOW,
+                             {"answers": history, "fixed": fixed}, ctx.clock())
 
 
 AGAIN = Button("最初から確認し直す", "menu:check")  # a mis-tap on the last step has no 戻る

@@ -420,6 +420,8 @@ async def test_two_polite_questions_in_one_message_are_both_taken_up(ctx: Contex
     assert [r.meta["action"] for r in replies] == ["answer", "suggest"]
     assert replies[0].meta["entry_id"] == "schedule-reporting-period"
     assert "scope-who-must-report" in [b.payload.split(":")[-1] for b in replies[1].buttons]
+    # The buttons say which question they are for (the answer above is for the other one).
+    assert replies[1].text.startswith("「当院も報告対象になりますか」については")
     # One question asked twice over still gets one answer, and a polite opener is none.
     assert len(await dispatch(said("報告って義務？出さなくてもいい？"), ctx)) == 1
     opened = await dispatch(said("質問してもよろしいでしょうか。報告期限はいつまでですか。"), ctx)

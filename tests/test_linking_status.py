@@ -471,6 +471,28 @@ async def test_the_check_does_not_ask_a_linked_clinic_what_its_roster_says(
     assert "医療機関の種類をお選びください" in unlinked.text
 
 
+async def test_going_back_in_the_check_never_overrides_the_roster(ctx: Context) -> None:
+    """戻る at the first question after the roster's answers had asked 「休院していましたか」
+    again, so a tap could contradict what the prefecture registered."""
+    await load_samples(ctx)
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    [start] = await dispatch(said("対象か確認"), ctx)
+    assert "戻る" not in [b.label for b in start.buttons]
+    [typed] = await dispatch(said("戻る"), ctx)
+    assert "登録内容から判定しているため" in typed.text and "★の3項目" in typed.text
+    assert "戻る" not in [b.label for b in typed.buttons]
+    confirm = next(b for b in typed.buttons if b.label == "確認する")
+    [posting] = await dispatch(Inbound("demo", "clerk-1", text=confirm.label,
+                                       payload=confirm.payload, tenant="26"), ctx)
+    assert "院内に掲示" in posting.text and "戻る" in [b.label for b in posting.buttons]
+    [fact] = await dispatch(said("うちは休院していました"), ctx)  # the roster says otherwise
+    assert "登録内容から判定しています" in fact.text and "院内に掲示" in fact.text
+    back = next(b for b in posting.buttons if b.label == "戻る")
+    [again] = await dispatch(Inbound("demo", "clerk-1", text=back.label, payload=back.payload,
+                                     tenant="26"), ctx)
+    assert "★の3項目" in again.text and "戻る" not in [b.label for b in again.buttons]
+
+
 async def test_staff_never_see_what_was_said_under_an_earlier_link(ctx: Context) -> None:
     """Relinked to a 東京都 clinic, a chat's escalation goes to 東京都 without the 京都府
     clinic's status reply or the link codes typed before."""

@@ -80,6 +80,21 @@ async def test_back_changes_an_answer_and_cancel_stops(ctx: Context) -> None:
     assert "特定機能病院" not in after.text
 
 
+async def test_a_fact_typed_for_a_later_step_is_not_dropped(ctx: Context) -> None:
+    """「うちは休院中です」 at the 歯科 question was read as an unclear answer with no word
+    about it; the clerk thought the bot had taken it in."""
+    await dispatch(said("対象か確認"), ctx)
+    await dispatch(said("診療所"), ctx)
+    [r] = await dispatch(said("うちは去年から休院中です"), ctx)
+    assert "このあとの質問でお伺いします" in r.text and "歯科医療機関" in r.text
+    r = await tap(ctx, r, "いいえ")
+    assert "休院" in r.text
+    r = await tap(ctx, r, "いいえ")
+    r = await tap(ctx, r, "確認する")
+    [r] = await dispatch(said("歯科はやっていません"), ctx)  # answered already
+    assert "前の質問でお答えいただいています" in r.text and "院内に掲示" in r.text
+
+
 async def test_without_1go_no_2go_questions(ctx: Context) -> None:
     [r] = await dispatch(said("対象か確認"), ctx)
     for label in ("診療所", "いいえ", "いいえ", "確認する", "はい", "いいえ"):
