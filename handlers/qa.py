@@ -239,12 +239,13 @@ async def reply_for(decision: Decision, ctx: Context, question: str, part: str =
                 "もしかして、次のいずれかのご質問でしょうか。近いものをお選びください。")
         return Reply(text, (*buttons, Button("どれでもない（担当者に聞く）", "esc:ask")),
                      meta=meta)
+    # Entries close to the question are worth a tap before a phone call or a hand-off (a
+    # new clinic without an account: how long the account takes, whether it must report;
+    # 「歯医者もこれやんなきゃいけないの？」 just short of sure: the dental exemption).
+    related = tuple(Button(c.question, f"qa:show:{c.entry_id}")
+                    for c in for_clinics(decision.candidates, ctx, first=False)
+                    if c.score >= RELATED_MIN)[:2]
     if decision.route == "gmis_callcenter":
-        # Entries close to the question (a new clinic without an account: how long the
-        # account takes, whether it must report) are worth a tap before a phone call.
-        related = tuple(Button(c.question, f"qa:show:{c.entry_id}")
-                        for c in for_clinics(decision.candidates, ctx, first=False)
-                        if c.score >= RELATED_MIN)[:2]
         text = gmis_text(ctx) + ("\n\n関連するご案内は、下のボタンからご覧いただけます。"
                                  if related else "")
         if len(question) < MIXED_AFTER:
@@ -262,8 +263,9 @@ async def reply_for(decision: Decision, ctx: Context, question: str, part: str =
                 "ください。\nかかりつけ医機能報告に関わるご質問でしたら、" + OFFER_QUESTION)
         return Reply(text, OFFER_STAFF, meta=meta)
     text = ("申し訳ありません。このご質問に確実にお答えできる情報が見つかりませんでした。"
-            + OFFER_QUESTION)
-    return Reply(text, OFFER_STAFF, meta=meta)
+            + ("近いかもしれないご案内を下のボタンに示します。" if related else "")
+            + OFFER_QUESTION)  # last: a typed はい answers it (smalltalk)
+    return Reply(text, (ASK_STAFF, *related, *OFFER_STAFF[1:]), meta=meta)
 
 
 def elsewhere(question: str, ctx: Context) -> list[str]:

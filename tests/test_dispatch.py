@@ -16,6 +16,7 @@ from handlers.context import Context
 from handlers.dispatch import dispatch
 from handlers.messages import Inbound, Reply
 from handlers.router import Route, Router, always
+from handlers.texts import OFFER_QUESTION
 from tests.conftest import NOW
 
 
@@ -386,6 +387,20 @@ async def test_each_question_of_a_short_message_is_answered(ctx: Context) -> Non
     for text in ("報告期限はいつ？ありがとうございます",
                  "休院中の診療所は対象ですか？うちは3月に再開予定です"):
         assert len(await dispatch(said(text, user="u3"), ctx)) == 1, text  # courtesy, context
+
+
+async def test_a_hand_off_shows_the_entries_just_short_of_sure(ctx: Context) -> None:
+    """「歯医者もこれやんなきゃいけないの？」 scored just under a suggestion: the clerk was
+    only offered a person, though the dental exemption was the best match."""
+    [reply] = await dispatch(said("歯医者もこれやんなきゃいけないの？"), ctx)
+    assert reply.meta["action"] == "escalate" and reply.text.endswith(OFFER_QUESTION)
+    payloads = [b.payload for b in reply.buttons]
+    assert payloads[0] == "esc:ask" and payloads[-1] == "esc:no"
+    assert "qa:show:scope-dental-exempt" in payloads
+    [far] = await dispatch(said("今日の天気は？", user="u2"), ctx)  # nothing near: no guesses
+    assert [b.payload for b in far.buttons] == ["esc:ask", "esc:no"]
+    [sent] = await dispatch(said("はい"), ctx)  # the offer still takes a typed yes
+    assert "受付番号" in sent.text
 
 
 async def test_a_question_of_several_without_a_sure_answer_is_offered_to_staff(
