@@ -7,6 +7,7 @@ and the turn is logged.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -33,6 +34,7 @@ from knowledge.normalize import clean_user_text
 
 logger = logging.getLogger(__name__)
 MAX_TEXT = 4000  # longer messages are cut before storage; scoring truncates further
+_KANA_GAP = re.compile(r"(?<=[\u3041-\u30ff])[ \u3000]+(?=[\u3041-\u30ff])")
 
 ROUTES = Router([
     Route("start_link", linking.start_with_code(), linking.handle_start_link),
@@ -87,6 +89,13 @@ async def dispatch(msg: Inbound, ctx: Context, router: Router = ROUTES) -> list[
             replies = [Reply(EMPTY, meta={"action": "empty"})]
         else:
             route, found = router.resolve(msg, ctx)
+            if route is router.routes[-1] and (close := _KANA_GAP.sub("", msg.text)) != msg.text:
+                # 「たいしょうか かくにん」「ほうこく じょうきょう」: a phone's kana with spaces
+                # between words means the command it spells; the question stays as typed.
+                typed = replace(msg, text=close)
+                tight, tight_found = router.resolve(typed, ctx)
+                if tight is not router.routes[-1]:
+                    msg, route, found = typed, tight, tight_found
             route_name = route.name
             replies = await route.handler(msg, ctx, found)
     except UserFacingError as exc:

@@ -68,6 +68,12 @@ DESK_ENTRIES = {"gmis_callcenter": "contact-gmis-vs-prefecture",
 # 「質問してもよろしいでしょうか。」 opens a question; it is none itself.
 _OPENER = re.compile(r"^(?:ご|お)?(?:質問|伺い|尋ね|確認|相談)を?(?:して|させて|し)?"
                      r"(?:いただいて)?も?(?:よろしい|宜しい|いい|大丈夫)(?:でしょう|です)?か$")
+# The reply must be readable by someone who does not read Japanese; the offer stays last
+# (a typed yes answers it).
+ENGLISH = ("申し訳ありません。このボットは、かかりつけ医機能報告について日本語のご質問にお答えして"
+           "います。\nThis bot answers questions about the family doctor function report "
+           "(かかりつけ医機能報告) in Japanese only. Please ask in Japanese, or tap 「担当者に聞く」"
+           " to send your question to the prefecture's staff.\n" + OFFER_QUESTION)
 _JOINER = re.compile(r"^(?:あと|それと|それから|また|ついでに|ちなみに)[、,\s]*")
 
 
@@ -88,6 +94,8 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
         if desk := await _desk_after_answer(msg, ctx):
             return [await answer_reply(desk, ctx)]
     decision = ctx.retriever.decide(msg.text)
+    if decision.action == "escalate" and _in_english(msg.text):
+        return [Reply(ENGLISH, OFFER_STAFF, meta={"action": "escalate"})]
     # 「2号もかくの？」 after a 2号 question has no それ, but no word in it is new to the
     # knowledge base either (a verb in kana aside): it leans on the question before, as
     # 「それって病院も？」 does. 「今日の天気は？」 names things no entry uses, so it stays a
@@ -106,6 +114,13 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
             return await handle_status(msg, ctx, {})
         decision = await _with_previous(msg, ctx, decision, same_matter=True)
     return [await reply_for(decision, ctx, msg.text)]
+
+
+def _in_english(text: str) -> bool:
+    """Written in a Latin-script language: most letters ASCII, and several words."""
+    letters = [c for c in text if c.isalpha()]
+    latin = sum(c.isascii() for c in letters)
+    return len(text.split()) >= 3 and latin >= 0.8 * max(len(letters), 1)
 
 
 async def _each_question(text: str, ctx: Context) -> list[Reply]:

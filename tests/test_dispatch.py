@@ -389,6 +389,28 @@ async def test_each_question_of_a_short_message_is_answered(ctx: Context) -> Non
         assert len(await dispatch(said(text, user="u3"), ctx)) == 1, text  # courtesy, context
 
 
+async def test_kana_typed_with_spaces_reaches_the_command_it_spells(ctx: Context) -> None:
+    """An elderly 院長 types kana with spaces between words: 「たいしょうか かくにん」 got
+    suggestions instead of the check, 「たんとうしゃに ききたい」 no person."""
+    [check] = await dispatch(said("たいしょうか かくにん"), ctx)
+    assert "医療機関の種類をお選びください" in check.text
+    await dispatch(said("やめる"), ctx)
+    [status] = await dispatch(said("ほうこく じょうきょう"), ctx)
+    assert status.meta["action"].startswith("status")
+    [staff] = await dispatch(said("たんとうしゃに ききたい"), ctx)
+    assert "担当者にお送りするご質問" in staff.text
+    # A question keeps its spaces for the knowledge base (and for staff, if sent).
+    [asked] = await dispatch(said("しか いいん も ほうこく ひつよう？", user="u2"), ctx)
+    assert asked.meta["action"] != "status" and "医療機関の種類" not in asked.text
+
+
+async def test_a_question_in_english_is_told_the_bot_answers_in_japanese(ctx: Context) -> None:
+    [reply] = await dispatch(said("What is the deadline for the family doctor function report?"),
+                             ctx)
+    assert "in Japanese only" in reply.text and reply.text.endswith(OFFER_QUESTION)
+    assert [b.payload for b in reply.buttons] == ["esc:ask", "esc:no"]
+
+
 async def test_a_hand_off_shows_the_entries_just_short_of_sure(ctx: Context) -> None:
     """「歯医者もこれやんなきゃいけないの？」 scored just under a suggestion: the clerk was
     only offered a person, though the dental exemption was the best match."""

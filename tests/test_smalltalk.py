@@ -62,6 +62,12 @@ async def feedback_of(ctx: Context, text: str) -> int | None:
     ("ありがとうございます、すぐ電話します", THANKS),
     ("🙏", THANKS),  # a reaction typed as an emoji
     ("👍", NOTED),
+    # Found in a user test: each had been apologised for and offered to staff.
+    ("ありがとう　たすかりました", THANKS),
+    ("ありがとうね", THANKS),
+    ("おおきに", THANKS),
+    ("わかった", NOTED),
+    ("ありがとうございました。また分からないことがあったら聞きます", THANKS),
 ])
 async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
         ctx: Context, text: str, expected: str) -> None:
@@ -90,6 +96,8 @@ async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
     "はい？",
     "wok", "whi",
     "担当者に聞きたいのですが、報告期間は？",
+    "しねんどの報告",  # 「死ね」 only as a whole message
+    "わかったけど期限は？",
 ])
 def test_a_question_is_not_read_as_courtesy(text: str) -> None:
     assert kinds_of(text) == []
@@ -301,6 +309,19 @@ async def test_send_nothing_also_ends_the_staff_question_prompt(ctx: Context) ->
     [typed] = await dispatch(said("明日の天気は", user="s3"), ctx)
     [declined] = await dispatch(said("送らない", user="s3"), ctx)
     assert OFFER in typed.text and declined.text.startswith(NOTED)
+
+
+@pytest.mark.parametrize("text", ["お前ほんと使えないな、バカか", "死ね", "うざい"])
+async def test_an_insult_gets_a_calm_reply_and_never_becomes_an_inquiry(ctx: Context,
+                                                                         text: str) -> None:
+    """「死ね」 got 「お答えできる情報が見つかりませんでした。担当者に…」 and one tap made it
+    inquiry Q26-000001 for the prefecture's staff."""
+    [reply] = await dispatch(said(text), ctx)
+    assert reply.meta["action"] == "smalltalk" and "ご期待に沿えず申し訳ありません" in reply.text
+    assert "お送りしましょうか" not in reply.text
+    [after] = await dispatch(said("はい"), ctx)
+    [ask] = await dispatch(said("担当者に聞く"), ctx)
+    assert await escalated(ctx) == [] and "受付番号" not in after.text + ask.text
 
 
 @pytest.mark.parametrize("text", ["めんどくさい", "ほんとめんどくさいなあ", "疲れた"])

@@ -95,6 +95,17 @@ async def test_a_fact_typed_for_a_later_step_is_not_dropped(ctx: Context) -> Non
     assert "前の質問でお答えいただいています" in r.text and "院内に掲示" in r.text
 
 
+async def test_a_typed_answer_at_the_closed_step_keeps_the_buttons(ctx: Context) -> None:
+    """「やすんでました」 at the 休院 step was answered from the knowledge base and paused
+    the check: the 院長's next 「2」 (いいえ) became a 👎 and an inquiry."""
+    await dispatch(said("対象か確認"), ctx)
+    for typed in ("診療所", "いいえ"):
+        [r] = await dispatch(said(typed), ctx)
+    [r] = await dispatch(said("やすんでました"), ctx)
+    assert "ボタンでお答えください" in r.text and "休院" in r.text
+    assert [b.label for b in r.buttons][:2] == ["はい", "いいえ"]
+
+
 async def test_without_1go_no_2go_questions(ctx: Context) -> None:
     [r] = await dispatch(said("対象か確認"), ctx)
     for label in ("診療所", "いいえ", "いいえ", "確認する", "はい", "いいえ"):
