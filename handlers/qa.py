@@ -70,10 +70,10 @@ _OPENER = re.compile(r"^(?:ご|お)?(?:質問|伺い|尋ね|確認|相談)を?(?
                      r"(?:いただいて)?も?(?:よろしい|宜しい|いい|大丈夫)(?:でしょう|です)?か$")
 # The reply must be readable by someone who does not read Japanese; the offer stays last
 # (a typed yes answers it).
-ENGLISH = ("申し訳ありません。このボットは、かかりつけ医機能報告について日本語のご質問にお答えして"
-           "います。\nThis bot answers questions about the family doctor function report "
-           "(かかりつけ医機能報告) in Japanese only. Please ask in Japanese, or tap 「担当者に聞く」"
-           " to send your question to the prefecture's staff.\n" + OFFER_QUESTION)
+ENGLISH = ("申し訳ありません。このボットは、かかりつけ医機能報告について日本語のご質問に"
+           "お答えしています。\nThis bot answers questions about the family doctor function "
+           "report (かかりつけ医機能報告) in Japanese only. Please ask in Japanese, or tap "
+           "「担当者に聞く」 to send your question to the prefecture's staff.\n" + OFFER_QUESTION)
 _JOINER = re.compile(r"^(?:あと|それと|それから|また|ついでに|ちなみに)[、,\s]*")
 
 

@@ -55,9 +55,10 @@ async def handle_small_talk(msg: Inbound, ctx: Context, _found: Found) -> list[R
 
 def _in_kind(kinds: set[str], text: str) -> Reply:
     if "abuse" in kinds:
-        return Reply("ご期待に沿えず申し訳ありません。かかりつけ医機能報告についてのご質問でしたら、"
-                     "「締め切りはいつ？」のように文章で入力してください。担当者にお尋ねになりたい"
-                     "場合は「担当者に聞く」と送ってください。", basic.MENU, meta=SMALLTALK)
+        return Reply("ご期待に沿えず申し訳ありません。かかりつけ医機能報告についてのご質問"
+                     "でしたら、「締め切りはいつ？」のように文章で入力してください。担当者に"
+                     "お尋ねになりたい場合は「担当者に聞く」と送ってください。", basic.MENU,
+                     meta=SMALLTALK)
     if "vent" in kinds:
         return Reply("お手数をおかけしております。報告のことで分からない点があれば、たとえば"
                      "「何をすればいい？」「締め切りはいつ？」のように、そのまま入力してください。"
