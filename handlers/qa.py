@@ -10,7 +10,14 @@ from handlers.context import Context
 from handlers.desk import shorten
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
-from handlers.status import handle_status, own_record, period_lines, settled, status_line
+from handlers.status import (
+    asks_status,
+    handle_status,
+    own_record,
+    period_lines,
+    settled,
+    status_line,
+)
 from handlers.texts import OFFER_QUESTION, UNREADABLE
 from knowledge.model import needs_gmis_contact
 from knowledge.normalize import HIRAGANA
@@ -50,6 +57,10 @@ RELATED_MIN = 0.40  # score for an entry offered beside a hand-off (call center,
 MULTI_MAX = 120  # characters: longer is an officer's mail, whose ？ are not all questions
 # A question ends in ？, or in か。 as in polite writing (「…対象になりますか。また、…」).
 _QUESTION_END = re.compile(r"(?<=[?？])|(?<=か。)")
+_SENTENCE_END = re.compile(r"(?<=[。？?！!])")
+# 「①…②…」 anywhere; 「(1)…(2)…」「1. … 2. …」 at the start or after a space or a sentence.
+_NUMBER = re.compile(r"(?:[①-⑳]|(?:^|(?<=[\s。、？?！!]))"
+                     r"(?:[（(][1-9１-９][)）]|[1-9１-９][.．)）](?!\d)))\s*")
 # A question that names this report or its functions is ours, whatever else it names.
 _OURS = re.compile(r"かかりつけ|[12１２]号|報告対象|対象外")
 # 「どこに電話すればいい」「県にきけばいい？」 right after an answer ask whom to ask about
@@ -87,13 +98,15 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     if not any(c.isalnum() for c in folded):  # 😱 alone: a reaction, not a question
         return [Reply("ご質問があれば、そのまま文章で入力してください"
                       "（例：「報告期間はいつまで？」）。", meta={"action": history.SMALL_TALK})]
-    if replies := await _each_question(msg.text, ctx):
+    if replies := await _each_question(msg, ctx):
         return replies
     short = len(msg.text.strip()) <= FOLLOW_UP_MAX
     if short and _ASKS_WHERE.search(msg.text):
         if desk := await _desk_after_answer(msg, ctx):
             return [await answer_reply(desk, ctx)]
     decision = ctx.retriever.decide(msg.text)
+    if decision.action != "answer" and (replies := await _each_question(msg, ctx, True)):
+        return replies
     if decision.action == "escalate" and _in_english(msg.text):
         return [Reply(ENGLISH, OFFER_STAFF, meta={"action": "escalate"})]
     # 「2号もかくの？」 after a 2号 question has no それ, but no word in it is new to the
@@ -123,23 +136,43 @@ def _in_english(text: str) -> bool:
     return len(text.split()) >= 3 and latin >= 0.8 * max(len(letters), 1)
 
 
-async def _each_question(text: str, ctx: Context) -> list[Reply]:
+async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
+                         ) -> list[Reply]:
     """Answer each question of a short message that asks several; [] when the message is
     one question asked twice over (「報告って義務？出さなくてもいい？」) or has no sure answer
-    at all: it is then read as one question."""
-    if len(text) > MULTI_MAX:
+    at all: it is then read as one question.
+
+    `by_sentence`, for a message unsure as a whole: each sentence read alone, kept only when
+    two or more have a sure answer (「督促が来ました。G-MISのIDもわかりません。締切はいつ
+    ですか」 had gone to the G-MIS call center whole)."""
+    text = msg.text
+    if len(text) > MULTI_MAX * 2:
         return []
     # A question ends in ？ or opens with あと/それと: 「…ですか？うちは3月に再開予定です」
     # ends in context, 「…いつ？ありがとうございます」 in courtesy.
-    raw = [p.strip(" 　、。") for p in _QUESTION_END.split(text)]
+    # Numbered (①②, (1), 1.) they are questions each, however they end.
+    numbered = len(_NUMBER.findall(text)) >= 2
+    if len(text) > MULTI_MAX and not numbered:  # a numbered list may run longer
+        return []
+    split = _NUMBER if numbered else _SENTENCE_END if by_sentence else _QUESTION_END
+    raw = [p.strip(" 　、。") for p in split.split(text)]
     parts = [(_JOINER.sub("", p), bool(_JOINER.match(p))) for p in raw
-             if len(p) >= 4 and (p[-1] in "?？か" or _JOINER.match(p))
+             if len(p) >= 4 and (numbered or by_sentence or p[-1] in "?？か" or _JOINER.match(p))
              and not courtesy.kinds_of(p) and not _OPENER.match(p)]
-    if not 2 <= len(parts) <= 3:
+    if numbered and raw and not _NUMBER.match(text):  # 「至急です。①…」: the lead is context
+        parts = [p for p in parts if p[0] != raw[0]]
+    if not 2 <= len(parts) <= (5 if numbered else 3):
+        return []
+    # 「①うちの報告はどうなってますか」: the clinic's own status, from the roster.
+    own = [p for p, _ in parts if asks_status(replace(msg, text=p), ctx) is not None][:1]
+    parts = [(p, joined) for p, joined in parts if p not in own]
+    if not parts:
         return []
     first = ctx.retriever.decide(parts[0][0])
     decisions = [first, *(ctx.retriever.decide(p) for p, _ in parts[1:])]
     answered = {d.entry_id: d for d in decisions if d.action == "answer" and d.entry_id}
+    if by_sentence and len(answered) < 2:
+        return []
     # A part that is a question of its own: 「あと病院は？」, or one that found nothing sure.
     others = []
     for i, ((part, joined), d) in enumerate(zip(parts, decisions, strict=True)):
@@ -150,17 +183,26 @@ async def _each_question(text: str, ctx: Context) -> list[Reply]:
         # One with buttons of its own is another question too (「当院も対象ですか。また、
         # 期限は？」 had answered the deadline only), unless it leads to an answer given.
         elsewhere = d.action == "suggest" and d.candidates[0].entry_id not in answered
+        if by_sentence and part[-1] not in "?？か":  # context, with the questions sure
+            continue
         if d.action == "escalate" or joined or FOLLOW_UP.search(part) or elsewhere:
             others.append((part, d))
-    if not answered or (len(answered) == 1 and not others):
+    if not (answered or own) or (len(answered) + len(own) == 1 and not others):
         return []
-    replies = [await reply_for(d, ctx, text) for d in answered.values()]
-    replies += [await reply_for(d, ctx, p, part=p) for p, d in others if d.action == "suggest"]
-    if unsure := [p for p, d in others if d.action == "escalate"]:
+    replies = [r for p in own for r in await handle_status(replace(msg, text=p), ctx, {})]
+    replies += [await reply_for(d, ctx, text) for d in answered.values()]
+    # Suggestions, and the G-MIS call center for a part about the system (not the whole).
+    replies += [await reply_for(d, ctx, p, part=p) for p, d in others
+                if d.action == "suggest" or d.route == "gmis_callcenter"]
+    if unsure := [p for p, d in others if d.action == "escalate"
+                  and d.route != "gmis_callcenter"]:
         quoted = "」「".join(unsure)
         replies.append(Reply(f"「{quoted}」については、確実にお答えできる情報が見つかりません"
                              "でした。" + OFFER_QUESTION, OFFER_STAFF,
                              meta={"action": "escalate"}))
+    elif by_sentence and len(text) >= MIXED_AFTER:  # a mail may ask more than was answered
+        replies.append(Reply("ほかにお答えできていない点がありましたら、" + OFFER_QUESTION,
+                             OFFER_STAFF, meta={"action": "escalate"}))
     return replies
 
 

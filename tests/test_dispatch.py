@@ -80,9 +80,10 @@ async def test_a_long_message_about_gmis_and_more_may_go_to_staff_too(ctx: Conte
     mail = ("お世話になっております。当院は今年初めて報告するのですが、G-MISのログインIDが"
             "わかりません。また、うちのような無床診療所も報告の対象になるのか、いつまでに"
             "何をすればよいかも教えてください。")
-    [reply] = await dispatch(said(mail), ctx)
-    assert reply.meta["action"] == "escalate" and "050-3355-8230" in reply.text
-    assert "G-MIS以外のご質問も含まれている場合は" in reply.text
+    login, scope, offer = await dispatch(said(mail), ctx)
+    assert login.meta["entry_id"] == "gmis-forgot-id" and "050-3355-8230" in login.text
+    assert scope.meta["entry_id"] == "scope-beds"
+    assert "ほかにお答えできていない点" in offer.text  # いつまでに何を: a person may answer
     [receipt] = await dispatch(said("はい"), ctx)
     assert "受付番号" in receipt.text
     [esc] = await escalations(ctx)
@@ -423,6 +424,32 @@ async def test_a_hand_off_shows_the_entries_just_short_of_sure(ctx: Context) -> 
     assert [b.payload for b in far.buttons] == ["esc:ask", "esc:no"]
     [sent] = await dispatch(said("はい"), ctx)  # the offer still takes a typed yes
     assert "受付番号" in sent.text
+
+
+async def test_numbered_questions_are_each_taken_up(ctx: Context) -> None:
+    """「①…②…③…」 without question marks had been read as one question and dropped, and a
+    G-MIS part sent the whole message to the call center."""
+    replies = await dispatch(said("①締切はいつ ②病棟ごとに報告が必要？ ③紙でも出せる？"), ctx)
+    assert [r.meta["entry_id"] for r in replies] == [
+        "schedule-reporting-period", "scope-hospital-many-departments", "method-paper-allowed"]
+    mixed = await dispatch(said("至急です。①前任者が辞めてG-MISのパスワードがわからない"
+                                "②紙でも出せる？", user="u2"), ctx)
+    paper, system = mixed
+    assert paper.meta["entry_id"] == "method-paper-allowed" and "G-MIS事務局" in system.text
+
+
+async def test_sentences_each_sure_are_each_answered_when_the_whole_is_not(
+        ctx: Context) -> None:
+    """「督促が来ました。G-MISのIDもわかりません。締切はいつですか」 went to the G-MIS call
+    center whole: the 督促 and the deadline were lost."""
+    text = "督促が来ました。G-MISのIDもわかりません。締切はいつですか"
+    replies = await dispatch(said(text), ctx)
+    assert [r.meta["entry_id"] for r in replies] == [
+        "reminder-what-to-do", "gmis-forgot-id", "schedule-reporting-period"]
+    # A sentence of context with one question is still one question.
+    context = "うちは無床の診療所です。2号機能も報告が必要ですか"
+    [one] = await dispatch(said(context, user="u2"), ctx)
+    assert one.meta["action"] in ("answer", "suggest")
 
 
 async def test_a_question_of_several_without_a_sure_answer_is_offered_to_staff(
