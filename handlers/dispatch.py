@@ -73,6 +73,7 @@ ROUTES = Router([
     Route("wizard_text", in_flow(wizard.FLOW), wizard.handle_answer),
     Route("staff_question", in_flow(escalation.ASK_FLOW), escalation.handle_question_for_staff),
     Route("more", phrase(qa.MORE), qa.handle_more),
+    Route("repeat", phrase(qa.REPEAT), qa.handle_repeat),
     Route("small_talk", smalltalk.small_talk, smalltalk.handle_small_talk),
     Route("paused_question", in_flow(wizard.PAUSED), wizard.handle_paused_question),
     Route("question", always, qa.handle_question),

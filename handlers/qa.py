@@ -34,6 +34,12 @@ MORE = re.compile(
     r"(?:ください|下さい|ほしい|欲しい|ほしいです|欲しいです|いただけますか|いただけませんか|"
     r"もらえますか|です|お願いします|おねがいします|お願い|おねがい)?[。.!！?？\s　]*")
 
+# 「さっきのもう一回」「もう一度お願いします」: the last answer again, not a search.
+REPEAT = re.compile(
+    r"(?:さっき|先ほど|先程|前|今|いま)?の?(?:答え|回答|こたえ|説明|お話|話)?(?:を|は)?[、\s　]*"
+    r"(?:もう一(?:回|度)|もういっかい|もういちど|再度)[\s　]*"
+    r"(?:教えて|おしえて|見せて|みせて|表示して|言って|お願い|おねがい)?"
+    r"(?:ください|下さい|もらえますか|いただけますか|します|いたします)?[。.!！?？\s　]*")
 
 # A short message that leans on the one before: 「それって病院も？」「紙の場合は？」.
 FOLLOW_UP = re.compile(
@@ -407,6 +413,18 @@ async def handle_detail(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
     if needs_gmis_contact(entry.route, text) and ctx.config.gmis_contact not in text:
         text += "\n\n" + contact_line(ctx.config.gmis_contact)
     return [Reply(text, meta={"action": "detail", "entry_id": entry.id})]
+
+
+async def handle_repeat(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    """「さっきのもう一回」: the latest answer shown again (its buttons with it); without one,
+    a request for the question rather than 「お答えできる情報が見つかりません」."""
+    turns = history.within(await history.recent(msg, ctx, limit=5), ctx)
+    entry_id = next((t.entry_id for t in turns if t.entry_id and (
+        t.action in (*history.ANSWERED, "more"))), None)
+    if entry_id is None or entry_id not in ctx.retriever.by_id:
+        return [Reply("もう一度お伝えできる直前のお答えが見つかりませんでした。お手数ですが、"
+                      "ご質問をそのまま入力してください。", meta={"action": "more"})]
+    return [await answer_reply(entry_id, ctx)]
 
 
 async def handle_more(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:

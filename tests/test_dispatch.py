@@ -452,6 +452,17 @@ async def test_sentences_each_sure_are_each_answered_when_the_whole_is_not(
     assert one.meta["action"] in ("answer", "suggest")
 
 
+async def test_asking_to_hear_the_answer_again_shows_it_again(ctx: Context) -> None:
+    """「さっきのもう一回」 got 「お答えできる情報が見つかりませんでした」 and one tap sent the
+    fragment to the prefecture's staff."""
+    [answer] = await dispatch(said("紙で報告できますか"), ctx)
+    for again in ("さっきのもう一回", "もう一度お願いします", "さっきの回答をもう一度見せて"):
+        [repeat] = await dispatch(said(again), ctx)
+        assert repeat.text == answer.text and repeat.meta["entry_id"] == answer.meta["entry_id"]
+    [nothing] = await dispatch(said("もう一回", user="u2"), ctx)
+    assert "直前のお答えが見つかりませんでした" in nothing.text and not nothing.buttons
+
+
 async def test_a_question_of_several_without_a_sure_answer_is_offered_to_staff(
         ctx: Context) -> None:
     text = "紙で報告できますか？今日の天気は？"

@@ -80,6 +80,8 @@ async def test_link_then_status_shows_deadline_reason_and_judgement(ctx: Context
     # The status is the last file the prefecture imported, not G-MIS live: it says when.
     assert "報告状況：差し戻し（11月24日 10時時点の都道府県の記録）" in status.text
     assert "訪問診療の件数が未入力" in status.text and "再提出" in status.text
+    # Not every clinic reports in G-MIS: a paper reporter is told how its correction goes.
+    assert "紙の調査票で報告した場合は、都道府県からの連絡" in status.text
     assert "2027年3月31日" in status.text and "あと127日" in status.text
     assert "1号機能：あり" in status.text and "（ロ）入退院時の支援：なし" in status.text
     async with ctx.session() as session:
@@ -429,7 +431,7 @@ async def test_a_clerk_asks_for_her_status_in_her_own_words(ctx: Context) -> Non
                   "なんでさしもどされたの", "うちはもうおわってる？", "なにがのこってる",
                   "ほうこくおわったかかくにんしたい", "ほうこくおわった？",
                   "だしたかどうかわからん", "うちのじょうきょうおしえて",
-                  "いつまでに直せばいいですか"):
+                  "いつまでに直せばいいですか", "どこを直せばいい？"):
         [reply] = await dispatch(said(words), ctx)
         assert reply.meta["action"] == "status", words
         assert "修正の理由：2号機能（ハ）の訪問診療の件数が未入力です" in reply.text
