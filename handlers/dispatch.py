@@ -71,6 +71,7 @@ ROUTES = Router([
     Route("menu_check", payload("menu:check"), wizard.handle_start),
     Route("wizard", payload("wiz"), wizard.handle_answer),
     Route("wizard_text", in_flow(wizard.FLOW), wizard.handle_answer),
+    Route("wizard_back", command("back", "戻る", "もどる"), wizard.handle_back),
     Route("staff_question", in_flow(escalation.ASK_FLOW), escalation.handle_question_for_staff),
     Route("more", phrase(qa.MORE), qa.handle_more),
     Route("repeat", phrase(qa.REPEAT), qa.handle_repeat),

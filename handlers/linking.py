@@ -16,7 +16,7 @@ import unicodedata
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import ChatAccount, Institution, LinkAttempt, LinkCode
@@ -39,6 +39,7 @@ BAD_CODE = (
     "連携コードを確認できませんでした。コードが正しいか、有効期限が切れていないかをご確認のうえ、"
     "もう一度お送りください。ご不明な場合は都道府県の担当窓口にお問い合わせください。"
 )
+LAST_TRY = "\nあと1回失敗すると、安全のため1時間ほど連携を受け付けられなくなります。"
 LOCKED = (
     "連携コードの確認に続けて失敗したため、安全のため1時間ほど連携を受け付けられません。"
     "時間をおいてお試しいただくか、都道府県の担当窓口にお問い合わせください。"
@@ -116,7 +117,11 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
         if institution is None:
             session.add(LinkAttempt(chat_account_id=ctx.account.id, attempted_at=now))
             await session.commit()
-            return [Reply(BAD_CODE, meta={"action": "link_failed"})]
+            if await _locked(session, ctx.account.id, now):  # this one made it
+                return [Reply(LOCKED, meta={"action": "link_locked"})]
+            last_try = await _failures(session, ctx.account.id, now) == MAX_FAILURES - 1
+            return [Reply(BAD_CODE + (LAST_TRY if last_try else ""),
+                          meta={"action": "link_failed"})]
         await _link_account(session, ctx.account.id, institution, now)
     # Moving a chat to another institution is allowed (a clerk may change jobs), never silent.
     moved = (f"{current.name} 様との連携は解除されました。\n"
@@ -217,6 +222,13 @@ async def _locked(session: AsyncSession, account_id: int, now: datetime) -> bool
     recent = list((await session.exec(stmt)).all())
     return (len(recent) == MAX_FAILURES and recent[0] > now - LOCKOUT
             and recent[0] - recent[-1] < LOCKOUT)
+
+
+async def _failures(session: AsyncSession, account_id: int, now: datetime) -> int:
+    """Failed tries in the last hour (the count the lockout starts from)."""
+    stmt = select(func.count()).select_from(LinkAttempt).where(
+        LinkAttempt.chat_account_id == account_id, LinkAttempt.attempted_at > now - LOCKOUT)
+    return int((await session.exec(stmt)).one())
 
 
 async def _redeem(session: AsyncSession, code: str, account_id: int, now: datetime,

@@ -212,6 +212,12 @@ async def handle_resume(msg: Inbound, ctx: Context, _found: Found) -> list[Reply
     return await _resume(msg, ctx)
 
 
+async def handle_back(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    """「戻る」 typed outside the running check: a step back in a paused check, or the word
+    that there is no check to go back in (it had been searched and offered to staff)."""
+    return await handle_answer(msg, ctx, {"arg": "back"})
+
+
 async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """A tapped button (wiz:VALUE) or, while in the flow, typed text matching a label."""
     if found.get("arg") == "resume":

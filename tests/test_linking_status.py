@@ -235,9 +235,13 @@ async def test_deep_link_start_with_a_code_links_and_greets(ctx: Context) -> Non
 async def test_the_lockout_lasts_an_hour_from_the_fifth_failure(ctx: Context) -> None:
     await load_samples(ctx)
     good = await code_for(ctx, "2610001")
+    replies = []
     for minutes in (0, 10, 20, 30, 40):  # five failures spread over 40 minutes
         at = replace(ctx, clock=lambda m=minutes: NOW + timedelta(minutes=m))
-        await dispatch(said("連携 ABCDE-FGHJK"), at)
+        replies += await dispatch(said("連携 ABCDE-FGHJK"), at)
+    # The fourth says the next failure locks; the fifth says it has locked.
+    assert ["あと1回失敗すると" in r.text for r in replies] == [False, False, False, True, False]
+    assert "1時間ほど連携を受け付けられません" in replies[-1].text
     still = replace(ctx, clock=lambda: NOW + timedelta(minutes=40 + 59))
     assert "1時間" in (await dispatch(said(f"連携 {good}"), still))[0].text
     after = replace(ctx, clock=lambda: NOW + timedelta(minutes=40 + 61))

@@ -46,6 +46,8 @@ async def test_clinic_holding_1go_and_some_2go(ctx: Context) -> None:
     assert ("（ロ）入退院時の支援：なし" in r.text
             and "（ニ）介護サービス等と連携した医療提供：なし" in r.text)
     assert [b.payload for b in r.buttons] == ["menu:check"]  # a mis-tap: start again
+    [back] = await dispatch(said("戻る"), ctx)  # typed after the result: no step to go to
+    assert "続きから再開できる確認はありません" in back.text and "担当者" not in back.text
     # 「確認を続ける」 after the result had said the check had timed out.
     [after] = await dispatch(said("確認を続ける"), ctx)
     assert "確認が終わったか" in after.text and "「対象か確認」" in after.text
