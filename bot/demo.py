@@ -101,6 +101,11 @@ async def run_demo(ctx: Context, stdin: TextIO = sys.stdin, stdout: TextIO = sys
             break
         if not interactive:
             out(f"\nあなた> {clean_user_text(line)}\n")  # never echo escape codes
+        if (number := line.strip()).isdigit() and choices and not 1 <= int(number) <= len(choices):
+            # A chat shows buttons, not numbers: a number off the list is the demo's to answer.
+            out("ボット> その番号の選択肢はありません。"
+                f"1〜{len(choices)}の番号でお選びください。\n")
+            continue
         replies = await dispatch(to_inbound(line.rstrip("\n"), choices, ctx.tenant), ctx)
         text, choices = render(replies)
         out(f"ボット> {text}\n")

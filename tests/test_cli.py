@@ -101,11 +101,13 @@ def test_the_demo_never_writes_its_made_up_institutions_to_the_real_database(
 
 
 def test_demo_reads_piped_stdin_and_numbered_choices(tmp_path: Path) -> None:
-    out = run("demo", stdin="報告期間はいつからいつまで\n対象か確認\n2\n\n😀\n", tmp=tmp_path)
+    out = run("demo", stdin="報告期間はいつからいつまで\n対象か確認\n9\n2\n\n😀\n",
+              tmp=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "1月1日" in out.stdout and "3月31日" in out.stdout
+    assert "その番号の選択肢はありません。1〜3の番号" in out.stdout  # 9: off the list
     assert "[1] 病院" in out.stdout and "歯科医療機関" in out.stdout  # "2" picked 診療所
-    assert out.stdout.count("ボット>") == 5 and "Traceback" not in out.stderr
+    assert out.stdout.count("ボット>") == 6 and "Traceback" not in out.stderr
 
 
 def test_the_demo_prints_a_link_code_that_shows_a_clinics_status(tmp_path: Path) -> None:
