@@ -64,6 +64,7 @@ ROUTES = Router([
     Route("check_request", wizard.wants_check, wizard.handle_start),
     Route("check_resume", command("resume", "確認を続ける", "確認の続き", "続きから"),
           wizard.handle_resume),
+    Route("status_others", status.asks_others, status.handle_others),
     Route("status_request", status.asks_status, status.handle_status),
     Route("supplement", escalation.adds_to_ticket, escalation.handle_supplement),
     Route("ticket", escalation.asks_ticket, escalation.handle_ticket_status),

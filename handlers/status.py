@@ -90,6 +90,35 @@ async def own_record(ctx: Context) -> tuple[Institution, Prefecture] | None:
         return await repo.institution_and_prefecture(session, own, account.institution_id or 0)
 
 
+# 「ほかの診療所はもう報告した？」「デモ中央病院の報告状況を教えて」「9990001の状況は？」:
+# another institution's record, which the chat never shows (only its own, once linked).
+_ABOUT_RECORD = r"(?:報告|提出)?(?:状況|ステータス|進み具合)"
+_DONE_IT = r"報告(?:した|済)|提出(?:した|済)|出した|だした|終わっ|おわっ|済ん|すん"
+_OTHER_PLACE = re.compile(
+    rf"^(?:(?:他の|ほかの|他院|よその)(?:病院|診療所|医療機関|クリニック|医院|ところ|とこ)"
+    rf".*(?:{_ABOUT_RECORD}|{_DONE_IT})"
+    rf"|[^\s、。？?]{{2,20}}(?:病院|診療所|クリニック|医院)の{_ABOUT_RECORD}"
+    rf"|(?:医療機関コード)?\s*\d{{7,10}}\s*(?:の|は)(?:{_ABOUT_RECORD}|{_DONE_IT}))")
+OTHERS_REFUSED = ("ほかの医療機関の報告状況はお伝えできません。このチャットでは、連携した医療機関"
+                  "ご自身の報告状況のみご確認いただけます（「報告状況」と送ってください）。")
+
+
+def asks_others(msg: Inbound, ctx: Context) -> Found | None:
+    """Match a short question about another institution's report (never answered)."""
+    text = msg.text.strip()
+    if msg.payload is not None or len(text) > 40 or not _OTHER_PLACE.search(text):
+        return None
+    return {}
+
+
+async def handle_others(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """Only the chat's own record: a code or a name that is its own gets its card."""
+    if (own := await own_record(ctx)) is not None and (
+            own[0].code in msg.text or own[0].name in msg.text):
+        return await handle_status(msg, ctx, found)
+    return [Reply(OTHERS_REFUSED, meta={"action": "status_others"})]
+
+
 async def handle_status(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
     if (found := await own_record(ctx)) is None:
         return [Reply(HOW_TO_LINK, meta={"action": "status_unlinked"})]

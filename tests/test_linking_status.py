@@ -477,6 +477,24 @@ async def test_the_check_does_not_ask_a_linked_clinic_what_its_roster_says(
     assert "医療機関の種類をお選びください" in unlinked.text
 
 
+async def test_asking_for_another_institutions_record_is_refused_plainly(ctx: Context) -> None:
+    """「ほかの診療所はもう報告した？」 got 「お答えできる情報が見つかりませんでした」 and an
+    offer to send it to staff: it should say the chat shows only the clinic's own record."""
+    await load_samples(ctx)
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    for other in ("ほかの診療所はもう報告した？", "みどり病院の報告状況を教えて",
+                  "2610002の状況は？"):
+        [reply] = await dispatch(said(other), ctx)
+        assert reply.meta["action"] == "status_others", other
+        assert "ほかの医療機関の報告状況はお伝えできません" in reply.text
+        assert "みどり" not in reply.text and "2610002" not in reply.text
+    [own] = await dispatch(said("2610001の状況は？"), ctx)  # its own code: its own card
+    assert own.meta["action"] == "status" and "さくら内科クリニック" in own.text
+    for general in ("他の病院の報告期間はいつまで？", "ほかのクリニックはどうやって報告してる？"):
+        [reply] = await dispatch(said(general), ctx)
+        assert reply.meta["action"] != "status_others", general
+
+
 async def test_going_back_in_the_check_never_overrides_the_roster(ctx: Context) -> None:
     """戻る at the first question after the roster's answers had asked 「休院していましたか」
     again, so a tap could contradict what the prefecture registered."""
