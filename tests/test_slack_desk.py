@@ -346,6 +346,31 @@ async def test_an_answer_written_before_a_new_supplement_is_held_back_to_review(
     assert "有床でも別に報告です。" in relay.body
 
 
+async def test_a_supplement_under_a_card_that_failed_waits_for_the_remap_not_forever(
+        d: Desk) -> None:
+    """The card's channel was gone (channel_not_found): the supplement had been retried for
+    ever under a card that would never post; after the channel is mapped again both go."""
+    d.api.unknown_channels.add(C26)
+    esc_id = await escalate(d.ctx)
+    receipt = (await esc(d.ctx, esc_id)).receipt
+    await d.channel.flush(NOW)
+    [card] = await rows(d.ctx, kind="escalation_card")
+    assert card.status == "failed"
+    note_text = f"{receipt}の補足です。分院は隣の市です。"
+    await dispatch(Inbound("telegram", "clinic-1", text=note_text), d.ctx)
+    await d.channel.flush(NOW)
+    [note] = await rows(d.ctx, kind="escalation_note")
+    assert note.status == "failed" and "never posted" in (note.last_error or "")
+    d.api.unknown_channels.discard(C26)
+    async with d.ctx.session() as session:
+        await desk.map_channel(session, "26", C26, NOW, GMIS_CONTACT_DEFAULT)
+    for _ in range(2):
+        await d.channel.flush(LATER)
+    threaded = [c for c in d.api.of("chat.postMessage") if c.params.get("thread_ts")]
+    assert [c.params["text"] for c in threaded if "分院は隣の市です" in c.params["text"]]
+    assert (await rows(d.ctx, kind="escalation_note"))[0].status == "sent"
+
+
 async def test_a_chat_cannot_flood_an_inquiry_with_supplements(d: Desk) -> None:
     """Each supplement posts in the staff thread; past a generous limit the clinic is told
     politely to wait or call, and nothing more is stored or posted."""

@@ -12,7 +12,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import update
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.slack.blocks import campaign_preview_blocks, card_blocks, escape
@@ -113,6 +113,9 @@ class SlackSender:
         if esc is None or (row.kind == "escalation_reminder" and esc.status != "open"):
             return Outcome("sent", "no longer needed")
         if not (esc.card_ts and esc.card_channel):
+            if row.kind == "escalation_note" and await self._card_failed(esc):
+                # Waits no longer; mapping the channel again re-sends the card and this.
+                return Outcome("failed", "the card this note belongs under was never posted")
             # A supplement waits for the card however long Slack is away (revived as transient).
             wait = TRANSIENT if row.kind == "escalation_note" else ""
             return Outcome("retry", f"{wait}card not posted yet", retry_after=CARD_WAIT)
@@ -122,6 +125,14 @@ class SlackSender:
         await self.client.chat_postMessage(channel=esc.card_channel, thread_ts=esc.card_ts,
                                            text=text, unfurl_links=False)
         return Outcome("sent")
+
+    async def _card_failed(self, esc: Escalation) -> bool:
+        """The card's own row has failed for good (not for Slack being away)."""
+        async with self.sessions() as session:
+            card = (await session.exec(select(Outbox).where(
+                Outbox.idempotency_key == f"escalation-card:{esc.id}"))).first()
+        return card is not None and card.status in ("failed", "unreachable") and not (
+            card.last_error or "").startswith(TRANSIENT)
 
     async def _text(self, row: Outbox) -> Outcome:
         if row.kind == "digest" and row.created_at + DIGEST_KEEPS < self.clock():
