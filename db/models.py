@@ -139,6 +139,9 @@ class Escalation(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     prefecture_code: str = Field(max_length=2, index=True)
     chat_account_id: int = Field(foreign_key="chataccount.id")
+    # The institution the chat was linked to when it asked (None: asked before linking); a
+    # chat relinked to another clinic no longer sees the inquiry, the card still names it.
+    institution_id: int | None = Field(default=None, index=True)
     question: str
     context: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(default="open", max_length=20)

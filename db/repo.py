@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from types import EllipsisType
 from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, insert, text, tuple_
@@ -168,10 +169,11 @@ async def clear_state(session: AsyncSession, channel: str, user_id: str) -> None
 
 async def create_escalation(
     session: AsyncSession, prefecture_code: str, account_id: int, question: str,
-    context: dict[str, Any], now: datetime,
+    context: dict[str, Any], now: datetime, institution_id: int | None = None,
 ) -> Escalation:
     esc = Escalation(prefecture_code=prefecture_code, chat_account_id=account_id,
-                     question=question, context=context, created_at=now, updated_at=now)
+                     institution_id=institution_id, question=question, context=context,
+                     created_at=now, updated_at=now)
     session.add(esc)
     await session.commit()
     await session.refresh(esc)
@@ -179,12 +181,17 @@ async def create_escalation(
 
 
 async def account_escalations(session: AsyncSession, prefecture_code: str, account_id: int,
-                              esc_id: int | None = None, limit: int = 20) -> list[Escalation]:
-    """One chat account's inquiries in one prefecture, newest first (one of them by id)."""
+                              esc_id: int | None = None, limit: int = 20,
+                              linked_to: int | None | EllipsisType = ...) -> list[Escalation]:
+    """One chat account's inquiries in one prefecture, newest first (one of them by id);
+    `linked_to`: only those asked for that institution or before linking."""
     stmt = select(Escalation).where(Escalation.prefecture_code == prefecture_code,
                                     Escalation.chat_account_id == account_id)
     if esc_id is not None:
         stmt = stmt.where(Escalation.id == esc_id)
+    if linked_to is not ...:
+        stmt = stmt.where(col(Escalation.institution_id).is_(None)
+                          | (col(Escalation.institution_id) == linked_to))
     return list((await session.exec(stmt.order_by(col(Escalation.id).desc()).limit(limit))).all())
 
 

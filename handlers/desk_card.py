@@ -108,7 +108,7 @@ async def _clinic(session: AsyncSession, esc: Escalation, account: ChatAccount |
     """The institution the chat was linked to when it asked (a clerk who has since linked
     the chat to another clinic, or been unlinked, still asked for that one); asked before
     linking, the one it is linked to now."""
-    asked_for = esc.context.get("institution_id")
+    asked_for = esc.institution_id
     if asked_for is None and account is not None:
         asked_for = account.institution_id
     if not isinstance(asked_for, int):

@@ -141,11 +141,10 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
     candidates = [c.__dict__ for c in ctx.retriever.rank(question, k=3)]
     shown = [{**t, "q": linking.mask_codes(str(t.get("q") or "")),
               "a": linking.mask_codes(str(t.get("a") or ""))} for t in exchanges[:10]]
-    context = {"history": shown, "candidates": candidates,
-               "institution_id": ctx.account.institution_id}
+    context = {"history": shown, "candidates": candidates}
     async with ctx.session() as session:
         esc = await repo.create_escalation(session, ctx.tenant, ctx.account.id, question[:4000],
-                                           context, ctx.clock())
+                                           context, ctx.clock(), ctx.account.institution_id)
         await desk.announce(session, esc, ctx.clock())  # the staff card, through the outbox
         own = ctx.account.linked_prefecture  # an unlinked user's is only the bot's default
         pref = await session.get(Prefecture, own) if own else None
@@ -209,13 +208,14 @@ async def handle_supplement(msg: Inbound, ctx: Context, found: Found) -> list[Re
         last = await history.last_turn(msg, ctx)
         if last is None or last.action not in (history.ESCALATED, SUPPLEMENTED):
             return await qa.handle_question(msg, ctx, {})  # not said about an inquiry
-    asked = await _account_inquiries(ctx, found)
-    if asked and found["content"] and ctx.flow == ASK_FLOW:  # typed at the staff prompt
+    rows = await _account_inquiries(ctx, found)
+    earlier = [] if rows else await _account_inquiries(ctx, found, linked_now=False)
+    if (rows or earlier) and found["content"] and ctx.flow == ASK_FLOW:  # at the staff prompt
         async with ctx.session() as session:
             await repo.clear_state(session, msg.channel, msg.user_id)
-    if not (rows := _linked_now(ctx, asked)):
-        if asked and found["content"]:  # its own, sent under the link it had before
-            return [await _as_new_inquiry(msg, ctx, asked[0],
+    if not rows:
+        if earlier and found["content"]:  # its own, sent under the link it had before
+            return [await _as_new_inquiry(msg, ctx, earlier[0],
                                           "以前の連携先でお送りいただいたものなので")]
         return [_not_found(found)]
     esc = rows[0]
@@ -245,24 +245,21 @@ async def _as_new_inquiry(msg: Inbound, ctx: Context, old: Escalation, why: str)
                               f"新しいお問い合わせとしてお送りしました。{sent.text}")
 
 
-async def _account_inquiries(ctx: Context, found: Found) -> list[Escalation]:
-    """This chat's inquiries in this prefecture, newest first (the one a receipt names)."""
+async def _account_inquiries(ctx: Context, found: Found, linked_now: bool = True,
+                             ) -> list[Escalation]:
+    """This chat's inquiries in this prefecture, newest first (the one a receipt names).
+
+    `linked_now`: only those asked for the institution the chat is linked to now. Asked
+    under another link (a relink, a revoked one), an inquiry is that institution's; asked
+    before linking, it is the chat's own (ask first, find the letter's code later)."""
     assert ctx.account is not None
     receipt = found.get("receipt")
     if receipt and found["prefecture"] != ctx.tenant:  # another prefecture's number
         return []
     async with ctx.session() as session:
         return await repo.account_escalations(
-            session, ctx.tenant, ctx.account.id, int(found["id"]) if receipt else None)
-
-
-def _linked_now(ctx: Context, rows: list[Escalation]) -> list[Escalation]:
-    """Those asked for the institution the chat is linked to now. Asked under another link
-    (a relink, a revoked one), an inquiry is that institution's; asked before linking, it
-    is the chat's own (ask first, find the letter's code later)."""
-    assert ctx.account is not None
-    own = (None, ctx.account.institution_id)
-    return [e for e in rows if e.context.get("institution_id") in own]
+            session, ctx.tenant, ctx.account.id, int(found["id"]) if receipt else None,
+            linked_to=ctx.account.institution_id if linked_now else ...)
 
 
 def _not_found(found: Found) -> Reply:
@@ -276,7 +273,7 @@ def _not_found(found: Found) -> Reply:
 async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """The state of this chat's own inquiries, never anyone else's: a receipt number typed
     here is looked up among them only."""
-    if not (rows := _linked_now(ctx, await _account_inquiries(ctx, found))):
+    if not (rows := await _account_inquiries(ctx, found)):
         if found.get("loose"):  # not one of this chat's: the question is about something else
             return await qa.handle_question(msg, ctx, {})
         return [_not_found(found)]

@@ -700,7 +700,7 @@ async def test_a_supplement_to_an_inquiry_of_the_old_link_is_sent_not_dropped(
     async with ctx.session() as session:
         old, new = (await session.exec(select(Escalation).order_by(Escalation.id))).all()
     assert "supplements" not in old.context and receipt in new.question
-    assert new.context["institution_id"] != old.context["institution_id"]
+    assert new.institution_id != old.institution_id
 
 
 async def test_a_code_inside_a_question_for_staff_is_not_shown_to_them(ctx: Context) -> None:
