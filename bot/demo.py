@@ -75,11 +75,17 @@ def render(replies: Iterable[Reply]) -> tuple[str, list[Button]]:
     return "\n".join(lines), choices
 
 
+def choice_number(line: str) -> int | None:
+    """A line that is a bare number (ASCII or full-width digits; not ① or ²)."""
+    text = line.strip()
+    return int(text) if text.isdecimal() else None
+
+
 def to_inbound(line: str, choices: list[Button], tenant: str) -> Inbound:
     """A bare number picks the numbered button of the previous reply."""
-    text = line.strip()
-    if text.isdigit() and 1 <= int(text) <= len(choices):
-        button = choices[int(text) - 1]
+    number = choice_number(line)
+    if number is not None and 1 <= number <= len(choices):
+        button = choices[number - 1]
         return Inbound("demo", DEMO_USER, text=button.label, payload=button.payload,
                        tenant=tenant)
     return Inbound("demo", DEMO_USER, text=line, tenant=tenant)
@@ -101,7 +107,8 @@ async def run_demo(ctx: Context, stdin: TextIO = sys.stdin, stdout: TextIO = sys
             break
         if not interactive:
             out(f"\nあなた> {clean_user_text(line)}\n")  # never echo escape codes
-        if (number := line.strip()).isdigit() and choices and not 1 <= int(number) <= len(choices):
+        number = choice_number(line)
+        if number is not None and choices and not 1 <= number <= len(choices):
             # A chat shows buttons, not numbers: a number off the list is the demo's to answer.
             out("ボット> その番号の選択肢はありません。"
                 f"1〜{len(choices)}の番号でお選びください。\n")

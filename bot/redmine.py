@@ -17,8 +17,7 @@ from datetime import datetime
 
 import httpx
 from pydantic import SecretStr
-from sqlalchemy import update
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Escalation, Outbox, Prefecture
@@ -66,13 +65,10 @@ class RedmineSender:
             pref = await session.get(Prefecture, esc.prefecture_code)
             card = await build_card(session, esc, self.clock())
         url = await self._create(card, pref.name if pref else esc.prefecture_code)
-        async with self.sessions() as session:
-            # Supplements already in the description are not added again as notes.
-            await session.exec(update(Outbox).where(col(Outbox.id) == row.id)  # type: ignore[call-overload]
-                               .values(payload={**row.payload,
-                                                "supplements": len(card.supplements)}))
-            await session.commit()
-        await desk.record_redmine_url(self.sessions, esc_id, url, self.clock())
+        assert row.id is not None
+        described = {**row.payload, "supplements": len(card.supplements)}  # not sent as notes
+        await desk.record_redmine_url(self.sessions, esc_id, url, self.clock(), row.id,
+                                      described)
         return Outcome("sent")
 
     async def _note(self, row: Outbox) -> Outcome:

@@ -198,17 +198,18 @@ async def add_supplement(sessions: Sessions, pref: str, esc_id: int, text: str,
             raise DeskRefused(TOO_MANY_SUPPLEMENTS)
         esc.context = {**esc.context, "supplements": notes}
         session.add(esc)
-        await outbox.enqueue(  # commits the supplement with the message announcing it
-            session, key=f"escalation-note:{esc_id}:{len(notes)}", channel=DESK_CHANNEL,
-            recipient=esc.card_channel or "", kind="escalation_note",
-            body=f"{esc.receipt} に医療機関から補足が届きました。\n{shorten(text, 300)}",
-            prefecture_code=pref, now=now, payload={"escalation_id": esc_id})
         if esc.status == "forwarded" and await _has_redmine_issue(session, esc_id):
             # The ministry answers from its Redmine issue: the supplement goes there too.
             await outbox.enqueue(
                 session, key=f"redmine-note:{esc_id}:{len(notes)}", channel="redmine",
                 recipient="", kind="redmine_note", body=text[:4000], prefecture_code=pref,
-                now=now, payload={"escalation_id": esc_id, "supplement": len(notes)})
+                now=now, payload={"escalation_id": esc_id, "supplement": len(notes)},
+                commit=False)
+        await outbox.enqueue(  # commits the supplement with the messages announcing it
+            session, key=f"escalation-note:{esc_id}:{len(notes)}", channel=DESK_CHANNEL,
+            recipient=esc.card_channel or "", kind="escalation_note",
+            body=f"{esc.receipt} に医療機関から補足が届きました。\n{shorten(text, 300)}",
+            prefecture_code=pref, now=now, payload={"escalation_id": esc_id})
         return await _card_update(session, pref, esc_id, f"note-{len(notes)}", now)
 
 
@@ -222,14 +223,18 @@ def redmine_issue_key(esc_id: int) -> str:
     return f"redmine-issue:{esc_id}"
 
 
-async def record_redmine_url(sessions: Sessions, esc_id: int, url: str, now: datetime) -> None:
-    """Link the ministry's Redmine issue to the escalation and refresh its card."""
+async def record_redmine_url(sessions: Sessions, esc_id: int, url: str, now: datetime,
+                             issue_row: int, payload: dict[str, Any]) -> None:
+    """Link the ministry's Redmine issue to the escalation and refresh its card; the issue's
+    outbox row keeps, in the same commit, how many supplements its description carried."""
     async with sessions() as session:
         esc = await session.get(Escalation, esc_id)
         if esc is None:
             return
         await session.exec(update(Escalation).where(col(Escalation.id) == esc_id)  # type: ignore[call-overload]
                            .values(redmine_url=url, updated_at=now))
+        await session.exec(update(Outbox).where(col(Outbox.id) == issue_row)  # type: ignore[call-overload]
+                           .values(payload=payload))
         await _card_update(session, esc.prefecture_code, esc_id, "redmine", now)
 
 

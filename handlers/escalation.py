@@ -30,12 +30,15 @@ _RECEIPT = re.compile(_RECEIPT_AT)
 # How both forms end: the answer has not come (「どうなりましたか」「まだ？」「来ない」).
 _WAITING = (r"どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?|どうなった(?:の|かな)?"
             r"|まだ(?:ですか|でしょうか|来ない)?|来ない|こない|届かない|届いて(?:い)?ない")
-# 「Q26-000001 補足 回答まだ？」 asks about the inquiry (with its supplement), adds nothing.
+# 「Q26-000001 補足 回答まだ？」 asks about the inquiry (with its supplement), adds nothing;
+# 「Q26-000001の補足」 alone announces one (an asking word must follow the 補足).
+_TOPIC = (r"(?:件|お問い合わせ|問い合わせ)?(?:の|は|って|、)?\s*(?:回答|返事|返信|状況|進み具合)?"
+          r"(?:は|って)?")
+_ASKING = rf"(?:{_WAITING}|いつ(?:ですか|頃|ごろ)?|どう)"
 _ABOUT_RECEIPT = re.compile(
     rf"^(?:受付番号)?(?:は|:|：)?\s*{_RECEIPT_AT}\s*(?:の|は|って|、)?\s*"
-    r"(?:(?:への|に)?(?:補足|追記)(?:した件|の件)?\s*(?:の|は|って|、)?\s*)?"
-    r"(?:件|お問い合わせ|問い合わせ)?(?:の|は|って|、)?\s*(?:回答|返事|返信|状況|進み具合)?"
-    rf"(?:は|って)?(?:{_WAITING}|いつ(?:ですか|頃|ごろ)?|どう)?[?？。]*$")
+    rf"(?:(?:への|に)?(?:補足|追記)(?:した件|の件)?\s*(?:の|は|って|、)?\s*{_TOPIC}{_ASKING}"
+    rf"|{_TOPIC}{_ASKING}?)[?？。]*$")
 # 「さっき送った問い合わせ」「この前の質問」: the inquiry, without its number.
 _WHEN = r"(?:さっき|先ほど|先程|先日|前に|以前|この前|この間|昨日|きのう)"
 _INQUIRY = (r"の?(?:送った|お送りした|した|出した|お願いした|聞いた)?"

@@ -64,6 +64,9 @@ MULTI_MAX = 120  # characters: longer is an officer's mail, whose ？ are not al
 # A question ends in ？, or in か。 as in polite writing (「…対象になりますか。また、…」).
 _QUESTION_END = re.compile(r"(?<=[?？])|(?<=か。)")
 _SENTENCE_END = re.compile(r"(?<=[。？?！!])")
+# What makes one item of a numbered list a question (「締切はいつ」「紙でも出せる？」).
+_ASKS = re.compile(r"[?？か]$|いつ|どこ|何|なに|どう|どれ|誰|必要|でき|わから|分から|教えて"
+                   r"|知りたい|大丈夫|いい$|の$")
 # 「①…②…」 anywhere; 「(1)…(2)…」「1. … 2. …」 at the start or after a space or a sentence.
 _NUMBER = re.compile(r"(?:[①-⑳]|(?:^|(?<=[\s。、？?！!]))"
                      r"(?:[（(][1-9１-９][)）]|[1-9１-９][.．)）](?!\d)))\s*")
@@ -82,9 +85,6 @@ _ASKS_WHERE = re.compile(
     r"(?:教えて(?:ください|下さい)?|知りたい(?:です)?)?[?？。]*$")
 DESK_ENTRIES = {"gmis_callcenter": "contact-gmis-vs-prefecture",
                 "prefecture": "contact-system-questions"}
-# 「質問してもよろしいでしょうか。」 opens a question; it is none itself.
-_OPENER = re.compile(r"^(?:ご|お)?(?:質問|伺い|尋ね|確認|相談)を?(?:して|させて|し)?"
-                     r"(?:いただいて)?も?(?:よろしい|宜しい|いい|大丈夫)(?:でしょう|です)?か$")
 # The reply must be readable by someone who does not read Japanese; the offer stays last
 # (a typed yes answers it).
 ENGLISH = ("申し訳ありません。このボットは、かかりつけ医機能報告について日本語のご質問に"
@@ -113,7 +113,8 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     decision = ctx.retriever.decide(msg.text)
     if decision.action != "answer" and (replies := await _each_question(msg, ctx, True)):
         return replies
-    if decision.action == "escalate" and _in_english(msg.text):
+    if decision.action == "escalate" and decision.route != "gmis_callcenter" and _in_english(
+            msg.text):
         return [Reply(ENGLISH, OFFER_STAFF, meta={"action": "escalate"})]
     # 「2号もかくの？」 after a 2号 question has no それ, but no word in it is new to the
     # knowledge base either (a verb in kana aside): it leans on the question before, as
@@ -151,52 +152,22 @@ async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
     `by_sentence`, for a message unsure as a whole: each sentence read alone, kept only when
     two or more have a sure answer (「督促が来ました。G-MISのIDもわかりません。締切はいつ
     ですか」 had gone to the G-MIS call center whole)."""
-    text = msg.text
-    if len(text) > MULTI_MAX * 2:
-        return []
-    # A question ends in ？ or opens with あと/それと: 「…ですか？うちは3月に再開予定です」
-    # ends in context, 「…いつ？ありがとうございます」 in courtesy.
-    # Numbered (①②, (1), 1.) they are questions each, however they end.
-    numbered = len(_NUMBER.findall(text)) >= 2
-    if len(text) > MULTI_MAX and not numbered:  # a numbered list may run longer
-        return []
-    split = _NUMBER if numbered else _SENTENCE_END if by_sentence else _QUESTION_END
-    raw = [p.strip(" 　、。") for p in split.split(text)]
-    parts = [(_JOINER.sub("", p), bool(_JOINER.match(p))) for p in raw
-             if len(p) >= 4 and (numbered or by_sentence or p[-1] in "?？か" or _JOINER.match(p))
-             and not courtesy.kinds_of(p) and not _OPENER.match(p)]
-    if numbered and raw and not _NUMBER.match(text):  # 「至急です。①…」: the lead is context
-        parts = [p for p in parts if p[0] != raw[0]]
-    if not 2 <= len(parts) <= (5 if numbered else 3):
+    if not (parts := _question_parts(msg.text, by_sentence)):
         return []
     # 「①うちの報告はどうなってますか」: the clinic's own status, from the roster.
     own = [p for p, _ in parts if asks_status(replace(msg, text=p), ctx) is not None][:1]
     parts = [(p, joined) for p, joined in parts if p not in own]
     if not parts:
         return []
-    first = ctx.retriever.decide(parts[0][0])
-    decisions = [first, *(ctx.retriever.decide(p) for p, _ in parts[1:])]
+    decisions = [ctx.retriever.decide(p) for p, _ in parts]
     answered = {d.entry_id: d for d in decisions if d.action == "answer" and d.entry_id}
     if by_sentence and len(answered) < 2:
         return []
-    # A part that is a question of its own: 「あと病院は？」, or one that found nothing sure.
-    others = []
-    for i, ((part, joined), d) in enumerate(zip(parts, decisions, strict=True)):
-        if d.action == "answer":
-            continue
-        if i and FOLLOW_UP.search(part):  # 「あと病院は？」 leans on the question before it
-            d = _read_with(parts[0][0], part, d, ctx, given=first.entry_id)
-        # One with buttons of its own is another question too (「当院も対象ですか。また、
-        # 期限は？」 had answered the deadline only), unless it leads to an answer given.
-        elsewhere = d.action == "suggest" and d.candidates[0].entry_id not in answered
-        if by_sentence and part[-1] not in "?？か":  # context, with the questions sure
-            continue
-        if d.action == "escalate" or joined or FOLLOW_UP.search(part) or elsewhere:
-            others.append((part, d))
+    others = _left_over(parts, decisions, answered, ctx, by_sentence)
     if not (answered or own) or (len(answered) + len(own) == 1 and not others):
         return []
     replies = [r for p in own for r in await handle_status(replace(msg, text=p), ctx, {})]
-    replies += [await reply_for(d, ctx, text) for d in answered.values()]
+    replies += [await reply_for(d, ctx, msg.text) for d in answered.values()]
     # Suggestions, and the G-MIS call center for a part about the system (not the whole).
     replies += [await reply_for(d, ctx, p, part=p) for p, d in others
                 if d.action == "suggest" or d.route == "gmis_callcenter"]
@@ -206,10 +177,53 @@ async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
         replies.append(Reply(f"「{quoted}」については、確実にお答えできる情報が見つかりません"
                              "でした。" + OFFER_QUESTION, OFFER_STAFF,
                              meta={"action": "escalate"}))
-    elif by_sentence and len(text) >= MIXED_AFTER:  # a mail may ask more than was answered
+    elif by_sentence and len(msg.text) >= MIXED_AFTER:  # a mail may ask more than answered
         replies.append(Reply("ほかにお答えできていない点がありましたら、" + OFFER_QUESTION,
                              OFFER_STAFF, meta={"action": "escalate"}))
     return replies
+
+
+def _question_parts(text: str, by_sentence: bool) -> list[tuple[str, bool]]:
+    """The questions of a message (each with whether あと/それと joined it), or [] when it
+    is not several. A question ends in ？ or opens with あと/それと: 「…ですか？うちは3月に
+    再開予定です」 ends in context, 「…いつ？ありがとうございます」 in courtesy. Numbered
+    (①②, (1), 1.) with two or more of them asking, they are questions each however they
+    end; 「★は①掲示②一次診療③相談のことですか？」 is one question listing three things."""
+    numbered = len(_NUMBER.findall(text)) >= 2
+    if len(text) > MULTI_MAX * (2 if numbered else 1) or (numbered and by_sentence):
+        return []  # (a numbered message was read once already)
+    if numbered:
+        listed = [p.strip(" 　、。") for p in _NUMBER.split(text)]
+        numbered = sum(bool(_ASKS.search(p)) for p in listed[1:]) >= 2
+    split = _NUMBER if numbered else _SENTENCE_END if by_sentence else _QUESTION_END
+    raw = [p.strip(" 　、。") for p in split.split(text)]
+    parts = [(_JOINER.sub("", p), bool(_JOINER.match(p))) for p in raw
+             if len(p) >= 4 and (numbered or by_sentence or p[-1] in "?？か" or _JOINER.match(p))
+             and not courtesy.kinds_of(p)]  # nor 「質問してもよろしいでしょうか」
+    if numbered and raw and not _NUMBER.match(text):  # 「至急です。①…」: the lead is context
+        parts = [p for p in parts if p[0] != raw[0]]
+    return parts if 2 <= len(parts) <= (5 if numbered else 3) else []
+
+
+def _left_over(parts: list[tuple[str, bool]], decisions: list[Decision],
+               answered: dict[str, Decision], ctx: Context, by_sentence: bool,
+               ) -> list[tuple[str, Decision]]:
+    """The parts that are questions of their own without a sure answer: 「あと病院は？」, or
+    one that found nothing sure (read with the first part when it leans on it)."""
+    others = []
+    for i, ((part, joined), d) in enumerate(zip(parts, decisions, strict=True)):
+        if d.action == "answer":
+            continue
+        if i and FOLLOW_UP.search(part):  # 「あと病院は？」 leans on the question before it
+            d = _read_with(parts[0][0], part, d, ctx, given=decisions[0].entry_id)
+        # One with buttons of its own is another question too (「当院も対象ですか。また、
+        # 期限は？」 had answered the deadline only), unless it leads to an answer given.
+        elsewhere = d.action == "suggest" and d.candidates[0].entry_id not in answered
+        if by_sentence and part[-1] not in "?？か":  # context, with the questions sure
+            continue
+        if d.action == "escalate" or joined or FOLLOW_UP.search(part) or elsewhere:
+            others.append((part, d))
+    return others
 
 
 async def _after_status(msg: Inbound, ctx: Context) -> bool:
@@ -326,7 +340,7 @@ async def reply_for(decision: Decision, ctx: Context, question: str, part: str =
                 "ください。\nかかりつけ医機能報告に関わるご質問でしたら、" + OFFER_QUESTION)
         return Reply(text, OFFER_STAFF, meta=meta)
     text = ("申し訳ありません。このご質問に確実にお答えできる情報が見つかりませんでした。"
-            + ("近いかもしれないご案内を下のボタンに示します。" if related else "")
+            + ("関連しそうなご案内を、下のボタンからご覧いただけます。" if related else "")
             + OFFER_QUESTION)  # last: a typed はい answers it (smalltalk)
     return Reply(text, (ASK_STAFF, *related, *OFFER_STAFF[1:]), meta=meta)
 
@@ -418,13 +432,12 @@ async def handle_detail(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
 async def handle_repeat(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
     """「さっきのもう一回」: the latest answer shown again (its buttons with it); without one,
     a request for the question rather than 「お答えできる情報が見つかりません」."""
-    turns = history.within(await history.recent(msg, ctx, limit=5), ctx)
-    entry_id = next((t.entry_id for t in turns if t.entry_id and (
-        t.action in (*history.ANSWERED, "more"))), None)
-    if entry_id is None or entry_id not in ctx.retriever.by_id:
+    last = next(iter(history.within(await history.recent(msg, ctx, limit=1), ctx)), None)
+    if last is None or last.action not in history.ANSWERED or (
+            last.entry_id not in ctx.retriever.by_id):
         return [Reply("もう一度お伝えできる直前のお答えが見つかりませんでした。お手数ですが、"
-                      "ご質問をそのまま入力してください。", meta={"action": "more"})]
-    return [await answer_reply(entry_id, ctx)]
+                      "ご質問をそのまま入力してください。", meta={"action": "repeat"})]
+    return [await answer_reply(last.entry_id or "", ctx)]
 
 
 async def handle_more(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:

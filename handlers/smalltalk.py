@@ -74,6 +74,9 @@ def _in_kind(kinds: set[str], text: str) -> Reply:
     if "please" in kinds:
         return Reply("こちらこそ、よろしくお願いいたします。ご質問があれば、そのまま入力して"
                      "ください。", meta=SMALLTALK)
+    if kinds & {"intro", "opener"}:  # 「〇〇クリニックの山田です」: the question comes next
+        back = next((v for k, v in _GREETING_BACK.items() if k in text), "はい、")
+        return Reply(f"{back}どうぞ、ご質問をそのまま入力してください。", meta=SMALLTALK)
     if "greeting" in kinds:
         back = next((v for k, v in _GREETING_BACK.items() if k in text), "こんにちは。")
         return Reply(back + GREETING_INTRO, basic.MENU, meta=SMALLTALK)

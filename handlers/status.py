@@ -48,7 +48,9 @@ _ASKS_STATUS = re.compile(
     r"|^(?:なんで|なぜ|どうして)(?:差し戻さ|差戻さ|さしもどさ)れ"
     rf"|^(?:{_OWN_WORDS})(?:は|の)?(?:もう)?{_DONE}て(?:い)?(?:ますか|る[?？]?$)"
     r"|^(?:出した|だした|提出した|報告した)か(?:どうか)?(?:わから|分から)"
-    rf"|^(?:{_OWN_WORDS})の(?:状況|じょうきょう)(?:を|は)?(?:教えて|おしえて|知りたい|しりたい)")
+    rf"|^(?:{_OWN_WORDS})の(?:状況|じょうきょう)(?:を|は)?(?:教えて|おしえて|知りたい|しりたい)"
+    rf"|^(?:{_OWN_WORDS}|自分|わたし|私)の(?:病院|診療所|クリニック|医院)?の?"
+    r"(?:報告|提出|ほうこく)(?:の)?(?:状況|じょうきょう|ステータス)")
 # Before linking, only a question that says it is about its own report is one
 # (「報告ができていない医療機関は？」 asks about others), and never one about others.
 _OWN = re.compile(_OWN_WORDS)
@@ -92,15 +94,19 @@ async def own_record(ctx: Context) -> tuple[Institution, Prefecture] | None:
 
 # 「ほかの診療所はもう報告した？」「デモ中央病院の報告状況を教えて」「9990001の状況は？」:
 # another institution's record, which the chat never shows (only its own, once linked).
-_ABOUT_RECORD = r"(?:報告|提出)?(?:状況|ステータス|進み具合)"
+_ABOUT_RECORD = r"(?:報告|提出)(?:状況|の状況|の進み具合)|ステータス"
 _DONE_IT = r"報告(?:した|済)|提出(?:した|済)|出した|だした|終わっ|おわっ|済ん|すん"
 _OTHER_PLACE = re.compile(
-    rf"^(?:(?:他の|ほかの|他院|よその)(?:病院|診療所|医療機関|クリニック|医院|ところ|とこ)"
-    rf".*(?:{_ABOUT_RECORD}|{_DONE_IT})"
-    rf"|[^\s、。？?]{{2,20}}(?:病院|診療所|クリニック|医院)の{_ABOUT_RECORD}"
-    rf"|(?:医療機関コード)?\s*\d{{7,10}}\s*(?:の|は)(?:{_ABOUT_RECORD}|{_DONE_IT}))")
-OTHERS_REFUSED = ("ほかの医療機関の報告状況はお伝えできません。このチャットでは、連携した医療機関"
-                  "ご自身の報告状況のみご確認いただけます（「報告状況」と送ってください）。")
+    rf"^(?:{_OTHERS.pattern})(?:病院|診療所|医療機関|クリニック|医院|ところ|とこ)"
+    rf"[^、。]{{0,6}}?(?:{_ABOUT_RECORD}|{_DONE_IT})"
+    rf"|^[^\s、。？?]{{2,20}}(?:病院|診療所|クリニック|医院)の(?:{_ABOUT_RECORD}|状況)"
+    rf"|^(?:医療機関コード)?\s*\d{{7,10}}\s*(?:の|は)(?:{_ABOUT_RECORD}|状況|{_DONE_IT})")
+_MINE = re.compile(rf"{_OWN_WORDS}|自分|私|わたし")
+OTHERS_REFUSED = "ほかの医療機関の報告状況はお伝えできません。"
+OWN_ONLY = ("このチャットでは、連携した医療機関ご自身の報告状況のみご確認いただけます"
+            "（「報告状況」と送ってください）。")
+LINK_FIRST = ("ご自身の医療機関の報告状況は、都道府県からの案内にある連携コードで連携すると"
+              "確認できます（例：連携 ABCDE-FGHJK）。")
 
 
 def asks_others(msg: Inbound, ctx: Context) -> Found | None:
@@ -108,15 +114,16 @@ def asks_others(msg: Inbound, ctx: Context) -> Found | None:
     text = msg.text.strip()
     if msg.payload is not None or len(text) > 40 or not _OTHER_PLACE.search(text):
         return None
-    return {}
+    return None if _MINE.search(text) and not _OTHERS.search(text) else {}
 
 
 async def handle_others(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """Only the chat's own record: a code or a name that is its own gets its card."""
-    if (own := await own_record(ctx)) is not None and (
-            own[0].code in msg.text or own[0].name in msg.text):
+    if (own := await own_record(ctx)) is None:  # unlinked: it may be its own code
+        return [Reply(f"{OTHERS_REFUSED}{LINK_FIRST}", meta={"action": "status_others"})]
+    if own[0].code in msg.text or own[0].name in msg.text:
         return await handle_status(msg, ctx, found)
-    return [Reply(OTHERS_REFUSED, meta={"action": "status_others"})]
+    return [Reply(f"{OTHERS_REFUSED}{OWN_ONLY}", meta={"action": "status_others"})]
 
 
 async def handle_status(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:

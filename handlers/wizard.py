@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 
 from db import repo
-from handlers import courtesy, escalation, qa
+from handlers import courtesy, escalation, history, qa
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
@@ -40,10 +40,10 @@ _ROSTER_LEAD = ("医療機関の種類と対象外の条件は、都道府県の
                 "ください。\n")
 _FROM_ROSTER_LEAD = ("その点は、都道府県の登録内容から判定しています。登録内容が違う場合は、"
                      "都道府県の担当窓口にお知らせください。\n")
-_LATER_LEAD = ("ありがとうございます。その点はこのあとの質問でお伺いします。まずは、こちらに"
+_LATER_LEAD = ("ありがとうございます。その点はこのあとの質問でお伺いします。まずは、下の質問に"
                "ボタンでお答えください。\n")
-_EARLIER_LEAD = ("その点は前の質問でお答えいただいています。お答えを変える場合は「戻る」を"
-                 "押してください。\n")
+_EARLIER_LEAD = ("その点は前の質問でお答えいただいています。お答えを変える場合は、「戻る」で"
+                 "前の質問に戻れます。\n")
 _HOLIDAY_LEAD = ("お正月などの休診日は休院に当たりません。届出をして業務を休止していたので"
                  "なければ、「いいえ」をお選びください。\n")
 # How a typed question ends when it has no question mark; 「うちは一般の診療所です」 does not.
@@ -213,9 +213,15 @@ async def handle_resume(msg: Inbound, ctx: Context, _found: Found) -> list[Reply
 
 
 async def handle_back(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
-    """「戻る」 typed outside the running check: a step back in a paused check, or the word
-    that there is no check to go back in (it had been searched and offered to staff)."""
-    return await handle_answer(msg, ctx, {"arg": "back"})
+    """「戻る」 typed outside the running check: a step back in a paused check, else the word
+    that there is nothing to go back to (it had been searched and offered to staff)."""
+    if ctx.flow == PAUSED:
+        return await handle_answer(msg, ctx, {"arg": "back"})
+    last = await history.last_turn(msg, ctx)
+    if last is not None and last.action == "wizard_done":
+        return [Reply(_LOST)]
+    return [Reply("戻れる操作はありません。ご質問があれば、そのまま入力してください。",
+                  meta={"action": history.SMALL_TALK})]
 
 
 async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
@@ -226,17 +232,18 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
         ctx = replace(ctx, flow=FLOW)
     if ctx.flow != FLOW:
         return [Reply(_LOST)]
-    history: list[list[str]] = [list(p) for p in ctx.flow_data.get("answers", [])]
-    answers = dict((k, v) for k, v in history)
-    back = len(history) > _fixed(ctx)
+    steps: list[list[str]] = [list(p) for p in ctx.flow_data.get("answers", [])]
+    answers = dict((k, v) for k, v in steps)
+    back = len(steps) > _fixed(ctx)
     value = found.get("arg") or _value_from_text(msg.text, next_step(answers))
     if value == "cancel":
         return await _finish(msg, ctx,
                              "確認を終了しました。ご質問があれば、そのまま入力してください。")
     if value == "back":
-        if not back:
-            return [_retry(next_step(answers), answers, lead=_ROSTER_LEAD, back=False)]
-        history = history[:-1]
+        if not back:  # the roster's answers, or none yet
+            lead = _ROSTER_LEAD if _fixed(ctx) else "これより前の質問はありません。\n"
+            return [_retry(next_step(answers), answers, lead=lead, back=False)]
+        steps = steps[:-1]
     else:
         current = next_step(answers)
         if current is None or value not in {v for _, v in STEPS[current].choices}:
@@ -252,26 +259,26 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
                 return [_retry(current, answers, unsure=True, back=back)]
             if not asks and current and any(w in msg.text for w in STEPS[current].topic):
                 return [_retry(current, answers, lead=_TAP_LEAD, back=back)]
-            fixed = [k for k, _ in history[:_fixed(ctx)]]
+            fixed = [k for k, _ in steps[:_fixed(ctx)]]
             if not asks and current and (lead := _about_other_step(msg.text, current, answers,
                                                                    fixed)):
                 return [_retry(current, answers, lead=lead, back=back)]
             if "staff" in courtesy.kinds_of(msg.text) or _is_question(msg.text, asks, action):
                 return await _answer_instead(msg, ctx)
             return [_retry(current, answers, back=back)]
-        history.append([current, value])
-    return await _ask_next(msg, ctx, history)
+        steps.append([current, value])
+    return await _ask_next(msg, ctx, steps)
 
 
-async def _ask_next(msg: Inbound, ctx: Context, history: list[list[str]]) -> list[Reply]:
+async def _ask_next(msg: Inbound, ctx: Context, steps: list[list[str]]) -> list[Reply]:
     """The next step for the answers so far, saved; or the verdict when none is left."""
-    answers = dict((k, v) for k, v in history)
+    answers = dict((k, v) for k, v in steps)
     following = next_step(answers)
     if following is None:
         return await _finish(msg, ctx, result_text(answers))
     fixed = _fixed(ctx)
-    await _save(msg, ctx, history, fixed)
-    return [question_reply(following, answers, back=len(history) > fixed)]
+    await _save(msg, ctx, steps, fixed)
+    return [question_reply(following, answers, back=len(steps) > fixed)]
 
 
 def _fixed(ctx: Context) -> int:
@@ -280,7 +287,10 @@ def _fixed(ctx: Context) -> int:
     return fixed if isinstance(fixed, int) else 0
 
 
-_ELIGIBILITY = ("special", "dental", "closed")  # always asked (special: of a hospital)
+_ELIGIBILITY = ("special", "dental", "closed")
+# 休診 and やすんで answer the 休院 step when asked it, but 「休診日は往診しています」 at a 2号
+# step is about that step.
+_LOOSE = {"休診", "休ん", "やすん", "きゅうしん"}  # always asked (special: of a hospital)
 
 
 def _about_other_step(text: str, current: str, answers: dict[str, str], fixed: list[str],
@@ -288,7 +298,7 @@ def _about_other_step(text: str, current: str, answers: dict[str, str], fixed: l
     """「うちは休院中です」 typed at the 歯科 step is a fact for another step: said so, rather
     than read as a question or dropped without a word."""
     for key, step in STEPS.items():
-        if key == current or not any(w in text for w in step.topic):
+        if key == current or not any(w in text for w in step.topic if w not in _LOOSE):
             continue
         if key in fixed:
             return _FROM_ROSTER_LEAD
@@ -376,10 +386,10 @@ def _retry(current: str | None, answers: dict[str, str], unsure: bool = False,
     return Reply(lead + reply.text, reply.buttons, meta=reply.meta)
 
 
-async def _save(msg: Inbound, ctx: Context, history: list[list[str]], fixed: int = 0) -> None:
+async def _save(msg: Inbound, ctx: Context, steps: list[list[str]], fixed: int = 0) -> None:
     async with ctx.session() as session:
         await repo.set_state(session, msg.channel, msg.user_id, FLOW,
-                             {"answers": history, "fixed": fixed}, ctx.clock())
+                             {"answers": steps, "fixed": fixed}, ctx.clock())
 
 
 AGAIN = Button("最初から確認し直す", "menu:check")  # a mis-tap on the last step has no 戻る

@@ -63,9 +63,10 @@ Sender = Callable[[Outbox], Awaitable[Outcome]]
 async def enqueue(
     session: AsyncSession, *, key: str, channel: str, recipient: str, kind: str, body: str,
     prefecture_code: str | None, now: datetime, payload: Mapping[str, Any] | None = None,
-    not_before: datetime | None = None,
+    not_before: datetime | None = None, commit: bool = True,
 ) -> bool:
-    """Insert a message unless its key exists; True when this call created it."""
+    """Insert a message unless its key exists; True when this call created it. With
+    `commit=False` it joins the caller's transaction (two rows that must exist together)."""
     values = dict(idempotency_key=key, channel=channel, recipient=recipient, kind=kind,
                   body=body, prefecture_code=prefecture_code, payload=dict(payload or {}),
                   status="pending", attempts=0, created_at=now,
@@ -75,7 +76,8 @@ async def enqueue(
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(col(Outbox.id)))
     created = (await session.exec(stmt)).first()  # type: ignore[call-overload]
-    await session.commit()
+    if commit:
+        await session.commit()
     return created is not None
 
 

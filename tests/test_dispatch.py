@@ -410,6 +410,9 @@ async def test_a_question_in_english_is_told_the_bot_answers_in_japanese(ctx: Co
                              ctx)
     assert "in Japanese only" in reply.text and reply.text.endswith(OFFER_QUESTION)
     assert [b.payload for b in reply.buttons] == ["esc:ask", "esc:no"]
+    # A G-MIS login question is still the call center's, in any language.
+    [login] = await dispatch(said("cannot login to G-MIS", user="u2"), ctx)
+    assert "050-3355-8230" in login.text and "in Japanese only" not in login.text
 
 
 async def test_a_hand_off_shows_the_entries_just_short_of_sure(ctx: Context) -> None:
@@ -424,6 +427,13 @@ async def test_a_hand_off_shows_the_entries_just_short_of_sure(ctx: Context) -> 
     assert [b.payload for b in far.buttons] == ["esc:ask", "esc:no"]
     [sent] = await dispatch(said("はい"), ctx)  # the offer still takes a typed yes
     assert "受付番号" in sent.text
+
+
+async def test_a_numbered_list_inside_one_question_stays_one_question(ctx: Context) -> None:
+    """「★の3項目は①院内掲示②一次診療③継続的な相談のことですか？」 got confident answers
+    about 「一次診療」 and 「継続的な相談」 alone."""
+    replies = await dispatch(said("★の3項目は①院内掲示②一次診療③継続的な相談のことですか？"), ctx)
+    assert len(replies) == 1
 
 
 async def test_numbered_questions_are_each_taken_up(ctx: Context) -> None:
@@ -461,6 +471,10 @@ async def test_asking_to_hear_the_answer_again_shows_it_again(ctx: Context) -> N
         assert repeat.text == answer.text and repeat.meta["entry_id"] == answer.meta["entry_id"]
     [nothing] = await dispatch(said("もう一回", user="u2"), ctx)
     assert "直前のお答えが見つかりませんでした" in nothing.text and not nothing.buttons
+    # Only the reply just before: after a hand-off there is no answer to repeat.
+    await dispatch(said("今日の天気は？"), ctx)
+    [after] = await dispatch(said("もう一度お願いします"), ctx)
+    assert "直前のお答えが見つかりませんでした" in after.text
 
 
 async def test_a_question_of_several_without_a_sure_answer_is_offered_to_staff(

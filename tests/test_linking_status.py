@@ -482,17 +482,27 @@ async def test_asking_for_another_institutions_record_is_refused_plainly(ctx: Co
     offer to send it to staff: it should say the chat shows only the clinic's own record."""
     await load_samples(ctx)
     await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
-    for other in ("ほかの診療所はもう報告した？", "みどり病院の報告状況を教えて",
+    for other in ("ほかの診療所はもう報告した？", "みなみ総合病院の報告状況を教えて",
                   "2610002の状況は？"):
         [reply] = await dispatch(said(other), ctx)
         assert reply.meta["action"] == "status_others", other
         assert "ほかの医療機関の報告状況はお伝えできません" in reply.text
-        assert "みどり" not in reply.text and "2610002" not in reply.text
-    [own] = await dispatch(said("2610001の状況は？"), ctx)  # its own code: its own card
-    assert own.meta["action"] == "status" and "さくら内科クリニック" in own.text
-    for general in ("他の病院の報告期間はいつまで？", "ほかのクリニックはどうやって報告してる？"):
+        assert "みなみ" not in reply.text and "確認済" not in reply.text  # its record
+    for own_words in ("2610001の状況は？", "うちのクリニックの報告状況を教えて",
+                      "自分の病院の報告状況"):
+        [own] = await dispatch(said(own_words), ctx)
+        assert own.meta["action"] == "status" and "さくら内科クリニック" in own.text, own_words
+    for general in ("他の病院の報告期間はいつまで？", "ほかのクリニックはどうやって報告してる？",
+                    "他の医療機関との連携状況も報告が必要ですか？"):
         [reply] = await dispatch(said(general), ctx)
         assert reply.meta["action"] != "status_others", general
+    # At the staff prompt the same words are the question for staff.
+    await dispatch(said("担当者に聞く", user="u2"), ctx)
+    [sent] = await dispatch(said("他の医療機関との連携状況も報告が必要ですか？", user="u2"), ctx)
+    assert "受付番号" in sent.text
+    # Unlinked, a code may be its own: how to link, no word on whose it is.
+    [unlinked] = await dispatch(said("2610001の状況は？", user="u3"), ctx)
+    assert "連携コードで連携すると" in unlinked.text and "さくら" not in unlinked.text
 
 
 async def test_going_back_in_the_check_never_overrides_the_roster(ctx: Context) -> None:
@@ -646,6 +656,8 @@ async def test_asking_after_a_supplement_is_a_status_question_not_another_supple
     for asked in (f"{receipt} 補足 回答まだ？", f"{receipt}に補足した件、どうなりましたか"):
         [reply] = await dispatch(said(asked), ctx)
         assert reply.meta["action"] == "ticket" and "担当者の確認をお待ちください" in reply.text
+    [bare] = await dispatch(said(f"{receipt}の補足"), ctx)  # announces one: asks for it
+    assert "補足の内容を" in bare.text
     [esc] = await escalations_of(ctx)
     assert len(esc.context["supplements"]) == 1
 

@@ -68,6 +68,13 @@ async def feedback_of(ctx: Context, text: str) -> int | None:
     ("おおきに", THANKS),
     ("わかった", NOTED),
     ("ありがとうございました。また分からないことがあったら聞きます", THANKS),
+    ("ご丁寧にありがとうございました。大変参考になりました。今後ともよろしくお願い申し上げます。",
+     THANKS),
+    # Who is writing, or that a question is coming: wait for it (no apology, no hand-off).
+    ("お世話になっております。△△クリニックの山田です", "お世話になっております。どうぞ"),
+    ("はじめまして。今月から新しいクリニックで事務長をしています", "はじめまして。どうぞ"),
+    ("いくつか質問してもいいですか", "はい、どうぞ"),
+    ("追加で一点お伺いしてもよろしいでしょうか。", "はい、どうぞ"),
 ])
 async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
         ctx: Context, text: str, expected: str) -> None:
@@ -98,6 +105,8 @@ async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
     "担当者に聞きたいのですが、報告期間は？",
     "しねんどの報告",  # 「死ね」 only as a whole message
     "わかったけど期限は？",
+    "院長です。報告期限はいつ？",
+    "うちの病院の報告です",
 ])
 def test_a_question_is_not_read_as_courtesy(text: str) -> None:
     assert kinds_of(text) == []

@@ -48,6 +48,16 @@ async def test_clinic_holding_1go_and_some_2go(ctx: Context) -> None:
     assert [b.payload for b in r.buttons] == ["menu:check"]  # a mis-tap: start again
     [back] = await dispatch(said("戻る"), ctx)  # typed after the result: no step to go to
     assert "続きから再開できる確認はありません" in back.text and "担当者" not in back.text
+    [never] = await dispatch(said("戻る", user="w2"), ctx)  # no check at all
+    assert never.text.startswith("戻れる操作はありません")
+    # Unlinked, at the first question: nothing before it (no roster was used).
+    await dispatch(said("対象か確認", user="w3"), ctx)
+    [r] = await dispatch(said("戻る", user="w3"), ctx)
+    assert "これより前の質問はありません" in r.text and "登録内容" not in r.text
+    # At the staff prompt, 「戻る」 is not taken for the check.
+    await dispatch(said("担当者に聞く", user="w4"), ctx)
+    [prompt] = await dispatch(said("戻る", user="w4"), ctx)
+    assert "確認" not in prompt.text and "文章" in prompt.text
     # 「確認を続ける」 after the result had said the check had timed out.
     [after] = await dispatch(said("確認を続ける"), ctx)
     assert "確認が終わったか" in after.text and "「対象か確認」" in after.text
@@ -95,6 +105,8 @@ async def test_a_fact_typed_for_a_later_step_is_not_dropped(ctx: Context) -> Non
     r = await tap(ctx, r, "確認する")
     [r] = await dispatch(said("歯科はやっていません"), ctx)  # answered already
     assert "前の質問でお答えいただいています" in r.text and "院内に掲示" in r.text
+    [r] = await dispatch(said("休診日は往診しています"), ctx)  # about this step, not 休院
+    assert "前の質問でお答えいただいています" not in r.text
 
 
 async def test_a_typed_answer_at_the_closed_step_keeps_the_buttons(ctx: Context) -> None:

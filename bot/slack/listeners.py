@@ -213,15 +213,13 @@ def _submit(deps: DeskDeps, run: Submit) -> Callable[..., Any]:
             pref = await deps.prefecture(channel)
             if pref is None:
                 raise desk.DeskRefused(UNMAPPED)
-            await run(deps, pref, esc_id, str(body.get("user", {}).get("id", "")), text, meta)
-        except desk.SupplementArrived as exc:  # show it, keep the draft, let them resend
-            async with deps.sessions() as session:
-                esc = await desk.get_escalation(session, pref, esc_id)
-                assert esc is not None
-                card = await build_card(session, esc, deps.clock())
-            await ack(response_action="update",
-                      view=answer_modal(card, channel, draft=text, notice=exc.message))
-            return
+            try:
+                await run(deps, pref, esc_id, str(body.get("user", {}).get("id", "")), text,
+                          meta)
+            except desk.SupplementArrived as exc:  # show it, keep the draft, let them resend
+                view = await _refreshed(deps, pref, esc_id, channel, text, exc.message)
+                await ack(response_action="update", view=view)
+                return
         except desk.DeskRefused as exc:
             await ack(response_action="errors", errors={"text": exc.message})
             return
@@ -232,6 +230,17 @@ def _submit(deps: DeskDeps, run: Submit) -> Callable[..., Any]:
         await ack()
         deps.wake()
     return on_submit
+
+
+async def _refreshed(deps: DeskDeps, pref: str, esc_id: int, channel: str, draft: str,
+                     notice: str) -> dict[str, Any]:
+    """The answer modal again, with the supplements as they are now and the draft kept."""
+    async with deps.sessions() as session:
+        esc = await desk.get_escalation(session, pref, esc_id)
+        if esc is None:
+            raise desk.DeskRefused(desk.NOT_FOUND)
+        card = await build_card(session, esc, deps.clock())
+    return answer_modal(card, channel, draft=draft, notice=notice)
 
 
 async def _do_answer(deps: DeskDeps, pref: str, esc_id: int, user: str, text: str,
