@@ -54,6 +54,8 @@ ROUTES = Router([
     Route("ask_staff_cmd", command("ask", "担当者に聞く", "担当者に質問", "たんとうしゃにきく"),
           escalation.handle_ask_staff_command),
     Route("link_code", linking.typed_code, linking.handle_link),  # 「連携コードはXXXXX-…」
+    Route("unlink", linking.asks_unlink, linking.handle_unlink),
+    Route("unlink_tap", payload("link"), linking.handle_unlink),
     Route("link_question", linking.asks_about_code, linking.handle_about_code),
     Route("link", command("link", "連携コード", "連携", "れんけい"), linking.handle_link),
     Route("status", command("status", "報告状況", "ほうこくじょうきょう", "ステータス",
@@ -65,6 +67,7 @@ ROUTES = Router([
     Route("check_resume", command("resume", "確認を続ける", "確認の続き", "続きから"),
           wizard.handle_resume),
     Route("status_request", status.asks_status, status.handle_status),
+    Route("withdraw", escalation.asks_withdraw, escalation.handle_withdraw),
     Route("supplement", escalation.adds_to_ticket, escalation.handle_supplement),
     Route("ticket", escalation.asks_ticket, escalation.handle_ticket_status),
     Route("menu_status", payload("menu:status"), status.handle_status),

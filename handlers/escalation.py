@@ -29,6 +29,8 @@ _RECEIPT_AT = r"Q(\d{2})\s*[-ー−‐–—]?\s*(\d{1,6})(?!\d)"
 _RECEIPT = re.compile(_RECEIPT_AT)
 # How both forms end: the answer has not come (「どうなりましたか」「まだ？」「来ない」).
 _WAITING = (r"どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?|どうなった(?:の|かな)?"
+            r"|(?:まだ)?(?:回答|返事|返信)?(?:が|は)?(?:ない|無い|ありません|来てない|来ていない)"
+            r"(?:です|でしょう)?か?"
             r"|まだ(?:ですか|でしょうか|来ない)?|来ない|こない|届かない|届いて(?:い)?ない")
 # 「Q26-000001 補足 回答まだ？」 asks about the inquiry (with its supplement), adds nothing;
 # 「Q26-000001の補足」 alone announces one (an asking word must follow the 補足).
@@ -183,6 +185,31 @@ def asks_ticket(msg: Inbound, _ctx: Context) -> Found | None:
     return {} if not m and _ASKS_TICKET.search(text) else None
 
 
+# 「さっきの問い合わせを取り消したい」「Q26-1の件、取り消せますか」
+_WITHDRAW = re.compile(rf"(?:{_RECEIPT_AT}|問い?合わ?せ|といあわせ|質問)[^。？?]{{0,12}}?"
+                       r"(?:取り消|取消|とりけ|取り下げ|取下げ|とりさげ|キャンセル|撤回)")
+
+
+def asks_withdraw(msg: Inbound, _ctx: Context) -> Found | None:
+    """A short request to take back an inquiry already sent."""
+    text = unicodedata.normalize("NFKC", msg.text).upper().strip()
+    if msg.payload is not None or len(text) > 40 or not (m := _WITHDRAW.search(text)):
+        return None
+    return _receipt(m) if m.group(1) else {}
+
+
+async def handle_withdraw(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """The chat cannot close an inquiry itself (staff may be answering it): a supplement
+    saying so reaches the staff, who close it."""
+    rows = await _account_inquiries(ctx, found)
+    if not rows:
+        return [_not_found(found)]
+    receipt = rows[0].receipt
+    return [Reply("お送りしたお問い合わせは、このチャットから取り消すことはできません。取り下げる"
+                  f"場合は、「{receipt}の補足です。解決したので取り下げます。」のようにお送り"
+                  "ください。担当者に伝わり、対応を終えます。", meta={"action": "ticket"})]
+
+
 def adds_to_ticket(msg: Inbound, ctx: Context) -> Found | None:
     """A follow-up to an inquiry already sent, named by its receipt or as the one just sent
     (not in the middle of a flow: there 「補足です。…」 is the answer the flow waits for)."""
@@ -277,6 +304,11 @@ async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list
     """The state of this chat's own inquiries, never anyone else's: a receipt number typed
     here is looked up among them only."""
     if not (rows := await _account_inquiries(ctx, found)):
+        if earlier := await _account_inquiries(ctx, found, linked_now=False):
+            receipt = earlier[0].receipt if found.get("receipt") else "以前のお問い合わせ"
+            return [Reply(f"{receipt}は、以前の連携先でお送りいただいたお問い合わせのため、"
+                          "ここでは状況をお伝えできません。担当者からの回答は、届きしだいこの"
+                          "チャットにお届けします。", meta={"action": "ticket"})]
         if found.get("loose"):  # not one of this chat's: the question is about something else
             return await qa.handle_question(msg, ctx, {})
         return [_not_found(found)]

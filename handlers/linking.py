@@ -22,7 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db.models import ChatAccount, Institution, LinkAttempt, LinkCode
 from handlers import history
 from handlers.context import Context
-from handlers.messages import Inbound, Reply
+from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found, Matcher, command
 from handlers.texts import WELCOME
 
@@ -102,6 +102,7 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
         code = normalise_code(found.get("arg", ""))
         current = (await session.get(Institution, ctx.account.institution_id)
                    if ctx.account.institution_id is not None else None)
+        linked_to = current.name if current is not None else None  # read before any commit
         if code is None and _WORDS.search(unicodedata.normalize("NFKC", found.get("arg", ""))):
             # 「連携コード　まだ届いていません」 is a question, not a wrong code: it must not
             # count toward the lockout that protects the real code.
@@ -120,12 +121,14 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
             if await _locked(session, ctx.account.id, now):  # this one made it
                 return [Reply(LOCKED, meta={"action": "link_locked"})]
             last_try = await _failures(session, ctx.account.id, now) == MAX_FAILURES - 1
-            return [Reply(BAD_CODE + (LAST_TRY if last_try else ""),
+            still = (f"\n（このチャットは、引き続き {linked_to} 様と連携しています。）"
+                     if linked_to is not None else "")
+            return [Reply(BAD_CODE + still + (LAST_TRY if last_try else ""),
                           meta={"action": "link_failed"})]
         await _link_account(session, ctx.account.id, institution, now)
     # Moving a chat to another institution is allowed (a clerk may change jobs), never silent.
-    moved = (f"{current.name} 様との連携は解除されました。\n"
-             if current is not None and current.id != institution.id else "")
+    moved = (f"{linked_to} 様との連携は解除されました。\n"
+             if linked_to is not None and ctx.account.institution_id != institution.id else "")
     return [Reply(f"{institution.name} 様との連携が完了しました。\n{moved}「報告状況」と送ると、"
                   "報告の状況と期限をお知らせします。", meta={"action": history.LINKED})]
 
@@ -205,6 +208,56 @@ def start_with_code() -> Matcher:
         return found if found and normalise_code(found.get("arg", "")) else None
 
     return match
+
+
+# 「連携解除したい」「連携を解除して」: the chat's own link, ended by the clerk after a
+# confirmation; 「転職したので連携先を変えたい」「連携し直したい」: how to move it.
+_UNLINK = re.compile(r"(?:連携|れんけい)(?:を|の)?(?:解除|かいじょ|取り消し|取消|とりけし|やめ)")
+_RELINK = re.compile(r"(?:連携|れんけい)(?:先|さき)?(?:を|の)?"
+                     r"(?:変え|かえ|変更|へんこう|し直|しなお|やり直|切り替え|切替)")
+UNLINK_BUTTONS = (Button("連携を解除する", "link:unlink"), Button("やめる", "link:keep"))
+
+
+def asks_unlink(msg: Inbound, _ctx: Context) -> Found | None:
+    """Match a short request to end or move the chat's link (not a code: that links)."""
+    text = unicodedata.normalize("NFKC", msg.text).strip()
+    if msg.payload is not None or len(text) > 40:
+        return None
+    if _UNLINK.search(text):
+        return {"what": "unlink"}
+    return {"what": "relink"} if _RELINK.search(text) else None
+
+
+async def handle_unlink(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """End this chat's link (the tapped confirmation), or say how; only this chat's own
+    link is touched, never another account's."""
+    assert ctx.account is not None
+    async with ctx.session() as session:
+        current = (await session.get(Institution, ctx.account.institution_id)
+                   if ctx.account.institution_id is not None else None)
+        if current is None:
+            return [Reply("このチャットは、まだどの医療機関とも連携していません。連携する場合は、"
+                          "都道府県からの案内にある連携コードを「連携 ABCDE-FGHJK」の形で"
+                          "送ってください。", meta={"action": "link_help"})]
+        if found.get("arg") == "keep":
+            return [Reply(f"連携は解除していません。引き続き {current.name} 様と連携しています。",
+                          meta={"action": "link_help"})]
+        if found.get("arg") == "unlink":
+            await session.exec(update(ChatAccount)  # type: ignore[call-overload]
+                               .where(col(ChatAccount.id) == ctx.account.id)
+                               .values(institution_id=None, linked_at=None))
+            await session.commit()
+            return [Reply(f"{current.name} 様との連携を解除しました。このチャットでは報告状況が"
+                          "表示されなくなります。お送りいただいたお問い合わせへの回答は、引き続き"
+                          "このチャットに届きます。", meta={"action": history.LINKED})]
+    if found.get("what") == "relink":
+        return [Reply("別の医療機関と連携し直す場合は、新しい医療機関の連携コードを「連携 "
+                      f"ABCDE-FGHJK」の形で送ってください。今の連携（{current.name} 様）は、"
+                      "そのときに解除されます。連携を解除するだけの場合は、下のボタンを押して"
+                      "ください。", UNLINK_BUTTONS[:1], meta={"action": "link_help"})]
+    return [Reply(f"このチャットと {current.name} 様との連携を解除しますか。解除すると、"
+                  "このチャットでは報告状況が表示されなくなります。", UNLINK_BUTTONS,
+                  meta={"action": "link_help"})]
 
 
 async def handle_start_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:

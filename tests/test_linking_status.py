@@ -591,7 +591,52 @@ async def test_an_inquiry_asked_under_another_link_is_not_shown_after_relinking(
     assert "今日の天気" in mine.text
     await dispatch(said(f"連携 {await code_for(ctx, '2610002')}"), ctx)
     [after] = await dispatch(said("さっきの問い合わせはどうなりましたか"), ctx)
-    assert "今日の天気" not in after.text and "まだありません" in after.text
+    assert "今日の天気" not in after.text and "以前の連携先でお送りいただいた" in after.text
+    # By its number too: not 「見つかりませんでした。番号をご確認ください」 (it was sent).
+    receipt = first.text.split("受付番号は ")[1].split(" ")[0]
+    [numbered] = await dispatch(said(f"{receipt}はどうなりましたか"), ctx)
+    assert receipt in numbered.text and "以前の連携先" in numbered.text
+    assert "今日の天気" not in numbered.text and "番号をご確認ください" not in numbered.text
+
+
+async def test_a_clerk_can_end_or_move_the_chats_link_herself(ctx: Context) -> None:
+    """「連携解除したいです」「転職したので連携先を変えたい」 were dead ends, and a wrong new
+    code left the old clinic's status showing without a word."""
+    await load_samples(ctx)
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    [wrong] = await dispatch(said("連携 HKRT3-9QWXZ"), ctx)
+    assert "引き続き さくら内科クリニック 様と連携しています" in wrong.text
+    [move] = await dispatch(said("転職したので連携先を変えたい"), ctx)
+    assert "新しい医療機関の連携コード" in move.text
+    [ask] = await dispatch(said("連携解除したいです"), ctx)
+    assert [b.payload for b in ask.buttons] == ["link:unlink", "link:keep"]
+    [kept] = await dispatch(Inbound("demo", "clerk-1", text="やめる", payload="link:keep",
+                                    tenant="26"), ctx)
+    assert "引き続き" in kept.text
+    [status] = await dispatch(said("報告状況"), ctx)
+    assert "さくら内科クリニック" in status.text
+    [done] = await dispatch(Inbound("demo", "clerk-1", text="連携を解除する",
+                                    payload="link:unlink", tenant="26"), ctx)
+    assert "連携を解除しました" in done.text
+    [after] = await dispatch(said("報告状況"), ctx)
+    assert "さくら" not in after.text and after.meta["action"] == "status_unlinked"
+    [again] = await dispatch(said("連携を解除して"), ctx)
+    assert "まだどの医療機関とも連携していません" in again.text
+
+
+async def test_an_inquiry_is_asked_after_in_more_words_and_cannot_be_withdrawn_silently(
+        ctx: Context) -> None:
+    await dispatch(said("今日の天気は？"), ctx)
+    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
+                                    tenant="26"), ctx)
+    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    [waiting] = await dispatch(said("さっきの問い合わせ、まだ回答ないですか？"), ctx)
+    assert waiting.meta["action"] == "ticket" and receipt in waiting.text
+    for withdraw in ("さっきの問い合わせを取り消したい", f"{receipt}の件、取り消せますか"):
+        [reply] = await dispatch(said(withdraw), ctx)
+        assert f"「{receipt}の補足です。解決したので取り下げます。」" in reply.text, withdraw
+    [report] = await dispatch(said("報告内容を取り消したい"), ctx)  # the report, not an inquiry
+    assert report.meta["action"] != "ticket"
 
 
 async def test_an_inquiry_asked_before_linking_is_still_the_chats_after_it(
