@@ -71,7 +71,9 @@ _ASKS = re.compile(r"[?？か]$|いつ|どこ|何|なに|どう|どれ|誰|必�
 _NUMBER = re.compile(r"(?:[①-⑳]|(?:^|(?<=[\s。、？?！!]))"
                      r"(?:[（(][1-9１-９][)）]|[1-9１-９][.．)）](?!\d)))\s*")
 # A question that names this report or its functions is ours, whatever else it names.
-_OURS = re.compile(r"かかりつけ|[12１２]号|報告対象|対象外")
+# So does one about this report's own duties that a billing item's paperwork may meet
+# (「生活習慣病管理料の療養計画書で代用できますか」: the 患者説明 書面).
+_OURS = re.compile(r"かかりつけ|[12１２]号|報告対象|対象外|患者説明|説明書面|療養計画書|院内掲示")
 # 「どこに電話すればいい」「県にきけばいい？」 right after an answer ask whom to ask about
 # that answer's matter: the G-MIS call center after a G-MIS answer, else the prefecture.
 # Only the question of whom to ask, nothing else: 「報告期限を過ぎたらどこに電話すれば」 names
