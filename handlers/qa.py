@@ -64,6 +64,7 @@ MULTI_MAX = 120  # characters: longer is an officer's mail, whose ？ are not al
 # A question ends in ？, or in か。 as in polite writing (「…対象になりますか。また、…」).
 _QUESTION_END = re.compile(r"(?<=[?？])|(?<=か。)")
 _SENTENCE_END = re.compile(r"(?<=[。？?！!])")
+_QUESTION_ENDING = re.compile(r"(?:[?？か]|でしょうか|ください|下さい|ますか|ですか)[。]?$")
 # What makes one item of a numbered list a question (「締切はいつ」「紙でも出せる？」).
 _ASKS = re.compile(r"[?？か]$|いつ|どこ|何|なに|どう|どれ|誰|必要|でき|わから|分から|教えて"
                    r"|知りたい|大丈夫|いい$|の$")
@@ -115,6 +116,7 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     decision = ctx.retriever.decide(msg.text)
     if decision.action != "answer" and (replies := await _each_question(msg, ctx, True)):
         return replies
+    decision = _with_the_question_alone(msg.text, decision, ctx)
     if decision.action == "escalate" and decision.route != "gmis_callcenter" and _in_english(
             msg.text):
         return [Reply(ENGLISH, OFFER_STAFF, meta={"action": "escalate"})]
@@ -183,6 +185,24 @@ async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
         replies.append(Reply("ほかにお答えできていない点がありましたら、" + OFFER_QUESTION,
                              OFFER_STAFF, meta={"action": "escalate"}))
     return replies
+
+
+def _with_the_question_alone(text: str, decision: Decision, ctx: Context) -> Decision:
+    """An unsure message of several sentences also offers what its question sentence alone
+    finds (「ホームページに載せるだけでは不十分でしょうか。待合室が狭く…」: the reason had
+    sunk the answer). Only as buttons: the other sentences may change the answer."""
+    if decision.action == "answer":
+        return decision
+    sentences = [s.strip() for s in _SENTENCE_END.split(text) if len(s.strip()) >= 4]
+    asking = [s for s in sentences if _QUESTION_ENDING.search(s)]
+    if len(sentences) < 2 or not asking:
+        return decision
+    best = {c.entry_id: c for c in decision.candidates}
+    for c in ctx.retriever.decide(asking[-1]).candidates[:2]:  # the higher score of the two
+        if c.entry_id not in best or c.score > best[c.entry_id].score:
+            best[c.entry_id] = c
+    ranked = sorted(best.values(), key=lambda c: -c.score)
+    return replace(decision, candidates=ranked[:max(3, len(decision.candidates))])
 
 
 def _question_parts(text: str, by_sentence: bool) -> list[tuple[str, bool]]:

@@ -415,6 +415,19 @@ async def test_a_question_in_english_is_told_the_bot_answers_in_japanese(ctx: Co
     assert "050-3355-8230" in login.text and "in Japanese only" not in login.text
 
 
+async def test_a_reason_after_the_question_does_not_hide_its_entry(ctx: Context) -> None:
+    """「ホームページに掲載するだけでは不十分でしょうか。待合室が狭く…」: the reason had
+    sunk the answer the question alone gets; it is offered (not stated: the reason may
+    matter)."""
+    alone = "当院のホームページに掲載するだけでは不十分でしょうか。"
+    [plain] = await dispatch(said(alone), ctx)
+    assert plain.meta["entry_id"] == "posting-website"
+    [reply] = await dispatch(said(alone + "待合室が狭く、掲示スペースの確保が難しい状況で"
+                                  "ございます。", user="u2"), ctx)
+    assert reply.meta["action"] in ("suggest", "escalate")
+    assert "qa:show:posting-website" in [b.payload for b in reply.buttons]
+
+
 async def test_a_hand_off_shows_the_entries_just_short_of_sure(ctx: Context) -> None:
     """「歯医者もこれやんなきゃいけないの？」 scored just under a suggestion: the clerk was
     only offered a person, though the dental exemption was the best match."""
