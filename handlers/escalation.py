@@ -88,10 +88,14 @@ async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Rep
         return await handle_new_question(msg, ctx, {})
     if found.get("confirm"):
         # 「人と話したい」 in words may mean the question before or a new one: say which
-        # would be sent before sending it.
+        # would be sent before sending it. A question typed next is the new one.
+        await _set_flow(msg, ctx, {"confirm": question})
         return [Reply(f"直前のご質問は「{desk.shorten(question)}」です。別のことをお聞きに"
-                      "なりたい場合は「別の質問を送る」を選んでください。\n"
+                      "なりたい場合は、そのご質問を入力してください。\n"
                       + OFFER_QUESTION, CONFIRM_BUTTONS, meta={"action": history.OFFER})]
+    if ctx.flow == ASK_FLOW:  # the confirmation's button: the prompt is answered
+        async with ctx.session() as session:
+            await repo.clear_state(session, msg.channel, msg.user_id)
     return [await _escalate(msg, ctx, question, history.for_staff(turns))]
 
 
@@ -117,17 +121,29 @@ async def handle_new_question(msg: Inbound, ctx: Context, _found: Found) -> list
 async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
     """The message typed after 「担当者に聞く」 is the question itself."""
     text = msg.text.strip()
+    confirming = str(ctx.flow_data.get("confirm") or "")  # the question the prompt named
     if not text or text.isdigit() or len(text) < 3:  # 「1」: a tap on a button long gone
+        if confirming and courtesy.yes_or_no(text) == "yes":  # 「はい」: the one named
+            return await _send_confirmed(msg, ctx, confirming)
         return [Reply("ご質問を文章で入力してください。（やめる場合は「キャンセル」）")]
     if kinds := set(courtesy.kinds_of(msg.text)):  # 「はい」 is not the question
         if kinds <= {"no", "decline"}:
             return await handle_no_staff(msg, ctx, {})
+        if confirming and kinds & {"yes", "please"}:
+            return await _send_confirmed(msg, ctx, confirming)
         return [Reply("担当者にお送りするご質問の内容を、文章で入力してください。"
                       "（やめる場合は「キャンセル」）")]
     async with ctx.session() as session:
         await repo.clear_state(session, msg.channel, msg.user_id)
     turns = await history.recent(msg, ctx)
     return [await _escalate(msg, ctx, text, history.for_staff(turns))]
+
+
+async def _send_confirmed(msg: Inbound, ctx: Context, question: str) -> list[Reply]:
+    async with ctx.session() as session:
+        await repo.clear_state(session, msg.channel, msg.user_id)
+    turns = await history.recent(msg, ctx)
+    return [await _escalate(msg, ctx, question, history.for_staff(turns))]
 
 
 async def handle_no_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
@@ -162,9 +178,10 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
     return Reply(text, meta={"action": history.ESCALATED, "escalation_id": esc.id})
 
 
-async def _set_flow(msg: Inbound, ctx: Context) -> None:
+async def _set_flow(msg: Inbound, ctx: Context, data: dict[str, str] | None = None) -> None:
     async with ctx.session() as session:
-        await repo.set_state(session, msg.channel, msg.user_id, ASK_FLOW, {}, ctx.clock())
+        await repo.set_state(session, msg.channel, msg.user_id, ASK_FLOW, data or {},
+                             ctx.clock())
 
 
 def _receipt(m: re.Match[str]) -> Found:

@@ -188,6 +188,19 @@ async def test_asking_for_a_person_in_words_sends_the_open_question(ctx: Context
     assert "担当者にお送りするご質問を入力してください" in prompt.text
     [sent] = await dispatch(said("院内掲示はA4でいいですか", user="s3"), ctx)
     assert "受付番号" in sent.text and (await escalated(ctx))[-1] == "院内掲示はA4でいいですか"
+    # Typed straight after the confirmation, the new question is the one sent (it had been
+    # searched instead, and the clerk believed it sent).
+    await dispatch(said("報告期間は？", user="s4"), ctx)
+    await dispatch(said(ask, user="s4"), ctx)
+    new = "締切を少し延ばしてもらうことはできますか"
+    [typed] = await dispatch(said(new, user="s4"), ctx)
+    assert "受付番号" in typed.text and (await escalated(ctx))[-1] == new
+    # The confirmation's button ends the prompt: the next message is a question again.
+    await dispatch(said("報告期間は？", user="s5"), ctx)
+    [confirm] = await dispatch(said(ask, user="s5"), ctx)
+    await tap(ctx, confirm, "esc:ask", user="s5")
+    [later] = await dispatch(said("紙で報告できますか", user="s5"), ctx)
+    assert "受付番号" not in later.text and later.meta["action"] == "answer"
 
 
 async def test_wrong_said_at_length_is_a_thumbs_down_too(ctx: Context) -> None:
