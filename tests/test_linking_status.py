@@ -626,10 +626,7 @@ async def test_a_clerk_can_end_or_move_the_chats_link_herself(ctx: Context) -> N
 
 async def test_an_inquiry_is_asked_after_in_more_words_and_cannot_be_withdrawn_silently(
         ctx: Context) -> None:
-    await dispatch(said("今日の天気は？"), ctx)
-    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
-                                    tenant="26"), ctx)
-    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    receipt = await sent_inquiry(ctx)
     [waiting] = await dispatch(said("さっきの問い合わせ、まだ回答ないですか？"), ctx)
     assert waiting.meta["action"] == "ticket" and receipt in waiting.text
     for withdraw in ("さっきの問い合わせを取り消したい", f"{receipt}の件、取り消せますか"):
@@ -679,10 +676,7 @@ async def test_a_supplement_right_after_sending_joins_that_inquiry(ctx: Context)
 ])
 async def test_a_question_about_supplements_is_not_taken_for_one(ctx: Context,
                                                                  question: str) -> None:
-    await dispatch(said("今日の天気は？"), ctx)
-    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
-                                    tenant="26"), ctx)
-    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    receipt = await sent_inquiry(ctx)
     [reply] = await dispatch(said(question.format(receipt=receipt)), ctx)
     assert reply.meta["action"] != "supplement" and "補足を追加し" not in reply.text
     async with ctx.session() as session:
@@ -693,10 +687,7 @@ async def test_a_question_about_supplements_is_not_taken_for_one(ctx: Context,
 async def test_asking_after_a_supplement_is_a_status_question_not_another_supplement(
         ctx: Context) -> None:
     """「Q26-000001 補足 回答まだ？」 was stored as a supplement reading 「回答まだ？」."""
-    await dispatch(said("今日の天気は？"), ctx)
-    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
-                                    tenant="26"), ctx)
-    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    receipt = await sent_inquiry(ctx)
     await dispatch(said(f"{receipt}の補足です。午後の天気も知りたいです。"), ctx)
     for asked in (f"{receipt} 補足 回答まだ？", f"{receipt}に補足した件、どうなりましたか"):
         [reply] = await dispatch(said(asked), ctx)
@@ -711,10 +702,7 @@ async def test_a_short_number_that_is_no_inquiry_of_this_chat_is_read_as_a_quest
         ctx: Context) -> None:
     """「Q15-3の回答は？」 (an item of a Q&A document) got 「受付番号 Q15-000003 は見つかり
     ませんでした」; a short-typed number of the chat's own inquiry still finds it."""
-    await dispatch(said("今日の天気は？"), ctx)
-    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
-                                    tenant="26"), ctx)
-    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    receipt = await sent_inquiry(ctx)
     [qa_item] = await dispatch(said("Q26-7の回答は？"), ctx)
     assert "Q26-000007" not in qa_item.text and qa_item.meta["action"] != "ticket"
     short = f"Q26-{int(receipt.split('-')[1])}はどうなりましたか"
@@ -747,10 +735,7 @@ async def test_a_supplement_to_an_inquiry_of_the_old_link_is_sent_not_dropped(
     the supplement was lost."""
     await load_samples(ctx)
     await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
-    await dispatch(said("今日の天気は？"), ctx)
-    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
-                                    tenant="26"), ctx)
-    receipt = sent.text.split("受付番号は ")[1].split(" ")[0]
+    receipt = await sent_inquiry(ctx)
     await dispatch(said(f"連携 {await code_for(ctx, '2610002')}"), ctx)
     [reply] = await dispatch(said(f"{receipt}の補足です。午後の天気も知りたいです。"), ctx)
     assert "以前の連携先" in reply.text and "新しいお問い合わせとしてお送りしました" in reply.text
@@ -776,6 +761,14 @@ async def test_a_code_inside_a_question_for_staff_is_not_shown_to_them(ctx: Cont
     stored = esc.question + json.dumps(esc.context, ensure_ascii=False)
     assert code not in stored and wide not in stored and code.replace("-", "") not in stored
     assert "XXXXX-XXXXX" in esc.question and "XXXXX-XXXXX" in esc.context["supplements"][0]["text"]
+
+
+async def sent_inquiry(ctx: Context) -> str:
+    """clerk-1 asks something the bot cannot answer and sends it to staff: its receipt."""
+    await dispatch(said("今日の天気は？"), ctx)
+    [sent] = await dispatch(Inbound("demo", "clerk-1", text="担当者に聞く", payload="esc:ask",
+                                    tenant="26"), ctx)
+    return sent.text.split("受付番号は ")[1].split(" ")[0]
 
 
 async def escalations_of(ctx: Context) -> list[Escalation]:
