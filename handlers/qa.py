@@ -88,6 +88,10 @@ _ASKS_WHERE = re.compile(
     r"(?:教えて(?:ください|下さい)?|知りたい(?:です)?)?[?？。]*$")
 DESK_ENTRIES = {"gmis_callcenter": "contact-gmis-vs-prefecture",
                 "prefecture": "contact-system-questions"}
+# A 督促 letter pasted whole (「…の提出について（督促）」): what to do about it, not the G-MIS
+# call center its paragraph on accounts would match.
+_REMINDER_LETTER = re.compile(r"について\s*[（(]督促[)）]")
+REMINDER_ENTRY = "reminder-what-to-do"
 # The reply must be readable by someone who does not read Japanese; the offer stays last
 # (a typed yes answers it).
 ENGLISH = ("申し訳ありません。このボットは、かかりつけ医機能報告について日本語のご質問に"
@@ -107,6 +111,10 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     if not any(c.isalnum() for c in folded):  # 😱 alone: a reaction, not a question
         return [Reply("ご質問があれば、そのまま文章で入力してください"
                       "（例：「報告期間はいつまで？」）。", meta={"action": history.SMALL_TALK})]
+    if len(msg.text) >= MULTI_MAX and _REMINDER_LETTER.search(msg.text):
+        answer = await answer_reply(REMINDER_ENTRY, ctx)
+        return [replace(answer, text="お送りいただいた文書は、都道府県からの督促（報告のお願い）"
+                                     "のようです。\n" + answer.text)]
     if replies := await _each_question(msg, ctx):
         return replies
     short = len(msg.text.strip()) <= FOLLOW_UP_MAX

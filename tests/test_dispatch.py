@@ -428,6 +428,19 @@ async def test_a_reason_after_the_question_does_not_hide_its_entry(ctx: Context)
     assert "qa:show:posting-website" in [b.payload for b in reply.buttons]
 
 
+async def test_a_pasted_reminder_letter_is_answered_as_one(ctx: Context) -> None:
+    """A 督促 letter pasted whole got only the G-MIS call center (its paragraph on accounts)."""
+    letter = ("令和9年2月1日　医療機関管理者　様　京都府健康福祉部医療課長　かかりつけ医機能報告の"
+              "提出について（督促）　日頃より本府の保健医療行政に御理解と御協力を賜り、厚く御礼"
+              "申し上げます。さて、かかりつけ医機能報告につきましては、1月13日付けで依頼して"
+              "おりましたが、現時点で貴院からの報告が確認できておりません。つきましては、下記"
+              "により期限までに御報告くださいますようお願いいたします。記　1 報告期限　2月26日"
+              "　2 報告方法　G-MISにより報告してください。G-MISのアカウントをお持ちでない場合は"
+              "新規ユーザ登録申請を行ってください。")
+    [reply] = await dispatch(said(letter), ctx)
+    assert reply.meta["entry_id"] == "reminder-what-to-do" and "督促" in reply.text.split("\n")[0]
+
+
 async def test_a_hand_off_shows_the_entries_just_short_of_sure(ctx: Context) -> None:
     """「歯医者もこれやんなきゃいけないの？」 scored just under a suggestion: the clerk was
     only offered a person, though the dental exemption was the best match."""
