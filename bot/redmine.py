@@ -17,12 +17,12 @@ from datetime import datetime
 
 import httpx
 from pydantic import SecretStr
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Escalation, Outbox, Prefecture
 from handlers import desk
 from handlers.desk_card import Card, build_card
+from scheduler import outbox
 from scheduler.outbox import Outcome
 
 logger = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ class RedmineSender:
         esc_id = int(row.payload["escalation_id"])
         async with self.sessions() as session:
             esc = await session.get(Escalation, esc_id)
-            issue = (await session.exec(select(Outbox).where(
-                Outbox.idempotency_key == desk.redmine_issue_key(esc_id)))).first()
+            issue = await outbox.find(session, desk.redmine_issue_key(esc_id))
         if esc is None or issue is None:
             return Outcome("failed", "escalation or its Redmine issue not found")
         if not esc.redmine_url:
@@ -95,7 +94,8 @@ class RedmineSender:
         return Outcome("sent")
 
     async def _create(self, card: Card, prefecture_name: str) -> str:
-        issue = {"subject": f"[{prefecture_name}] {card.receipt} {_one_line(card.question)}",
+        subject = f"[{prefecture_name}] {card.receipt} {desk.shorten(card.question, 60)}"
+        issue = {"subject": subject,
                  "description": description(card, prefecture_name)}
         if self.project_id:
             issue["project_id"] = self.project_id
@@ -121,8 +121,3 @@ def description(card: Card, prefecture_name: str) -> str:
         lines += ["", "■ ボットが試した回答候補"]
         lines += [f"- {t.question}（{t.score:.2f}）" for t in card.tried]
     return "\n".join(lines)
-
-
-def _one_line(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

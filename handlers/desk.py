@@ -65,7 +65,7 @@ async def announce(session: AsyncSession, esc: Escalation, now: datetime) -> Non
     assert esc.id is not None
     pref = await session.get(Prefecture, esc.prefecture_code)
     await outbox.enqueue(
-        session, key=f"escalation-card:{esc.id}", channel=DESK_CHANNEL,
+        session, key=card_key(esc.id), channel=DESK_CHANNEL,
         recipient=desk_channel(pref), kind="escalation_card",
         body=plain_text(await build_card(session, esc, now)),
         prefecture_code=esc.prefecture_code, now=now, payload={"escalation_id": esc.id})
@@ -198,7 +198,7 @@ async def add_supplement(sessions: Sessions, pref: str, esc_id: int, text: str,
             raise DeskRefused(TOO_MANY_SUPPLEMENTS)
         esc.context = {**esc.context, "supplements": notes}
         session.add(esc)
-        if esc.status == "forwarded" and await _has_redmine_issue(session, esc_id):
+        if esc.status == "forwarded" and await outbox.find(session, redmine_issue_key(esc_id)):
             # The ministry answers from its Redmine issue: the supplement goes there too.
             await outbox.enqueue(
                 session, key=f"redmine-note:{esc_id}:{len(notes)}", channel="redmine",
@@ -213,9 +213,9 @@ async def add_supplement(sessions: Sessions, pref: str, esc_id: int, text: str,
         return await _card_update(session, pref, esc_id, f"note-{len(notes)}", now)
 
 
-async def _has_redmine_issue(session: AsyncSession, esc_id: int) -> bool:
-    stmt = select(Outbox.id).where(Outbox.idempotency_key == redmine_issue_key(esc_id))
-    return (await session.exec(stmt)).first() is not None
+def card_key(esc_id: int) -> str:
+    """The outbox key of an escalation's staff card (posted once)."""
+    return f"escalation-card:{esc_id}"
 
 
 def redmine_issue_key(esc_id: int) -> str:

@@ -94,8 +94,7 @@ async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Rep
                       "なりたい場合は、そのご質問を入力してください。\n"
                       + OFFER_QUESTION, CONFIRM_BUTTONS, meta={"action": history.OFFER})]
     if ctx.flow == ASK_FLOW:  # the confirmation's button: the prompt is answered
-        async with ctx.session() as session:
-            await repo.clear_state(session, msg.channel, msg.user_id)
+        return await _send_closing_prompt(msg, ctx, question)
     return [await _escalate(msg, ctx, question, history.for_staff(turns))]
 
 
@@ -124,22 +123,20 @@ async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -
     confirming = str(ctx.flow_data.get("confirm") or "")  # the question the prompt named
     if not text or text.isdigit() or len(text) < 3:  # 「1」: a tap on a button long gone
         if confirming and courtesy.yes_or_no(text) == "yes":  # 「はい」: the one named
-            return await _send_confirmed(msg, ctx, confirming)
+            return await _send_closing_prompt(msg, ctx, confirming)
         return [Reply("ご質問を文章で入力してください。（やめる場合は「キャンセル」）")]
     if kinds := set(courtesy.kinds_of(msg.text)):  # 「はい」 is not the question
         if kinds <= {"no", "decline"}:
             return await handle_no_staff(msg, ctx, {})
         if confirming and kinds & {"yes", "please"}:
-            return await _send_confirmed(msg, ctx, confirming)
+            return await _send_closing_prompt(msg, ctx, confirming)
         return [Reply("担当者にお送りするご質問の内容を、文章で入力してください。"
                       "（やめる場合は「キャンセル」）")]
-    async with ctx.session() as session:
-        await repo.clear_state(session, msg.channel, msg.user_id)
-    turns = await history.recent(msg, ctx)
-    return [await _escalate(msg, ctx, text, history.for_staff(turns))]
+    return await _send_closing_prompt(msg, ctx, text)
 
 
-async def _send_confirmed(msg: Inbound, ctx: Context, question: str) -> list[Reply]:
+async def _send_closing_prompt(msg: Inbound, ctx: Context, question: str) -> list[Reply]:
+    """Send `question` to staff and end the prompt that asked for it."""
     async with ctx.session() as session:
         await repo.clear_state(session, msg.channel, msg.user_id)
     turns = await history.recent(msg, ctx)

@@ -14,9 +14,10 @@ import re
 import secrets
 import unicodedata
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import update
-from sqlmodel import col, func, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import ChatAccount, Institution, LinkAttempt, LinkCode
@@ -118,9 +119,10 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
         if institution is None:
             session.add(LinkAttempt(chat_account_id=ctx.account.id, attempted_at=now))
             await session.commit()
-            if await _locked(session, ctx.account.id, now):  # this one made it
+            failed = await _recent_failures(session, ctx.account.id, now)
+            if _lockout(failed, now):  # this one made it
                 return [Reply(LOCKED, meta={"action": "link_locked"})]
-            last_try = await _failures(session, ctx.account.id, now) == MAX_FAILURES - 1
+            last_try = sum(t > now - LOCKOUT for t in failed) == MAX_FAILURES - 1
             still = (f"\n（このチャットは、引き続き {linked_to} 様と連携しています。）"
                      if linked_to is not None else "")
             return [Reply(BAD_CODE + still + (LAST_TRY if last_try else ""),
@@ -236,16 +238,12 @@ async def handle_unlink(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
         current = (await session.get(Institution, ctx.account.institution_id)
                    if ctx.account.institution_id is not None else None)
         if current is None:
-            return [Reply("このチャットは、まだどの医療機関とも連携していません。連携する場合は、"
-                          "都道府県からの案内にある連携コードを「連携 ABCDE-FGHJK」の形で"
-                          "送ってください。", meta={"action": "link_help"})]
+            return [Reply(HOW_TO_LINK, meta={"action": "link_help"})]
         if found.get("arg") == "keep":
             return [Reply(f"連携は解除していません。引き続き {current.name} 様と連携しています。",
                           meta={"action": "link_help"})]
         if found.get("arg") == "unlink":
-            await session.exec(update(ChatAccount)  # type: ignore[call-overload]
-                               .where(col(ChatAccount.id) == ctx.account.id)
-                               .values(institution_id=None, linked_at=None))
+            await _unlink(session, col(ChatAccount.id) == ctx.account.id)
             await session.commit()
             return [Reply(f"{current.name} 様との連携を解除しました。このチャットでは報告状況が"
                           "表示されなくなります。お送りいただいたお問い合わせへの回答は、引き続き"
@@ -266,22 +264,31 @@ async def handle_start_link(msg: Inbound, ctx: Context, found: Found) -> list[Re
 
 
 async def _locked(session: AsyncSession, account_id: int, now: datetime) -> bool:
-    """Refused for an hour from the failure that made it 5 within an hour. Tries made while
-    refused are not recorded, so that failure is the latest one."""
+    return _lockout(await _recent_failures(session, account_id, now), now)
+
+
+async def _recent_failures(session: AsyncSession, account_id: int, now: datetime,
+                           ) -> list[datetime]:
+    """The latest failed tries (at most as many as lock), newest first."""
     stmt = (select(LinkAttempt.attempted_at)
             .where(LinkAttempt.chat_account_id == account_id,
                    LinkAttempt.attempted_at > now - 2 * LOCKOUT)
             .order_by(col(LinkAttempt.attempted_at).desc()).limit(MAX_FAILURES))
-    recent = list((await session.exec(stmt)).all())
+    return list((await session.exec(stmt)).all())
+
+
+def _lockout(recent: list[datetime], now: datetime) -> bool:
+    """Refused for an hour from the failure that made it 5 within an hour. Tries made while
+    refused are not recorded, so that failure is the latest one."""
     return (len(recent) == MAX_FAILURES and recent[0] > now - LOCKOUT
             and recent[0] - recent[-1] < LOCKOUT)
 
 
-async def _failures(session: AsyncSession, account_id: int, now: datetime) -> int:
-    """Failed tries in the last hour (the count the lockout starts from)."""
-    stmt = select(func.count()).select_from(LinkAttempt).where(
-        LinkAttempt.chat_account_id == account_id, LinkAttempt.attempted_at > now - LOCKOUT)
-    return int((await session.exec(stmt)).one())
+async def _unlink(session: AsyncSession, which: Any) -> int:
+    """Clear the link of the chat accounts `which` selects (caller commits)."""
+    result = await session.exec(  # type: ignore[call-overload]
+        update(ChatAccount).where(which).values(institution_id=None, linked_at=None))
+    return int(result.rowcount or 0)
 
 
 async def _redeem(session: AsyncSession, code: str, account_id: int, now: datetime,
@@ -336,11 +343,8 @@ async def revoke_links(session: AsyncSession, prefecture_code: str, institution_
         Institution.code == institution_code))).first()
     if inst is None or inst.id is None:
         return None
-    result = await session.exec(  # type: ignore[call-overload]
-        update(ChatAccount)
-        .where(col(ChatAccount.institution_id) == inst.id,
-               col(ChatAccount.prefecture_code) == prefecture_code)
-        .values(institution_id=None, linked_at=None))
+    accounts = await _unlink(session, (col(ChatAccount.institution_id) == inst.id)
+                             & (col(ChatAccount.prefecture_code) == prefecture_code))
     codes = await expire_unused_codes(session, [inst.id], now)
     await session.commit()
-    return int(result.rowcount or 0), codes
+    return accounts, codes

@@ -249,7 +249,7 @@ def _left_over(parts: list[tuple[str, bool]], decisions: list[Decision],
         # One with buttons of its own is another question too (「当院も対象ですか。また、
         # 期限は？」 had answered the deadline only), unless it leads to an answer given.
         elsewhere = d.action == "suggest" and d.candidates[0].entry_id not in answered
-        if by_sentence and part[-1] not in "?？か":  # context, with the questions sure
+        if by_sentence and not _QUESTION_ENDING.search(part):  # context; the questions sure
             continue
         if d.action == "escalate" or joined or FOLLOW_UP.search(part) or elsewhere:
             others.append((part, d))
@@ -462,7 +462,7 @@ async def handle_detail(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
 async def handle_repeat(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
     """「さっきのもう一回」: the latest answer shown again (its buttons with it); without one,
     a request for the question rather than 「お答えできる情報が見つかりません」."""
-    last = next(iter(history.within(await history.recent(msg, ctx, limit=1), ctx)), None)
+    last = await history.last_turn(msg, ctx)
     if last is None or last.action not in history.ANSWERED or (
             last.entry_id not in ctx.retriever.by_id):
         return [Reply("もう一度お伝えできる直前のお答えが見つかりませんでした。お手数ですが、"

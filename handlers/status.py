@@ -105,8 +105,6 @@ _MINE = re.compile(rf"{_OWN_WORDS}|自分|私|わたし")
 OTHERS_REFUSED = "ほかの医療機関の報告状況はお伝えできません。"
 OWN_ONLY = ("このチャットでは、連携した医療機関ご自身の報告状況のみご確認いただけます"
             "（「報告状況」と送ってください）。")
-LINK_FIRST = ("ご自身の医療機関の報告状況は、都道府県からの案内にある連携コードで連携すると"
-              "確認できます（例：連携 ABCDE-FGHJK）。")
 
 
 def asks_others(msg: Inbound, ctx: Context) -> Found | None:
@@ -120,7 +118,7 @@ def asks_others(msg: Inbound, ctx: Context) -> Found | None:
 async def handle_others(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """Only the chat's own record: a code or a name that is its own gets its card."""
     if (own := await own_record(ctx)) is None:  # unlinked: it may be its own code
-        return [Reply(f"{OTHERS_REFUSED}{LINK_FIRST}", meta={"action": "status_others"})]
+        return [Reply(f"{OTHERS_REFUSED}{HOW_TO_LINK}", meta={"action": "status_others"})]
     if own[0].code in msg.text or own[0].name in msg.text:
         return await handle_status(msg, ctx, found)
     return [Reply(f"{OTHERS_REFUSED}{OWN_ONLY}", meta={"action": "status_others"})]

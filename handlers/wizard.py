@@ -149,15 +149,15 @@ def result_text(answers: dict[str, str]) -> str:
     return "\n\n".join(lines)
 
 
-def question_reply(key: str, answers: dict[str, str], back: bool | None = None) -> Reply:
-    """The step's question and buttons; 戻る when there is an answer to go back to (`back`:
-    not when every answer so far came from the roster)."""
+def question_reply(key: str, answers: dict[str, str], fixed: int = 0) -> Reply:
+    """The step's question and buttons; 戻る when there is an answer to go back to (not one
+    of the `fixed` first answers, which came from the roster)."""
     step = STEPS[key]
     text = step.text
     if key == "go_func1":  # the eligibility result comes first; the 1号 check is optional
         text = f"{_required_text(answers)}\n\n{text}"
     buttons = [Button(label, f"wiz:{value}") for label, value in step.choices]
-    if bool(answers) if back is None else back:
+    if len(answers) > fixed:
         buttons.append(Button("戻る", "wiz:back"))
     buttons.append(Button("やめる", "wiz:cancel"))
     return Reply(text, tuple(buttons), meta={"action": "wizard"})
@@ -193,7 +193,7 @@ async def handle_start(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]
     if following is None:
         return await _finish(msg, ctx, note + result_text(answers))
     await _save(msg, ctx, [list(pair) for pair in known], fixed=len(known))
-    reply = question_reply(following, answers, back=False)
+    reply = question_reply(following, answers, fixed=len(known))
     return [Reply(note + reply.text, reply.buttons, meta=reply.meta)]
 
 
@@ -234,38 +234,38 @@ async def handle_answer(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
         return [Reply(_LOST)]
     steps: list[list[str]] = [list(p) for p in ctx.flow_data.get("answers", [])]
     answers = dict((k, v) for k, v in steps)
-    back = len(steps) > _fixed(ctx)
+    fixed = _fixed(ctx)
     value = found.get("arg") or _value_from_text(msg.text, next_step(answers))
     if value == "cancel":
         return await _finish(msg, ctx,
                              "確認を終了しました。ご質問があれば、そのまま入力してください。")
     if value == "back":
-        if not back:  # the roster's answers, or none yet
-            lead = _ROSTER_LEAD if _fixed(ctx) else "これより前の質問はありません。\n"
-            return [_retry(next_step(answers), answers, lead=lead, back=False)]
+        if len(steps) <= fixed:  # the roster's answers, or none yet
+            lead = _ROSTER_LEAD if fixed else "これより前の質問はありません。\n"
+            return [_retry(next_step(answers), answers, fixed, lead=lead)]
         steps = steps[:-1]
     else:
         current = next_step(answers)
         if current is None or value not in {v for _, v in STEPS[current].choices}:
             asks = _asks(msg.text)  # 「掲示はまだです。期限は？」 asks
             if current == "closed" and not asks and _HOLIDAY.search(msg.text):
-                return [_retry(current, answers, lead=_HOLIDAY_LEAD, back=back)]
+                return [_retry(current, answers, fixed, lead=_HOLIDAY_LEAD)]
             if found.get("arg"):
-                return [_retry(current, answers, back=back)]
+                return [_retry(current, answers, fixed)]
             # 「わからない」 about the step; 「G-MISのパスワードがわからない」 is a question
             # (one the knowledge base answers).
             action = ctx.retriever.decide(msg.text).action
             if UNSURE.search(msg.text) and not asks and action != "answer":
-                return [_retry(current, answers, unsure=True, back=back)]
+                return [_retry(current, answers, fixed, unsure=True)]
             if not asks and current and any(w in msg.text for w in STEPS[current].topic):
-                return [_retry(current, answers, lead=_TAP_LEAD, back=back)]
-            fixed = [k for k, _ in steps[:_fixed(ctx)]]
+                return [_retry(current, answers, fixed, lead=_TAP_LEAD)]
+            roster = [k for k, _ in steps[:fixed]]
             if not asks and current and (lead := _about_other_step(msg.text, current, answers,
-                                                                   fixed)):
-                return [_retry(current, answers, lead=lead, back=back)]
+                                                                   roster)):
+                return [_retry(current, answers, fixed, lead=lead)]
             if "staff" in courtesy.kinds_of(msg.text) or _is_question(msg.text, asks, action):
                 return await _answer_instead(msg, ctx)
-            return [_retry(current, answers, back=back)]
+            return [_retry(current, answers, fixed)]
         steps.append([current, value])
     return await _ask_next(msg, ctx, steps)
 
@@ -278,7 +278,7 @@ async def _ask_next(msg: Inbound, ctx: Context, steps: list[list[str]]) -> list[
         return await _finish(msg, ctx, result_text(answers))
     fixed = _fixed(ctx)
     await _save(msg, ctx, steps, fixed)
-    return [question_reply(following, answers, back=len(steps) > fixed)]
+    return [question_reply(following, answers, fixed)]
 
 
 def _fixed(ctx: Context) -> int:
@@ -287,20 +287,20 @@ def _fixed(ctx: Context) -> int:
     return fixed if isinstance(fixed, int) else 0
 
 
-_ELIGIBILITY = ("special", "dental", "closed")
+_ELIGIBILITY = ("special", "dental", "closed")  # always asked (special: of a hospital)
 # 休診 and やすんで answer the 休院 step when asked it, but 「休診日は往診しています」 at a 2号
 # step is about that step.
-_LOOSE = {"休診", "休ん", "やすん", "きゅうしん"}  # always asked (special: of a hospital)
+_LOOSE = {"休診", "休ん", "やすん", "きゅうしん"}
 
 
-def _about_other_step(text: str, current: str, answers: dict[str, str], fixed: list[str],
+def _about_other_step(text: str, current: str, answers: dict[str, str], roster: list[str],
                       ) -> str | None:
     """「うちは休院中です」 typed at the 歯科 step is a fact for another step: said so, rather
     than read as a question or dropped without a word."""
     for key, step in STEPS.items():
         if key == current or not any(w in text for w in step.topic if w not in _LOOSE):
             continue
-        if key in fixed:
+        if key in roster:
             return _FROM_ROSTER_LEAD
         if key in answers:
             return _EARLIER_LEAD
@@ -375,11 +375,11 @@ async def _resume(msg: Inbound, ctx: Context) -> list[Reply]:
     return await _ask_next(msg, ctx, [list(p) for p in ctx.flow_data.get("answers", [])])
 
 
-def _retry(current: str | None, answers: dict[str, str], unsure: bool = False,
-           lead: str | None = None, back: bool | None = None) -> Reply:
+def _retry(current: str | None, answers: dict[str, str], fixed: int = 0,
+           unsure: bool = False, lead: str | None = None) -> Reply:
     if current is None:
         return Reply("確認はすでに終わっています。")
-    reply = question_reply(current, answers, back)
+    reply = question_reply(current, answers, fixed)
     lead = lead or ("わからない項目は、院内でご担当の方に確認してからお答えください。すぐに"
                     "確認できない場合は「やめる」で終了し、「担当者に聞く」から都道府県に"
                     "お尋ねいただけます。\n" if unsure else "ボタンでお答えください。\n")

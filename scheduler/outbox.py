@@ -81,6 +81,11 @@ async def enqueue(
     return created is not None
 
 
+async def find(session: AsyncSession, key: str) -> Outbox | None:
+    """The row queued under an idempotency key, if any."""
+    return (await session.exec(select(Outbox).where(Outbox.idempotency_key == key))).first()
+
+
 async def claim(session: AsyncSession, channel: str, now: datetime, limit: int) -> list[Outbox]:
     """Lease up to `limit` due rows of a channel; concurrent dispatchers never share a row.
     At-most-once rows left `inflight` by a crashed dispatcher become `uncertain` here.

@@ -17,6 +17,7 @@ from handlers.context import Context
 from handlers.dispatch import dispatch
 from handlers.linking import (
     ALPHABET,
+    HOW_TO_LINK,
     expire_unused_codes,
     hash_code,
     issue_code,
@@ -502,7 +503,7 @@ async def test_asking_for_another_institutions_record_is_refused_plainly(ctx: Co
     assert "受付番号" in sent.text
     # Unlinked, a code may be its own: how to link, no word on whose it is.
     [unlinked] = await dispatch(said("2610001の状況は？", user="u3"), ctx)
-    assert "連携コードで連携すると" in unlinked.text and "さくら" not in unlinked.text
+    assert HOW_TO_LINK in unlinked.text and "さくら" not in unlinked.text  # how to link
 
 
 async def test_going_back_in_the_check_never_overrides_the_roster(ctx: Context) -> None:
@@ -621,7 +622,7 @@ async def test_a_clerk_can_end_or_move_the_chats_link_herself(ctx: Context) -> N
     [after] = await dispatch(said("報告状況"), ctx)
     assert "さくら" not in after.text and after.meta["action"] == "status_unlinked"
     [again] = await dispatch(said("連携を解除して"), ctx)
-    assert "まだどの医療機関とも連携していません" in again.text
+    assert again.text == HOW_TO_LINK  # not linked: how to link
 
 
 async def test_an_inquiry_is_asked_after_in_more_words_and_cannot_be_withdrawn_silently(

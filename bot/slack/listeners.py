@@ -247,7 +247,7 @@ async def _do_answer(deps: DeskDeps, pref: str, esc_id: int, user: str, text: st
                      meta: dict[str, Any]) -> None:
     seen = meta.get("seen")  # absent in a modal opened before this was added
     await desk.answer(deps.sessions, pref, esc_id, user, text, deps.clock(),
-                      seen=int(seen) if isinstance(seen, int) else None)
+                      seen=seen if isinstance(seen, int) else None)
 
 
 async def _do_resolve(deps: DeskDeps, pref: str, esc_id: int, user: str, text: str,

@@ -12,13 +12,14 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import update
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.slack.blocks import campaign_preview_blocks, card_blocks, escape
 from db.models import Campaign, Escalation, Outbox, Prefecture, desk_channel
+from handlers import desk
 from handlers.desk_card import Card, build_card, plain_text, staff_ref
-from scheduler import campaigns
+from scheduler import campaigns, outbox
 from scheduler.calendar import JST
 from scheduler.outbox import Outcome
 
@@ -128,9 +129,9 @@ class SlackSender:
 
     async def _card_failed(self, esc: Escalation) -> bool:
         """The card's own row has failed for good (not for Slack being away)."""
+        assert esc.id is not None
         async with self.sessions() as session:
-            card = (await session.exec(select(Outbox).where(
-                Outbox.idempotency_key == f"escalation-card:{esc.id}"))).first()
+            card = await outbox.find(session, desk.card_key(esc.id))
         return card is not None and card.status in ("failed", "unreachable") and not (
             card.last_error or "").startswith(TRANSIENT)
 
