@@ -6,7 +6,7 @@ from db import repo
 from handlers.context import Context
 from handlers.history import ANSWERED, FEEDBACK, question_answered, recent
 from handlers.messages import Button, Inbound, Reply
-from handlers.qa import ASK_STAFF, OFFER_STAFF, RELATED_MIN, for_clinics
+from handlers.qa import ASK_STAFF, OFFER_STAFF, for_clinics
 from handlers.router import Found
 from handlers.texts import OFFER_QUESTION
 
@@ -41,8 +41,9 @@ async def not_helpful(msg: Inbound, ctx: Context, entry_id: str) -> Reply:
                       else question)
     about = f"「{shown_question}」について、" if question else ""
     # The entries next in line: the right one was often one rephrasing away.
+    bar = ctx.retriever.tuning.related_at
     nearby = [c for c in ctx.retriever.rank(question, k=4)
-              if c.entry_id != entry_id and c.score >= RELATED_MIN] if question else []
+              if c.entry_id != entry_id and c.score >= bar] if question else []
     shown = tuple(Button(c.question, f"qa:show:{c.entry_id}")
                   for c in for_clinics(nearby, ctx, first=False)[:2])
     text = ("ご期待に沿えず申し訳ありません。"

@@ -55,9 +55,7 @@ VAGUE = re.compile(
     r"(?:くらい|ぐらい)?(?:で|に)?"
     r"(?:かかります|かかる|できます|ですか)?か?[?？]*\s*$")
 FOLLOW_UP_MAX = 30  # characters: a longer message says what it is about
-FOLLOW_UP_MIN = 0.5  # score, with the question before, for an entry to be offered
 MIXED_AFTER = 60  # characters: a G-MIS question this long may ask about the 制度 too
-RELATED_MIN = 0.40  # score for an entry offered beside a hand-off (call center, 👎)
 # 「歯医者も報告いるの？あと病院は？」「しめきりすぎたらどうなる？ばっきんある？」: a short
 # message with two or three questions; the whole reads as the first, and the rest was lost.
 MULTI_MAX = 120  # characters: longer is an officer's mail, whose ？ are not all questions
@@ -302,7 +300,7 @@ def _read_with(previous: str, text: str, alone: Decision, ctx: Context,
     """`text` read after `previous`: the entries that reading finds (other than `given`),
     offered before what `text` alone found; `alone` if the reading finds nothing sure."""
     found = [c for c in ctx.retriever.rank(f"{previous}\n{text}", k=4)
-             if c.entry_id != given and c.score >= FOLLOW_UP_MIN][:2]
+             if c.entry_id != given and c.score >= ctx.retriever.tuning.follow_up_at][:2]
     if not found:
         return alone
     offered = {"suggest": alone.candidates, "answer": alone.candidates[:1]}.get(alone.action, [])
@@ -351,7 +349,7 @@ async def reply_for(decision: Decision, ctx: Context, question: str, part: str =
     # 「歯医者もこれやんなきゃいけないの？」 just short of sure: the dental exemption).
     related = tuple(Button(c.question, f"qa:show:{c.entry_id}")
                     for c in for_clinics(decision.candidates, ctx, first=False)
-                    if c.score >= RELATED_MIN)[:2]
+                    if c.score >= ctx.retriever.tuning.related_at)[:2]
     if decision.route == "gmis_callcenter":
         text = gmis_text(ctx) + ("\n\n関連するご案内は、下のボタンからご覧いただけます。"
                                  if related else "")

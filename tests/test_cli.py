@@ -78,7 +78,7 @@ def test_a_deployment_s_own_synonyms_and_words_files_are_the_ones_used(tmp_path:
     before = json.loads(run("ask", "--json", question, tmp=tmp_path).stdout)
     after = json.loads(run("ask", "--json", question, env={"SYNONYMS_FILE": str(synonyms)},
                            tmp=tmp_path).stdout)
-    assert before["action"] == "escalate"
+    assert before["action"] != "answer"
     assert after["action"] == "answer" and after["entry_id"] == "schedule-reporting-period"
     words = tmp_path / "words.yaml"
     words.write_text("外来機能報告: がいらい\n", encoding="utf-8")
