@@ -58,7 +58,7 @@ class Decision:
 class Tuning:
     """Weights and thresholds, fitted on the tune split only (`main.py kb eval --split tune`):
     the weights by a local search for top-1 (then scaled to sum to 1; the entry profile's, by a
-    scan with the others kept in proportion: 0.44 gave 93.7% top-1 against 91.9% without it,
+    scan with the others kept in proportion: 0.44 gave 93.6% top-1 against 91.9% without it,
     and the search around it found nothing clearly better), the thresholds for the
     most correct confident answers with at most 1% wrong-confident and at least 95% of
     out-of-scope questions escalated, and the questions the tests pin (tests/test_retrieval.py)
@@ -192,12 +192,6 @@ def bigrams(text: str) -> list[str]:
     return [text[i : i + 2] for i in range(len(text) - 1)] or ([text] if text else [])
 
 
-def _profile_keys(a: Analysed) -> list[str]:
-    """What an entry profile counts: terms, and the bigrams of the folded text (which carry
-    what the analyser splits or misses). Reading bigrams fitted no better on tune."""
-    return [*a.terms, *("~" + b for b in bigrams(a.folded))]
-
-
 def _tf(counts: Counter[str], idf: Mapping[str, float]) -> dict[str, float]:
     """Sublinear tf-idf of the keys idf knows, scaled to unit length."""
     weights = {k: (1 + math.log(n)) * idf[k] for k, n in counts.items() if k in idf}
@@ -229,7 +223,7 @@ class Retriever:
         self._idf = self._idf_table(docs)
         self._unseen_idf = math.log(1 + len(docs))
         self._bm25 = bm25s.BM25()
-        self._bm25.index([self._bm25_tokens(d) for d in docs], show_progress=False)
+        self._bm25.index([self._tokens(d) for d in docs], show_progress=False)
         # Entry-level evidence: every term of every phrasing, and (weaker) of the answer.
         asked: list[set[str]] = [set() for _ in entries]
         for i, d in zip(owners, docs, strict=True):
@@ -271,7 +265,7 @@ class Retriever:
         # G-MIS account entries that share its other words).
         counts: list[Counter[str]] = [Counter() for _ in entries]
         for i, d in zip(owners, docs, strict=True):
-            counts[i].update(_profile_keys(d))
+            counts[i].update(self._tokens(d))
         n = len(entries)
         df = Counter(k for c in counts for k in c)
         self._profile_idf = {k: math.log((1 + n) / (1 + m)) + 1 for k, m in df.items()}
@@ -285,7 +279,10 @@ class Retriever:
         return [vocab.setdefault(k, len(vocab)) for k in keys]
 
     @staticmethod
-    def _bm25_tokens(a: Analysed) -> list[str]:
+    def _tokens(a: Analysed) -> list[str]:
+        """Terms, and the bigrams of the folded text (which carry what the analyser splits or
+        misses): what the BM25 shortlist indexes and an entry profile counts. (Reading
+        bigrams in the profile fitted no better on tune.)"""
         return [*a.terms, *("~" + b for b in bigrams(a.folded))]
 
     @staticmethod
@@ -306,7 +303,7 @@ class Retriever:
         features = np.concatenate([_vector(self._term_col, idf),
                                    _vector(self._sound_col, dict.fromkeys(sounds, 1.0))])
         profile = _vector(self._profile_col,
-                          _tf(Counter(_profile_keys(analysed)), self._profile_idf))
+                          _tf(Counter(self._tokens(analysed)), self._profile_idf))
         return _Query(analysed, sum(idf.values()), features, len(sounds), profile)
 
     def analyse(self, query: str) -> Analysed:
@@ -375,7 +372,7 @@ class Retriever:
     def _shortlist(self, q: Analysed) -> list[int]:
         """Entries worth scoring, in order of first appearance: best docs, then best entries."""
         vocab = self._bm25.vocab_dict
-        tokens = [t for t in self._bm25_tokens(q) if t in vocab]
+        tokens = [t for t in self._tokens(q) if t in vocab]
         if not tokens:
             return []
         scores = self._bm25.get_scores(tokens)
