@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.settings import Settings, link_code_key
 from db.engine import make_engine, make_sessionmaker
 from handlers.context import Context, HandlerConfig
-from knowledge.loader import load_knowledge_base
+from handlers.qa import NAMED_ENTRIES
+from knowledge.loader import KnowledgeBaseError, Problem, load_knowledge_base
+from knowledge.model import Entry
 from knowledge.normalize import Analyzer
 from knowledge.retriever import Retriever
 
@@ -23,9 +25,20 @@ def build_analyzer(settings: Settings) -> Analyzer:
                     cache_dir=settings.cache_dir)
 
 
+def check_named_entries(entries: list[Entry], settings: Settings) -> None:
+    """A deployment's own knowledge base must still hold the entries the chat names by id."""
+    known = {e.id for e in entries} | {old for e in entries for old in e.replaces}
+    if missing := sorted(NAMED_ENTRIES - known):
+        raise KnowledgeBaseError([
+            Problem(str(settings.knowledge_dir), None, entry_id, None,
+                    "the chat answers with this entry by id (handlers/qa.py), "
+                    "but no entry file defines it") for entry_id in missing])
+
+
 def build_retriever(settings: Settings) -> Retriever:
     """Load and validate the whole knowledge base; raises rather than start half-loaded."""
     entries = load_knowledge_base(settings.knowledge_dir)
+    check_named_entries(entries, settings)
     retriever = Retriever(entries, build_analyzer(settings))
     logger.info("knowledge base loaded: %d entries", len(entries))
     return retriever

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.demo import demo_clock
 from bot.settings import Settings
@@ -66,6 +68,24 @@ def test_kb_check_names_file_and_line_and_refuses_to_start(tmp_path: Path) -> No
     assert f"{kb / 'scope.yaml'}:" in check.stderr and "YAML syntax" in check.stderr
     demo = run("demo", stdin="報告期間は\n", env=env, tmp=tmp_path)
     assert demo.returncode == 2 and "scope.yaml" in demo.stderr
+    assert "ボット>" not in demo.stdout
+
+
+def test_a_knowledge_base_without_an_entry_the_chat_names_fails_at_load(tmp_path: Path) -> None:
+    """The chat answers a pasted 督促 letter with reminder-what-to-do by id; a deployment whose
+    own entries lack it must hear so from `kb check` and at start-up, not from a clinic."""
+    kb = tmp_path / "kb"
+    shutil.copytree(ROOT / "knowledge" / "entries", kb)
+    path = kb / "reminder.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["entries"] = [e for e in data["entries"] if e["id"] != "reminder-what-to-do"]
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    env = {"KNOWLEDGE_DIR": str(kb)}
+    check = run("kb", "check", env=env, tmp=tmp_path)
+    assert check.returncode == 2
+    assert "entry reminder-what-to-do" in check.stderr and "handlers/qa.py" in check.stderr
+    demo = run("demo", stdin="報告期間は\n", env=env, tmp=tmp_path)
+    assert demo.returncode == 2 and "reminder-what-to-do" in demo.stderr
     assert "ボット>" not in demo.stdout
 
 
