@@ -110,7 +110,7 @@ class Tuning:
     w_profile: float = 0.444
     answer_credit: float = 0.7
     min_cover: float = 0.39
-    unnamed_factor: float = 0.7  # an entry lacking a name the question uses (_named)
+    unnamed_factor: float = 0.6  # an entry lacking a name the question uses (_named)
 
 
 @dataclass(frozen=True)
