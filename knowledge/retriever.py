@@ -93,12 +93,12 @@ class Tuning:
     # `long_suggest_at`; long off-topic questions have no such leader. 「どれでもない（担当者
     # に聞く）」 is always one of the buttons.
     long_suggest_after: int = 8
-    long_suggest_at: float = 0.27
-    long_suggest_lead: float = 0.08
+    long_suggest_at: float = 0.30
+    long_suggest_lead: float = 0.03
     # Bars the chat applies on top of a decision: an entry read with the question before
     # (「それって病院も？」 after the 歯科 answer) is offered from `follow_up_at`; beside a
-    # hand-off, entries from `related_at` are shown as buttons (on tune, the right entry for
-    # 42% of in-scope hand-offs; 10% of out-of-scope hand-offs show any).
+    # hand-off, entries from `related_at` are shown as buttons (chosen on tune; the rates of
+    # right buttons and of out-of-scope hand-offs showing any are in docs/benchmarks.md).
     follow_up_at: float = 0.40
     related_at: float = 0.30
     shortlist: int = 60

@@ -66,11 +66,12 @@ async def test_a_call_center_hand_off_offers_the_entries_close_to_the_question(
         ctx: Context) -> None:
     """A clinic opened this year with no account: the call center issues nothing faster,
     but how long an account takes and whether it must report are one tap away."""
-    [reply] = await dispatch(said("昨年10月に新規開業した医院ですが、今回の報告の対象に"
-                                  "なりますでしょうか。G-MISのIDもまだ持っておりません。"), ctx)
+    [reply] = await dispatch(said("昨年の10月に内科クリニックを新規開業しました。まだG-MISの"
+                                  "アカウントも持っていません。今年の報告は必要なのでしょうか。"),
+                             ctx)
     assert reply.meta["action"] == "escalate" and "050-3355-8230" in reply.text
-    shown = [b.payload for b in reply.buttons]
-    assert shown and all(p.startswith("qa:show:") for p in shown) and len(shown) <= 2
+    shown = [b.payload for b in reply.buttons if b.payload.startswith("qa:show:")]
+    assert 0 < len(shown) <= 2  # (a message this long also gets the offer of staff)
     assert {"qa:show:scope-new-opening", "qa:show:gmis-new-account"} & set(shown)
 
 

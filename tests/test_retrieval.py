@@ -511,7 +511,8 @@ def test_another_systems_login_is_neither_answered_nor_sent_to_the_gmis_call_cen
         retriever: Retriever) -> None:
     """ログイン in katakana once made 「e-Tax ログインできない」 look typed in kana, which lowers
     the bar for buttons, and ログイン alone sent it to the G-MIS call center."""
-    for question in ("e-Tax ログインできない", "マイナポータルにログインできない"):
+    for question in ("e-Tax ログインできない", "マイナポータルにログインできない",
+                     "MAMISにログインできない"):  # the 日本医師会 training system
         decision = retriever.decide(question)
         assert (decision.action, decision.route) == ("escalate", "prefecture")
     assert retriever.decide("しゅうりょうしょうをなくしました").action == "suggest"  # hiragana
