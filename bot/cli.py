@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import build_retriever
-    from handlers.qa import contact_line
+    from handlers.answers import contact_line
 
     retriever = build_retriever(settings)
     decision = retriever.decide(args.question)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from db import repo
+from handlers.answers import ASK_STAFF
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
-from handlers.qa import ASK_STAFF
 from handlers.router import Found
 from handlers.texts import WELCOME
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from db import repo
+from handlers.answers import ASK_STAFF, OFFER_STAFF, for_clinics
 from handlers.context import Context
 from handlers.history import ANSWERED, FEEDBACK, question_answered, recent
 from handlers.messages import Button, Inbound, Reply
-from handlers.qa import ASK_STAFF, OFFER_STAFF, for_clinics
 from handlers.router import Found
 from handlers.texts import OFFER_QUESTION
 

@@ -10,9 +10,9 @@ answer is the 👎 they did not tap. Only a message made entirely of such phrase
 from __future__ import annotations
 
 from handlers import basic, courtesy, escalation, feedback, history
+from handlers.answers import OFFER_STAFF
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
-from handlers.qa import OFFER_STAFF
 from handlers.router import Found
 from handlers.texts import GREETING_INTRO, NOTED, OFFER_QUESTION
 
