@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,12 +26,12 @@ def build_analyzer(settings: Settings) -> Analyzer:
                     cache_dir=settings.cache_dir)
 
 
-def check_named_entries(entries: list[Entry], settings: Settings) -> None:
+def check_named_entries(entries: list[Entry], knowledge_dir: Path) -> None:
     """A deployment's own knowledge base must still hold the entries the chat names by id."""
     known = {e.id for e in entries} | {old for e in entries for old in e.replaces}
     if missing := sorted(NAMED_ENTRIES - known):
         raise KnowledgeBaseError([
-            Problem(str(settings.knowledge_dir), None, entry_id, None,
+            Problem(str(knowledge_dir), None, entry_id, None,
                     "the chat answers with this entry by id (handlers/qa.py), "
                     "but no entry file defines it") for entry_id in missing])
 
@@ -38,7 +39,7 @@ def check_named_entries(entries: list[Entry], settings: Settings) -> None:
 def build_retriever(settings: Settings) -> Retriever:
     """Load and validate the whole knowledge base; raises rather than start half-loaded."""
     entries = load_knowledge_base(settings.knowledge_dir)
-    check_named_entries(entries, settings)
+    check_named_entries(entries, settings.knowledge_dir)
     retriever = Retriever(entries, build_analyzer(settings))
     logger.info("knowledge base loaded: %d entries", len(entries))
     return retriever

@@ -209,7 +209,7 @@ def cmd_kb_check(_args: argparse.Namespace, settings: Settings) -> int:
     from knowledge.normalize import load_synonyms, load_words
 
     entries = load_knowledge_base(settings.knowledge_dir)
-    check_named_entries(entries, settings)
+    check_named_entries(entries, settings.knowledge_dir)
     words = load_words(settings.words_file)  # a bad one would stop the bot at start-up
     load_synonyms(settings.synonyms_file)
     counts = {c: sum(e.category == c for e in entries) for c in CATEGORIES}

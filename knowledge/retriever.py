@@ -76,8 +76,10 @@ class Tuning:
     answer_step: float = 0.01
     answer_floor: float = 0.36
     margin: float = 0.04
-    # 「クリニックも報告いる？」 scores 0.65 against the bed-count entry's 0.59: so high, a
-    # smaller lead is sure.
+    # 「2号機能ってなんだっけ？」 scores 0.64 against the 1号/2号 difference entry's 0.62: so
+    # high, a smaller lead is sure. (handlers.answers also answers a clinic with an entry
+    # written for prefecture staff only from here: on tune, all 14 such answers to clinic-style
+    # questions were right.)
     sure_at: float = 0.60
     sure_margin: float = 0.02
     suggest_at: float = 0.40
@@ -97,8 +99,9 @@ class Tuning:
     long_suggest_lead: float = 0.03
     # Bars the chat applies on top of a decision: an entry read with the question before
     # (「それって病院も？」 after the 歯科 answer) is offered from `follow_up_at`; beside a
-    # hand-off, entries from `related_at` are shown as buttons (chosen on tune; the rates of
-    # right buttons and of out-of-scope hand-offs showing any are in docs/benchmarks.md).
+    # hand-off, and under a 👎, entries from `related_at` are shown as buttons (chosen on
+    # tune for hand-offs; the rates of right buttons and of out-of-scope hand-offs showing any
+    # are in docs/benchmarks.md).
     follow_up_at: float = 0.40
     related_at: float = 0.30
     shortlist: int = 60
@@ -192,8 +195,10 @@ def bigrams(text: str) -> list[str]:
     return [text[i : i + 2] for i in range(len(text) - 1)] or ([text] if text else [])
 
 
-def _tf(counts: Counter[str], idf: Mapping[str, float]) -> dict[str, float]:
-    """Sublinear tf-idf of the keys idf knows, scaled to unit length."""
+def _unit_tfidf(counts: Counter[str], idf: Mapping[str, float]) -> dict[str, float]:
+    """Sublinear tf-idf of the keys idf knows, scaled to unit length. A query's unseen keys
+    are left out, not counted against it: the term features already do that (`idf`), and
+    counting them here too cost more in-scope answers than it won escalations (set p)."""
     weights = {k: (1 + math.log(n)) * idf[k] for k, n in counts.items() if k in idf}
     norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
     return {k: w / norm for k, w in weights.items()}
@@ -270,7 +275,7 @@ class Retriever:
         df = Counter(k for c in counts for k in c)
         self._profile_idf = {k: math.log((1 + n) / (1 + m)) + 1 for k, m in df.items()}
         self._profile_col: dict[str, int] = {}
-        profiles = [_tf(c, self._profile_idf) for c in counts]
+        profiles = [_unit_tfidf(c, self._profile_idf) for c in counts]
         self._profiles = _Rows.of([self._columns(self._profile_col, p) for p in profiles],
                                   [list(p.values()) for p in profiles])
 
@@ -303,7 +308,7 @@ class Retriever:
         features = np.concatenate([_vector(self._term_col, idf),
                                    _vector(self._sound_col, dict.fromkeys(sounds, 1.0))])
         profile = _vector(self._profile_col,
-                          _tf(Counter(self._tokens(analysed)), self._profile_idf))
+                          _unit_tfidf(Counter(self._tokens(analysed)), self._profile_idf))
         return _Query(analysed, sum(idf.values()), features, len(sounds), profile)
 
     def analyse(self, query: str) -> Analysed:
@@ -433,6 +438,11 @@ class Retriever:
         """Answer, suggest the top three, or escalate; system questions route to G-MIS."""
         analysed = self.analyse(query)
         ranked, second = self._ranked(analysed, k=3)
+        terms = set(analysed.terms)
+        if self.analyzer.outside_gmis & terms and "gmis" not in terms:
+            # 「MAMISのパスワードを忘れた」 is about another system's login: the G-MIS
+            # entries (and their call center) are not offered for it.
+            ranked = [c for c in ranked if self.by_id[c.entry_id].route != "gmis_callcenter"]
         top = ranked[0].score if ranked else 0.0
         t = self.tuning
         known = {term for term in analysed.terms if term in self._idf}
@@ -462,7 +472,6 @@ class Retriever:
         # one for the G-MIS call center, unless G-MIS is named too; 外来機能報告 and the
         # other reports filed in G-MIS stay with it. A question that names G-MIS but no
         # login, screen or error goes where its nearest entry would.
-        terms = set(analysed.terms)
         system = bool(SYSTEM_TERMS & terms) and (
             "gmis" in terms or not self.analyzer.outside_gmis & terms)
         if "gmis" in terms and not system and ranked:

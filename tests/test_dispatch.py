@@ -306,13 +306,14 @@ async def test_start_explains_what_the_bot_does(ctx: Context) -> None:
 
 
 async def test_a_short_follow_up_is_read_with_the_question_before(ctx: Context) -> None:
-    """「それって病院も？」 alone could be about anything; after the 歯科 answer it asks who
+    """「じゃあ病院は？」 alone could be about anything; after the 歯科 answer it asks who
     must report. The reading with the question before is offered first, never answered."""
-    [alone] = await dispatch(said("それって病院も？", user="fresh"), ctx)
+    [alone] = await dispatch(said("じゃあ病院は？", user="fresh"), ctx)
     assert alone.meta["action"] != "answer"
+    assert alone.buttons[0].payload != "qa:show:scope-who-must-report"
     [dental] = await dispatch(said("歯医者も報告が必要？"), ctx)
     assert dental.meta["entry_id"] == "scope-dental-exempt"
-    [follow] = await dispatch(said("それって病院も？"), ctx)
+    [follow] = await dispatch(said("じゃあ病院は？"), ctx)
     assert follow.meta["action"] == "suggest"
     shown = [b.payload for b in follow.buttons]
     assert shown[0] == "qa:show:scope-who-must-report"
@@ -554,10 +555,10 @@ async def test_two_polite_questions_in_one_message_are_both_taken_up(ctx: Contex
 
 async def test_a_follow_up_is_read_alone_when_the_question_before_is_old_or_answered(
         ctx: Context) -> None:
-    [alone] = await dispatch(said("それって病院も？", user="fresh"), ctx)
+    [alone] = await dispatch(said("じゃあ病院は？", user="fresh"), ctx)
     await dispatch(said("歯医者も報告が必要？"), ctx)
     later = replace(ctx, clock=lambda: NOW + timedelta(minutes=30))
-    [old] = await dispatch(said("それって病院も？"), later)
+    [old] = await dispatch(said("じゃあ病院は？"), later)
     assert [b.payload for b in old.buttons] == [b.payload for b in alone.buttons]
     [paper] = await dispatch(said("紙の場合は？"), ctx)  # clear on its own: read as is
     assert paper.buttons[0].payload == "qa:show:method-paper-allowed"

@@ -512,7 +512,8 @@ def test_another_systems_login_is_neither_answered_nor_sent_to_the_gmis_call_cen
     """ログイン in katakana once made 「e-Tax ログインできない」 look typed in kana, which lowers
     the bar for buttons, and ログイン alone sent it to the G-MIS call center."""
     for question in ("e-Tax ログインできない", "マイナポータルにログインできない",
-                     "MAMISにログインできない"):  # the 日本医師会 training system
+                     "MAMISにログインできない", "マミスにログインできない",
+                     "MAMISのパスワードを忘れた"):  # the 日本医師会 training system
         decision = retriever.decide(question)
         assert (decision.action, decision.route) == ("escalate", "prefecture")
     assert retriever.decide("しゅうりょうしょうをなくしました").action == "suggest"  # hiragana
@@ -628,10 +629,10 @@ def test_a_long_story_with_one_clear_entry_gets_buttons_and_an_off_topic_one_doe
     patient = ("最近、腰が痛くて夜も眠れません。整形外科に行くべきか、まずは近所の内科で"
                "相談すべきか迷っています。どちらに行けばよいでしょうか。")
     assert retriever.decide(patient).action == "escalate"
-    # Long, above the bar, but nothing clearly ahead: still a hand-off.
     checkups = ("職員の健康診断の結果を保健所に報告する必要があると聞きました。"
                 "報告の期限と様式、提出先を教えてください。")
     assert retriever.decide(checkups).action == "escalate"
+    # Long, above the bar, but nothing clearly ahead: still a hand-off.
     association = ("かかりつけ医機能報告で県に出した内容を、地区の医師会にも別に提出しなければ"
                    "ならないのですか。")
     decision = retriever.decide(association)
