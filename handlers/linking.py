@@ -14,9 +14,8 @@ import re
 import secrets
 import unicodedata
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -122,7 +121,7 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
             failed = await _recent_failures(session, ctx.account.id, now)
             if _lockout(failed, now):  # this one made it
                 return [Reply(LOCKED, meta={"action": "link_locked"})]
-            last_try = sum(t > now - LOCKOUT for t in failed) == MAX_FAILURES - 1
+            last_try = _lockout([now, *failed][:MAX_FAILURES], now)  # one more would lock
             still = (f"\n（このチャットは、引き続き {linked_to} 様と連携しています。）"
                      if linked_to is not None else "")
             return [Reply(BAD_CODE + still + (LAST_TRY if last_try else ""),
@@ -284,7 +283,7 @@ def _lockout(recent: list[datetime], now: datetime) -> bool:
             and recent[0] - recent[-1] < LOCKOUT)
 
 
-async def _unlink(session: AsyncSession, which: Any) -> int:
+async def _unlink(session: AsyncSession, which: ColumnElement[bool]) -> int:
     """Clear the link of the chat accounts `which` selects (caller commits)."""
     result = await session.exec(  # type: ignore[call-overload]
         update(ChatAccount).where(which).values(institution_id=None, linked_at=None))

@@ -37,6 +37,7 @@ NEXT_STEP: dict[str, str] = {
 
 # 「うちの報告どうなってますか」「差し戻しの理由をもう一度」: the 報告状況 card in words.
 _OWN_WORDS = "うち|当院|自院|弊院|こちら|私ども|わたしども"
+_SELF_WORDS = rf"{_OWN_WORDS}|自分|わたし|私"  # the writer's own, said of a person too
 # Kana too: a clerk on a phone types ほうこくおわった as often as 報告終わった.
 _DONE = r"(?:でき|出来|届い|とどい|済ん|すん|通っ|とおっ|完了し|終わっ|おわっ)"
 _ASKS_STATUS = re.compile(
@@ -49,7 +50,7 @@ _ASKS_STATUS = re.compile(
     rf"|^(?:{_OWN_WORDS})(?:は|の)?(?:もう)?{_DONE}て(?:い)?(?:ますか|る[?？]?$)"
     r"|^(?:出した|だした|提出した|報告した)か(?:どうか)?(?:わから|分から)"
     rf"|^(?:{_OWN_WORDS})の(?:状況|じょうきょう)(?:を|は)?(?:教えて|おしえて|知りたい|しりたい)"
-    rf"|^(?:{_OWN_WORDS}|自分|わたし|私)の(?:病院|診療所|クリニック|医院)?の?"
+    rf"|^(?:{_SELF_WORDS})の(?:病院|診療所|クリニック|医院)?の?"
     r"(?:報告|提出|ほうこく)(?:の)?(?:状況|じょうきょう|ステータス)")
 # Before linking, only a question that says it is about its own report is one
 # (「報告ができていない医療機関は？」 asks about others), and never one about others.
@@ -101,7 +102,7 @@ _OTHER_PLACE = re.compile(
     rf"[^、。]{{0,6}}?(?:{_ABOUT_RECORD}|{_DONE_IT})"
     rf"|^[^\s、。？?]{{2,20}}(?:病院|診療所|クリニック|医院)の(?:{_ABOUT_RECORD}|状況)"
     rf"|^(?:医療機関コード)?\s*\d{{7,10}}\s*(?:の|は)(?:{_ABOUT_RECORD}|状況|{_DONE_IT})")
-_MINE = re.compile(rf"{_OWN_WORDS}|自分|私|わたし")
+_MINE = re.compile(_SELF_WORDS)
 OTHERS_REFUSED = "ほかの医療機関の報告状況はお伝えできません。"
 OWN_ONLY = ("このチャットでは、連携した医療機関ご自身の報告状況のみご確認いただけます"
             "（「報告状況」と送ってください）。")

@@ -288,8 +288,8 @@ def _fixed(ctx: Context) -> int:
 
 
 _ELIGIBILITY = ("special", "dental", "closed")  # always asked (special: of a hospital)
-# 休診 and やすんで answer the 休院 step when asked it, but 「休診日は往診しています」 at a 2号
-# step is about that step.
+# 休診 and やすんで answer the 休院 step when asked it, but 「休診日は往診しています」 at a later
+# step is not a fact about 休院 (one already answered).
 _LOOSE = {"休診", "休ん", "やすん", "きゅうしん"}
 
 

@@ -439,9 +439,12 @@ class Retriever:
         analysed = self.analyse(query)
         ranked, second = self._ranked(analysed, k=3)
         terms = set(analysed.terms)
-        if self.analyzer.outside_gmis & terms and "gmis" not in terms:
-            # 「MAMISのパスワードを忘れた」 is about another system's login: the G-MIS
-            # entries (and their call center) are not offered for it.
+        # A system with its own login (e-Tax, マイナポータル, MAMIS) named without G-MIS: not
+        # a question for the G-MIS call center, nor for the G-MIS entries (「MAMISのパスワード
+        # を忘れた」 had been offered G-MIS's). 外来機能報告 and the other reports filed in
+        # G-MIS are not such systems.
+        other_system = bool(self.analyzer.outside_gmis & terms) and "gmis" not in terms
+        if other_system:
             ranked = [c for c in ranked if self.by_id[c.entry_id].route != "gmis_callcenter"]
         top = ranked[0].score if ranked else 0.0
         t = self.tuning
@@ -468,12 +471,10 @@ class Retriever:
             shown = [c for c in ranked if c.score >= suggest_at * 0.8]
             route = self.by_id[ranked[0].entry_id].route
             return Decision("suggest", route, None, None, top, shown)
-        # A login question about a system with its own login (e-Tax, マイナポータル) is not
-        # one for the G-MIS call center, unless G-MIS is named too; 外来機能報告 and the
-        # other reports filed in G-MIS stay with it. A question that names G-MIS but no
-        # login, screen or error goes where its nearest entry would.
-        system = bool(SYSTEM_TERMS & terms) and (
-            "gmis" in terms or not self.analyzer.outside_gmis & terms)
+        # A login question is the G-MIS call center's unless it is another system's. A
+        # question that names G-MIS but no login, screen or error goes where its nearest
+        # entry would.
+        system = bool(SYSTEM_TERMS & terms) and not other_system
         if "gmis" in terms and not system and ranked:
             system = self.by_id[ranked[0].entry_id].route == "gmis_callcenter"
         route: Route = "gmis_callcenter" if system else "prefecture"

@@ -462,6 +462,9 @@ async def test_a_numbered_list_inside_one_question_stays_one_question(ctx: Conte
     about 「一次診療」 and 「継続的な相談」 alone."""
     replies = await dispatch(said("★の3項目は①院内掲示②一次診療③継続的な相談のことですか？"), ctx)
     assert len(replies) == 1
+    assert replies[0].meta["entry_id"] in (None, "func1-requirements")  # never 一次診療 alone
+    offered = [b.payload for b in replies[0].buttons]
+    assert replies[0].meta["entry_id"] or offered[0] == "qa:show:func1-requirements"
 
 
 async def test_numbered_questions_are_each_taken_up(ctx: Context) -> None:

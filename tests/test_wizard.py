@@ -105,8 +105,9 @@ async def test_a_fact_typed_for_a_later_step_is_not_dropped(ctx: Context) -> Non
     r = await tap(ctx, r, "確認する")
     [r] = await dispatch(said("歯科はやっていません"), ctx)  # answered already
     assert "前の質問でお答えいただいています" in r.text and "院内に掲示" in r.text
-    [r] = await dispatch(said("休診日は往診しています"), ctx)  # about this step, not 休院
+    [r] = await dispatch(said("休診日は往診しています"), ctx)  # not an answer about 休院
     assert "前の質問でお答えいただいています" not in r.text
+    assert r.text.startswith("ボタンでお答えください") and "院内に掲示" in r.text
 
 
 async def test_a_typed_answer_at_the_closed_step_keeps_the_buttons(ctx: Context) -> None:
