@@ -153,7 +153,7 @@ class Analyzer:
         # mentions one is not about a question that does. Folded like every term.
         self.named_words = frozenset(fold_kana(w) for w, x in words.items() if x.named)
         self.outside_gmis = frozenset(fold_kana(w) for w, x in words.items() if x.outside_gmis)
-        self.other_desk = {fold_kana(w): w for w, x in words.items() if x.other_desk}
+        self.other_desk = {fold_kana(w): x.name or w for w, x in words.items() if x.other_desk}
         self._synonyms = load_synonyms(synonyms_file)
         variants = sorted(self._synonyms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(_spaced, variants))) if variants else None
@@ -362,9 +362,11 @@ class Word:
     institution type, a billing item), so an entry that never mentions it is not about a
     question that does. `outside_gmis`: a system with its own login (e-Tax), so its login
     questions are not for the G-MIS call center. `other_desk`: it has its own office (a
-    billing item, another report), where a question the bot cannot answer belongs first."""
+    billing item, another report), where a question the bot cannot answer belongs first.
+    `name`: the word as words.yaml writes it (「e-Tax」), for showing; matching folds case."""
 
     reading: str
+    name: str = ""
     named: bool = True
     outside_gmis: bool = False
     other_desk: bool = False
@@ -395,5 +397,5 @@ def load_words(path: Path) -> dict[str, Word]:
         if problem:
             raise KnowledgeBaseError([Problem(str(path), lines.get(str(word)), None, None,
                                               problem)])
-        words[word_text] = Word(reading, **flags)
+        words[word_text] = Word(reading, unicodedata.normalize("NFKC", str(word)), **flags)
     return words

@@ -192,6 +192,8 @@ async def test_a_question_about_another_system_says_where_it_belongs(ctx: Contex
     assert "その制度の担当窓口" in reply.text and "見つかりませんでした" not in reply.text
     [reply] = await dispatch(said("機能強化加算の点数っていくつでしたっけ"), ctx)
     assert "「機能強化加算」" in reply.text
+    [mamis] = await dispatch(said("mamisの受講履歴ってどこで見るの", user="u3"), ctx)
+    assert "「MAMIS」" in mamis.text  # named as words.yaml writes it, whatever the typing
     [receipt] = await dispatch(said("はい"), ctx)  # the offer still stands
     assert "受付番号" in receipt.text
     ours_q = "機能強化加算を取っていれば、かかりつけ医機能報告はしなくていい？"
