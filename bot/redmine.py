@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db.models import Escalation, Outbox, Prefecture
 from handlers import desk
 from handlers.desk_card import Card, build_card
+from handlers.texts import shorten
 from scheduler import outbox
 from scheduler.outbox import Outcome
 
@@ -94,7 +95,7 @@ class RedmineSender:
         return Outcome("sent")
 
     async def _create(self, card: Card, prefecture_name: str) -> str:
-        subject = f"[{prefecture_name}] {card.receipt} {desk.shorten(card.question, 60)}"
+        subject = f"[{prefecture_name}] {card.receipt} {shorten(card.question, 60)}"
         issue = {"subject": subject,
                  "description": description(card, prefecture_name)}
         if self.project_id:

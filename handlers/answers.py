@@ -7,10 +7,9 @@ import re
 from dataclasses import replace
 
 from handlers.context import Context
-from handlers.desk import shorten
 from handlers.messages import Button, Reply
 from handlers.status import own_record, period_lines, settled, status_line
-from handlers.texts import OFFER_QUESTION
+from handlers.texts import OFFER_QUESTION, shorten
 from knowledge.retriever import Candidate, Decision
 from scheduler.calendar import JST
 
@@ -38,7 +37,7 @@ def _for_a_clinic(decision: Decision, ctx: Context) -> Decision:
     if decision.action != "answer" or decision.entry_id is None:
         return decision
     if (ctx.retriever.by_id[decision.entry_id].audience != "prefecture"
-            or decision.score >= ctx.retriever.tuning.sure_at):
+            or decision.score >= ctx.retriever.tuning.clinic_answer_at):
         return decision
     return replace(decision, action="suggest", entry_id=None, answer=None)
 

@@ -22,6 +22,7 @@ from db.models import ChatAccount, Escalation, Outbox, Prefecture, desk_channel
 from db.seed import ensure_prefecture
 from handlers.desk_card import OPEN_STATUSES, build_card, plain_text, supplements
 from handlers.errors import UserFacingError
+from handlers.texts import shorten
 from scheduler import outbox
 
 logger = logging.getLogger(__name__)
@@ -233,8 +234,7 @@ async def record_redmine_url(sessions: Sessions, esc_id: int, url: str, now: dat
             return
         await session.exec(update(Escalation).where(col(Escalation.id) == esc_id)  # type: ignore[call-overload]
                            .values(redmine_url=url, updated_at=now))
-        await session.exec(update(Outbox).where(col(Outbox.id) == issue_row)  # type: ignore[call-overload]
-                           .values(payload=payload))
+        await outbox.set_payload(session, issue_row, payload)
         await _card_update(session, esc.prefecture_code, esc_id, "redmine", now)
 
 
@@ -306,9 +306,3 @@ async def _card_update(session: AsyncSession, pref: str, esc_id: int, event: str
         body=f"{esc.receipt} を更新", prefecture_code=pref, now=now,
         payload={"escalation_id": esc_id})
     return esc
-
-
-def shorten(text: str, limit: int = 40) -> str:
-    """One line, cut to `limit` characters with … (a question quoted in a notice)."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db import repo
 from db.models import ChatAccount, Escalation
+from handlers.texts import cut
 from scheduler.calendar import JST
 
 UNLINKED = "未連携"
@@ -123,7 +124,7 @@ async def _clinic(session: AsyncSession, esc: Escalation, account: ChatAccount |
 def _history(context: dict[str, Any]) -> tuple[Turn, ...]:
     """Earlier turns, oldest first (the context stores them newest first)."""
     raw = [t for t in context.get("history") or [] if isinstance(t, dict)][:HISTORY_SHOWN]
-    return tuple(Turn(cut(str(t.get("q") or "")), cut(str(t.get("a") or "")),
+    return tuple(Turn(cut(str(t.get("q") or ""), TEXT_CUT), cut(str(t.get("a") or ""), TEXT_CUT),
                       t.get("action")) for t in reversed(raw))
 
 
@@ -159,7 +160,3 @@ def plain_text(card: Card) -> str:
             f"医療機関：{card.clinic}\n質問：{cut(card.question, 200)}")
 
 
-def cut(text: str, limit: int = TEXT_CUT) -> str:
-    """A clinic's text cut to `limit` characters with …, as quoted on the card."""
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -12,7 +12,7 @@ from handlers import courtesy, desk, history, linking, qa
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
-from handlers.texts import NOTED, OFFER_QUESTION
+from handlers.texts import NOTED, OFFER_QUESTION, shorten
 from knowledge.normalize import MAIL_GREETING
 
 ASK_FLOW = "ask_staff"
@@ -90,7 +90,7 @@ async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Rep
         # 「人と話したい」 in words may mean the question before or a new one: say which
         # would be sent before sending it. A question typed next is the new one.
         await _set_flow(msg, ctx, {"confirm": question})
-        return [Reply(f"直前のご質問は「{desk.shorten(question)}」です。別のことをお聞きに"
+        return [Reply(f"直前のご質問は「{shorten(question)}」です。別のことをお聞きに"
                       "なりたい場合は、そのご質問を入力してください。\n"
                       + OFFER_QUESTION, CONFIRM_BUTTONS, meta={"action": history.OFFER})]
     if ctx.flow == ASK_FLOW:  # the confirmation's button: the prompt is answered
@@ -329,7 +329,7 @@ async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list
     lines = []
     for esc in rows[:3]:
         state = TICKET_STATUS.get(esc.status, "確認しています")
-        line = f"・{esc.receipt}「{desk.shorten(esc.question, 30)}」：{state}。"
+        line = f"・{esc.receipt}「{shorten(esc.question, 30)}」：{state}。"
         if esc.status in ("answered", "resolved") and esc.answer:
             line += f"\n　回答：{esc.answer}"
         lines.append(line)

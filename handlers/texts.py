@@ -1,4 +1,16 @@
-"""User-facing Japanese texts that more than one handler shows."""
+"""User-facing Japanese texts that more than one handler shows, and how a quote is cut."""
+
+
+def cut(text: str, limit: int) -> str:
+    """Text cut to `limit` characters with …, its lines kept (a clinic's words on a card)."""
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """One line, cut (a question quoted inside a sentence)."""
+    return cut(" ".join(text.split()), limit)
+
 
 APOLOGY = (
     "申し訳ありません。ただいま処理中に問題が発生しました。"

@@ -77,11 +77,13 @@ class Tuning:
     answer_floor: float = 0.36
     margin: float = 0.04
     # 「2号機能ってなんだっけ？」 scores 0.64 against the 1号/2号 difference entry's 0.62: so
-    # high, a smaller lead is sure. (handlers.answers also answers a clinic with an entry
-    # written for prefecture staff only from here: on tune, all 14 such answers to clinic-style
-    # questions were right.)
+    # high, a smaller lead is sure.
     sure_at: float = 0.60
     sure_margin: float = 0.02
+    # handlers.answers answers a clinic with an entry written for prefecture staff (a 事例集
+    # case) only from here, and offers it as a button below: on tune, all 14 such answers to
+    # clinic-style questions at 0.60 or more were right.
+    clinic_answer_at: float = 0.60
     suggest_at: float = 0.40
     # A question typed in hiragana (a clerk on a phone) matches mostly through readings and edit
     # ratio, so it scores lower. With at most `kana_share` kanji as typed, suggestions start

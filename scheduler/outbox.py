@@ -86,6 +86,14 @@ async def find(session: AsyncSession, key: str) -> Outbox | None:
     return (await session.exec(select(Outbox).where(Outbox.idempotency_key == key))).first()
 
 
+async def set_payload(session: AsyncSession, row_id: int, payload: Mapping[str, Any]) -> None:
+    """Replace a row's payload in the caller's transaction: what a sent message must remember
+    (how many supplements a Redmine issue's description carried) commits with the state it
+    belongs to, or not at all."""
+    await session.exec(update(Outbox).where(col(Outbox.id) == row_id)  # type: ignore[call-overload]
+                       .values(payload=dict(payload)))
+
+
 async def claim(session: AsyncSession, channel: str, now: datetime, limit: int) -> list[Outbox]:
     """Lease up to `limit` due rows of a channel; concurrent dispatchers never share a row.
     At-most-once rows left `inflight` by a crashed dispatcher become `uncertain` here.

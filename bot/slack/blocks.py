@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from handlers.desk_card import Card, cut, staff_ref
+from handlers.desk_card import Card, staff_ref
+from handlers.texts import cut
 
 Block = dict[str, Any]
 SECTION_MAX = 2900  # Slack refuses section text over 3000 characters
