@@ -4,6 +4,7 @@ retrieval decisions; handlers.answers turns each decision into its reply."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import replace
 
 from handlers import courtesy, history
@@ -79,13 +80,21 @@ _ASKS_WHERE = re.compile(
     r"(?:教えて(?:ください|下さい)?|知りたい(?:です)?)?[?？。]*$")
 DESK_ENTRIES = {"gmis_callcenter": "contact-gmis-vs-prefecture",
                 "prefecture": "contact-system-questions"}
-# A 督促 letter pasted whole (「…の提出について（督促）」): what to do about it, not the G-MIS
-# call center its paragraph on accounts would match.
-_REMINDER_LETTER = re.compile(r"について\s*[（(]督促[)）]")
-REMINDER_ENTRY = "reminder-what-to-do"
+# A prefecture's letter about this report pasted whole (「…の提出について（督促）」, 「…の実施
+# について（依頼）」): what to do about it. Read as a question, the 督促 got the G-MIS call
+# center its paragraph on accounts matched, and the 案内 an offer to send it to staff.
+# The lead says what the letter is; the entry, what to do. First match wins.
+_LETTERS = (
+    (re.compile(r"について\s*\(督促\)"), "reminder-what-to-do",
+     "お送りいただいた文書は、都道府県からの督促（報告のお願い）のようです。"),
+    (re.compile(r"について\s*\((?:ご?依頼|ご?案内|お願い|通知)\)"), "overview-clinic-duties",
+     "お送りいただいた文書は、都道府県からのかかりつけ医機能報告のご案内（報告の依頼）のようです。"
+     "医療機関にお願いしていることは次のとおりです。"),
+)
+_OUR_REPORT = re.compile(r"かかりつけ医機能(?:の)?報告")
 # Entries the chat answers with by id: a knowledge base without one fails at load
 # (bot.app.check_named_entries), not at the first 督促 letter.
-NAMED_ENTRIES = frozenset({REMINDER_ENTRY, *DESK_ENTRIES.values()})
+NAMED_ENTRIES = frozenset({*(entry for _, entry, _ in _LETTERS), *DESK_ENTRIES.values()})
 # The reply must be readable by someone who does not read Japanese; the offer stays last
 # (a typed yes answers it).
 ENGLISH = ("申し訳ありません。このボットは、かかりつけ医機能報告について日本語のご質問に"
@@ -93,6 +102,19 @@ ENGLISH = ("申し訳ありません。このボットは、かかりつけ医�
            "report (かかりつけ医機能報告) in Japanese only. Please ask in Japanese, or tap "
            "「担当者に聞く」 to send your question to the prefecture's staff.\n" + OFFER_QUESTION)
 _JOINER = re.compile(r"^(?:あと|それと|それから|また|ついでに|ちなみに)[、,\s]*")
+
+
+async def _pasted_letter(text: str, ctx: Context) -> Reply | None:
+    """What to do about a letter on this report pasted whole; another report's letter (病床
+    機能報告の…（依頼）) is read as any question is."""
+    text = unicodedata.normalize("NFKC", text)
+    if len(text) < MULTI_MAX or not _OUR_REPORT.search(text):
+        return None
+    for pattern, entry_id, lead in _LETTERS:
+        if pattern.search(text):
+            answer = await answer_reply(entry_id, ctx)
+            return replace(answer, text=lead + "\n" + answer.text)
+    return None
 
 
 async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
@@ -105,10 +127,8 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     if not any(c.isalnum() for c in folded):  # 😱 alone: a reaction, not a question
         return [Reply("ご質問があれば、そのまま文章で入力してください"
                       "（例：「報告期間はいつまで？」）。", meta={"action": history.SMALL_TALK})]
-    if len(msg.text) >= MULTI_MAX and _REMINDER_LETTER.search(msg.text):
-        answer = await answer_reply(REMINDER_ENTRY, ctx)
-        return [replace(answer, text="お送りいただいた文書は、都道府県からの督促（報告のお願い）"
-                                     "のようです。\n" + answer.text)]
+    if reply := await _pasted_letter(msg.text, ctx):
+        return [reply]
     if replies := await _each_question(msg, ctx):
         return replies
     short = len(msg.text.strip()) <= FOLLOW_UP_MAX
