@@ -19,6 +19,7 @@ from handlers.context import Account, Context
 from handlers.errors import UserFacingError
 from handlers.messages import Inbound, Reply
 from handlers.router import (
+    Found,
     Route,
     Router,
     always,
@@ -95,14 +96,7 @@ async def dispatch(msg: Inbound, ctx: Context, router: Router = ROUTES) -> list[
         if not msg.text and msg.payload is None:
             replies = [Reply(EMPTY, meta={"action": "empty"})]
         else:
-            route, found = router.resolve(msg, ctx)
-            if route is router.routes[-1] and (close := _KANA_GAP.sub("", msg.text)) != msg.text:
-                # 「たいしょうか かくにん」「ほうこく じょうきょう」: a phone's kana with spaces
-                # between words means the command it spells; the question stays as typed.
-                typed = replace(msg, text=close)
-                tight, tight_found = router.resolve(typed, ctx)
-                if tight is not router.routes[-1]:
-                    msg, route, found = typed, tight, tight_found
+            msg, route, found = _resolve(msg, ctx, router)
             route_name = route.name
             replies = await route.handler(msg, ctx, found)
     except UserFacingError as exc:
@@ -113,6 +107,19 @@ async def dispatch(msg: Inbound, ctx: Context, router: Router = ROUTES) -> list[
         replies = [Reply(APOLOGY, meta={"action": "error"})]
     await _log(msg, ctx, replies)
     return replies
+
+
+def _resolve(msg: Inbound, ctx: Context, router: Router) -> tuple[Inbound, Route, Found]:
+    """The route for a message. 「たいしょうか かくにん」「ほうこく じょうきょう」: a phone's
+    kana with spaces between words means the command it spells; a question stays as typed."""
+    route, found = router.resolve(msg, ctx)
+    fallback = router.routes[-1]
+    if route is fallback and (close := _KANA_GAP.sub("", msg.text)) != msg.text:
+        typed = replace(msg, text=close)
+        tight, tight_found = router.resolve(typed, ctx)
+        if tight is not fallback:
+            return typed, tight, tight_found
+    return msg, route, found
 
 
 async def _with_account(msg: Inbound, ctx: Context) -> Context:

@@ -447,17 +447,18 @@ async def test_a_pasted_reminder_letter_is_answered_as_one(ctx: Context) -> None
 async def test_a_pasted_guidance_letter_says_what_to_do_not_offers_staff(ctx: Context) -> None:
     """A clerk pasting the prefecture's 案内 letter was offered to send it to staff as a
     question; another report's letter is still read as any question is."""
-    letter = ("令和8年12月1日　医療機関の管理者　様　京都府健康福祉部医療課長　令和8年度かかりつけ"
-              "医機能報告の実施について（依頼）　日頃より本府の保健医療行政に御理解と御協力を賜り、"
-              "厚く御礼申し上げます。さて、病院及び診療所は、かかりつけ医機能を都道府県に報告する"
-              "こととされております。つきましては、下記のとおり御報告くださいますようお願いいたし"
-              "ます。記　1 報告期間　令和9年1月5日から3月31日まで　2 報告方法　G-MISにより報告"
-              "してください。")
+    letter = ("令和8年12月1日　医療機関の管理者　様　京都府健康福祉部医療課長　"
+              "令和8年度かかりつけ医機能報告の実施について（依頼）　日頃より本府の保健医療"
+              "行政に御理解と御協力を賜り、厚く御礼申し上げます。さて、病院及び診療所は、"
+              "かかりつけ医機能を都道府県に報告することとされております。つきましては、"
+              "下記のとおり御報告くださいますようお願いいたします。記　1 報告期間　令和9年"
+              "1月5日から3月31日まで　2 報告方法　G-MISにより報告してください。")
     [reply] = await dispatch(said(letter), ctx)
     assert reply.meta["entry_id"] == "overview-clinic-duties"
-    assert reply.text.startswith("お送りいただいた文書は、都道府県からのかかりつけ医機能報告のご案内")
-    other = letter.replace("かかりつけ医機能報告", "病床機能報告").replace("かかりつけ医機能を",
-                                                                       "病床の機能を")
+    assert reply.text.startswith("お送りいただいた文書は、都道府県からのかかりつけ医機能報告の"
+                                 "ご案内")
+    other = (letter.replace("かかりつけ医機能報告", "病床機能報告")
+             .replace("かかりつけ医機能を", "病床の機能を"))
     [reply] = await dispatch(said(other, user="u2"), ctx)
     assert not reply.text.startswith("お送りいただいた文書") and "「病床機能報告」" in reply.text
 
