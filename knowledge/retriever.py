@@ -29,7 +29,7 @@ Action = Literal["answer", "suggest", "escalate"]
 # Terms that make a question a G-MIS system question: those go to the call center. G-MIS
 # named alone does not: 「G-MISで入力する在宅患者数はいつ時点？」 asks what to report.
 SYSTEM_TERMS = frozenset({"ろぐいん", "ぱすわーど", "id", "あかうんと", "画面", "えらー",
-                          "めんてなんす"})
+                          "めんてなんす", "一時保存"})
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,10 @@ def test_unsure_system_question_routes_to_call_center_not_prefecture(
     ("G-MISで入力する在宅患者数はいつ時点の人数ですか", "prefecture"),
     ("紙で出したら、あとで自分でジーミスにも入れなきゃいけないの？", "prefecture"),
     ("G-MISが使えないです", "gmis_callcenter"),
-    ("報告期間中に、G-MISがメンテナンスで止まる日はありますか", "gmis_callcenter")])
+    ("報告期間中に、G-MISがメンテナンスで止まる日はありますか", "gmis_callcenter"),
+    # Saving a half-entered report is a screen question, G-MIS named or not.
+    ("途中で保存して後から続きできますか", "gmis_callcenter"),
+    ("患者への説明の記録はどのくらい保存すればいいですか", "prefecture")])
 def test_naming_g_mis_does_not_make_a_question_about_what_to_report_a_system_one(
         retriever: Retriever, question: str, route: str) -> None:
     """The call center answers logins and screens, not what goes into the report."""
