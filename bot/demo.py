@@ -110,8 +110,9 @@ async def run_demo(ctx: Context, stdin: TextIO = sys.stdin, stdout: TextIO = sys
         number = choice_number(line)
         if number is not None and choices and not 1 <= number <= len(choices):
             # A chat shows buttons, not numbers: a number off the list is the demo's to answer.
-            out("ボット> その番号の選択肢はありません。"
-                f"1〜{len(choices)}の番号でお選びください。\n")
+            listed = "「1」を入力してお選びください" if len(choices) == 1 else (
+                f"1〜{len(choices)}の番号でお選びください")
+            out(f"ボット> その番号の選択肢はありません。{listed}。\n")
             continue
         replies = await dispatch(to_inbound(line.rstrip("\n"), choices, ctx.tenant), ctx)
         text, choices = render(replies)

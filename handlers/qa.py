@@ -74,7 +74,8 @@ _NUMBER = re.compile(r"(?:[①-⑳]|(?:^|(?<=[\s。、？?！!]))"
 _ASKS_WHERE = re.compile(
     r"^(?:じゃあ|では|それ(?:って|は)?|これ(?:って|は)?)?[、\s]*"
     r"(?:(?:どこ|誰|だれ)に(?:電話|連絡|聞|きけ|きい|問い合わせ|問合せ)|(?:県|けん|都道府県)に"
-    r"(?:聞|き)(?:け|い)?ば|(?:電話番号|問い?合わ?せ先|連絡先)(?:は|って|を))"
+    r"(?:電話|連絡|問い合わせ|問合せ|(?:聞|き)(?:け|い)?ば)|(?:電話番号|問い?合わ?せ先|連絡先)"
+    r"(?:は|って|を))"
     r"(?:すれば|したら|して|けば|れば|いたら|きけば|ききたい|するの|する)?"
     r"(?:いい|よい|良い)?(?:ですか|でしょうか|の|か|んですか)?"
     r"(?:教えて(?:ください|下さい)?|知りたい(?:です)?)?[?？。]*$")
@@ -101,7 +102,9 @@ ENGLISH = ("申し訳ありません。このボットは、かかりつけ医�
            "お答えしています。\nThis bot answers questions about the family doctor function "
            "report (かかりつけ医機能報告) in Japanese only. Please ask in Japanese, or tap "
            "「担当者に聞く」 to send your question to the prefecture's staff.\n" + OFFER_QUESTION)
-_JOINER = re.compile(r"^(?:あと|それと|それから|また|ついでに|ちなみに)[、,\s]*")
+_JOINER = re.compile(r"^(?:あと|それと(?!も)|それから|また|ついでに|ちなみに)[、,\s]*")
+# 「毎年出すんですか？それとも1回だけ？」 is one question with two readings, not two.
+_ALTERNATIVE = re.compile(r"^(?:それとも|もしくは|あるいは)")
 
 
 async def _pasted_letter(text: str, ctx: Context) -> Reply | None:
@@ -243,7 +246,8 @@ def _question_parts(text: str, by_sentence: bool) -> list[tuple[str, bool]]:
     raw = [p.strip(" 　、。") for p in split.split(text)]
     parts = [(_JOINER.sub("", p), bool(_JOINER.match(p))) for p in raw
              if len(p) >= 4 and (numbered or by_sentence or p[-1] in "?？か" or _JOINER.match(p))
-             and not courtesy.kinds_of(p)]  # nor 「質問してもよろしいでしょうか」
+             and not courtesy.kinds_of(p)  # nor 「質問してもよろしいでしょうか」
+             and not _ALTERNATIVE.match(p)]
     if numbered and raw and not _NUMBER.match(text):  # 「至急です。①…」: the lead is context
         parts = [p for p in parts if p[0] != raw[0]]
     return parts if 2 <= len(parts) <= (5 if numbered else 3) else []

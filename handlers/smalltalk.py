@@ -50,6 +50,10 @@ async def handle_small_talk(msg: Inbound, ctx: Context, _found: Found) -> list[R
     if last is not None and last.action == history.ESCALATED and kinds & {"thanks", "please"}:
         return [Reply("担当者からの回答は、このチャットにお届けします。恐れ入りますが、"
                       "しばらくお待ちください。", meta=SMALLTALK)]
+    if last is None and kinds & {"thanks", "please"} and not kinds & {"greeting", "bye"}:
+        # A first 🙏 or 「ありがとうございます」 thanks in advance: nothing has helped yet.
+        return [Reply("こちらこそ、よろしくお願いいたします。" + GREETING_INTRO, basic.MENU,
+                      meta=SMALLTALK)]
     return [_in_kind(kinds, msg.text)]
 
 

@@ -346,7 +346,7 @@ async def test_whom_to_ask_right_after_an_answer_names_that_answers_desk(ctx: Co
     """「県にきけばいい？」 after the G-MIS login answer once got an officer's entry; alone
     it matches the prefecture's desk, which is the wrong one for a login."""
     await dispatch(said("Gmisのろぐいんできない"), ctx)
-    for ask in ("県にきけばいい？", "どこに電話すればいい"):
+    for ask in ("県にきけばいい？", "どこに電話すればいい", "じゃあ県に電話すればいい？"):
         [desk] = await dispatch(said(ask), ctx)
         assert desk.meta["entry_id"] == "contact-gmis-vs-prefecture", ask
         assert "050-3355-8230" in desk.text
@@ -573,6 +573,10 @@ async def test_two_polite_questions_in_one_message_are_both_taken_up(ctx: Contex
     assert replies[1].text.startswith("「病棟ごとに報告が必要ですか」については")
     # One question asked twice over still gets one answer, and a polite opener is none.
     assert len(await dispatch(said("報告って義務？出さなくてもいい？"), ctx)) == 1
+    # 「それとも」 offers another reading of the same question; 「も1回だけ？」 was once
+    # answered as a question of its own.
+    [either] = await dispatch(said("毎年出すんですか？それとも1回だけ？"), ctx)
+    assert either.meta["entry_id"] == "schedule-every-year" and "「も1回" not in either.text
     opened = await dispatch(said("質問してもよろしいでしょうか。報告期限はいつまでですか。"), ctx)
     assert [r.meta["action"] for r in opened] == ["answer"]
 

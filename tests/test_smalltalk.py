@@ -93,6 +93,15 @@ async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
     assert await escalated(ctx) == []
 
 
+@pytest.mark.parametrize("text", ["🙏", "ありがとうございます", "よろしくお願いします"])
+async def test_thanks_as_the_first_message_is_not_told_it_helped(ctx: Context,
+                                                                 text: str) -> None:
+    """A first 🙏 had been told 「お役に立てて何よりです」, before anything had helped."""
+    [reply] = await dispatch(said(text), ctx)
+    assert reply.text.startswith("こちらこそ") and THANKS not in reply.text
+    assert "サポートボットです" in reply.text and reply.meta["action"] == "smalltalk"
+
+
 @pytest.mark.parametrize("text", [
     "報告期間を教えてください。よろしくお願いします",
     "こんにちは。歯医者も報告が必要ですか",
