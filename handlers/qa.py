@@ -181,7 +181,8 @@ async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
     `by_sentence`, for a message unsure as a whole: each sentence read alone, kept only when
     two or more have a sure answer (「督促が来ました。G-MISのIDもわかりません。締切はいつ
     ですか」 had gone to the G-MIS call center whole)."""
-    if not (parts := _question_parts(msg.text, by_sentence)):
+    parts, numbered = _question_parts(msg.text, by_sentence)
+    if not parts:
         return []
     # 「①うちの報告はどうなってますか」: the clinic's own status, from the roster.
     own = [p for p, _ in parts if asks_status(replace(msg, text=p), ctx) is not None][:1]
@@ -189,6 +190,9 @@ async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
     if not parts:
         return []
     decisions = [ctx.retriever.decide(p) for p, _ in parts]
+    if not numbered:  # a numbered part was written to stand alone
+        whole = {c.entry_id for c in ctx.retriever.rank(msg.text, k=5)}
+        decisions = [_alone(d, whole, ctx) for d in decisions]
     answered = {d.entry_id: d for d in decisions if d.action == "answer" and d.entry_id}
     if by_sentence and len(answered) < 2:
         return []
@@ -212,6 +216,17 @@ async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
     return replies
 
 
+def _alone(decision: Decision, whole: set[str], ctx: Context) -> Decision:
+    """A sentence read alone has lost the rest's context: 「協議の場の結果はどう公表すれば
+    よいでしょうか。様式の例はありますか」 had answered the second with the 患者説明 form.
+    Below `part_answer_at`, its answer must also be among the message's own best five, or
+    it is offered, not answered (「しめきりすぎたらどうなる？ばっきんある？」 keeps both)."""
+    if (decision.action != "answer" or decision.entry_id in whole
+            or decision.score >= ctx.retriever.tuning.part_answer_at):
+        return decision
+    return replace(decision, action="suggest", entry_id=None, answer=None)
+
+
 def _with_the_question_alone(text: str, decision: Decision, ctx: Context) -> Decision:
     """An unsure message of several sentences also offers what its question sentence alone
     finds (「ホームページに載せるだけでは不十分でしょうか。待合室が狭く…」: the reason had
@@ -230,15 +245,16 @@ def _with_the_question_alone(text: str, decision: Decision, ctx: Context) -> Dec
     return replace(decision, candidates=ranked[:max(3, len(decision.candidates))])
 
 
-def _question_parts(text: str, by_sentence: bool) -> list[tuple[str, bool]]:
+def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]], bool]:
     """The questions of a message (each with whether あと/それと joined it), or [] when it
-    is not several. A question ends in ？ or opens with あと/それと: 「…ですか？うちは3月に
-    再開予定です」 ends in context, 「…いつ？ありがとうございます」 in courtesy. Numbered
-    (①②, (1), 1.) with two or more of them asking, they are questions each however they
-    end; 「★は①掲示②一次診療③相談のことですか？」 is one question listing three things."""
+    is not several; and whether they are numbered. A question ends in ？ or opens with
+    あと/それと: 「…ですか？うちは3月に再開予定です」 ends in context, 「…いつ？ありがとう
+    ございます」 in courtesy. Numbered (①②, (1), 1.) with two or more of them asking,
+    they are questions each however they end; 「★は①掲示②一次診療③相談のことですか？」 is
+    one question listing three things."""
     numbered = len(_NUMBER.findall(text)) >= 2
     if len(text) > MULTI_MAX * (2 if numbered else 1) or (numbered and by_sentence):
-        return []  # (a numbered message was read once already)
+        return [], numbered  # (a numbered message was read once already)
     if numbered:
         listed = [p.strip(" 　、。") for p in _NUMBER.split(text)]
         numbered = sum(bool(_ASKS.search(p)) for p in listed[1:]) >= 2
@@ -250,7 +266,7 @@ def _question_parts(text: str, by_sentence: bool) -> list[tuple[str, bool]]:
              and not _ALTERNATIVE.match(p)]
     if numbered and raw and not _NUMBER.match(text):  # 「至急です。①…」: the lead is context
         parts = [p for p in parts if p[0] != raw[0]]
-    return parts if 2 <= len(parts) <= (5 if numbered else 3) else []
+    return (parts if 2 <= len(parts) <= (5 if numbered else 3) else []), numbered
 
 
 def _left_over(parts: list[tuple[str, bool]], decisions: list[Decision],

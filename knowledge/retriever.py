@@ -84,6 +84,10 @@ class Tuning:
     # case) only from here, and offers it as a button below: on tune, all 14 such answers to
     # clinic-style questions at 0.60 or more were right.
     clinic_answer_at: float = 0.60
+    # handlers.qa answers a sentence of a message read alone (「…ですか。また、…でしょうか」)
+    # from here; below, only when the whole message also ranks its entry high: alone, it
+    # has lost the context the rest gave.
+    part_answer_at: float = 0.60
     suggest_at: float = 0.40
     # A question typed in hiragana (a clerk on a phone) matches mostly through readings and edit
     # ratio, so it scores lower. With at most `kana_share` kanji as typed, suggestions start

@@ -488,6 +488,21 @@ async def test_a_numbered_list_inside_one_question_stays_one_question(ctx: Conte
     assert replies[0].meta["entry_id"] or offered[0] == "qa:show:func1-requirements"
 
 
+async def test_a_sentence_read_alone_does_not_answer_away_from_the_message(
+        ctx: Context) -> None:
+    """An officer's 「…公表すればよいでしょうか。様式の例はありますか。」 had its second
+    sentence answered with the 患者説明 form; 「また公表方法は県のホームページ掲載でよいのでし
+    ょうか」, with the clinic-website entry (a user test)."""
+    replies = await dispatch(said("協議の場の結果はいつ頃、どのような形で公表すればよいでしょ"
+                                  "うか。様式の例はありますか。"), ctx)
+    assert "explanation-form" not in [r.meta["entry_id"] for r in replies]
+    mail = ("報告内容の公表はいつ頃までに行う必要がありますか。また公表方法は県のホームページ"
+            "掲載でよいのでしょうか。")
+    replies = await dispatch(said(mail, user="u2"), ctx)
+    answered = [r.meta["entry_id"] for r in replies if r.meta["action"] == "answer"]
+    assert "posting-website" not in answered and "publication-where" in answered
+
+
 async def test_numbered_questions_are_each_taken_up(ctx: Context) -> None:
     """「①…②…③…」 without question marks had been read as one question and dropped, and a
     G-MIS part sent the whole message to the call center."""
