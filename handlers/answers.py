@@ -80,8 +80,11 @@ async def reply_for(decision: Decision, ctx: Context, question: str, part: str =
                 f"ついてお答えしています。{quoted}については、その制度の担当窓口にお問い合わせ"
                 "ください。\nかかりつけ医機能報告に関わるご質問でしたら、" + OFFER_QUESTION)
         return Reply(text, OFFER_STAFF, meta=meta)
-    text = ("申し訳ありません。このご質問に確実にお答えできる情報が見つかりませんでした。"
-            + ("関連しそうなご案内を、下のボタンからご覧いただけます。" if related else "")
+    # With buttons, say they may hold the answer: 「見つかりませんでした」 above the right
+    # entry's button read as "do not bother" in a user test.
+    text = (("お答えできそうなご案内を下のボタンにお示しします。当てはまるものがない場合は、"
+             if related else
+             "申し訳ありません。このご質問に確実にお答えできる情報が見つかりませんでした。")
             + OFFER_QUESTION)  # last: a typed はい answers it (smalltalk)
     return Reply(text, (ASK_STAFF, *related, *OFFER_STAFF[1:]), meta=meta)
 
