@@ -237,6 +237,11 @@ def _with_the_question_alone(text: str, decision: Decision, ctx: Context) -> Dec
     asking = [s for s in sentences if _QUESTION_ENDING.search(s)]
     if len(sentences) < 2 or not asking:
         return decision
+    # 「…外来診療はしてません。対象外ですよね？」: a question sentence that says little alone
+    # matches the generic entries best and would push out what the message is about.
+    alone = set(ctx.retriever.analyse(asking[-1]).terms)
+    if len(alone - ctx.retriever.unknown_terms(asking[-1])) < 2:
+        return decision
     best = {c.entry_id: c for c in decision.candidates}
     for c in ctx.retriever.decide(asking[-1]).candidates[:2]:  # the higher score of the two
         if c.entry_id not in best or c.score > best[c.entry_id].score:

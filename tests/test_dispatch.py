@@ -429,6 +429,13 @@ async def test_a_reason_after_the_question_does_not_hide_its_entry(ctx: Context)
                                   "ございます。", user="u2"), ctx)
     assert reply.meta["action"] in ("suggest", "escalate")
     assert "qa:show:posting-website" in [b.payload for b in reply.buttons]
+    # A question sentence that says little alone (「対象外ですよね？」) adds nothing: it had
+    # pushed the 健診-only clinic's entry off the buttons for 歯科 and the generic ones.
+    [kenshin] = await dispatch(said("健診専門のクリニックで外来診療はしてません。対象外ですよね？",
+                                    user="u3"), ctx)
+    shown = [b.payload for b in kenshin.buttons]
+    assert "qa:show:scope-no-general-outpatient" in shown
+    assert "qa:show:scope-dental-exempt" not in shown
 
 
 async def test_a_pasted_reminder_letter_is_answered_as_one(ctx: Context) -> None:
