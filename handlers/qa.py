@@ -230,24 +230,38 @@ def _alone(decision: Decision, whole: set[str], ctx: Context) -> Decision:
 def _with_the_question_alone(text: str, decision: Decision, ctx: Context) -> Decision:
     """An unsure message of several sentences also offers what its question sentence alone
     finds (「ホームページに載せるだけでは不十分でしょうか。待合室が狭く…」: the reason had
-    sunk the answer). Only as buttons: the other sentences may change the answer."""
+    sunk the answer). Only as buttons, as the other sentences may change the answer, unless
+    they say next to nothing."""
     if decision.action == "answer":
         return decision
     sentences = [s.strip() for s in _SENTENCE_END.split(text) if len(s.strip()) >= 4]
     asking = [s for s in sentences if _QUESTION_ENDING.search(s)]
     if len(sentences) < 2 or not asking:
         return decision
+    question = asking[-1]
     # 「…外来診療はしてません。対象外ですよね？」: a question sentence that says little alone
     # matches the generic entries best and would push out what the message is about.
-    alone = set(ctx.retriever.analyse(asking[-1]).terms)
-    if len(alone - ctx.retriever.unknown_terms(asking[-1])) < 2:
+    if _known_terms(question, ctx) < 2:
         return decision
+    alone = ctx.retriever.decide(question)
+    # 「出さなかったら罰金とかあるの？うちの先生が気にしてて」: context that names almost
+    # nothing the knowledge base knows, and leads the whole message to the same entry,
+    # cannot change the answer; it is given. (「…うちは歯科です」 leads elsewhere.)
+    lead = decision.candidates[0].entry_id if decision.candidates else None
+    if alone.action == "answer" and alone.entry_id == lead and sum(
+            _known_terms(s, ctx) for s in sentences if s != question) < 2:
+        return alone
     best = {c.entry_id: c for c in decision.candidates}
-    for c in ctx.retriever.decide(asking[-1]).candidates[:2]:  # the higher score of the two
+    for c in alone.candidates[:2]:  # the higher score of the two
         if c.entry_id not in best or c.score > best[c.entry_id].score:
             best[c.entry_id] = c
     ranked = sorted(best.values(), key=lambda c: -c.score)
     return replace(decision, candidates=ranked[:max(3, len(decision.candidates))])
+
+
+def _known_terms(text: str, ctx: Context) -> int:
+    """How many distinct words of the text the knowledge base uses: what it says to us."""
+    return len(set(ctx.retriever.analyse(text).terms) - ctx.retriever.unknown_terms(text))
 
 
 def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]], bool]:

@@ -436,6 +436,10 @@ async def test_a_reason_after_the_question_does_not_hide_its_entry(ctx: Context)
     shown = [b.payload for b in kenshin.buttons]
     assert "qa:show:scope-no-general-outpatient" in shown
     assert "qa:show:scope-dental-exempt" not in shown
+    # Context that says next to nothing does not hold back the answer the question gets.
+    [fine] = await dispatch(said("出さなかったら罰金とかあるの？うちの先生が気にしてて",
+                                 user="u4"), ctx)
+    assert fine.meta["entry_id"] == "reminder-consequence-no-report"
 
 
 async def test_a_pasted_reminder_letter_is_answered_as_one(ctx: Context) -> None:
