@@ -75,6 +75,7 @@ async def feedback_of(ctx: Context, text: str) -> int | None:
     ("はじめまして。今月から新しいクリニックで事務長をしています", "はじめまして。どうぞ"),
     ("いくつか質問してもいいですか", "はい、どうぞ"),
     ("追加で一点お伺いしてもよろしいでしょうか。", "はい、どうぞ"),
+    ("かかりつけ医の報告のことで", "はい、どうぞ"),  # had got the whole system's overview
 ])
 async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
         ctx: Context, text: str, expected: str) -> None:
