@@ -43,6 +43,14 @@ class Table:
     path: Path
     encoding: str
     rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    # Rows whose cells cannot be matched to the header (a runaway quote, too few or too many
+    # cells): one error each, and their cells are not read, since they sit in the wrong columns.
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """Data rows in the file, well-formed or not (blank lines are not rows)."""
+        return len(self.rows) + len(self.errors)
 
 
 def decode(path: Path) -> tuple[str, str]:
@@ -67,51 +75,122 @@ def _key(header: str) -> str:
 
 
 def read_table(path: Path, columns: list[Column]) -> Table:
-    """Parse the CSV and map Japanese headers to keys; missing required columns fail."""
+    """Parse the CSV and map Japanese headers to keys; a bad header fails the whole file."""
     text, encoding = decode(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
         raise FileProblem(f"{path}: 空のファイルです（1行目に見出しが必要です）")
-    index = {_key(h): i for i, h in enumerate(header)}
-    positions: dict[str, int] = {}
-    missing: list[str] = []
-    for col in columns:
-        names = [_key(n) for n in (col.header, *col.aliases)]
-        pos = next((index[n] for n in names if n in index), None)
-        if pos is None and col.required:
-            missing.append(col.header)
-        if pos is not None:
-            positions[col.key] = pos
-    if missing:  # all of them at once, and what the file has instead
-        found = "、".join(f"「{h.strip()}」" for h in header if h.strip()) or "（なし）"
-        raise FileProblem(f"{path}: 1行目に列{'・'.join(f'「{m}」' for m in missing)}が"
-                          f"ありません（この行にある見出し：{found}）")
+    positions = _positions(path, header, columns)
+    # A message (a 差し戻し reason typed with Alt+Enter) may hold line breaks.
+    multiline = {positions[c.key] for c in columns if c.verbatim and c.key in positions}
     table = Table(path, encoding)
-    for line, raw in _numbered(reader, path):
+    for start, end, raw in _numbered(reader, path):
         if not any(cell.strip() for cell in raw):
             continue
-        table.rows.append((line, {k: (raw[p] if p < len(raw) else "")
-                                  for k, p in positions.items()}))
+        problem = _shape_problem(start, end, raw, header, multiline)
+        if problem:
+            table.errors.append(problem)
+        else:  # as many cells as headings: every position exists
+            table.rows.append((start, {k: raw[p] for k, p in positions.items()}))
     return table
 
 
-def _numbered(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, list[str]]]:
-    # csv.reader.line_num counts physical lines, so quoted newlines keep numbers right.
+def _positions(path: Path, header: list[str], columns: list[Column]) -> dict[str, int]:
+    """Where each column is. Missing or doubled columns fail, all of them named at once:
+    with two 医療機関コード columns, silently taking one imports the wrong values."""
+    keys = [_key(h) for h in header]
+    positions: dict[str, int] = {}
+    missing: list[str] = []
+    problems: list[str] = []
+    for col in columns:
+        names = {_key(n) for n in (col.header, *col.aliases)}
+        found = [i for i, k in enumerate(keys) if k in names]
+        if len(found) > 1:
+            problems.append(_doubled(col.header, header, found))
+        elif found:
+            positions[col.key] = found[0]
+        elif col.required:
+            missing.append(col.header)
+    if missing:  # all of them at once, and what the file has instead
+        found_text = "、".join(f"「{h.strip()}」" for h in header if h.strip()) or "（なし）"
+        problems.append(f"1行目に列{'・'.join(f'「{m}」' for m in missing)}がありません"
+                        f"（この行にある見出し：{found_text}）")
+    if problems:
+        raise FileProblem(f"{path}: " + "。".join(problems))
+    return positions
+
+
+def _doubled(name: str, header: list[str], found: list[int]) -> str:
+    spellings = {_key(header[i]) for i in found}
+    where = "、".join(f"{i + 1}列目" + (f"「{header[i].strip()}」" if len(spellings) > 1 else "")
+                     for i in found)
+    return (f"1行目に「{name}」の列が{len(found)}つあります（{where}）。"
+            "どの列を使うか決められないため、1つにしてください")
+
+
+def _column_name(header: list[str], index: int) -> str:
+    name = header[index].strip() if index < len(header) else ""
+    return name or f"{index + 1}列目"
+
+
+def _shape_problem(start: int, end: int, raw: list[str], header: list[str],
+                   multiline: set[int]) -> RowError | None:
+    """The one error of a row whose cells cannot be matched to the header, else None."""
+    return (_open_quote(start, end, raw, header, multiline)
+            or _cell_count(start, raw, header))
+
+
+def _open_quote(start: int, end: int, raw: list[str], header: list[str],
+                multiline: set[int]) -> RowError | None:
+    # Only a message may hold a line break (and then only in a row of the right shape), so
+    # a cell that does is a quote left open that swallowed the lines after it; the row's
+    # other cells would only mislead.
+    for i, cell in enumerate(raw):
+        if ("\n" in cell or "\r" in cell) and not (i in multiline and len(raw) == len(header)):
+            return RowError(start, _column_name(header, i), cell.splitlines()[0],
+                            f"引用符（\"）が閉じられていません（{end}行目までが、この欄の値として"
+                            "読まれました。欄の中では改行できません）")
+    return None
+
+
+def _cell_count(start: int, raw: list[str], header: list[str]) -> RowError | None:
+    # A missing or extra cell shifts every value after it into the wrong column. Excel
+    # writes the same number of cells on every line, the first included.
+    counts = f"この行は{len(raw)}列あります（1行目の見出しは{len(header)}列です）"
+    if len(raw) < len(header):
+        return RowError(start, _column_name(header, len(raw)), "",
+                        f"{counts}。列が抜けていないか、値の途中で改行されていないか"
+                        "ご確認ください")
+    if len(raw) > len(header):
+        return RowError(start, _column_name(header, len(header)), raw[len(header)],
+                        f"{counts}。カンマ（,）を含む値は引用符（\"）で囲んでください")
+    return None
+
+
+def _numbered(reader: Iterator[list[str]],
+              path: Path) -> Iterator[tuple[int, int, list[str]]]:
+    """(first line, last line, cells) of each row: errors name the line where a row starts."""
+    # csv.reader.line_num counts physical lines read, quoted line breaks included.
+    start = reader.line_num + 1  # type: ignore[attr-defined]
     try:
         for raw in reader:
-            yield reader.line_num, raw  # type: ignore[attr-defined]
+            end = reader.line_num  # type: ignore[attr-defined]
+            yield start, end, raw
+            start = end + 1
     except csv.Error as exc:  # e.g. a runaway quote swallowing the rest of the file
-        line = reader.line_num  # type: ignore[attr-defined]
-        raise FileProblem(f"{path}:{line}行目付近: CSVとして読み取れません（{exc}）。"
-                          "引用符（\"）の閉じ忘れがないかご確認ください") from exc
+        raise FileProblem(f"{path}:{start}行目: CSVとして読み取れません（{exc}）。"
+                          "この行からの引用符（\"）の閉じ忘れがないかご確認ください") from exc
 
 
 def parse_row(line: int, raw: dict[str, str], columns: list[Column],
-              errors: list[RowError]) -> dict[str, object] | None:
-    """Parse every cell; append a RowError per bad cell; None if any cell was bad."""
+              errors: list[RowError]) -> dict[str, object]:
+    """Parse every cell, appending a RowError per bad cell; the cells that parsed.
+
+    A bad cell is left out rather than ending the row, so the row's other checks (duplicate
+    code, not on the roster, cross-field rules) still run and all come back in one pass.
+    """
     out: dict[str, object] = {}
-    ok = True
     for col in columns:
         cell = raw.get(col.key, "")
         value = (cell if col.verbatim else unicodedata.normalize("NFKC", cell)).strip()
@@ -119,5 +198,4 @@ def parse_row(line: int, raw: dict[str, str], columns: list[Column],
             out[col.key] = col.parse(value)
         except ValueError as exc:
             errors.append(RowError(line, col.header, value, str(exc)))
-            ok = False
-    return out if ok else None
+    return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -26,6 +25,7 @@ from db.models import Institution, Prefecture, StatusHistory
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (rows just written, rows to write in all)
+Rule = Callable[[int, dict[str, Any], list[RowError]], None]  # (line, parsed cells, errors)
 CHUNK = 2000
 
 STATUSES = {"未報告": "未報告", "報告済": "報告済", "報告済み": "報告済", "確認済": "確認済",
@@ -98,12 +98,13 @@ def report_date(v: str) -> date | None:
     if not v:
         return None
     m = re.fullmatch(r"(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?", v)
+    if not m:
+        raise ValueError("日付は 2026-01-31 または 2026/1/31 の形で入力してください")
+    year, month, day = int(m[1]), int(m[2]), int(m[3])
     try:
-        if m:
-            return date(int(m[1]), int(m[2]), int(m[3]))
-    except ValueError:
-        pass
-    raise ValueError("日付は 2026-01-31 または 2026/1/31 の形で入力してください")
+        return date(year, month, day)
+    except ValueError:  # the form was right: a format hint would send the operator astray
+        raise ValueError(f"{year}年{month}月{day}日は存在しない日付です") from None
 
 
 def confirmation(v: str) -> str | None:
@@ -162,26 +163,38 @@ class ImportResult:
 
 
 def _validate(table: Table, columns: list[Column], result: ImportResult,
-              extra: Callable[[int, dict[str, Any], list[RowError]], None] | None = None,
-              ) -> dict[str, dict[str, Any]]:
-    """Parsed rows by institution code; every problem lands in result.errors."""
+              *rules: Rule) -> dict[str, dict[str, Any]]:
+    """Parsed rows by institution code; every problem lands in result.errors.
+
+    Every check runs on every row, whatever else is wrong with it, so the operator gets
+    all the errors of the file in one run instead of one kind per attempt.
+    """
+    result.errors.extend(table.errors)
     parsed: dict[str, dict[str, Any]] = {}
     first_line: dict[str, int] = {}
     for line, raw in table.rows:
+        before = len(result.errors)
         row = parse_row(line, raw, columns, result.errors)
-        if row is None:
-            continue
-        if extra:
-            extra(line, row, result.errors)
-        code = str(row["code"])
-        if code in first_line:
-            result.errors.append(RowError(line, "医療機関コード", code,
-                                          f"{first_line[code]}行目と重複しています"))
-            continue
-        first_line[code] = line
-        parsed[code] = row
-    result.rows = len(table.rows)
+        for rule in rules:
+            rule(line, row, result.errors)
+        _duplicate(line, row, first_line, result.errors)
+        if len(result.errors) == before:
+            parsed[str(row["code"])] = row
+    result.rows = table.size
+    result.errors.sort(key=lambda e: e.line)  # stable: a row's errors keep column order
     return parsed
+
+
+def _duplicate(line: int, row: dict[str, Any], first_line: dict[str, int],
+               errors: list[RowError]) -> None:
+    code = row.get("code")
+    if code is None:  # its own error is reported already
+        return
+    if code in first_line:
+        errors.append(RowError(line, "医療機関コード", code,
+                               f"{first_line[code]}行目と重複しています"))
+    else:
+        first_line[code] = line
 
 
 async def _existing(session: AsyncSession, prefecture: str) -> dict[str, Institution]:
@@ -242,12 +255,13 @@ async def _write(session: AsyncSession, new: list[dict[str, Any]],
 
 def _roster_rules(prefecture: str, line: int, row: dict[str, Any],
                   errors: list[RowError]) -> None:
-    if row["special_function"] and row["kind"] != "hospital":
+    # A cell that did not parse is absent from row (and reported): rules needing it skip.
+    if row.get("special_function") and row.get("kind") == "clinic":
         errors.append(RowError(line, "特定機能病院", "有",
                                "特定機能病院は病院にだけ指定できます（種別が診療所です）"))
     # A 10-digit 医療機関コード begins with its prefecture's number: a roster imported under
     # the wrong --prefecture is caught here, not after 案内 went to another's clinics.
-    code = str(row["code"])
+    code = row.get("code", "")
     if len(code) == 10 and code[:2] != prefecture:
         errors.append(RowError(line, "医療機関コード", code,
                                f"先頭2桁（都道府県番号 {code[:2]}）が取り込み先の都道府県 "
@@ -255,10 +269,11 @@ def _roster_rules(prefecture: str, line: int, row: dict[str, Any],
 
 
 def _status_rules(line: int, row: dict[str, Any], errors: list[RowError]) -> None:
-    if row["status"] == "確認済" and not row["confirmation"]:
+    # A cell that did not parse is absent from row: reported already, not again as empty.
+    if row.get("status") == "確認済" and "confirmation" in row and not row["confirmation"]:
         errors.append(RowError(line, "確認結果", "",
                                "確認済の場合は「体制あり」か「体制なし」が必要です"))
-    if row["status"] == "差し戻し" and not row["return_reason"]:
+    if row.get("status") == "差し戻し" and "return_reason" in row and not row["return_reason"]:
         errors.append(RowError(line, "差し戻し理由", "", "差し戻しの場合は理由が必要です"))
 
 
@@ -266,9 +281,8 @@ async def import_status(session: AsyncSession, path: Path, prefecture: str, now:
                         progress: Progress | None = None) -> ImportResult:
     table = read_table(path, STATUS)
     result = ImportResult(str(path), table.encoding)
-    parsed = _validate(table, STATUS, result, _status_rules)
     existing = await _existing(session, prefecture)
-    _unknown_codes(table, parsed, existing, result)
+    parsed = _validate(table, STATUS, result, _status_rules, partial(_on_roster, existing))
     if result.errors:
         return result
     changed, history = [], []
@@ -292,24 +306,20 @@ async def import_status(session: AsyncSession, path: Path, prefecture: str, now:
     return result
 
 
-def _unknown_codes(table: Table, parsed: dict[str, dict[str, Any]],
-                   existing: dict[str, Institution], result: ImportResult) -> None:
-    lines = {unicodedata.normalize("NFKC", raw.get("code", "")).strip(): line
-             for line, raw in table.rows}
-    for code in parsed:
-        if code not in existing:
-            result.errors.append(RowError(lines.get(code, 0), "医療機関コード", code,
-                                          "この都道府県の名簿にない医療機関です（先に名簿を取り込んでください）"))
-    result.errors.sort(key=lambda e: e.line)
+def _on_roster(existing: dict[str, Institution], line: int, row: dict[str, Any],
+               errors: list[RowError]) -> None:
+    code = row.get("code")
+    if code is not None and code not in existing:
+        errors.append(RowError(line, "医療機関コード", code, "この都道府県の名簿にない"
+                               "医療機関です（先に名簿を取り込んでください）"))
 
 
 async def import_report(session: AsyncSession, path: Path, prefecture: str,
                         progress: Progress | None = None) -> ImportResult:
     table = read_table(path, REPORT)
     result = ImportResult(str(path), table.encoding)
-    parsed = _validate(table, REPORT, result)
     existing = await _existing(session, prefecture)
-    _unknown_codes(table, parsed, existing, result)
+    parsed = _validate(table, REPORT, result, partial(_on_roster, existing))
     if result.errors:
         return result
     changed = []

@@ -16,6 +16,7 @@ from tests.conftest import NOW
 SAMPLES = Path(__file__).resolve().parent.parent / "docs" / "samples"
 HEADER = "医療機関コード,名称,種別,特定機能病院,歯科,休院,市区町村,二次医療圏,メール,電話\n"
 ROW = "2610001,さくら内科クリニック,診療所,無,無,無,京都市中京区,京都・乙訓,a@b.jp,075-000-0001\n"
+STATUS_HEADER = "医療機関コード,報告状況,報告日,確認結果,差し戻し理由\n"
 
 
 def csv_file(tmp_path: Path, text: str, encoding: str = "utf-8", name: str = "f.csv") -> Path:
@@ -109,6 +110,15 @@ async def test_reasons_are_kept_as_typed_and_names_stay_searchable(
     inst = (await institutions(ctx))["2610009"]
     assert inst.name == "サクラ内科クリニック"
     assert inst.return_reason == "①2号機能（ハ）の件数が未入力です"
+    # A reason typed on two lines (Alt+Enter in Excel, so quoted) is a message, not a runaway
+    # quote, when the row has every cell.
+    two_lines = ("医療機関コード,報告状況,報告日,確認結果,差し戻し理由\n"
+                 "2610009,差し戻し,2027-01-20,,\"①件数が未入力です\n②連携先が空欄です\"\n")
+    async with ctx.session() as session:
+        assert (await import_status(session, csv_file(tmp_path, two_lines, name="t.csv"), "26",
+                                    NOW)).ok
+    assert (await institutions(ctx))["2610009"].return_reason == (
+        "①件数が未入力です\n②連携先が空欄です")
 
 
 async def test_missing_column_and_unreadable_file_are_file_problems(ctx: Context,
@@ -168,4 +178,125 @@ async def test_status_rows_must_be_on_this_prefectures_roster(ctx: Context,
     assert "体制あり" in reasons[(2, "確認結果")]
     assert "名簿にない" in reasons[(3, "医療機関コード")]
     assert "日付" in reasons[(4, "報告日")] and "理由が必要" in reasons[(5, "差し戻し理由")]
+    assert (await institutions(ctx))["2610001"].status == "未報告"
+
+
+@pytest.mark.parametrize(("after", "end"), [
+    ("2610031,みなみ病院,病院,無,無,無,宇治市,山城北,,\n", 4),  # swallowed to the end of the file
+    ("2610031,\"みなみ病院\",病院,無,無,無,宇治市,山城北,,\n", 3),  # or up to the next quote
+])
+async def test_an_unclosed_quote_is_named_where_its_row_starts(ctx: Context, tmp_path: Path,
+                                                               after: str, end: int) -> None:
+    """An open quote swallows the lines after it into one cell: the operator is told which
+    quote, not that line 3's 種別 and 特定機能病院 are empty."""
+    bad = HEADER + "2610030,\"閉じない引用,診療所,無,無,無,宇治市,山城北,,\n" + after + ROW
+    before = await institutions(ctx)
+    async with ctx.session() as session:
+        result = await import_roster(session, csv_file(tmp_path, bad), "26")
+    [error] = result.errors
+    assert (error.line, error.column, error.value) == (2, "名称", "閉じない引用,診療所,無,無,無,"
+                                                                   "宇治市,山城北,,")
+    assert str(error).startswith("2行目 「名称」 ")
+    assert error.reason.startswith(f"引用符（\"）が閉じられていません（{end}行目までが")
+    assert await institutions(ctx) == before
+
+
+@pytest.mark.parametrize(("header", "named"), [
+    (HEADER.replace("\n", ",医療機関コード\n"),
+     "「医療機関コード」の列が2つあります（1列目、11列目）"),
+    (HEADER.replace("\n", ",医療機関名\n"),  # a column and its alias are one field too
+     "「名称」の列が2つあります（2列目「名称」、11列目「医療機関名」）"),
+])
+async def test_a_column_given_twice_is_refused_by_name(ctx: Context, tmp_path: Path,
+                                                       header: str, named: str) -> None:
+    """Two columns for one field: taking either silently may import the wrong values."""
+    before = await institutions(ctx)
+    async with ctx.session() as session:
+        with pytest.raises(FileProblem) as problem:
+            await import_roster(session, csv_file(tmp_path, header + ROW.replace("\n", ",X\n")),
+                                "26")
+    assert named in str(problem.value)
+    assert await institutions(ctx) == before
+
+
+async def test_a_row_with_too_few_or_too_many_cells_is_named(ctx: Context,
+                                                             tmp_path: Path) -> None:
+    """A missing or extra cell shifts the values after it into the wrong columns, even
+    when every shifted value parses (an unquoted 京都市,下京区 makes 下京区 the 二次医療圏)."""
+    header = "医療機関コード,名称,種別,特定機能病院,歯科,休院,市区町村,二次医療圏\n"
+    good = "2610001,さくら内科クリニック,診療所,無,無,無,京都市中京区,京都・乙訓\n"
+    short = "2610002,みなみ病院,病院,無\n"
+    long = "2610003,四条クリニック,診療所,無,無,無,京都市,下京区,京都・乙訓\n"
+    before = await institutions(ctx)
+    async with ctx.session() as session:
+        result = await import_roster(session, csv_file(tmp_path, header + good + short + long),
+                                     "26")
+    assert [(e.line, e.column, e.value) for e in result.errors] == [
+        (3, "歯科", ""), (4, "9列目", "京都・乙訓")]
+    assert result.errors[0].reason.startswith("この行は4列あります（1行目の見出しは8列です）")
+    assert result.errors[1].reason.startswith("この行は9列あります（1行目の見出しは8列です）")
+    assert result.rows == 3 and await institutions(ctx) == before
+
+
+async def test_every_status_row_error_is_reported_in_one_run(ctx: Context,
+                                                             tmp_path: Path) -> None:
+    """A bad cell does not hide the row's other errors: a duplicate code, a missing 確認結果
+    and, under another --prefecture, 名簿にない come back in the same run."""
+    text = (STATUS_HEADER
+            + "2610001,確認済,2027-02-30,,\n"  # 2: no such date, 確認結果 missing
+            + "2610002,たぶん,,,\n"  # 3: bad 報告状況
+            + "2610003,報告済,2027-01-10,,\n"  # 4: good
+            + "2610004,報告済,2027-01-32,体制あり,\n"  # 5: bad 報告日
+            + "2610005,報告済,,,\n"  # 6: good
+            + "2610004,差し戻し,2027年1月,,\n")  # 7: 5's code again, bad 報告日, no reason
+    async with ctx.session() as session:
+        await import_roster(session, SAMPLES / "roster.csv", "26")
+    before = await institutions(ctx)
+    async with ctx.session() as session:
+        here = await import_status(session, csv_file(tmp_path, text), "26", NOW)
+        other = await import_status(session, csv_file(tmp_path, text), "13", NOW)
+    assert [(e.line, e.column) for e in here.errors] == [
+        (2, "報告日"), (2, "確認結果"), (3, "報告状況"), (5, "報告日"),
+        (7, "報告日"), (7, "差し戻し理由"), (7, "医療機関コード")]
+    assert here.errors[-1].reason == "5行目と重複しています"
+    foreign = [e.line for e in other.errors if "名簿にない" in e.reason]
+    assert foreign == [2, 3, 4, 5, 6, 7]  # every row carrying a code, not only the clean ones
+    assert await institutions(ctx) == before
+    async with ctx.session() as session:
+        assert (await session.exec(select(StatusHistory))).all() == []
+
+
+async def test_every_report_row_error_is_reported_in_one_run(ctx: Context,
+                                                             tmp_path: Path) -> None:
+    header = "医療機関コード,院内掲示,一次診療,患者相談,2号イ,2号ロ,2号ハ,2号ニ\n"
+    text = (header
+            + "9999999,たぶん,有,有,有,有,有,有\n"  # 2: bad flag and not on the roster
+            + "2610001,有,有,有,有,有,有,有\n"  # 3: good
+            + "2610001,有,有,有,有,有,有,多分\n")  # 4: bad flag and 3's code again
+    async with ctx.session() as session:
+        await import_roster(session, SAMPLES / "roster.csv", "26")
+    before = await institutions(ctx)
+    async with ctx.session() as session:
+        result = await import_report(session, csv_file(tmp_path, text), "26")
+    assert [(e.line, e.column, e.value) for e in result.errors] == [
+        (2, "院内掲示", "たぶん"), (2, "医療機関コード", "9999999"), (4, "2号ニ", "多分"),
+        (4, "医療機関コード", "2610001")]
+    assert "名簿にない" in result.errors[1].reason and "3行目と重複" in result.errors[3].reason
+    assert await institutions(ctx) == before
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("2027-02-30", "2027年2月30日は存在しない日付です"),
+    ("2027/13/1", "2027年13月1日は存在しない日付です"),
+    ("2027年2月", "日付は 2026-01-31 または 2026/1/31 の形で入力してください"),
+    ("R9.2.1", "日付は 2026-01-31 または 2026/1/31 の形で入力してください"),
+])
+async def test_a_date_that_does_not_exist_is_not_told_to_change_its_form(
+        ctx: Context, tmp_path: Path, value: str, reason: str) -> None:
+    text = STATUS_HEADER + f"2610001,報告済,{value},,\n"
+    async with ctx.session() as session:
+        await import_roster(session, SAMPLES / "roster.csv", "26")
+        result = await import_status(session, csv_file(tmp_path, text), "26", NOW)
+    [error] = result.errors
+    assert (error.line, error.column, error.value, error.reason) == (2, "報告日", value, reason)
     assert (await institutions(ctx))["2610001"].status == "未報告"
