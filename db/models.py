@@ -129,6 +129,9 @@ class ConversationLog(SQLModel, table=True):
     reply_text: str = ""
     action: str | None = Field(default=None, max_length=20)
     entry_id: str | None = None
+    # Every entry answered when a message asked several (the first is `entry_id` too): a
+    # typed 「詳しく」 after them must know them all.
+    entry_ids: list[str] | None = Field(default=None, sa_column=Column(JSON))
     score: float | None = None
     feedback: int | None = Field(default=None, description="+1 / -1 from the user")
 

@@ -172,12 +172,15 @@ def _stale(updated_at: datetime | None, ctx: Context) -> bool:
 async def _log(msg: Inbound, ctx: Context, replies: list[Reply]) -> None:
     meta = replies[0].meta if replies else {}
     score = meta.get("score")
+    answered = [str(r.meta["entry_id"]) for r in replies
+                if r.meta.get("action") == "answer" and r.meta.get("entry_id")]
     try:
         await ctx.turns.write(ctx.begin, dict(
             channel=msg.channel, external_user_id=msg.user_id,
             prefecture_code=ctx.tenant, inbound_text=msg.text, payload=msg.payload,
             reply_text="\n\n".join(r.text for r in replies)[:MAX_TEXT],
             action=meta.get("action"), entry_id=meta.get("entry_id"),
+            entry_ids=answered if len(answered) > 1 else None,
             score=float(score) if isinstance(score, int | float) else None,
             created_at=ctx.clock(),
         ))

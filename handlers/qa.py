@@ -17,10 +17,10 @@ from handlers.answers import (
     reply_for,
 )
 from handlers.context import Context
-from handlers.messages import Inbound, Reply
+from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
 from handlers.status import asks_status, handle_status
-from handlers.texts import OFFER_QUESTION, UNREADABLE
+from handlers.texts import OFFER_QUESTION, UNREADABLE, shorten
 from knowledge.model import needs_gmis_contact
 from knowledge.normalize import HIRAGANA
 from knowledge.retriever import Decision
@@ -407,6 +407,17 @@ async def handle_more(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
     if last is None or entry is None or last.action not in history.ANSWERED:
         return [Reply("どの件について詳しくお知りになりたいか、ご質問の内容をそのまま"
                       "入力してください。", meta={"action": "more"})]
+    if last.action == "answer" and last.entry_ids:  # a message that asked several
+        detailed = [e for e in (ctx.retriever.by_id.get(i) for i in last.entry_ids)
+                    if e is not None and e.detail]
+        if len(detailed) == 1:
+            return await handle_detail(msg, ctx, {"arg": detailed[0].id})
+        if detailed:  # which one is for the clerk to say, not for us to guess
+            return [Reply("どのお答えについて詳しくご覧になりますか。",
+                          tuple(Button(f"詳しく：{shorten(e.question, 24)}", f"qa:detail:{e.id}")
+                                for e in detailed), meta={"action": "more"})]
+        return [Reply("先ほどのお答えで、ご案内できる内容はすべてです。" + OFFER_QUESTION,
+                      OFFER_STAFF, meta={"action": "more"})]
     if entry.detail and last.action == "answer":
         return await handle_detail(msg, ctx, {"arg": entry.id})
     if entry.route == "gmis_callcenter":  # G-MIS questions are never the prefecture's

@@ -1,4 +1,4 @@
-"""Migrations 0002 (staff desk) and 0005 go down and up on SQLite and PostgreSQL."""
+"""Migrations 0002 (staff desk), 0005 and 0006 go down and up on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -26,9 +26,11 @@ def test_desk_schema_goes_down_and_up_again(database_url: str) -> None:
     head = columns(database_url)
     assert {"card_ts", "claimed_at", "redmine_url", "resolution"} <= head["escalation"]
     assert {"kbdraft", "processedevent"} <= head.keys()
+    assert "entry_ids" in head["conversationlog"]  # 0006
     command.downgrade(alembic_config(database_url), "0001")
     down = columns(database_url)
     assert "kbdraft" not in down and "card_ts" not in down["escalation"]
+    assert "entry_ids" not in down["conversationlog"]
     upgrade(database_url)
     assert columns(database_url) == head
 

@@ -119,6 +119,21 @@ async def test_typed_more_shows_the_detail_of_the_last_answer(ctx: Context) -> N
     assert any(b.payload == "esc:ask" for b in again.buttons)
 
 
+async def test_typed_more_after_two_answers_asks_which(ctx: Context) -> None:
+    """「詳しく」 typed after a message answered in two parts had expanded the first only."""
+    answers = await dispatch(said("1号機能の要件は？あと17の診療領域って何？"), ctx)
+    ids = [r.meta["entry_id"] for r in answers]
+    assert ids == ["func1-requirements", "func1-17-areas"]
+    [which] = await dispatch(said("詳しく"), ctx)
+    assert [b.payload for b in which.buttons] == [f"qa:detail:{i}" for i in ids]
+    [second] = await dispatch(said(which.buttons[1].label, which.buttons[1].payload), ctx)
+    assert second.text == ctx.retriever.by_id["func1-17-areas"].detail
+    # Of two answers only one with more to show: that one is shown.
+    await dispatch(said("報告期間いつ？あと17の診療領域って何？", user="u2"), ctx)
+    [more] = await dispatch(said("詳しく", user="u2"), ctx)
+    assert more.text == ctx.retriever.by_id["func1-17-areas"].detail
+
+
 async def test_typed_more_without_detail_offers_staff_with_the_question(ctx: Context) -> None:
     [answer] = await dispatch(said("歯科診療所は報告しますか"), ctx)
     assert not ctx.retriever.by_id["scope-dental-exempt"].detail
