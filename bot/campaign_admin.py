@@ -9,14 +9,16 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.settings import Settings
 from db.csvfile import FileProblem, decode
 from db.engine import make_engine, make_sessionmaker
 from db.models import Campaign, CampaignSettings, Prefecture, desk_channel, utcnow
+from db.prefectures import default_period
 from scheduler import campaigns, templates
-from scheduler.cadence import cycle_runs, due_run, settings_for
-from scheduler.calendar import DAY_ENDS, DAY_STARTS, JST, sending_hours
+from scheduler.cadence import cycle_runs, due_run, early_reminders, period_opens, settings_for
+from scheduler.calendar import DAY_ENDS, DAY_STARTS, JST, next_slot, sending_hours
 
 # Row states of a campaign's messages, as `campaign status` lists them.
 ROW_LABELS = {"held": "承認待ち", "pending": "送信待ち", "sending": "送信中", "inflight": "送信中",
@@ -30,6 +32,10 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
         async with make_sessionmaker(engine)() as session:
             command = args.campaign_command
             if command == "plan":
+                if args.kind == "dunning" and (early := await _before_opening(
+                        session, args.prefecture, now)):
+                    print(early)
+                    return 1
                 tag = args.tag or f"manual:{now.astimezone(JST):%Y-%m-%dT%H:%M}"
                 result = await campaigns.plan(session, args.prefecture, args.kind, tag, now)
                 c = result.campaign
@@ -77,6 +83,20 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     finally:
         await engine.dispose()
+
+
+async def _before_opening(session: AsyncSession, prefecture: str, now: datetime) -> str:
+    """Why a 督促 cannot be planned now ("" when it can): before reporting opens no clinic
+    is late yet, and the calendar refuses such reminders too. There is no override."""
+    pref = await session.get(Prefecture, prefecture)
+    if pref is None or pref.period_end is None:
+        return ""  # campaigns.plan says what is missing
+    opens = period_opens(pref.period_start, pref.period_end)
+    if next_slot(now, *sending_hours(pref)).astimezone(JST).date() >= opens:
+        return ""
+    return (f"督促は受付開始（{templates.format_deadline(opens)}）より前には送れません。"
+            "受付開始後にもう一度計画してください"
+            "（受付開始は calendar set --start で変更できます）。")
 
 
 def _summary(c: Campaign) -> str:
@@ -129,9 +149,8 @@ def _apply(args: argparse.Namespace, pref: Prefecture, cadence: CampaignSettings
             raise ValueError(f"--deadline {args.deadline} は過去の日付です")
     if args.start:
         pref.period_start = _day(args.start, "--start")
-    if pref.period_start and pref.period_end and pref.period_start > pref.period_end:
-        raise ValueError(f"受付開始（{pref.period_start}）が報告期限（{pref.period_end}）より後に"
-                         "なります。--start と --deadline をご確認ください")
+    if args.start or args.deadline:
+        _check_period(pref, args)
     if args.contact is not None:
         if not args.contact.strip() or len(args.contact) > 200:
             raise ValueError("--contact は 1〜200 文字で指定してください（例：\"京都府医療政策課 "
@@ -166,6 +185,45 @@ def _apply(args: argparse.Namespace, pref: Prefecture, cadence: CampaignSettings
     for name in ("auto_send", "enabled"):
         if getattr(args, name) is not None:
             setattr(cadence, name, getattr(args, name) == "on")
+    if args.reminders is not None or args.start or args.deadline:
+        _check_reminders(pref, cadence)
+
+
+def _check_period(pref: Prefecture, args: argparse.Namespace) -> None:
+    """A prefecture may shorten the statutory 1月1日〜3月31日 period, not leave it
+    (DESIGN.md; every first-cycle period in FACTS.md lies inside it): refused, not warned."""
+    for day, given, option in ((pref.period_start, args.start, "--start"),
+                               (pref.period_end, args.deadline, "--deadline")):
+        if given and day and not _in_statutory_period(day):
+            raise ValueError(f"{option} {day} は報告期間（毎年1月1日〜3月31日）の外です。"
+                             "都道府県の期間はこの中で短くできますが、外には広げられません")
+    start, end = pref.period_start, pref.period_end
+    if start and end and start > end:
+        raise ValueError(f"受付開始（{start}）が報告期限（{end}）より後になります。"
+                         "--start と --deadline をご確認ください")
+    if start and end and start.year != end.year:
+        raise ValueError(f"受付開始（{start}）と報告期限（{end}）が別の年です。同じ年の"
+                         "1月1日〜3月31日の中になるよう --start と --deadline を指定してください")
+
+
+def _in_statutory_period(day: date) -> bool:
+    """Inside 1月1日〜3月31日 of its year (db.prefectures holds the one definition)."""
+    start, end = default_period(day)  # after March: next year's window, so day < start
+    return start <= day <= end
+
+
+def _check_reminders(pref: Prefecture, cadence: CampaignSettings) -> None:
+    """Each 督促 offset must land on or after 受付開始: say which would not, and when."""
+    if pref.period_end is None:
+        return
+    opens = period_opens(pref.period_start, pref.period_end)
+    early = early_reminders(cadence, pref.period_end, opens, *sending_hours(pref))
+    if early:
+        day = templates.format_deadline
+        which = "、".join(f"督促 D-{n} は {day(on)}" for n, on in early)
+        raise ValueError(f"{which} になり、受付開始（{day(opens)}）より前です。--reminders は"
+                         "受付開始より後に届く日数にしてください（受付開始から期限までは "
+                         f"{(pref.period_end - opens).days} 日です）")
 
 
 def _day(text: str, option: str) -> date:
@@ -205,19 +263,8 @@ async def run_template(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine)() as session:
-            if args.template_command == "set":
-                try:
-                    text, _ = await asyncio.to_thread(decode, Path(args.file))
-                except (OSError, FileProblem) as exc:  # missing, unreadable, not Japanese text
-                    print(f"読み込めませんでした：{exc}")
-                    return 1
-                body = text.strip()
-                try:
-                    await templates.save(session, args.prefecture, args.kind, body)
-                except templates.TemplateError as exc:
-                    print(f"保存できませんでした：{exc}")
-                    return 1
-                print("テンプレートを保存しました。")
+            if args.template_command == "set" and not await _set_template(session, args):
+                return 1
             print(await templates.get_body(session, args.prefecture, args.kind))
             print("--- 使える差し込み項目 ---")
             for name, what in templates.PLACEHOLDERS.items():
@@ -225,3 +272,41 @@ async def run_template(settings: Settings, args: argparse.Namespace) -> int:
             return 0
     finally:
         await engine.dispose()
+
+
+async def _set_template(session: AsyncSession, args: argparse.Namespace) -> bool:
+    """Read, check and store the file; on any problem say where (file, line, column) and
+    store nothing."""
+    path = Path(args.file)
+    # CLI front-end: a blocking is_file() check before the work is harmless here.
+    if not path.is_file():  # noqa: ASYNC240
+        print(f"ファイルが見つかりません: {path}")
+        return False
+    try:
+        text, _ = await asyncio.to_thread(decode, path)
+    except OSError as exc:  # unreadable (permissions)
+        print(f"読み込めませんでした：{path}（{exc.strerror}）")
+        return False
+    except FileProblem as exc:  # not UTF-8 or Shift_JIS text; the message names the file
+        print(f"読み込めませんでした：{exc}")
+        return False
+    try:
+        await templates.save(session, args.prefecture, args.kind, text.strip())
+    except templates.TemplateError as exc:
+        print(f"保存できませんでした：{_where(path, text, exc)}: {exc.message}")
+        return False
+    print("テンプレートを保存しました。")
+    return True
+
+
+def _where(path: Path, text: str, exc: templates.TemplateError) -> str:
+    """`file:line行目 column文字目` in the file as written: the stored body is stripped, so
+    the blank lines (and first-line indent) cut off before it are added back."""
+    if exc.line is None:
+        return str(path)
+    cut = text[:len(text) - len(text.lstrip())]
+    line = exc.line + cut.count("\n")
+    if exc.column is None:
+        return f"{path}:{line}行目"
+    indent = len(cut) - cut.rfind("\n") - 1 if exc.line == 1 else 0
+    return f"{path}:{line}行目 {exc.column + indent}文字目"

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,6 +22,30 @@ from scheduler.templates import KINDS
 
 logger = logging.getLogger("bot")
 Command = Callable[[argparse.Namespace, Settings], int]
+# Slack conversation IDs: C… (channel) or G… (older private channel), uppercase letters and
+# digits. Slack calls them opaque, so the length is bounded loosely; a name ("kyoto-desk",
+# "#総務") or a user ID (U…) is what this catches.
+SLACK_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{6,20}")
+
+
+def prefecture_arg(text: str) -> str:
+    """argparse type for every --prefecture: says the valid range in Japanese (argparse
+    would print "invalid prefecture_code value")."""
+    try:
+        return prefecture_code(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"都道府県コードは 01〜47 の数字で指定してください（例：26）: {text!r}") from None
+
+
+def slack_channel_problem(channel: str) -> str:
+    """Why `channel` is not a Slack channel ID ("" when it is): checked before the database
+    is touched, so a name never becomes a mapping or re-addresses waiting cards."""
+    if SLACK_CHANNEL_ID.fullmatch(channel):
+        return ""
+    return (f"SlackのチャンネルIDではありません: {channel!r}。チャンネルIDは C または G で始まる"
+            "英大文字と数字です（例：C0123456789）。Slackでチャンネル名をクリックして開く詳細"
+            "画面のいちばん下に表示されます。")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,15 +73,15 @@ def parser() -> argparse.ArgumentParser:
                        ("import-report", "report answers CSV (1号 ★ items, 2号 イ〜ニ)")):
         imp = sub.add_parser(name, help=f"import a {what}; all or nothing")
         imp.add_argument("file", type=Path)
-        imp.add_argument("--prefecture", required=True, type=prefecture_code)
+        imp.add_argument("--prefecture", required=True, type=prefecture_arg)
     codes = sub.add_parser("issue-codes", help="issue one-time link codes to a CSV file")
-    codes.add_argument("--prefecture", required=True, type=prefecture_code)
+    codes.add_argument("--prefecture", required=True, type=prefecture_arg)
     codes.add_argument("--institution",
                        help="医療機関コード (default: every reporting institution)")
     codes.add_argument("--out", required=True, type=Path)
     codes.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     revoke = sub.add_parser("revoke-link", help="unlink every chat account of an institution")
-    revoke.add_argument("--prefecture", required=True, type=prefecture_code)
+    revoke.add_argument("--prefecture", required=True, type=prefecture_arg)
     revoke.add_argument("--institution", required=True)
     db = sub.add_parser("db", help="database tools")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -80,12 +105,13 @@ def _desk_parsers(sub: argparse._SubParsersAction, kb_sub: argparse._SubParsersA
     approve.add_argument("--entry-id", help="default: <category>-desk-<draft id>")
     approve.add_argument("--url", help="public source URL instead of the staff answer")
     slack = sub.add_parser("slack-channel", help="map a prefecture to its Slack staff channel")
-    slack.add_argument("--prefecture", required=True, type=prefecture_code)
-    slack.add_argument("--channel", required=True, help="Slack channel ID, e.g. C0123ABCD")
+    slack.add_argument("--prefecture", required=True, type=prefecture_arg)
+    slack.add_argument("--channel", required=True, type=str.strip,
+                       help="Slack channel ID, e.g. C0123456789")
     desk = sub.add_parser("desk", help="staff desk tools")
     desk_sub = desk.add_subparsers(dest="desk_command", required=True)
     digest = desk_sub.add_parser("digest", help="queue the daily digest for Slack now")
-    digest.add_argument("--prefecture", required=True, type=prefecture_code)
+    digest.add_argument("--prefecture", required=True, type=prefecture_arg)
 
 
 def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +119,7 @@ def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
     camp = sub.add_parser("campaign", help="案内・督促 campaigns: plan, preview, send, ...")
     c_sub = camp.add_subparsers(dest="campaign_command", required=True)
     plan = c_sub.add_parser("plan", help="compute recipients now (nothing is sent)")
-    plan.add_argument("--prefecture", required=True, type=prefecture_code)
+    plan.add_argument("--prefecture", required=True, type=prefecture_arg)
     plan.add_argument("--kind", required=True, choices=KINDS)
     plan.add_argument("--tag", help="run name (default: manual:<time>); same tag, same campaign")
     for name, what in (("preview", "show a sample and post the approval card to Slack"),
@@ -105,7 +131,7 @@ def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
         cmd.add_argument("id", type=int, nargs="?" if name == "status" else None)
         # A campaign id alone could name another prefecture's campaign (and its CSV of
         # contacts): the operator always says whose.
-        cmd.add_argument("--prefecture", required=True, type=prefecture_code)
+        cmd.add_argument("--prefecture", required=True, type=prefecture_arg)
         if name in ("send", "cancel"):
             cmd.add_argument("--by", default="cli", help="who approves or cancels")
         if name == "unlinked":
@@ -114,7 +140,7 @@ def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
     cal_sub = cal.add_subparsers(dest="calendar_command", required=True)
     for name in ("show", "set"):
         cmd = cal_sub.add_parser(name, help=f"{name} the calendar")
-        cmd.add_argument("--prefecture", required=True, type=prefecture_code)
+        cmd.add_argument("--prefecture", required=True, type=prefecture_arg)
         if name == "set":
             cmd.add_argument("--deadline", help="報告期限 YYYY-MM-DD")
             cmd.add_argument("--start", help="受付開始 YYYY-MM-DD (shown to linked clinics)")
@@ -133,7 +159,7 @@ def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
     t_sub = tpl.add_subparsers(dest="template_command", required=True)
     for name in ("show", "set"):
         cmd = t_sub.add_parser(name, help=f"{name} a template (checked when saved)")
-        cmd.add_argument("--prefecture", required=True, type=prefecture_code)
+        cmd.add_argument("--prefecture", required=True, type=prefecture_arg)
         cmd.add_argument("--kind", required=True, choices=KINDS)
         if name == "set":
             cmd.add_argument("--file", required=True, type=Path)
@@ -312,6 +338,9 @@ def cmd_slack_channel(args: argparse.Namespace, settings: Settings) -> int:
     from bot.desk_admin import run_slack_channel
     from db.migrate import upgrade
 
+    if problem := slack_channel_problem(args.channel):
+        print(problem, file=sys.stderr)
+        return 2
     upgrade(settings.database_url)
     return asyncio.run(run_slack_channel(settings, args.prefecture, args.channel))
 

@@ -58,6 +58,22 @@ def cycle_runs(settings: CampaignSettings, deadline: date, start_hour: int = 9,
     return sorted(runs.values(), key=lambda r: r.at)
 
 
+def period_opens(start: date | None, deadline: date) -> date:
+    """The day reporting opens: the prefecture's own 受付開始, else 1月1日 of the deadline's
+    year (the statutory start)."""
+    return start or date(deadline.year, 1, 1)
+
+
+def early_reminders(settings: CampaignSettings, deadline: date, opens: date,
+                    start_hour: int = 9, end_hour: int = 17) -> list[tuple[int, date]]:
+    """(days before the deadline, day it is sent) of each 督促 that would go out before
+    reporting opens: it would chase clinics that cannot report yet (and a past one would
+    show as sent). Each offset on its own, even where cycle_runs would merge two."""
+    sends = [(n, slot_on(deadline - timedelta(days=n), start_hour, end_hour).date())
+             for n in sorted(set(settings.reminder_days), reverse=True) if n > 0]
+    return [(n, day) for n, day in sends if day < opens]
+
+
 def due_run(runs: list[Run], now: datetime) -> Run | None:
     """The latest run whose slot has come: after downtime, only it is sent, once."""
     due = [r for r in runs if r.at <= now]

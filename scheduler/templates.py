@@ -6,6 +6,7 @@ brace is refused then, so a campaign can never fail (or send "{institution}") at
 
 from __future__ import annotations
 
+import difflib
 import string
 from collections.abc import Mapping
 from datetime import date
@@ -54,29 +55,79 @@ DEFAULTS: Mapping[str, str] = {
 
 
 class TemplateError(ValueError):
-    """A template that must not be saved; the message says why, in Japanese for staff."""
+    """A template that must not be saved; the message says why, in Japanese for staff.
+
+    `line` and `column` (1-based, in the body) say where, when the problem has a place."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None):
+        super().__init__(message)
+        self.message, self.line, self.column = message, line, column
 
 
 def validate(body: str) -> None:
-    """Refuse unknown placeholders, format specs and broken braces."""
+    """Refuse unknown placeholders, format specs, broken braces and a missing {contact}.
+
+    {contact} is required because nothing appends it: README promises every message says
+    whom to ask, and every default has it. Lines are checked one by one so that an error
+    can name its line (a placeholder never spans lines)."""
     if not body.strip():
         raise TemplateError("本文が空です。")
     if len(body) > MAX_LENGTH:
         raise TemplateError(f"本文が長すぎます（{len(body)}文字、上限{MAX_LENGTH}文字）。")
+    names = {name for number, line in enumerate(body.split("\n"), 1)
+             for name in _placeholders(line, number)}
+    if "contact" not in names:
+        raise TemplateError(f"差し込み項目 {{contact}}（{PLACEHOLDERS['contact']}）がありません。"
+                            "どの文面にも問い合わせ先を入れてください（例：お問い合わせ：{contact}）。")
+
+
+def _placeholders(line: str, number: int) -> list[str]:
+    """The placeholder names on one line; a TemplateError names the line (and column)."""
     try:
-        fields = list(string.Formatter().parse(body))
-    except ValueError as exc:
-        raise TemplateError(f"波かっこの対応が正しくありません（{exc}）。"
-                            "文字として使う場合は {{ と }} と書いてください。") from exc
-    for _text, name, spec, conversion in fields:
-        if name is None:
-            continue
+        fields = list(string.Formatter().parse(line))
+    except ValueError:
+        column, brace = _stray_brace(line)
+        other = "}" if brace == "{" else "{"
+        raise TemplateError(f"「{brace}」に対応する「{other}」がありません。差し込み項目は "
+                            "{deadline} のように書き、波かっこを文字として使う場合は {{ と }} "
+                            "と書いてください。", number, column or None) from None
+    names = [(name, spec or conversion) for _text, name, spec, conversion in fields
+             if name is not None]
+    for name, formatted in names:
         if name not in PLACEHOLDERS:
             known = "、".join("{" + p + "}" for p in PLACEHOLDERS)
-            raise TemplateError(
-                f"使えない差し込み項目 {{{name}}} があります。使えるのは {known} です。")
-        if spec or conversion:
-            raise TemplateError(f"差し込み項目 {{{name}}} に書式指定は使えません。")
+            raise TemplateError(f"使えない差し込み項目 {{{name}}} があります。"
+                                f"{_did_you_mean(name)}使えるのは {known} です。", number)
+        if formatted:
+            raise TemplateError(f"差し込み項目 {{{name}}} に書式指定は使えません。", number)
+    return [name for name, _ in names]
+
+
+def _stray_brace(line: str) -> tuple[int, str]:
+    """Column (1-based) and the brace str.format stumbles on: a lone "}" or an unclosed "{"
+    (nested ones counted as format() counts them); (0, "{") if none is found."""
+    i = 0
+    while i < len(line):
+        if line.startswith(("{{", "}}"), i):
+            i += 2
+        elif line[i] == "}":
+            return i + 1, "}"
+        elif line[i] == "{":
+            depth, j = 1, i + 1
+            while j < len(line) and depth:
+                depth += {"{": 1, "}": -1}.get(line[j], 0)
+                j += 1
+            if depth:
+                return i + 1, "{"
+            i = j
+        else:
+            i += 1
+    return 0, "{"
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, PLACEHOLDERS, n=1)
+    return f"{{{close[0]}}} のことでしょうか。" if close else ""
 
 
 def render(body: str, values: Mapping[str, str]) -> str:

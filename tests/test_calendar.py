@@ -7,7 +7,7 @@ from datetime import date, datetime
 import pytest
 
 from db.models import CampaignSettings, Prefecture
-from scheduler.cadence import cycle_runs, due_run
+from scheduler.cadence import cycle_runs, due_run, early_reminders, period_opens
 from scheduler.calendar import (
     JST,
     add_business_days,
@@ -125,3 +125,17 @@ def test_after_downtime_only_the_latest_due_run_is_sent() -> None:
     assert due_run(runs, jst(2026, 11, 10, 9)).tag.endswith("annai")  # type: ignore[union-attr]
     # down from 3/16 to 3/25 10:00: D-14 (3/17) and D-7 (3/24) were missed; only D-7 goes
     assert due_run(runs, jst(2027, 3, 25, 10)).tag.endswith("D-7")  # type: ignore[union-attr]
+
+
+def test_reminders_that_would_go_out_before_reporting_opens_are_found() -> None:
+    """受付開始 2027-01-13, deadline 2027-02-26: D-45 (1/12) is too early, and so is D-46
+    (1/11 is 成人の日, so 1/12); D-44 (1/13) is not. With no start of its own the period
+    opens on 1月1日: D-60 (12/28) is early, D-55 (1/2, sent 1/4) is not."""
+    deadline = date(2027, 2, 26)
+    opens = period_opens(date(2027, 1, 13), deadline)
+    early = early_reminders(settings(reminder_days=[7, 44, 45, 46]), deadline, opens)
+    assert early == [(46, date(2027, 1, 12)), (45, date(2027, 1, 12))]
+    assert period_opens(None, deadline) == date(2027, 1, 1)
+    statutory = early_reminders(settings(reminder_days=[60, 55]), deadline,
+                                period_opens(None, deadline))
+    assert statutory == [(60, date(2026, 12, 28))]

@@ -207,13 +207,34 @@ async def test_a_template_with_an_unknown_placeholder_is_refused_when_saved(
         assert await templates.get_body(session, DEMO_PREF, "dunning") == \
             templates.DEFAULTS["dunning"]
         await templates.save(session, DEMO_PREF, "dunning",
-                             "{institution_name}様：期限は{deadline}（{days_left}）です。{{注意}}")
+                             "{institution_name}様：期限は{deadline}（{days_left}）です。"
+                             "\n{contact}{{注意}}")
     await add_clinics(ctx, ["未報告"])
     async with ctx.session() as session:
         c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:tpl", NOW)).campaign
     [row] = await outbox_rows(ctx, campaign_id=c.id)
-    assert row.body.startswith("テスト診療所770様：期限は") and row.body.endswith("です。{注意}")
+    assert row.body.startswith("テスト診療所770様：期限は")
+    assert row.body.endswith("です。\n京都府 かかりつけ医機能報告 担当窓口{注意}")
     assert "（あと" in row.body
+
+
+@pytest.mark.parametrize(("body", "line", "column", "says"), [
+    ("{institution_name} 様\n期限は{deadlin}です。{contact}", 2, None,
+     "使えない差し込み項目 {deadlin} があります。{deadline} のことでしょうか。"),
+    ("{contact}\n\n期限は{deadline です", 3, 4, "「{」に対応する「}」がありません。"),
+    ("{contact}\n期限は {deadline}} です", 2, 15, "「}」に対応する「{」がありません。"),
+    ("{contact} {deadline!r}", 1, None, "書式指定は使えません"),
+    ("{institution_name} 様\n期限は{deadline}です。", None, None,
+     "差し込み項目 {contact}（都道府県の問い合わせ先）がありません。"),
+])
+def test_a_refused_template_says_where_in_japanese(body: str, line: int | None,
+                                                   column: int | None, says: str) -> None:
+    """The operator fixes the file from the message alone: its line and column, no Python
+    wording ("expected '}'"), and {contact}, which nothing appends, is required."""
+    with pytest.raises(templates.TemplateError) as refused:
+        templates.validate(body)
+    assert (refused.value.line, refused.value.column) == (line, column)
+    assert says in refused.value.message and "expected" not in refused.value.message
 
 
 async def test_returned_reminder_3_business_days_after_and_only_once(ctx: Context) -> None:

@@ -17,7 +17,8 @@ import yaml
 
 from bot.demo import demo_clock
 from bot.settings import Settings
-from scheduler.calendar import JST
+from scheduler.calendar import JST, slot_on
+from scheduler.templates import format_deadline
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,11 +158,15 @@ def test_the_demo_runs_inside_the_reporting_period(now: datetime, shown: date) -
     assert (f"{shown.year}年{shown.month}月{shown.day}日" in banner) == (shown != now.date())
 
 
-@pytest.mark.parametrize("command", [["import-roster"], ["issue-codes"]])
-def test_operator_commands_refuse_bad_prefecture(tmp_path: Path, command: list[str]) -> None:
-    extra = ["x.csv"] if command == ["import-roster"] else ["--out", "x.csv"]
-    out = run(*command, *extra, "--prefecture", "48", tmp=tmp_path)
-    assert out.returncode == 2 and "prefecture" in out.stderr
+@pytest.mark.parametrize(("command", "code"), [
+    (["import-roster", "x.csv"], "48"), (["issue-codes", "--out", "x"], "99"),
+    (["calendar", "show"], "0"), (["slack-channel", "--channel", "C0123456789"], "kyoto")])
+def test_operator_commands_refuse_bad_prefecture_in_japanese(
+        tmp_path: Path, command: list[str], code: str) -> None:
+    out = run(*command, "--prefecture", code, tmp=tmp_path)
+    assert out.returncode == 2 and "--prefecture" in out.stderr
+    assert f"都道府県コードは 01〜47 の数字で指定してください（例：26）: {code!r}" in out.stderr
+    assert "invalid" not in out.stderr and not (tmp_path / "cli.db").exists()
 
 
 def test_import_reports_bad_rows_with_file_and_line(tmp_path: Path) -> None:
@@ -288,15 +293,29 @@ def test_database_trouble_is_one_clear_line_not_a_traceback(tmp_path: Path) -> N
     assert folder.returncode == 2 and "フォルダです" in folder.stderr
 
 
+def yesterday() -> date:
+    return datetime.now(JST).date() - timedelta(days=1)  # the CLI checks against real today
+
+
+def next_period(start: date, end: date) -> tuple[date, date]:
+    """`start`–`end` (month and day) in next year's reporting period: always in the future."""
+    year = datetime.now(JST).year + 1
+    return start.replace(year=year), end.replace(year=year)
+
+
+def stored(tmp: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(tmp / "cli.db") as db:
+        return db.execute(sql).fetchall()
+
+
 def test_calendar_set_refuses_night_hours_and_bad_values_and_keeps_the_contact(
         tmp_path: Path) -> None:
     roster = ROOT / "docs" / "samples" / "roster.csv"
     assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
-    today = datetime.now(JST).date()  # the command checks dates against the real today
-    start, end = today + timedelta(days=40), today + timedelta(days=90)
+    start, end = next_period(date(1, 1, 13), date(1, 2, 26))
     for bad, says in ((["--hours", "0-24"], "夜間には送りません"),
                       (["--deadline", "2027/13/40"], "日付になっていません"),
-                      (["--deadline", str(today - timedelta(days=1))], "過去の日付"),
+                      (["--deadline", str(yesterday())], "過去の日付"),
                       (["--reminders", "7,-1"], "1 以上"),
                       (["--start", str(end), "--deadline", str(start)], "より後")):
         out = run("calendar", "set", "--prefecture", "26", *bad, tmp=tmp_path)
@@ -314,11 +333,125 @@ def test_template_set_reads_a_notepad_file_and_names_a_missing_one(tmp_path: Pat
     roster = ROOT / "docs" / "samples" / "roster.csv"
     assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
     sjis = tmp_path / "annai.txt"
-    sjis.write_bytes("{prefecture}の医療機関の皆様へ。期限は{deadline}です。\n".encode("cp932"))
+    sjis.write_bytes("{prefecture}の医療機関の皆様へ。期限は{deadline}です。\n"
+                     "お問い合わせ：{contact}\n".encode("cp932"))
     saved = run("template", "set", "--prefecture", "26", "--kind", "annai", "--file", str(sjis),
                 tmp=tmp_path)
     assert saved.returncode == 0 and "{prefecture}の医療機関の皆様へ" in saved.stdout
     missing = run("template", "set", "--prefecture", "26", "--kind", "annai",
                   "--file", str(tmp_path / "none.txt"), tmp=tmp_path)
-    assert missing.returncode == 1 and "読み込めませんでした" in missing.stdout
-    assert "Traceback" not in missing.stderr
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert f"ファイルが見つかりません: {tmp_path / 'none.txt'}" in missing.stdout
+    assert "Errno" not in missing.stdout
+
+
+def test_calendar_set_keeps_the_period_inside_1_1_to_3_31_and_saves_nothing(
+        tmp_path: Path) -> None:
+    """Prefectures may shorten the 1月1日〜3月31日 period (DESIGN.md), not leave it: a deadline
+    in April would run the 督促 into June, a December start would open before 1月1日."""
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    before = stored(tmp_path, "select period_start, period_end from prefecture")
+    start, end = next_period(date(1, 1, 13), date(1, 2, 26))
+    late, early = end.replace(month=4, day=15), start.replace(year=start.year - 1, month=12)
+    outside = "は報告期間（毎年1月1日〜3月31日）の外です"
+    for bad, says in (
+            (["--deadline", str(late)], f"--deadline {late} {outside}"),
+            (["--start", str(early), "--deadline", str(end)], f"--start {early} {outside}"),
+            (["--start", str(start), "--deadline", str(end.replace(year=end.year + 1))],
+             "別の年です")):
+        out = run("calendar", "set", "--prefecture", "26", *bad, tmp=tmp_path)
+        assert out.returncode == 1 and says in out.stdout, out.stdout
+        assert "保存しました" not in out.stdout
+    assert stored(tmp_path, "select period_start, period_end from prefecture") == before
+
+
+def test_calendar_set_refuses_a_reminder_before_reporting_opens(tmp_path: Path) -> None:
+    """A D-400 督促 would go out before the period starts (and show as 済): refused, naming
+    the offset and the day it would fall on; nothing of the command is kept."""
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    start, end = next_period(date(1, 1, 13), date(1, 2, 26))
+    out = run("calendar", "set", "--prefecture", "26", "--start", str(start), "--deadline",
+              str(end), "--reminders", "400,7", "--contact", "医療政策課", tmp=tmp_path)
+    on = format_deadline(slot_on(end - timedelta(days=400)).date())
+    assert out.returncode == 1, out.stdout
+    assert (f"督促 D-400 は {on} になり、受付開始（{format_deadline(start)}）より前です"
+            in out.stdout)
+    assert stored(tmp_path, "select count(*) from campaignsettings") == [(0,)]
+    assert stored(tmp_path, "select inquiry_contact from prefecture") != [("医療政策課",)]
+    default = run("calendar", "set", "--prefecture", "26", "--start", str(end - timedelta(20)),
+                  "--deadline", str(end), tmp=tmp_path)  # the default D-30 is before it too
+    assert default.returncode == 1 and "督促 D-30 は" in default.stdout
+    good = run("calendar", "set", "--prefecture", "26", "--start", str(start), "--deadline",
+               str(end), "--reminders", "30,7", tmp=tmp_path)
+    assert good.returncode == 0 and "保存しました" in good.stdout, good.stdout
+
+
+def test_a_dunning_campaign_before_reporting_opens_is_refused(tmp_path: Path) -> None:
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    start, end = next_period(date(1, 1, 13), date(1, 2, 26))
+    assert run("calendar", "set", "--prefecture", "26", "--start", str(start), "--deadline",
+               str(end), tmp=tmp_path).returncode == 0
+    out = run("campaign", "plan", "--prefecture", "26", "--kind", "dunning", tmp=tmp_path)
+    assert out.returncode == 1 and "作成しました" not in out.stdout
+    assert (f"督促は受付開始（{format_deadline(start)}）より前には送れません" in out.stdout)
+    assert stored(tmp_path, "select count(*) from campaign") == [(0,)]
+    assert stored(tmp_path, "select count(*) from outbox") == [(0,)]
+    annai = run("campaign", "plan", "--prefecture", "26", "--kind", "annai", tmp=tmp_path)
+    assert annai.returncode == 0 and "作成しました" in annai.stdout  # the 案内 goes before it
+
+
+def test_slack_channel_refuses_a_name_with_an_example_before_writing(tmp_path: Path) -> None:
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    for bad in ("notachannel", "#kyoto-desk", "c0123456789", "U0123456789", "C01 23"):
+        out = run("slack-channel", "--prefecture", "26", "--channel", bad, tmp=tmp_path)
+        assert out.returncode == 2 and "送ります" not in out.stdout
+        assert (f"SlackのチャンネルIDではありません: {bad!r}。チャンネルIDは C または G で始まる"
+                "英大文字と数字です（例：C0123456789）" in out.stderr), out.stderr
+    assert stored(tmp_path, "select slack_channel from prefecture") == [(None,)]
+
+
+def template_set(tmp: Path, kind: str, text: str | None,
+                 ) -> subprocess.CompletedProcess[str]:
+    """`template set` from tmp/<kind>.txt holding `text` (None: no such file)."""
+    path = tmp / f"{kind}.txt"
+    path.unlink(missing_ok=True)
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    return run("template", "set", "--prefecture", "26", "--kind", kind, "--file", str(path),
+               tmp=tmp)
+
+
+def test_template_set_names_file_line_and_column_and_saves_nothing(tmp_path: Path) -> None:
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    file = tmp_path / "dunning.txt"
+    typo = template_set(tmp_path, "dunning", "{institution_name} 様\n期限は{deadlin}です。"
+                        "\nお問い合わせ：{contact}\n")
+    assert typo.returncode == 1 and "Traceback" not in typo.stderr
+    assert f"{file}:2行目: 使えない差し込み項目 {{deadlin}} があります" in typo.stdout
+    assert "{deadline} のことでしょうか" in typo.stdout
+    # Blank lines before the text are cut when saved, but still counted as the file's lines.
+    brace = template_set(tmp_path, "dunning", "\n\nお問い合わせ：{contact}\n期限は{deadline です")
+    assert (f"{file}:4行目 4文字目: 「{{」に対応する「}}」がありません" in brace.stdout
+            and "expected" not in brace.stdout), brace.stdout
+    closing = template_set(tmp_path, "dunning", "期限は}です。{contact}")
+    assert f"{file}:1行目 4文字目: 「}}」に対応する「{{」がありません" in closing.stdout
+    missing = template_set(tmp_path, "dunning", None)
+    assert missing.returncode == 1 and "Errno" not in missing.stdout
+    assert f"ファイルが見つかりません: {file}" in missing.stdout
+    assert stored(tmp_path, "select count(*) from messagetemplate") == [(0,)]
+
+
+def test_a_template_without_the_contact_is_refused(tmp_path: Path) -> None:
+    """README: {contact} is in every message; nothing appends it, so a template must have it."""
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    out = template_set(tmp_path, "dunning", "{institution_name} 様\n期限は{deadline}です。\n")
+    assert out.returncode == 1 and "テンプレートを保存しました" not in out.stdout
+    assert (f"{tmp_path / 'dunning.txt'}: 差し込み項目 {{contact}}（都道府県の問い合わせ先）が"
+            "ありません" in out.stdout), out.stdout
+    assert stored(tmp_path, "select count(*) from messagetemplate") == [(0,)]
