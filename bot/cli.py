@@ -29,13 +29,12 @@ SLACK_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{6,20}")
 
 
 def prefecture_arg(text: str) -> str:
-    """argparse type for every --prefecture: says the valid range in Japanese (argparse
-    would print "invalid prefecture_code value")."""
+    """argparse type for every --prefecture: argparse shows only an ArgumentTypeError's
+    message (for a ValueError it prints "invalid prefecture_code value")."""
     try:
         return prefecture_code(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"都道府県コードは 01〜47 の数字で指定してください（例：26）: {text!r}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def slack_channel_problem(channel: str) -> str:

@@ -99,7 +99,7 @@ def prefecture_code(code: str | int) -> str:
     """Normalise '1', 1 or '01' to '01'; refuse anything outside 01–47."""
     text = str(code).strip()
     if not text.isdigit() or not 1 <= int(text) <= 47:
-        raise ValueError(f"prefecture code must be 01–47, got {code!r}")
+        raise ValueError(f"都道府県コードは 01〜47 の数字で指定してください（例：26）: {code!r}")
     return f"{int(text):02d}"
 
 

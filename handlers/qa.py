@@ -191,8 +191,7 @@ async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
         return []
     decisions = [ctx.retriever.decide(p) for p, _ in parts]
     if not numbered:  # a numbered part was written to stand alone
-        whole = {c.entry_id for c in ctx.retriever.rank(msg.text, k=5)}
-        decisions = [_alone(d, whole, ctx) for d in decisions]
+        decisions = _read_in_context(msg.text, decisions, ctx)
     answered = {d.entry_id: d for d in decisions if d.action == "answer" and d.entry_id}
     if by_sentence and len(answered) < 2:
         return []
@@ -216,15 +215,19 @@ async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
     return replies
 
 
-def _alone(decision: Decision, whole: set[str], ctx: Context) -> Decision:
+def _read_in_context(text: str, decisions: list[Decision], ctx: Context) -> list[Decision]:
     """A sentence read alone has lost the rest's context: 「協議の場の結果はどう公表すれば
     よいでしょうか。様式の例はありますか」 had answered the second with the 患者説明 form.
     Below `part_answer_at`, its answer must also be among the message's own best five, or
     it is offered, not answered (「しめきりすぎたらどうなる？ばっきんある？」 keeps both)."""
-    if (decision.action != "answer" or decision.entry_id in whole
-            or decision.score >= ctx.retriever.tuning.part_answer_at):
-        return decision
-    return replace(decision, action="suggest", entry_id=None, answer=None)
+    unsure = [d.action == "answer" and d.score < ctx.retriever.tuning.part_answer_at
+              for d in decisions]
+    if not any(unsure):
+        return decisions
+    whole = {c.entry_id for c in ctx.retriever.rank(text, k=5)}
+    return [replace(d, action="suggest", entry_id=None, answer=None)
+            if weak and d.entry_id not in whole else d
+            for d, weak in zip(decisions, unsure, strict=True)]
 
 
 def _with_the_question_alone(text: str, decision: Decision, ctx: Context) -> Decision:
@@ -241,7 +244,7 @@ def _with_the_question_alone(text: str, decision: Decision, ctx: Context) -> Dec
     question = asking[-1]
     # 「…外来診療はしてません。対象外ですよね？」: a question sentence that says little alone
     # matches the generic entries best and would push out what the message is about.
-    if _known_terms(question, ctx) < 2:
+    if len(ctx.retriever.known_terms(question)) < 2:
         return decision
     alone = ctx.retriever.decide(question)
     # 「出さなかったら罰金とかあるの？うちの先生が気にしてて」: context that names almost
@@ -249,7 +252,7 @@ def _with_the_question_alone(text: str, decision: Decision, ctx: Context) -> Dec
     # cannot change the answer; it is given. (「…うちは歯科です」 leads elsewhere.)
     lead = decision.candidates[0].entry_id if decision.candidates else None
     if alone.action == "answer" and alone.entry_id == lead and sum(
-            _known_terms(s, ctx) for s in sentences if s != question) < 2:
+            len(ctx.retriever.known_terms(s)) for s in sentences if s != question) < 2:
         return alone
     best = {c.entry_id: c for c in decision.candidates}
     for c in alone.candidates[:2]:  # the higher score of the two
@@ -257,11 +260,6 @@ def _with_the_question_alone(text: str, decision: Decision, ctx: Context) -> Dec
             best[c.entry_id] = c
     ranked = sorted(best.values(), key=lambda c: -c.score)
     return replace(decision, candidates=ranked[:max(3, len(decision.candidates))])
-
-
-def _known_terms(text: str, ctx: Context) -> int:
-    """How many distinct words of the text the knowledge base uses: what it says to us."""
-    return len(set(ctx.retriever.analyse(text).terms) - ctx.retriever.unknown_terms(text))
 
 
 def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]], bool]:

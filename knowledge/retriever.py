@@ -326,6 +326,10 @@ class Retriever:
             canon = self._speller.spell(canon)
         return self.analyzer.analyse_canonical(canon)
 
+    def known_terms(self, query: str) -> set[str]:
+        """The question's content words that some entry question or phrasing uses."""
+        return {term for term in self.analyse(query).terms if term in self._idf}
+
     def unknown_terms(self, query: str) -> set[str]:
         """The question's content words that no entry question or phrasing uses."""
         return {term for term in self.analyse(query).terms if term not in self._idf}

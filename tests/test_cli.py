@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from bot.demo import demo_clock
 from bot.settings import Settings
@@ -167,6 +168,12 @@ def test_operator_commands_refuse_bad_prefecture_in_japanese(
     assert out.returncode == 2 and "--prefecture" in out.stderr
     assert f"都道府県コードは 01〜47 の数字で指定してください（例：26）: {code!r}" in out.stderr
     assert "invalid" not in out.stderr and not (tmp_path / "cli.db").exists()
+
+
+def test_a_bad_default_prefecture_setting_is_refused_in_the_same_words() -> None:
+    """DEFAULT_PREFECTURE had been refused in English while --prefecture was in Japanese."""
+    with pytest.raises(ValidationError, match="都道府県コードは 01〜47 の数字で指定してください"):
+        Settings(default_prefecture="99")
 
 
 def test_import_reports_bad_rows_with_file_and_line(tmp_path: Path) -> None:
