@@ -22,7 +22,7 @@ from db.models import ChatAccount, Escalation, Outbox, Prefecture, desk_channel
 from db.seed import ensure_prefecture
 from handlers.desk_card import OPEN_STATUSES, build_card, plain_text, supplements
 from handlers.errors import UserFacingError
-from handlers.texts import shorten
+from handlers.texts import shorten, staff_of
 from scheduler import outbox
 
 logger = logging.getLogger(__name__)
@@ -132,9 +132,11 @@ async def answer(sessions: Sessions, pref: str, esc_id: int, staff: str, text: s
         if seen is not None and len(supplements(esc.context)) > seen:
             await session.rollback()
             raise SupplementArrived()
+        prefecture = await session.get(Prefecture, pref)
         body = (f"【受付番号 {esc.receipt} へのご回答】\n"
                 f"お問い合わせいただいた「{shorten(esc.question)}」について、"
-                f"都道府県の担当者から回答が届きました。\n\n{text}\n\n"
+                f"{staff_of(prefecture.name if prefecture else None)}から回答が届きました。"
+                f"\n\n{text}\n\n"
                 "ほかにご不明な点があれば、このチャットでお尋ねください。")
         await _to_clinic(session, esc, "answer", body, now)  # commits with the transition
         return await _card_update(session, pref, esc_id, "answered", now)

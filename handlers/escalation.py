@@ -12,7 +12,7 @@ from handlers import courtesy, desk, history, linking, qa
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
-from handlers.texts import NOTED, OFFER_QUESTION, shorten
+from handlers.texts import NOTED, OFFER_QUESTION, shorten, staff_of
 from knowledge.normalize import MAIL_GREETING
 
 ASK_FLOW = "ask_staff"
@@ -168,7 +168,8 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
         pref = await session.get(Prefecture, own) if own else None
     desk_contact = pref.inquiry_contact if pref and pref.inquiry_contact else "都道府県の窓口"
     text = (
-        f"都道府県の担当者にお問い合わせを送りました。受付番号は {esc.receipt} です。\n"
+        f"{staff_of(pref.name if pref else None)}にお問い合わせを送りました。"
+        f"受付番号は {esc.receipt} です。\n"
         "回答はこのチャットにお届けします。お急ぎの場合は、受付番号を添えて"
         f"{desk_contact}へお問い合わせください。"
     )

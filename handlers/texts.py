@@ -12,6 +12,12 @@ def shorten(text: str, limit: int = 40) -> str:
     return cut(" ".join(text.split()), limit)
 
 
+def staff_of(prefecture_name: str | None) -> str:
+    """Who answers: the clinic's own prefecture once the chat is linked (「東京都の担当者」),
+    otherwise the generic 都道府県 (an unlinked chat's prefecture is only the bot's default)."""
+    return f"{prefecture_name}の担当者" if prefecture_name else "都道府県の担当者"
+
+
 APOLOGY = (
     "申し訳ありません。ただいま処理中に問題が発生しました。"
     "お手数ですが、少し時間をおいてもう一度お試しください。"

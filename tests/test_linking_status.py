@@ -775,3 +775,17 @@ async def sent_inquiry(ctx: Context) -> str:
 async def escalations_of(ctx: Context) -> list[Escalation]:
     async with ctx.session() as session:
         return list((await session.exec(select(Escalation))).all())
+
+
+async def test_a_linked_clinic_is_told_its_own_prefecture_has_the_question(ctx: Context) -> None:
+    """「都道府県の担当者」 leaves a clerk wondering who; once linked, the receipt names the
+    prefecture the question went to. Before linking the bot cannot know it, so it stays
+    generic."""
+    await load_samples(ctx)
+    await dispatch(said("分院を開設予定ですが、今年の報告は本院とまとめられますか", user="u"), ctx)
+    [unlinked] = await dispatch(replace(said("担当者に聞く", user="u"), payload="esc:ask"), ctx)
+    assert "都道府県の担当者にお問い合わせを送りました" in unlinked.text
+    await dispatch(said(f"連携 {await code_for(ctx, '2610001')}"), ctx)
+    await dispatch(said("分院を開設予定ですが、今年の報告は本院とまとめられますか"), ctx)
+    [linked] = await dispatch(replace(said("担当者に聞く"), payload="esc:ask"), ctx)
+    assert "京都府の担当者にお問い合わせを送りました" in linked.text and "受付番号" in linked.text

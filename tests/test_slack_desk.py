@@ -261,6 +261,7 @@ async def test_answer_opens_a_modal_and_reaches_the_clinic_once(d: Desk) -> None
     assert relay.idempotency_key == f"escalation-answer:{esc_id}"
     assert (relay.channel, relay.recipient) == ("telegram", "clinic-1")
     assert answer in relay.body and (await esc(d.ctx, esc_id)).receipt in relay.body
+    assert "京都府の担当者から回答が届きました" in relay.body  # the desk that answered, by name
     await d.channel.flush(NOW)
     card = blocks_text(d.api.latest(channel, ts))
     assert answer in card and action_ids(d.api.latest(channel, ts)) == ["desk_kb"]
