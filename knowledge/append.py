@@ -56,7 +56,11 @@ def append_entry(directory: Path, data: dict[str, Any]) -> Entry:
 def _appended(old: str, entry: Entry, path: Path) -> str:
     """Old text plus the entry, indented like the file's existing list items."""
     indent = _item_indent(old)
-    item = yaml.dump([entry.model_dump(exclude_none=True)], Dumper=_Dumper,
+    data = entry.model_dump(exclude_none=True)
+    # Written as the hand-written entries are: the answer before its route.
+    first = ("id", "category", "question", "phrasings", "answer", "detail", "route", "source")
+    data = {k: data[k] for k in first if k in data} | data
+    item = yaml.dump([data], Dumper=_Dumper,
                      allow_unicode=True, sort_keys=False, width=10_000)
     block = "".join((" " * indent + line) if line.strip() else line
                     for line in item.splitlines(keepends=True))

@@ -86,37 +86,61 @@ def _load_file(path: Path,
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         return [], [], [Problem(name, 1, None, None,
                                 "top level must be a mapping with an 'entries' list")]
-    lines = item_lines(raw)
+    nodes = item_nodes(raw)
     entries: list[Entry] = []
     places: list[tuple[str, int | None]] = []
     problems: list[Problem] = []
     for index, item in enumerate(data["entries"]):
-        line = lines[index] if index < len(lines) else None
+        node = nodes[index] if index < len(nodes) else None
+        line = node.start_mark.line + 1 if node else None
         entry_id = item.get("id") if isinstance(item, dict) else None
         try:
             entry = Entry.model_validate(item)
         except ValidationError as exc:
             for err in exc.errors():
                 field = ".".join(str(p) for p in err["loc"]) or None
-                problems.append(Problem(name, line, entry_id, field, err["msg"]))
+                problems.append(Problem(name, _line_of(node, err["loc"]) or line, entry_id,
+                                        field, err["msg"]))
             continue
         if entry.category != path.stem:
-            problems.append(
-                Problem(name, line, entry.id, "category", f"must match file name {path.stem!r}")
-            )
+            problems.append(Problem(name, _line_of(node, ("category",)) or line, entry.id,
+                                    "category", f"must match file name {path.stem!r}"))
         entries.append(entry)
         places.append((name, line))
     return entries, places, problems
 
 
-def item_lines(root: yaml.Node | None, list_key: str = "entries") -> list[int]:
-    """Line numbers (1-based) of each item of the top-level list under `list_key`."""
+def item_nodes(root: yaml.Node | None, list_key: str = "entries") -> list[yaml.Node]:
+    """The node of each item of the top-level list under `list_key`."""
     if not isinstance(root, yaml.MappingNode):
         return []
     for key, value in root.value:
         if key.value == list_key and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
+            return list(value.value)
     return []
+
+
+def item_lines(root: yaml.Node | None, list_key: str = "entries") -> list[int]:
+    """Line numbers (1-based) of each item of the top-level list under `list_key`."""
+    return [item.start_mark.line + 1 for item in item_nodes(root, list_key)]
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The line of the field a validation error is about (「phrasings.3」 is that phrasing's
+    line), so an editor goes straight to it; None when the field is missing."""
+    found = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+                and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        if node is None:
+            break
+        found = node.start_mark.line + 1
+    return found
 
 
 def _duplicate_ids(entries: list[Entry], places: list[tuple[str, int | None]],

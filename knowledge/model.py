@@ -62,9 +62,9 @@ class Entry(BaseModel):
     category: str
     question: str = Field(min_length=2)
     phrasings: list[str] = Field(min_length=2)
+    route: Route  # before answer and detail: their check reads it
     answer: str = Field(min_length=10)
     detail: str | None = None
-    route: Route
     source: list[Source] = Field(min_length=1)
     # Ids of entries merged into this one: buttons already sent in chats carry them.
     replaces: list[str] = Field(default_factory=list)
@@ -108,19 +108,20 @@ class Entry(BaseModel):
                              "reads after either 「〜必要ですか」 or 「〜不要ですよね」")
         return value
 
-    @field_validator("route")
+    @field_validator("answer", "detail")
     @classmethod
-    def _contact_is_added_not_written(cls, value: str, info: ValidationInfo) -> str:
+    def _contact_is_added_not_written(cls, value: str | None, info: ValidationInfo,
+                                      ) -> str | None:
         # The chat adds the configured G-MIS contact (GMIS_CONTACT) under every call-center
         # answer; one written into the answer shows twice, and goes stale when it changes.
         # An answer on another topic that names the desk writes GMIS_CONTACT_BELOW instead.
-        for part in ("answer", "detail"):
-            written = info.data.get(part) or ""
-            if (value == "gmis_callcenter" or GMIS_DESK in written) and _CONTACT.search(written):
-                raise ValueError(
-                    f"a G-MIS call-center {part}, or one naming {GMIS_DESK}, must not write a "
-                    "phone number or e-mail address: the chat adds the configured G-MIS "
-                    f"contact (write 「{GMIS_CONTACT_BELOW}」 to point to it)")
+        written = value or ""
+        if ((info.data.get("route") == "gmis_callcenter" or GMIS_DESK in written)
+                and _CONTACT.search(written)):
+            raise ValueError(
+                f"a G-MIS call-center {info.field_name}, or one naming {GMIS_DESK}, must not "
+                "write a phone number or e-mail address: the chat adds the configured G-MIS "
+                f"contact (write 「{GMIS_CONTACT_BELOW}」 to point to it)")
         return value
 
     @property

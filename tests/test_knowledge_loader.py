@@ -57,35 +57,37 @@ def test_broken_yaml_names_file_and_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "field"),
+    ("change", "field", "line"),
     [
-        (("    answer: 歯科医療機関は報告の対象外です。\n", "    answer: ''\n"), "answer"),
-        (("    answer: 歯科医療機関は", "    answer: いいえ、歯科医療機関は"), "はい/いいえ"),
-        (("category: scope", "category: weather"), "category"),
+        (("    answer: 歯科医療機関は報告の対象外です。\n", "    answer: ''\n"), "answer", 6),
+        (("    answer: 歯科医療機関は", "    answer: いいえ、歯科医療機関は"), "はい/いいえ", 6),
+        (("category: scope", "category: weather"), "category", 3),
         (("    source:\n      - file: 002_6cfe617623eeeb84.txt\n        section: 報告対象\n",
-          ""), "source"),
-        (("    route: prefecture", "    route: slack"), "route"),
+          ""), "source", 2),
+        (("    route: prefecture", "    route: slack"), "route", 7),
         # The chat adds the configured G-MIS contact; written in, it would show twice.
         (("    answer: 歯科医療機関は報告の対象外です。\n    route: prefecture",
           "    answer: G-MIS事務局（050-3355-8230）へどうぞ。\n    route: gmis_callcenter"),
-         "configured G-MIS contact"),
+         "configured G-MIS contact", 6),
         (("    answer: 歯科医療機関は報告の対象外です。\n    route: prefecture",
           "    answer: G-MIS事務局へどうぞ。\n    detail: helpdesk@example.jp へ\n"
-          "    route: gmis_callcenter"), "configured G-MIS contact"),
+          "    route: gmis_callcenter"), "configured G-MIS contact", 7),
         # Also in an answer on another topic that names the desk (it went stale there).
         (("    answer: 歯科医療機関は報告の対象外です。\n",
-          "    answer: 操作はG-MIS事務局（050-3355-8230）へ。\n"), "configured G-MIS contact"),
+          "    answer: 操作はG-MIS事務局（050-3355-8230）へ。\n"), "configured G-MIS contact", 6),
         (("    phrasings: [歯医者も対象ですか, 歯科は報告不要ですか]",
           "    phrasings: [一つだけ]"),
-         "phrasings"),
+         "phrasings", 5),
     ],
 )
 def test_invalid_entry_names_file_line_entry_and_field(
-    tmp_path: Path, change: tuple[str, str], field: str
+    tmp_path: Path, change: tuple[str, str], field: str, line: int
 ) -> None:
+    """The line is the field's own (the entry's when the field is missing), so an editor of a
+    200-entry file goes straight to it."""
     problems = problems_of(write(tmp_path, "scope.yaml", GOOD.replace(*change)))
-    assert any("scope.yaml:2:" in p and "scope-sample" in p and field in p for p in problems), \
-        problems
+    assert any(f"scope.yaml:{line}:" in p and "scope-sample" in p and field in p
+               for p in problems), problems
 
 
 def test_duplicate_ids_across_files_are_refused(tmp_path: Path) -> None:
@@ -105,3 +107,11 @@ def test_category_must_match_file(tmp_path: Path) -> None:
 
 def test_every_category_has_a_japanese_label() -> None:
     assert all(label for label in CATEGORIES.values())
+
+
+def test_a_bad_phrasing_is_named_at_its_own_line(tmp_path: Path) -> None:
+    block = GOOD.replace("    phrasings: [歯医者も対象ですか, 歯科は報告不要ですか]\n",
+                         "    phrasings:\n      - 歯医者も対象ですか\n      - 歯科は報告不要ですか\n"
+                         "      - {歯科: 対象外}\n")
+    [problem] = problems_of(write(tmp_path, "scope.yaml", block))
+    assert "scope.yaml:8:" in problem and "phrasings.2" in problem, problem
