@@ -544,6 +544,17 @@ async def test_numbered_questions_are_each_taken_up(ctx: Context) -> None:
     assert "G-MIS事務局" in system.text
 
 
+async def test_a_list_numbered_with_spaces_is_read_item_by_item(ctx: Context) -> None:
+    """On a phone 「1 しめきり 2 ぱすわーど忘れた」 is a list: only the password was answered,
+    the deadline lost. A number inside a sentence (「3 月まで」) does not make a list."""
+    replies = await dispatch(said("1 しめきり 2 ぱすわーど忘れた"), ctx)
+    found = {r.meta["entry_id"] or r.buttons[0].payload.removeprefix("qa:show:")
+             for r in replies}
+    assert found == {"schedule-reporting-period", "gmis-forgot-password"}, found
+    [one] = await dispatch(said("報告は 3 月まで？", user="u2"), ctx)
+    assert one.meta["entry_id"] == "schedule-reporting-period"
+
+
 async def test_sentences_each_sure_are_each_answered_when_the_whole_is_not(
         ctx: Context) -> None:
     """「督促が来ました。G-MISのIDもわかりません。締切はいつですか」 went to the G-MIS call

@@ -111,7 +111,7 @@ def test_every_category_has_a_japanese_label() -> None:
 
 def test_a_bad_phrasing_is_named_at_its_own_line(tmp_path: Path) -> None:
     block = GOOD.replace("    phrasings: [歯医者も対象ですか, 歯科は報告不要ですか]\n",
-                         "    phrasings:\n      - 歯医者も対象ですか\n      - 歯科は報告不要ですか\n"
-                         "      - {歯科: 対象外}\n")
+                         "    phrasings:\n      - 歯医者も対象ですか\n"
+                         "      - 歯科は報告不要ですか\n      - {歯科: 対象外}\n")
     [problem] = problems_of(write(tmp_path, "scope.yaml", block))
     assert "scope.yaml:8:" in problem and "phrasings.2" in problem, problem
