@@ -64,15 +64,20 @@ async def test_an_answer_that_points_to_the_gmis_desk_carries_the_configured_con
 
 async def test_a_call_center_hand_off_offers_the_entries_close_to_the_question(
         ctx: Context) -> None:
-    """A clinic opened this year with no account: the call center issues nothing faster,
+    """A clinic opened last autumn with no account: the call center issues nothing faster,
     but how long an account takes and whether it must report are one tap away."""
-    [reply] = await dispatch(said("昨年の10月に内科クリニックを新規開業しました。まだG-MISの"
-                                  "アカウントも持っていません。今年の報告は必要なのでしょうか。"),
-                             ctx)
+    [reply] = await dispatch(said("昨年秋に開業したのですがG-MISアカウントがなくて報告期間に"
+                                  "間に合うか不安です"), ctx)
     assert reply.meta["action"] == "escalate" and "050-3355-8230" in reply.text
     shown = [b.payload for b in reply.buttons if b.payload.startswith("qa:show:")]
     assert 0 < len(shown) <= 2  # (a message this long also gets the offer of staff)
     assert {"qa:show:scope-new-opening", "qa:show:gmis-new-account"} & set(shown)
+    # Asked whether it must report, it is told so, with the account step and its 1–2 weeks.
+    [told] = await dispatch(said("昨年の10月に内科クリニックを新規開業しました。まだG-MISの"
+                                 "アカウントも持っていません。今年の報告は必要なのでしょうか。",
+                                 user="u2"), ctx)
+    assert told.meta["entry_id"] == "scope-new-opening"
+    assert "新規ユーザ登録申請" in told.text and "1〜2週間" in told.text
 
 
 async def test_a_long_message_about_gmis_and_more_may_go_to_staff_too(ctx: Context) -> None:
