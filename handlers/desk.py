@@ -132,7 +132,8 @@ async def answer(sessions: Sessions, pref: str, esc_id: int, staff: str, text: s
         if seen is not None and len(supplements(esc.context)) > seen:
             await session.rollback()
             raise SupplementArrived()
-        prefecture = await session.get(Prefecture, pref)
+        # Named as the receipt named it: a chat unlinked when it asked was told 都道府県.
+        prefecture = await session.get(Prefecture, pref) if esc.institution_id else None
         body = (f"【受付番号 {esc.receipt} へのご回答】\n"
                 f"お問い合わせいただいた「{shorten(esc.question)}」について、"
                 f"{staff_of(prefecture.name if prefecture else None)}から回答が届きました。"

@@ -64,11 +64,9 @@ _QUESTION_ENDING = re.compile(r"(?:[?？か]|でしょうか|ください|下さ
 # What makes one item of a numbered list a question (「締切はいつ」「紙でも出せる？」).
 _ASKS = re.compile(r"[?？か]$|いつ|どこ|何|なに|どう|どれ|誰|必要|でき|わから|分から|教えて"
                    r"|知りたい|大丈夫|いい$|の$")
-# 「①…②…」 anywhere; 「(1)…(2)…」「1. … 2. …」「1 … 2 …」 (typed on a phone) at the start or
-# after a space or a sentence.
+# 「①…②…」 anywhere; 「(1)…(2)…」「1. … 2. …」 at the start or after a space or a sentence.
 _NUMBER = re.compile(r"(?:[①-⑳]|(?:^|(?<=[\s。、？?！!]))"
-                     r"(?:[（(][1-9１-９][)）]|[1-9１-９][.．)）](?!\d)"
-                     r"|[1-9１-９][ 　](?=[^\d\s])))\s*")
+                     r"(?:[（(][1-9１-９][)）]|[1-9１-９][.．)）](?!\d)))\s*")
 # 「どこに電話すればいい」「県にきけばいい？」 right after an answer ask whom to ask about
 # that answer's matter: the G-MIS call center after a G-MIS answer, else the prefecture.
 # Only the question of whom to ask, nothing else: 「報告期限を過ぎたらどこに電話すれば」 names
@@ -269,19 +267,14 @@ def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]
     is not several; and whether they are numbered. A question ends in ？ or opens with
     あと/それと: 「…ですか？うちは3月に再開予定です」 ends in context, 「…いつ？ありがとう
     ございます」 in courtesy. Numbered (①②, (1), 1.) with two or more of them asking,
-    they are questions each however they end, and so are all items of a message that opens
-    with its first number; 「★は①掲示②一次診療③相談のことですか？」 is one question listing
-    three things."""
+    they are questions each however they end; 「★は①掲示②一次診療③相談のことですか？」 is
+    one question listing three things."""
     numbered = len(_NUMBER.findall(text)) >= 2
     if len(text) > MULTI_MAX * (2 if numbered else 1) or (numbered and by_sentence):
         return [], numbered  # (a numbered message was read once already)
     if numbered:
         listed = [p.strip(" 　、。") for p in _NUMBER.split(text)]
-        # A message that is the list itself (「1 しめきり 2 ぱすわーど忘れた」) asks each item,
-        # however it is worded; after a lead (「★は①掲示②一次診療③相談のことですか？」) the
-        # items must ask.
-        numbered = bool(_NUMBER.match(text)) or sum(
-            bool(_ASKS.search(p)) for p in listed[1:]) >= 2
+        numbered = sum(bool(_ASKS.search(p)) for p in listed[1:]) >= 2
     split = _NUMBER if numbered else _SENTENCE_END if by_sentence else _QUESTION_END
     raw = [p.strip(" 　、。") for p in split.split(text)]
     parts = [(_JOINER.sub("", p), bool(_JOINER.match(p))) for p in raw

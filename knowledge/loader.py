@@ -131,7 +131,8 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     found = None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == part), None)
+            # The last of a doubled key: it is the one YAML keeps, and so was validated.
+            node = next((v for k, v in reversed(node.value) if k.value == part), None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
                 and part < len(node.value):
             node = node.value[part]

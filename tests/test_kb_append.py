@@ -39,7 +39,11 @@ def test_append_keeps_the_file_as_written_and_adds_one_valid_entry(kb: Path) -> 
     after = {e.id: e for e in load_knowledge_base(kb)}
     assert len(after) == before + 1 and after["scope-desk-1"] == added
     assert "\n" in added.answer and ": ご注意" in added.answer  # literal block survived
-    assert (kb / "scope.yaml").read_text(encoding="utf-8").startswith(before_text.rstrip())
+    text = (kb / "scope.yaml").read_text(encoding="utf-8")
+    assert text.startswith(before_text.rstrip())
+    # Laid out as the hand-written entries are, for the editor who reads it next.
+    added_text = text[len(before_text.rstrip()):]
+    assert added_text.index("answer:") < added_text.index("route:") < added_text.index("source:")
 
 
 def test_a_new_category_file_is_created(kb: Path) -> None:

@@ -193,6 +193,24 @@ async def test_card_shows_the_linked_clinic_and_its_status(d: Desk) -> None:
     assert "デモ在宅診療所（9990003）報告状況：差し戻し" in card and "未連携" not in card
 
 
+async def test_a_linked_clinic_is_told_which_prefecture_answered(d: Desk) -> None:
+    """Linked when it asked, the clinic was told its prefecture had the question; the answer
+    comes from that prefecture by name, not from 「都道府県」."""
+    async with d.ctx.session() as session:
+        inst = (await session.exec(select(Institution).where(
+            Institution.code == "9990003"))).one()
+        session.add(ChatAccount(channel="telegram", external_user_id="clinic-9",
+                                prefecture_code="26", institution_id=inst.id,
+                                linked_at=NOW, created_at=NOW))
+        await session.commit()
+    esc_id = await escalate(d.ctx, user="clinic-9")
+    await posted_card(d, esc_id)
+    await d.slack.press("desk_answer", esc_id, C26, STAFF_A)
+    await d.slack.submit("desk_answer", esc_id, C26, STAFF_A, "それぞれ報告してください。")
+    [relay] = await rows(d.ctx, kind="escalation_answer")
+    assert relay.recipient == "clinic-9" and "京都府の担当者から回答が届きました" in relay.body
+
+
 async def test_card_names_the_clinic_asked_for_even_after_a_relink(d: Desk) -> None:
     """A clerk who handles two clinics asked for one, then linked the chat to the other:
     the card had named the second, so staff would have answered about the wrong clinic."""
@@ -261,7 +279,8 @@ async def test_answer_opens_a_modal_and_reaches_the_clinic_once(d: Desk) -> None
     assert relay.idempotency_key == f"escalation-answer:{esc_id}"
     assert (relay.channel, relay.recipient) == ("telegram", "clinic-1")
     assert answer in relay.body and (await esc(d.ctx, esc_id)).receipt in relay.body
-    assert "京都府の担当者から回答が届きました" in relay.body  # the desk that answered, by name
+    # Unlinked when it asked, the clinic was told 都道府県; the answer says the same.
+    assert "都道府県の担当者から回答が届きました" in relay.body
     await d.channel.flush(NOW)
     card = blocks_text(d.api.latest(channel, ts))
     assert answer in card and action_ids(d.api.latest(channel, ts)) == ["desk_kb"]
