@@ -36,7 +36,7 @@ from scheduler import campaigns  # noqa: E402
 from tests.fakes.roster import seed_linked_clinics  # noqa: E402
 from tests.fakes.telegram_api import FakeTelegramAPI  # noqa: E402
 
-NOW = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)  # 10:00 JST, a business day
+NOW = datetime(2027, 2, 17, 1, 0, tzinfo=UTC)  # 10:00 JST, a business day in the period
 
 
 async def is_empty(url: str) -> bool:

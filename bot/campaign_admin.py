@@ -18,7 +18,7 @@ from db.models import Campaign, CampaignSettings, Prefecture, desk_channel, utcn
 from db.prefectures import default_period
 from scheduler import campaigns, templates
 from scheduler.cadence import cycle_runs, due_run, early_reminders, period_opens, settings_for
-from scheduler.calendar import DAY_ENDS, DAY_STARTS, JST, next_slot, sending_hours
+from scheduler.calendar import DAY_ENDS, DAY_STARTS, JST, sending_hours
 
 # Row states of a campaign's messages, as `campaign status` lists them.
 ROW_LABELS = {"held": "承認待ち", "pending": "送信待ち", "sending": "送信中", "inflight": "送信中",
@@ -32,10 +32,6 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
         async with make_sessionmaker(engine)() as session:
             command = args.campaign_command
             if command == "plan":
-                if args.kind == "dunning" and (early := await _before_opening(
-                        session, args.prefecture, now)):
-                    print(early)
-                    return 1
                 tag = args.tag or f"manual:{now.astimezone(JST):%Y-%m-%dT%H:%M}"
                 result = await campaigns.plan(session, args.prefecture, args.kind, tag, now)
                 c = result.campaign
@@ -83,20 +79,6 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     finally:
         await engine.dispose()
-
-
-async def _before_opening(session: AsyncSession, prefecture: str, now: datetime) -> str:
-    """Why a 督促 cannot be planned now ("" when it can): before reporting opens no clinic
-    is late yet, and the calendar refuses such reminders too. There is no override."""
-    pref = await session.get(Prefecture, prefecture)
-    if pref is None or pref.period_end is None:
-        return ""  # campaigns.plan says what is missing
-    opens = period_opens(pref.period_start, pref.period_end)
-    if next_slot(now, *sending_hours(pref)).astimezone(JST).date() >= opens:
-        return ""
-    return (f"督促は受付開始（{templates.format_deadline(opens)}）より前には送れません。"
-            "受付開始後にもう一度計画してください"
-            "（受付開始は calendar set --start で変更できます）。")
 
 
 def _summary(c: Campaign) -> str:

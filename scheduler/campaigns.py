@@ -35,6 +35,7 @@ from db.models import (
 )
 from handlers.rules import EXEMPTIONS
 from scheduler import templates
+from scheduler.cadence import period_opens
 from scheduler.calendar import JST, add_business_days, next_slot, sending_hours
 from scheduler.campaign_check import TARGET_STATUSES
 from scheduler.outbox import OPEN_STATUSES, enqueue
@@ -67,7 +68,9 @@ async def plan(session: AsyncSession, prefecture_code: str, kind: str, run_tag: 
                channels: tuple[str, ...] = SEND_CHANNELS,
                scope: dict[str, Any] | None = None) -> Plan:
     """Create the campaign and its held rows; a second call with the same tag returns the
-    first campaign untouched. `scope` narrows a 差し戻し campaign to given institutions."""
+    first campaign untouched (even one that would now be refused). `scope` narrows a 差し戻し
+    campaign to given institutions. A 督促 whose slot is before 受付開始 is refused
+    (CampaignError, see too_early), whoever asks: CLI, Slack or the scheduled jobs."""
     if kind not in TARGET_STATUSES:
         raise CampaignError(f"unknown campaign kind {kind!r}")
     existing = await find(session, prefecture_code, kind, run_tag)
@@ -76,6 +79,8 @@ async def plan(session: AsyncSession, prefecture_code: str, kind: str, run_tag: 
     pref = await session.get(Prefecture, prefecture_code)
     if pref is None:
         raise CampaignError(f"prefecture {prefecture_code} is not set up")
+    if refusal := too_early(pref, kind, send_at or now):
+        raise CampaignError(refusal)
     body = await templates.get_body(session, prefecture_code, kind)
     at = next_slot(send_at or now, *sending_hours(pref))
     campaign = Campaign(prefecture_code=prefecture_code, kind=kind, run_tag=run_tag,
@@ -98,6 +103,20 @@ async def plan(session: AsyncSession, prefecture_code: str, kind: str, run_tag: 
                 campaign.id, prefecture_code, kind, run_tag, campaign.recipients,
                 campaign.unlinked)
     return Plan(campaign, True)
+
+
+def too_early(pref: Prefecture, kind: str, at: datetime) -> str | None:
+    """Why a `kind` campaign sent from `at` (its next slot) must not be planned, or None:
+    a 督促 before reporting opens would chase clinics that cannot report yet, and the
+    calendar refuses such reminders too. There is no override."""
+    if kind != "dunning" or pref.period_end is None:
+        return None  # without a cycle there is no opening to compare with
+    opens = period_opens(pref.period_start, pref.period_end)
+    if next_slot(at, *sending_hours(pref)).astimezone(JST).date() >= opens:
+        return None
+    return (f"督促は受付開始（{templates.format_deadline(opens)}）より前には送れません。"
+            "受付開始後にもう一度計画してください"
+            "（受付開始は calendar set --start で変更できます）。")
 
 
 async def find(session: AsyncSession, prefecture_code: str, kind: str, run_tag: str,

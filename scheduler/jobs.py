@@ -37,7 +37,7 @@ from db.models import CampaignSettings, Prefecture
 from handlers.desk_digest import enqueue_digest
 from handlers.desk_sla import remind_unclaimed
 from scheduler import campaigns
-from scheduler.cadence import cycle_runs, due_run, settings_for
+from scheduler.cadence import Run, cycle_runs, due_run, settings_for
 from scheduler.calendar import JST, is_business_day, sending_hours
 from scheduler.leader import release, try_lead
 from scheduler.tasks import cancel_and_wait
@@ -86,7 +86,13 @@ async def fire_run(prefecture_code: str, kind: str, tag: str) -> int | None:
             logger.info("run %s/%s not sent: superseded by %s", prefecture_code, tag,
                         due.tag if due else "nothing due yet")
             return None
-        result = await campaigns.plan(session, prefecture_code, kind, tag, now)
+        try:
+            result = await campaigns.plan(session, prefecture_code, kind, tag, now)
+        except campaigns.CampaignError as exc:  # e.g. a 督促 slot before 受付開始
+            # Raising would only log a traceback (and a restart would add the run again):
+            # skip it, and say why for the operator.
+            logger.warning("run %s/%s not planned: %s", prefecture_code, tag, exc)
+            return None
         if result.created:
             await _next_step(session, result.campaign, cadence, now)
     rt.on_queued()
@@ -180,7 +186,7 @@ async def sync_jobs(scheduler: AsyncIOScheduler, session: AsyncSession, now: dat
         for run in runs:
             late = (run is due and now - run.at <= CATCH_UP
                     and await campaigns.find(session, pref.code, run.kind, run.tag) is None)
-            if run.at > now or late:
+            if (run.at > now or late) and not _refused(pref, run, now):
                 dated.append((f"run:{pref.code}:{run.tag}", None if run.at <= now else run.at,
                               (pref.code, run.kind, run.tag)))
         sweeps.append((pref.code, sending_hours(pref)[0]))
@@ -201,6 +207,17 @@ async def sync_jobs(scheduler: AsyncIOScheduler, session: AsyncSession, now: dat
         if job.id not in wanted:
             job.remove()
     return added
+
+
+def _refused(pref: Prefecture, run: Run, now: datetime) -> bool:
+    """A run that campaigns.plan would refuse when it fires (a 督促 before 受付開始, from
+    offsets saved before the calendar checked them) gets no job, and a stored one goes:
+    it would only fail each time the jobs are synced. A late run fires now, so that is
+    the slot checked for it."""
+    refusal = campaigns.too_early(pref, run.kind, max(run.at, now))
+    if refusal:
+        logger.warning("run %s/%s not scheduled: %s", pref.code, run.tag, refusal)
+    return refusal is not None
 
 
 def _ensure_desk_jobs(scheduler: AsyncIOScheduler, desks: list[str]) -> int:
@@ -231,10 +248,11 @@ def _ensure_date_job(scheduler: AsyncIOScheduler, job_id: str, at: datetime | No
 
 
 async def calendars_seen(session: AsyncSession) -> str:
-    """A digest of everything the jobs are derived from: each prefecture's deadline, sending
-    hours and Slack channel, and its campaign cadence."""
+    """A digest of everything the jobs are derived from: each prefecture's period (受付開始
+    too: a 督促 before it gets no job), sending hours and Slack channel, and its cadence."""
     prefs = (await session.exec(select(
-        Prefecture.code, Prefecture.period_end, Prefecture.send_start_hour,
+        Prefecture.code, Prefecture.period_start, Prefecture.period_end,
+        Prefecture.send_start_hour,
         Prefecture.send_end_hour, Prefecture.slack_channel).order_by(col(Prefecture.code)))).all()
     cadences = (await session.exec(select(CampaignSettings).order_by(
         col(CampaignSettings.prefecture_code)))).all()

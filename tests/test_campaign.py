@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlmodel import col, select
 
-from db.models import ChatAccount, Institution, Outbox, Prefecture, StatusHistory
+from db.models import Campaign, ChatAccount, Institution, Outbox, Prefecture, StatusHistory
 from handlers.context import Context
 from handlers.rules import EXEMPTIONS, Facility, obligation
 from scheduler import campaigns, templates
 from scheduler.calendar import JST
 from scheduler.outbox import Outcome, _own, claim, dispatch_due
 from scheduler.policies import POLICIES
-from tests.conftest import DEMO_PREF, NOW
+from tests.conftest import DEMO_PREF, NOW, update_prefecture
+
+# NOW is before reporting opens (1月1日), when no 督促 may be planned: the tests that send
+# one do it here, on a Wednesday at 10:00 inside the demo period (2027-01-01〜03-31).
+IN_PERIOD = datetime(2027, 2, 17, 10, tzinfo=JST)
+DEADLINE = date(2027, 3, 31)
 
 
 async def add_clinics(ctx: Context, statuses: list[str], *, linked: bool = True,
@@ -55,7 +60,8 @@ class Recorder:
         return Outcome("sent")
 
 
-async def run_all(ctx: Context, sender: Recorder, at: object = NOW, rounds: int = 5) -> None:
+async def run_all(ctx: Context, sender: Recorder, at: object = IN_PERIOD, rounds: int = 5,
+                  ) -> None:
     for _ in range(rounds):
         if not await dispatch_due(ctx.sessions, "telegram", sender, at, 100,  # type: ignore[arg-type]
                                   concurrency=8):
@@ -66,7 +72,7 @@ async def test_plan_chases_unreported_linked_institutions_only(ctx: Context) -> 
     await add_clinics(ctx, ["未報告", "差し戻し", "報告済", "確認済", "紙受付"])
     await add_clinics(ctx, ["未報告", "未報告"], linked=False, prefix="88")
     async with ctx.session() as session:
-        result = await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-7", NOW)
+        result = await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-7", IN_PERIOD)
     c = result.campaign
     assert result.created and c.recipients == 2
     # unlinked: the two "88" clinics plus the seeded demo ones still 未報告/差し戻し
@@ -76,12 +82,64 @@ async def test_plan_chases_unreported_linked_institutions_only(ctx: Context) -> 
     assert all(r.status == "held" and r.kind == "campaign" for r in rows)
     assert "テスト診療所770 ご担当者さま" in rows[0].body
     assert "報告期限は" in rows[0].body and "{" not in rows[0].body
+    assert "報告期限は2027年3月31日（水）です（あと42日）" in rows[0].body  # from 2/17
     async with ctx.session() as session:  # the same run planned again: nothing new
-        again = await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-7", NOW)
+        again = await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-7", IN_PERIOD)
         csv_text = await campaigns.unlinked_csv(session, c)
     assert not again.created and again.campaign.id == c.id
     assert len(await outbox_rows(ctx)) == 2
     assert "テスト診療所880" in csv_text and "医療機関コード" in csv_text.splitlines()[0]
+
+
+def refusal(opens: date) -> str:
+    return (f"督促は受付開始（{templates.format_deadline(opens)}）より前には送れません。"
+            "受付開始後にもう一度計画してください"
+            "（受付開始は calendar set --start で変更できます）。")
+
+
+async def campaign_and_outbox_counts(ctx: Context) -> tuple[int, int]:
+    async with ctx.session() as session:
+        return (len((await session.exec(select(Campaign))).all()),
+                len((await session.exec(select(Outbox))).all()))
+
+
+async def test_a_dunning_before_reporting_opens_is_refused_and_writes_nothing(
+        ctx: Context) -> None:
+    """The rule lives in plan(), so the CLI, Slack and the scheduled jobs all get it: no
+    clinic is late before 受付開始. What counts is the slot it would go out in."""
+    await add_clinics(ctx, ["未報告", "未報告"])
+    async with ctx.session() as session:
+        with pytest.raises(campaigns.CampaignError) as refused:
+            await campaigns.plan(session, DEMO_PREF, "dunning", "t:early", NOW)
+        assert str(refused.value) == refusal(date(2027, 1, 1))
+        assert await campaign_and_outbox_counts(ctx) == (0, 0)
+        annai = await campaigns.plan(session, DEMO_PREF, "annai", "t:annai", NOW)
+        assert annai.created and annai.campaign.recipients == 2  # the 案内 goes before it
+        later = await campaigns.plan(session, DEMO_PREF, "dunning", "t:later", NOW,
+                                     send_at=IN_PERIOD)  # planned now, sent in February
+        assert later.created and later.campaign.send_at == IN_PERIOD
+        # 12/28 after hours: the next slot is 1/4 (12/29〜1/3 closed), after 1/1
+        last_evening = datetime(2026, 12, 28, 18, tzinfo=JST)
+        new_year = await campaigns.plan(session, DEMO_PREF, "dunning", "t:ny", last_evening)
+        assert new_year.campaign.send_at == datetime(2027, 1, 4, 9, tzinfo=JST)
+    assert await campaign_and_outbox_counts(ctx) == (3, 6)
+
+
+async def test_a_planned_dunning_is_returned_even_after_opening_moved_later(
+        ctx: Context) -> None:
+    """Idempotence comes first: the same run asked again gets its campaign untouched; only a
+    new one is checked against the prefecture's own 受付開始 (here moved to 3/1)."""
+    await add_clinics(ctx, ["未報告"])
+    async with ctx.session() as session:
+        first = await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-42", IN_PERIOD)
+    await update_prefecture(ctx, DEMO_PREF, period_start=date(2027, 3, 1))
+    async with ctx.session() as session:
+        again = await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-42", IN_PERIOD)
+        assert not again.created and again.campaign.id == first.campaign.id
+        with pytest.raises(campaigns.CampaignError, match="受付開始（2027年3月1日（月））"):
+            await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-41",
+                                 IN_PERIOD + timedelta(days=1))
+    assert await campaign_and_outbox_counts(ctx) == (1, 1)
 
 
 async def test_the_campaign_chases_exactly_those_the_chat_check_says_must_report(
@@ -100,7 +158,8 @@ async def test_the_campaign_chases_exactly_those_the_chat_check_says_must_report
                 setattr(inst, flag, value)
             session.add(inst)
         await session.commit()
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:rules", NOW)).campaign
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:rules", IN_PERIOD)
+             ).campaign
     chased = {r.recipient for r in await outbox_rows(ctx, campaign_id=c.id)}
     must = {f"66{i}" for i, (kind, combo) in enumerate(combos)
             if obligation(Facility(kind, **dict(zip(EXEMPTIONS, combo, strict=True))))
@@ -115,18 +174,18 @@ async def test_nothing_leaves_before_approval_then_each_recipient_once(ctx: Cont
     await add_clinics(ctx, ["未報告"] * 5)
     sender = Recorder()
     async with ctx.session() as session:
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-3", NOW)).campaign
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-3", IN_PERIOD)).campaign
     await run_all(ctx, sender)
     assert sender.sent == []
     async with ctx.session() as session:
-        assert await campaigns.approve(session, c, "U1", NOW) == 5
-        assert await campaigns.approve(session, c, "U1", NOW) == 0  # a second press
+        assert await campaigns.approve(session, c, "U1", IN_PERIOD) == 5
+        assert await campaigns.approve(session, c, "U1", IN_PERIOD) == 0  # a second press
     await run_all(ctx, sender)
-    await run_all(ctx, sender, NOW + timedelta(hours=1))
+    await run_all(ctx, sender, IN_PERIOD + timedelta(hours=1))
     assert sorted(sender.sent) == [f"77{i}" for i in range(5)]
     async with ctx.session() as session:
-        assert await campaigns.finish_done(session, NOW) == [c.id]
-        assert await campaigns.finish_done(session, NOW) == []
+        assert await campaigns.finish_done(session, IN_PERIOD) == [c.id]
+        assert await campaigns.finish_done(session, IN_PERIOD) == []
     [report] = await outbox_rows(ctx, kind="campaign_report")
     assert "送信済み：5件" in report.body and report.channel == "slack"
 
@@ -134,8 +193,8 @@ async def test_nothing_leaves_before_approval_then_each_recipient_once(ctx: Cont
 async def test_an_institution_that_reported_meanwhile_gets_nothing(ctx: Context) -> None:
     ids = await add_clinics(ctx, ["未報告", "未報告", "未報告", "未報告"])
     async with ctx.session() as session:
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-1", NOW)).campaign
-        await campaigns.approve(session, c, "U1", NOW)
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-1", IN_PERIOD)).campaign
+        await campaigns.approve(session, c, "U1", IN_PERIOD)
         reported = await session.get(Institution, ids[1])
         reported.status = "報告済"  # type: ignore[union-attr]
         account = (await session.exec(select(ChatAccount).where(
@@ -156,9 +215,9 @@ async def test_an_institution_that_reported_meanwhile_gets_nothing(ctx: Context)
 async def test_outside_sending_hours_rows_wait_without_using_attempts(ctx: Context) -> None:
     await add_clinics(ctx, ["未報告"])
     async with ctx.session() as session:
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:x", NOW)).campaign
-        await campaigns.approve(session, c, "U1", NOW)
-    evening = NOW.astimezone(JST).replace(hour=18)
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:x", IN_PERIOD)).campaign
+        await campaigns.approve(session, c, "U1", IN_PERIOD)
+    evening = IN_PERIOD.replace(hour=18)
     sender = Recorder()
     await run_all(ctx, sender, evening)
     [row] = await outbox_rows(ctx, campaign_id=c.id)
@@ -170,25 +229,25 @@ async def test_outside_sending_hours_rows_wait_without_using_attempts(ctx: Conte
 
 async def test_approval_outside_hours_starts_at_the_next_slot(ctx: Context) -> None:
     await add_clinics(ctx, ["未報告"])
-    saturday = NOW.astimezone(JST).replace(day=28, hour=11)
+    saturday = IN_PERIOD.replace(day=20, hour=11)
     async with ctx.session() as session:
         c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:y", saturday)).campaign
         await campaigns.approve(session, c, "U1", saturday)
     [row] = await outbox_rows(ctx, campaign_id=c.id)
-    assert row.next_attempt_at.astimezone(JST) == saturday.replace(day=30, hour=9)
+    assert row.next_attempt_at.astimezone(JST) == saturday.replace(day=22, hour=9)  # Monday
 
 
 async def test_cancel_stops_what_has_not_gone(ctx: Context) -> None:
     await add_clinics(ctx, ["未報告"] * 4)
     async with ctx.session() as session:
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:z", NOW)).campaign
-        await campaigns.approve(session, c, "U1", NOW)
-        claimed = await claim(session, "telegram", NOW, 1)  # one is already being sent
-        assert await campaigns.cancel(session, c, "U2", NOW) == 3
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:z", IN_PERIOD)).campaign
+        await campaigns.approve(session, c, "U1", IN_PERIOD)
+        claimed = await claim(session, "telegram", IN_PERIOD, 1)  # one is already being sent
+        assert await campaigns.cancel(session, c, "U2", IN_PERIOD) == 3
         with pytest.raises(campaigns.CampaignError):
-            await campaigns.approve(session, c, "U1", NOW)
+            await campaigns.approve(session, c, "U1", IN_PERIOD)
     sender = Recorder()
-    await run_all(ctx, sender, NOW + timedelta(minutes=5))  # the claimed row's lease ended
+    await run_all(ctx, sender, IN_PERIOD + timedelta(minutes=5))  # the claimed lease ended
     assert sender.sent == [] and len(claimed) == 1
     async with ctx.session() as session:
         assert await campaigns.counts(session, c.id) == {  # type: ignore[arg-type]
@@ -211,11 +270,11 @@ async def test_a_template_with_an_unknown_placeholder_is_refused_when_saved(
                              "\n{contact}{{注意}}")
     await add_clinics(ctx, ["未報告"])
     async with ctx.session() as session:
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:tpl", NOW)).campaign
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:tpl", IN_PERIOD)).campaign
     [row] = await outbox_rows(ctx, campaign_id=c.id)
     assert row.body.startswith("テスト診療所770様：期限は")
     assert row.body.endswith("です。\n京都府 かかりつけ医機能報告 担当窓口{注意}")
-    assert "（あと" in row.body
+    assert f"（あと{(DEADLINE - IN_PERIOD.date()).days}日）です。" in row.body
 
 
 @pytest.mark.parametrize(("body", "line", "column", "says"), [
@@ -259,26 +318,26 @@ async def claimed_campaign(ctx: Context, key: str) -> tuple[int, list[Outbox]]:
     """One approved campaign to one unreported clinic, its row claimed by a dispatcher."""
     await add_clinics(ctx, ["未報告"])
     async with ctx.session() as session:
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", key, NOW)).campaign
-        await campaigns.approve(session, c, "U1", NOW)
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", key, IN_PERIOD)).campaign
+        await campaigns.approve(session, c, "U1", IN_PERIOD)
         assert c.id is not None
-        return c.id, await claim(session, "telegram", NOW, 10)
+        return c.id, await claim(session, "telegram", IN_PERIOD, 10)
 
 
 async def test_a_lapsed_claim_cannot_send_an_at_most_once_row_twice(ctx: Context) -> None:
     """Dispatcher A claims, stalls past its lease; B re-claims and sends; A must not."""
     _, stale = await claimed_campaign(ctx, "t:cas")
     sender = Recorder()
-    await run_all(ctx, sender, NOW + timedelta(minutes=3))  # B
-    assert await _own(ctx.sessions, stale, POLICIES, NOW) == []  # A finds it taken
+    await run_all(ctx, sender, IN_PERIOD + timedelta(minutes=3))  # B
+    assert await _own(ctx.sessions, stale, POLICIES, IN_PERIOD) == []  # A finds it taken
     assert sender.sent == ["770"]
 
 
 async def test_a_row_in_flight_at_a_crash_is_never_resent(ctx: Context) -> None:
     campaign_id, rows = await claimed_campaign(ctx, "t:crash")
-    assert len(await _own(ctx.sessions, rows, POLICIES, NOW)) == 1  # ... and the process dies
+    assert len(await _own(ctx.sessions, rows, POLICIES, IN_PERIOD)) == 1  # ... and it dies
     sender = Recorder()
-    await run_all(ctx, sender, NOW + timedelta(minutes=10))
+    await run_all(ctx, sender, IN_PERIOD + timedelta(minutes=10))
     [row] = await outbox_rows(ctx, campaign_id=campaign_id)
     assert sender.sent == [] and row.status == "uncertain"
 
@@ -288,7 +347,7 @@ async def test_campaigns_are_per_prefecture(ctx: Context) -> None:
     async with ctx.session() as session:
         session.add(Prefecture(code="13", name="東京都"))
         await session.commit()
-        c = (await campaigns.plan(session, "13", "dunning", "t:tokyo", NOW)).campaign
+        c = (await campaigns.plan(session, "13", "dunning", "t:tokyo", IN_PERIOD)).campaign
         with pytest.raises(campaigns.CampaignError):
             await campaigns.get(session, c.id, DEMO_PREF)  # type: ignore[arg-type]
     assert c.recipients == 0
@@ -305,9 +364,10 @@ async def test_a_row_pointing_into_another_prefecture_is_never_sent(ctx: Context
                                  kind="clinic", status="未報告")
         session.add(tokyo_inst)
         await session.commit()
-        tokyo = (await campaigns.plan(session, "13", "dunning", "t:tokyo", NOW)).campaign
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-1", NOW)).campaign
-        await campaigns.approve(session, c, "U1", NOW)
+        tokyo = (await campaigns.plan(session, "13", "dunning", "t:tokyo", IN_PERIOD)
+                 ).campaign
+        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-1", IN_PERIOD)).campaign
+        await campaigns.approve(session, c, "U1", IN_PERIOD)
         first, second, third = (await session.exec(
             select(Outbox).where(Outbox.campaign_id == c.id).order_by(col(Outbox.id)))).all()
         first.payload = {**first.payload, "campaign_id": tokyo.id}

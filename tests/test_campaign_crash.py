@@ -27,6 +27,7 @@ from scheduler import campaigns
 from tests.conftest import NOW
 from tests.fakes.roster import seed_linked_clinics
 from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.test_campaign import IN_PERIOD
 
 ROOT = Path(__file__).resolve().parent.parent
 PREF = "26"
@@ -38,9 +39,9 @@ async def prepare(url: str, recipients: int) -> None:
     sessions = make_sessionmaker(engine)
     async with sessions() as session:
         await seed_linked_clinics(session, PREF, recipients, NOW)
-        c = (await campaigns.plan(session, PREF, "dunning", "crash:D-7", NOW)).campaign
+        c = (await campaigns.plan(session, PREF, "dunning", "crash:D-7", IN_PERIOD)).campaign
         assert c.recipients == recipients
-        await campaigns.approve(session, c, "test", NOW)
+        await campaigns.approve(session, c, "test", IN_PERIOD)
     await engine.dispose()
 
 
@@ -60,7 +61,8 @@ async def dispatcher(url: str, api: FakeTelegramAPI, offset: float,
                      ) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.fakes.campaign_dispatcher", url, api.base_url,
-        "--offset", str(offset), "--concurrency", str(CONCURRENCY), cwd=ROOT)
+        "--offset", str(offset), "--concurrency", str(CONCURRENCY),
+        "--start", IN_PERIOD.isoformat(), cwd=ROOT)  # a 督促 goes out in the period
 
 
 def delivered(api: FakeTelegramAPI) -> Counter[int]:

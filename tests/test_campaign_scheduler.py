@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -246,3 +247,57 @@ async def test_sla_job_reminds_an_unclaimed_escalation_in_its_thread(ctx: Contex
             assert await jobs.remind_escalations() == expected
         finally:
             jobs._runtime.remove(rt)
+
+
+EARLY_OPENING = date(2027, 2, 1)  # the prefecture's own 受付開始
+D70_SLOT = datetime(2027, 1, 20, 9, tzinfo=JST)  # D-70 of 3/31: a Wednesday, before it
+
+
+async def early_reminder_saved(ctx: Context) -> None:
+    """督促 offsets stored before `calendar set` checked them against 受付開始: D-70 falls
+    before the prefecture's opening on 2/1, D-30 and D-7 after it."""
+    await set_deadline(ctx, date(2027, 3, 31), reminder_days=[70, 30, 7])
+    await update_prefecture(ctx, DEMO_PREF, period_start=EARLY_OPENING)
+
+
+async def test_a_scheduled_dunning_before_opening_is_skipped_with_a_warning(
+        ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
+    """The job neither raises (a traceback for nothing) nor plans: plan() refuses it, and
+    the warning says why in the words staff see."""
+    await add_clinics(ctx, ["未報告"])
+    await early_reminder_saved(ctx)
+    rt = install(ctx, D70_SLOT + timedelta(hours=1))
+    try:
+        with caplog.at_level(logging.WARNING, logger="scheduler.jobs"):
+            assert await jobs.fire_run(DEMO_PREF, "dunning", "2027-03-31:D-70") is None
+    finally:
+        jobs._runtime.remove(rt)
+    assert await all_campaigns(ctx) == []
+    async with ctx.session() as session:
+        assert (await session.exec(select(Outbox))).all() == []
+    [warning] = [r for r in caplog.records if r.name == "scheduler.jobs"]
+    assert warning.levelno == logging.WARNING and "2027-03-31:D-70" in warning.getMessage()
+    assert "督促は受付開始（2027年2月1日（月））より前には送れません" in warning.getMessage()
+
+
+async def test_sync_gives_a_dunning_before_opening_no_job_and_drops_a_stored_one(
+        ctx: Context) -> None:
+    """A job for it would only be refused each time it fires (and be added again at each
+    sync while due): none is kept. Missed while down until after opening, it is sent late
+    like any missed run, since it would now go out in the period."""
+    await early_reminder_saved(ctx)
+    scheduler = AsyncIOScheduler(timezone=JST)
+    scheduler.start(paused=True)
+    d70, d30 = f"run:{DEMO_PREF}:2027-03-31:D-70", f"run:{DEMO_PREF}:2027-03-31:D-30"
+    scheduler.add_job(jobs.fire_run, "date", id=d70, run_date=D70_SLOT,
+                      args=(DEMO_PREF, "dunning", "2027-03-31:D-70"))  # stored earlier
+    try:
+        for now, scheduled in ((D70_SLOT - timedelta(days=10), False),  # still to come
+                               (D70_SLOT + timedelta(hours=1), False),  # due now
+                               (datetime(2027, 2, 2, 10, tzinfo=JST), True)):  # late, after
+            async with ctx.session() as session:
+                await jobs.sync_jobs(scheduler, session, now)
+            ids = {j.id for j in scheduler.get_jobs()}
+            assert (d70 in ids) is scheduled and d30 in ids, now
+    finally:
+        scheduler.shutdown(wait=False)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Campaign
 from scheduler import campaigns
 from tests.conftest import DEMO_PREF, NOW
-from tests.test_campaign import Recorder, add_clinics, outbox_rows, run_all
+from tests.test_campaign import IN_PERIOD, Recorder, add_clinics, outbox_rows, run_all
 from tests.test_slack_desk import (  # noqa: F401  (fixtures)
     C13,
     C26,
@@ -21,11 +22,17 @@ from tests.test_slack_desk import (  # noqa: F401  (fixtures)
 )
 
 
+async def dunning(session: AsyncSession, tag: str) -> campaigns.Plan:
+    """A 督促 planned now (the desk's clock, before 受付開始) for a slot in the period: a
+    dunning for a slot before 受付開始 is refused."""
+    return await campaigns.plan(session, DEMO_PREF, "dunning", tag, NOW, send_at=IN_PERIOD)
+
+
 async def planned(d: Desk) -> Campaign:
     await add_clinics(d.ctx, ["未報告", "未報告"])
     await add_clinics(d.ctx, ["未報告"], linked=False, prefix="88")
     async with d.ctx.session() as session:
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "slack:D-7", NOW)).campaign
+        c = (await dunning(session, "slack:D-7")).campaign
         await campaigns.request_preview(session, c, NOW)
     await d.channel.flush(NOW)
     return c
@@ -71,7 +78,7 @@ async def test_cancel_button_and_the_final_report(d: Desk) -> None:
     await d.slack.press("campaign_cancel", c.id, C26, STAFF_A)
     assert await status_of(d, c.id) == "cancelled"  # type: ignore[arg-type]
     async with d.ctx.session() as session:
-        c2 = (await campaigns.plan(session, DEMO_PREF, "dunning", "slack:D-3", NOW)).campaign
+        c2 = (await dunning(session, "slack:D-3")).campaign
         await campaigns.approve(session, c2, "auto", NOW)
         await campaigns.cancel(session, c2, "x", NOW)
         c3 = (await campaigns.plan(session, DEMO_PREF, "annai", "slack:annai", NOW)).campaign
@@ -92,7 +99,7 @@ async def test_a_card_for_a_campaign_cancelled_before_it_went_out_is_not_posted(
     a campaign that was cancelled by the CLI in the meantime."""
     await add_clinics(d.ctx, ["未報告"])
     async with d.ctx.session() as session:
-        c = (await campaigns.plan(session, DEMO_PREF, "dunning", "slack:late", NOW)).campaign
+        c = (await dunning(session, "slack:late")).campaign
         await campaigns.request_preview(session, c, NOW)
         await campaigns.cancel(session, c, "cli", NOW)
     await d.channel.flush(NOW)
