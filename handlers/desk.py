@@ -132,15 +132,22 @@ async def answer(sessions: Sessions, pref: str, esc_id: int, staff: str, text: s
         if seen is not None and len(supplements(esc.context)) > seen:
             await session.rollback()
             raise SupplementArrived()
-        # Named as the receipt named it: a chat unlinked when it asked was told 都道府県.
-        prefecture = await session.get(Prefecture, pref) if esc.institution_id else None
         body = (f"【受付番号 {esc.receipt} へのご回答】\n"
                 f"お問い合わせいただいた「{shorten(esc.question)}」について、"
-                f"{staff_of(prefecture.name if prefecture else None)}から回答が届きました。"
+                f"{staff_of(await _named_to_clinic(session, esc))}から回答が届きました。"
                 f"\n\n{text}\n\n"
                 "ほかにご不明な点があれば、このチャットでお尋ねください。")
         await _to_clinic(session, esc, "answer", body, now)  # commits with the transition
         return await _card_update(session, pref, esc_id, "answered", now)
+
+
+async def _named_to_clinic(session: AsyncSession, esc: Escalation) -> str | None:
+    """The prefecture's name as the clinic's receipt gave it: only for a chat linked when it
+    asked (an unlinked chat was told 都道府県, its prefecture being the bot's default)."""
+    if esc.institution_id is None:
+        return None
+    prefecture = await session.get(Prefecture, esc.prefecture_code)
+    return prefecture.name if prefecture else None
 
 
 async def forward(sessions: Sessions, pref: str, esc_id: int, staff: str, now: datetime,
@@ -154,7 +161,8 @@ async def forward(sessions: Sessions, pref: str, esc_id: int, staff: str, now: d
                                            NOT_FOUND))
         esc = await get_escalation(session, pref, esc_id)
         assert esc is not None
-        body = (f"受付番号 {esc.receipt} のご質問は、都道府県から厚生労働省に確認しています。"
+        name = await _named_to_clinic(session, esc) or "都道府県"
+        body = (f"受付番号 {esc.receipt} のご質問は、{name}から厚生労働省に確認しています。"
                 "回答が届きしだい、このチャットでお知らせします。お時間をいただく場合があります。"
                 "ご了承ください。")
         await _to_clinic(session, esc, "forwarded", body, now)

@@ -194,8 +194,8 @@ async def test_card_shows_the_linked_clinic_and_its_status(d: Desk) -> None:
 
 
 async def test_a_linked_clinic_is_told_which_prefecture_answered(d: Desk) -> None:
-    """Linked when it asked, the clinic was told its prefecture had the question; the answer
-    comes from that prefecture by name, not from 「都道府県」."""
+    """Linked when it asked, the clinic was told its prefecture had the question; the notice
+    of a forward to the ministry and the answer name that prefecture, not 「都道府県」."""
     async with d.ctx.session() as session:
         inst = (await session.exec(select(Institution).where(
             Institution.code == "9990003"))).one()
@@ -205,6 +205,9 @@ async def test_a_linked_clinic_is_told_which_prefecture_answered(d: Desk) -> Non
         await session.commit()
     esc_id = await escalate(d.ctx, user="clinic-9")
     await posted_card(d, esc_id)
+    await d.slack.press("desk_forward", esc_id, C26, STAFF_A)
+    [told] = await rows(d.ctx, kind="escalation_forwarded")
+    assert "京都府から厚生労働省に確認しています" in told.body
     await d.slack.press("desk_answer", esc_id, C26, STAFF_A)
     await d.slack.submit("desk_answer", esc_id, C26, STAFF_A, "それぞれ報告してください。")
     [relay] = await rows(d.ctx, kind="escalation_answer")
@@ -471,7 +474,8 @@ async def test_forward_creates_the_redmine_issue_and_tells_the_clinic(
         row = await esc(ctx, esc_id)
         assert row.status == "forwarded" and row.tier == 2 and row.forwarded_by == STAFF_A
         [told] = await rows(ctx, kind="escalation_forwarded")
-        assert told.recipient == "clinic-1" and "厚生労働省に確認しています" in told.body
+        assert told.recipient == "clinic-1"
+        assert "都道府県から厚生労働省に確認しています" in told.body  # unlinked when it asked
         await d.channel.flush(NOW)
         assert redmine.issues == [] and (await esc(ctx, esc_id)).redmine_url is None
         await d.channel.flush(LATER)
