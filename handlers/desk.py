@@ -134,19 +134,24 @@ async def answer(sessions: Sessions, pref: str, esc_id: int, staff: str, text: s
             raise SupplementArrived()
         body = (f"【受付番号 {esc.receipt} へのご回答】\n"
                 f"お問い合わせいただいた「{shorten(esc.question)}」について、"
-                f"{staff_of(await _named_to_clinic(session, esc))}から回答が届きました。"
+                f"{staff_of(await _name_told(session, esc))}から回答が届きました。"
                 f"\n\n{text}\n\n"
                 "ほかにご不明な点があれば、このチャットでお尋ねください。")
         await _to_clinic(session, esc, "answer", body, now)  # commits with the transition
         return await _card_update(session, pref, esc_id, "answered", now)
 
 
-async def _named_to_clinic(session: AsyncSession, esc: Escalation) -> str | None:
-    """The prefecture's name as the clinic's receipt gave it: only for a chat linked when it
-    asked (an unlinked chat was told 都道府県, its prefecture being the bot's default)."""
+async def prefecture_told(session: AsyncSession, esc: Escalation) -> Prefecture | None:
+    """The prefecture the clinic is told has its question (by name, and its desk's contact):
+    only for a chat linked when it asked. An unlinked chat's tenant is only the bot's
+    default, so it is told 都道府県 on the receipt, the forward notice and the answer alike."""
     if esc.institution_id is None:
         return None
-    prefecture = await session.get(Prefecture, esc.prefecture_code)
+    return await session.get(Prefecture, esc.prefecture_code)
+
+
+async def _name_told(session: AsyncSession, esc: Escalation) -> str | None:
+    prefecture = await prefecture_told(session, esc)
     return prefecture.name if prefecture else None
 
 
@@ -161,7 +166,7 @@ async def forward(sessions: Sessions, pref: str, esc_id: int, staff: str, now: d
                                            NOT_FOUND))
         esc = await get_escalation(session, pref, esc_id)
         assert esc is not None
-        name = await _named_to_clinic(session, esc) or "都道府県"
+        name = await _name_told(session, esc) or "都道府県"
         body = (f"受付番号 {esc.receipt} のご質問は、{name}から厚生労働省に確認しています。"
                 "回答が届きしだい、このチャットでお知らせします。お時間をいただく場合があります。"
                 "ご了承ください。")

@@ -7,7 +7,7 @@ import unicodedata
 from dataclasses import replace
 
 from db import repo
-from db.models import Escalation, Prefecture
+from db.models import Escalation
 from handlers import courtesy, desk, history, linking, qa
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
@@ -164,8 +164,7 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
         esc = await repo.create_escalation(session, ctx.tenant, ctx.account.id, question[:4000],
                                            context, ctx.clock(), ctx.account.institution_id)
         await desk.announce(session, esc, ctx.clock())  # the staff card, through the outbox
-        own = ctx.account.linked_prefecture  # an unlinked user's is only the bot's default
-        pref = await session.get(Prefecture, own) if own else None
+        pref = await desk.prefecture_told(session, esc)
     desk_contact = pref.inquiry_contact if pref and pref.inquiry_contact else "都道府県の窓口"
     text = (
         f"{staff_of(pref.name if pref else None)}にお問い合わせを送りました。"
