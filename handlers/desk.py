@@ -22,7 +22,7 @@ from db.models import ChatAccount, Escalation, Outbox, Prefecture, desk_channel
 from db.seed import ensure_prefecture
 from handlers.desk_card import OPEN_STATUSES, build_card, plain_text, supplements
 from handlers.errors import UserFacingError
-from handlers.texts import shorten, staff_of
+from handlers.texts import desk_of, shorten, staff_of
 from scheduler import outbox
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,8 @@ DESK_CHANNEL = "slack"
 MAX_SUPPLEMENTS = 20
 TOO_MANY_SUPPLEMENTS = (
     "このお問い合わせには補足がすでに多く届いているため、これ以上は追加できません。"
-    "担当者からの回答をお待ちいただくか、お急ぎの場合は受付番号を添えて都道府県の窓口へ"
-    "お電話ください。")
+    "担当者からの回答をお待ちいただくか、お急ぎの場合は受付番号を添えて{desk}へ"
+    "お問い合わせください。")
 NOT_FOUND = ("この問い合わせは見つからないか、このチャンネルの都道府県のものではないため、"
              "操作できません。")
 REFUSALS: dict[str, str] = {
@@ -134,7 +134,7 @@ async def answer(sessions: Sessions, pref: str, esc_id: int, staff: str, text: s
             raise SupplementArrived()
         body = (f"【受付番号 {esc.receipt} へのご回答】\n"
                 f"お問い合わせいただいた「{shorten(esc.question)}」について、"
-                f"{staff_of(await _name_told(session, esc))}から回答が届きました。"
+                f"{staff_of(await name_told(session, esc))}から回答が届きました。"
                 f"\n\n{text}\n\n"
                 "ほかにご不明な点があれば、このチャットでお尋ねください。")
         await _to_clinic(session, esc, "answer", body, now)  # commits with the transition
@@ -150,7 +150,8 @@ async def prefecture_told(session: AsyncSession, esc: Escalation) -> Prefecture 
     return await session.get(Prefecture, esc.prefecture_code)
 
 
-async def _name_told(session: AsyncSession, esc: Escalation) -> str | None:
+async def name_told(session: AsyncSession, esc: Escalation) -> str | None:
+    """The name in 「京都府の担当者」「京都府から厚生労働省に」; None: say 都道府県."""
     prefecture = await prefecture_told(session, esc)
     return prefecture.name if prefecture else None
 
@@ -166,7 +167,7 @@ async def forward(sessions: Sessions, pref: str, esc_id: int, staff: str, now: d
                                            NOT_FOUND))
         esc = await get_escalation(session, pref, esc_id)
         assert esc is not None
-        name = await _name_told(session, esc) or "都道府県"
+        name = await name_told(session, esc) or "都道府県"
         body = (f"受付番号 {esc.receipt} のご質問は、{name}から厚生労働省に確認しています。"
                 "回答が届きしだい、このチャットでお知らせします。お時間をいただく場合があります。"
                 "ご了承ください。")
@@ -211,8 +212,11 @@ async def add_supplement(sessions: Sessions, pref: str, esc_id: int, text: str,
         notes = [*(esc.context.get("supplements") or []),
                  {"text": text[:4000], "at": now.isoformat()}]
         if len(notes) > MAX_SUPPLEMENTS:
+            told = await prefecture_told(session, esc)
+            refusal = TOO_MANY_SUPPLEMENTS.format(
+                desk=desk_of(told.inquiry_contact if told else None))
             await session.rollback()
-            raise DeskRefused(TOO_MANY_SUPPLEMENTS)
+            raise DeskRefused(refusal)
         esc.context = {**esc.context, "supplements": notes}
         session.add(esc)
         if esc.status == "forwarded" and await outbox.find(session, redmine_issue_key(esc_id)):

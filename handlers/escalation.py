@@ -12,7 +12,7 @@ from handlers import courtesy, desk, history, linking, qa
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
-from handlers.texts import NOTED, OFFER_QUESTION, shorten, staff_of
+from handlers.texts import NOTED, OFFER_QUESTION, desk_of, shorten, staff_of
 from knowledge.normalize import MAIL_GREETING
 
 ASK_FLOW = "ask_staff"
@@ -68,7 +68,7 @@ _NOTHING_ADDED = re.compile(r"[\s。、,.:：!！]*(?:よろしくお願いし�
 TICKET_STATUS = {
     "open": "受け付けました。担当者の確認をお待ちください",
     "claimed": "担当者が確認しています",
-    "forwarded": "都道府県から厚生労働省に確認しています。回答までお時間をいただきます",
+    "forwarded": "{prefecture}から厚生労働省に確認しています。回答までお時間をいただきます",
     "answered": "回答済みです",
     "resolved": "対応を終えています",
 }
@@ -165,7 +165,7 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
                                            context, ctx.clock(), ctx.account.institution_id)
         await desk.announce(session, esc, ctx.clock())  # the staff card, through the outbox
         pref = await desk.prefecture_told(session, esc)
-    desk_contact = pref.inquiry_contact if pref and pref.inquiry_contact else "都道府県の窓口"
+    desk_contact = desk_of(pref.inquiry_contact if pref else None)
     text = (
         f"{staff_of(pref.name if pref else None)}にお問い合わせを送りました。"
         f"受付番号は {esc.receipt} です。\n"
@@ -328,7 +328,9 @@ async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list
         return [_not_found(found)]
     lines = []
     for esc in rows[:3]:
-        state = TICKET_STATUS.get(esc.status, "確認しています")
+        async with ctx.session() as session:
+            told = await desk.name_told(session, esc) or "都道府県"
+        state = TICKET_STATUS.get(esc.status, "確認しています").format(prefecture=told)
         line = f"・{esc.receipt}「{shorten(esc.question, 30)}」：{state}。"
         if esc.status in ("answered", "resolved") and esc.answer:
             line += f"\n　回答：{esc.answer}"

@@ -67,6 +67,12 @@ _ASKS = re.compile(r"[?？か]$|いつ|どこ|何|なに|どう|どれ|誰|必�
 # 「①…②…」 anywhere; 「(1)…(2)…」「1. … 2. …」 at the start or after a space or a sentence.
 _NUMBER = re.compile(r"(?:[①-⑳]|(?:^|(?<=[\s。、？?！!]))"
                      r"(?:[（(][1-9１-９][)）]|[1-9１-９][.．)）](?!\d)))\s*")
+# 「1 しめきり 2 ぱすわーど忘れた」: a bare number and a space make a list only when they run
+# 1, 2, 3… from the start; a counter after the space is a quantity, not an item
+# (「1 人医師」「1 月 5 日」「1 号機能と 2 号機能」「2 か月」).
+_SPACED_NUMBER = re.compile(
+    r"(?:^|(?<=[\s。、？?！!]))([1-9１-９])[ 　]+"
+    r"(?![月日年号人回つ件名床時分秒歳才割%％階次枚通部点種科類台本期級条項番週ヶヵかカケ個円倍度])")
 # 「どこに電話すればいい」「県にきけばいい？」 right after an answer ask whom to ask about
 # that answer's matter: the G-MIS call center after a G-MIS answer, else the prefecture.
 # Only the question of whom to ask, nothing else: 「報告期限を過ぎたらどこに電話すれば」 names
@@ -269,21 +275,36 @@ def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]
     ございます」 in courtesy. Numbered (①②, (1), 1.) with two or more of them asking,
     they are questions each however they end; 「★は①掲示②一次診療③相談のことですか？」 is
     one question listing three things."""
-    numbered = len(_NUMBER.findall(text)) >= 2
+    spaced = _spaced_list(text)
+    numbered = spaced or len(_NUMBER.findall(text)) >= 2
     if len(text) > MULTI_MAX * (2 if numbered else 1) or (numbered and by_sentence):
         return [], numbered  # (a numbered message was read once already)
-    if numbered:
+    if numbered and not spaced:  # (the run 1, 2… of a spaced list is what shows it is one)
         listed = [p.strip(" 　、。") for p in _NUMBER.split(text)]
         numbered = sum(bool(_ASKS.search(p)) for p in listed[1:]) >= 2
-    split = _NUMBER if numbered else _SENTENCE_END if by_sentence else _QUESTION_END
-    raw = [p.strip(" 　、。") for p in split.split(text)]
+    split = (_SPACED_NUMBER if spaced else _NUMBER if numbered
+             else _SENTENCE_END if by_sentence else _QUESTION_END)
+    raw = [p.strip(" 　、。") for p in _items(split, text)]
     parts = [(_JOINER.sub("", p), bool(_JOINER.match(p))) for p in raw
-             if len(p) >= 4 and (numbered or by_sentence or p[-1] in "?？か" or _JOINER.match(p))
+             if len(p) >= (2 if numbered else 4)  # a listed 「締切」 is an item
+             and (numbered or by_sentence or p[-1] in "?？か" or _JOINER.match(p))
              and not courtesy.kinds_of(p)  # nor 「質問してもよろしいでしょうか」
              and not _ALTERNATIVE.match(p)]
-    if numbered and raw and not _NUMBER.match(text):  # 「至急です。①…」: the lead is context
+    if numbered and raw and not split.match(text.strip()):  # 「至急です。①…」: the lead is context
         parts = [p for p in parts if p[0] != raw[0]]
     return (parts if 2 <= len(parts) <= (5 if numbered else 3) else []), numbered
+
+
+def _spaced_list(text: str) -> bool:
+    """Whether 「1 …」 opens the message and 「2 …」, 「3 …」 follow in order."""
+    numbers = [int(m.group(1)) for m in _SPACED_NUMBER.finditer(text.strip())]
+    return len(numbers) >= 2 and numbers == list(range(1, len(numbers) + 1)) \
+        and bool(_SPACED_NUMBER.match(text.strip()))
+
+
+def _items(split: re.Pattern[str], text: str) -> list[str]:
+    """The text between the list's markers (a spaced list's captured digits dropped)."""
+    return split.split(text) if not split.groups else split.split(text)[::split.groups + 1]
 
 
 def _left_over(parts: list[tuple[str, bool]], decisions: list[Decision],

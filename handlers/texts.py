@@ -18,6 +18,12 @@ def staff_of(prefecture_name: str | None) -> str:
     return f"{prefecture_name}の担当者" if prefecture_name else "都道府県の担当者"
 
 
+def desk_of(inquiry_contact: str | None) -> str:
+    """Where to call in a hurry: the desk the prefecture gave (「京都府 医療政策課 075-…」),
+    else the generic 都道府県の窓口."""
+    return inquiry_contact or "都道府県の窓口"
+
+
 APOLOGY = (
     "申し訳ありません。ただいま処理中に問題が発生しました。"
     "お手数ですが、少し時間をおいてもう一度お試しください。"

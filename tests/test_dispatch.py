@@ -549,6 +549,23 @@ async def test_numbered_questions_are_each_taken_up(ctx: Context) -> None:
     assert "G-MIS事務局" in system.text
 
 
+async def test_a_list_numbered_with_spaces_is_each_taken_up(ctx: Context) -> None:
+    """「1 しめきり 2 ぱすわーど忘れた」 got only the password answer: the deadline was lost.
+    A number before a counter is a quantity, and those messages stay whole."""
+    replies = await dispatch(said("1 しめきり 2 ぱすわーど忘れた"), ctx)
+    assert [r.meta["entry_id"] for r in replies] == [
+        "schedule-reporting-period", "gmis-forgot-password"]
+    three = await dispatch(said("1 締切 2 紙でもいい？ 3 罰則", user="u2"), ctx)
+    assert [r.meta["entry_id"] for r in three] == [
+        "schedule-reporting-period", "method-paper-allowed", "reminder-consequence-no-report"]
+    for user, whole in enumerate(("1 号機能と 2 号機能の違いは？",
+                                  "1 人医師の診療所ですが 2 号機能も報告しますか",
+                                  "2 か月前に開業しました。1 年目でも報告は必要ですか",
+                                  "3 しめきり 4 ぱすわーど忘れた")):  # (not a run from 1)
+        replies = await dispatch(said(whole, user=f"w{user}"), ctx)
+        assert len(replies) == 1, whole
+
+
 async def test_sentences_each_sure_are_each_answered_when_the_whole_is_not(
         ctx: Context) -> None:
     """「督促が来ました。G-MISのIDもわかりません。締切はいつですか」 went to the G-MIS call

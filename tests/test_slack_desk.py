@@ -44,7 +44,7 @@ from handlers.desk_digest import build_digest, enqueue_digest, render_digest
 from handlers.dispatch import dispatch
 from handlers.messages import Inbound
 from knowledge.loader import load_knowledge_base
-from tests.conftest import NOW
+from tests.conftest import NOW, update_prefecture
 from tests.fakes.redmine_api import API_KEY, FakeRedmine
 from tests.fakes.slack_api import APP_TOKEN, TOKEN, FakeSlackAPI
 from tests.fakes.slack_requests import SECRET, SlackSide, block_actions
@@ -208,6 +208,16 @@ async def test_a_linked_clinic_is_told_which_prefecture_answered(d: Desk) -> Non
     await d.slack.press("desk_forward", esc_id, C26, STAFF_A)
     [told] = await rows(d.ctx, kind="escalation_forwarded")
     assert "京都府から厚生労働省に確認しています" in told.body
+    [status] = await dispatch(Inbound("telegram", "clinic-9", text="さっきの問い合わせどうなった"),
+                              d.ctx)
+    assert "京都府から厚生労働省に確認しています" in status.text
+    await update_prefecture(d.ctx, "26", inquiry_contact="京都府医療政策課（075-000-0000）")
+    receipt = (await esc(d.ctx, esc_id)).receipt
+    for n in range(desk.MAX_SUPPLEMENTS + 1):
+        [last] = await dispatch(Inbound("telegram", "clinic-9", text=f"{receipt}の補足です。{n}"),
+                                d.ctx)
+    assert "これ以上は追加できません" in last.text
+    assert "受付番号を添えて京都府医療政策課（075-000-0000）へ" in last.text
     await d.slack.press("desk_answer", esc_id, C26, STAFF_A)
     await d.slack.submit("desk_answer", esc_id, C26, STAFF_A, "それぞれ報告してください。")
     [relay] = await rows(d.ctx, kind="escalation_answer")
@@ -405,7 +415,7 @@ async def test_a_chat_cannot_flood_an_inquiry_with_supplements(d: Desk) -> None:
         assert "補足を追加し" in ok.text
     [refused] = await dispatch(Inbound("telegram", "clinic-1",
                                        text=f"{receipt}の補足です。まだあります。"), d.ctx)
-    assert "これ以上は追加できません" in refused.text and "お電話" in refused.text
+    assert "これ以上は追加できません" in refused.text and "都道府県の窓口へ" in refused.text
     row = await esc(d.ctx, esc_id)
     assert len(row.context["supplements"]) == desk.MAX_SUPPLEMENTS
     assert all("まだあります" not in s["text"] for s in row.context["supplements"])
