@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from db import repo
 from db.models import Escalation
-from handlers import courtesy, desk, history, linking, qa
+from handlers import answers, courtesy, desk, history, linking, qa
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
@@ -90,8 +90,8 @@ async def handle_ask_staff(msg: Inbound, ctx: Context, found: Found) -> list[Rep
         # 「人と話したい」 in words may mean the question before or a new one: say which
         # would be sent before sending it. A question typed next is the new one.
         await _set_flow(msg, ctx, {"confirm": question})
-        return [Reply(f"直前のご質問は「{shorten(question)}」です。別のことをお聞きに"
-                      "なりたい場合は、そのご質問を入力してください。\n"
+        return [Reply(f"直前のご質問は「{shorten(question)}」です。{_system_note(question, ctx)}"
+                      "別のことをお聞きになりたい場合は、そのご質問を入力してください。\n"
                       + OFFER_QUESTION, CONFIRM_BUTTONS, meta={"action": history.OFFER})]
     if ctx.flow == ASK_FLOW:  # the confirmation's button: the prompt is answered
         return await _send_closing_prompt(msg, ctx, question)
@@ -117,10 +117,25 @@ async def handle_new_question(msg: Inbound, ctx: Context, _found: Found) -> list
                   meta={"action": "ask_staff"})]
 
 
+def _system_note(question: str, ctx: Context) -> str:
+    """For a G-MIS system question about to go to the prefecture: who can answer it. A
+    clerk who typed 「担当者に聞く」 after the password answer had it sent to staff, who
+    cannot reset a password."""
+    if ctx.retriever.decide(question).route != "gmis_callcenter":
+        return ""
+    return ("\nG-MISのログイン・パスワード・画面操作については、都道府県の担当者では"
+            "お答えできません。G-MIS事務局にお問い合わせください。\n"
+            f"{answers.contact_line(ctx.config.gmis_contact)}\n")
+
+
 async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
-    """The message typed after 「担当者に聞く」 is the question itself."""
+    """The message typed after 「担当者に聞く」 is the question itself; one the knowledge
+    base answers for sure is answered first, with the offer to send it still open (a busy
+    desk should not get 「締め切りはいつ？」), and one with no words at all is asked again."""
     text = msg.text.strip()
     confirming = str(ctx.flow_data.get("confirm") or "")  # the question the prompt named
+    if not any(unicodedata.category(c)[0] in "LN" for c in text):  # 「😀😀😀」「？？？」
+        return [Reply("ご質問を文章で入力してください。（やめる場合は「キャンセル」）")]
     if not text or text.isdigit() or len(text) < 3:  # 「1」: a tap on a button long gone
         if confirming and courtesy.yes_or_no(text) == "yes":  # 「はい」: the one named
             return await _send_closing_prompt(msg, ctx, confirming)
@@ -132,6 +147,18 @@ async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -
             return await _send_closing_prompt(msg, ctx, confirming)
         return [Reply("担当者にお送りするご質問の内容を、文章で入力してください。"
                       "（やめる場合は「キャンセル」）")]
+    if (decision := ctx.retriever.decide(text)).action == "answer":
+        async with ctx.session() as session:
+            await repo.clear_state(session, msg.channel, msg.user_id)
+        answer = await answers.reply_for(decision, ctx, text)
+        if decision.route == "gmis_callcenter":
+            rest = "G-MIS以外のことでしたら、"
+        else:
+            rest = "この内容で解決しない場合は、"
+        return [replace(answer, text="担当者にお送りする前に、ご案内できる内容をお示しします。\n\n"
+                        + answer.text),
+                Reply(rest + OFFER_QUESTION, answers.OFFER_STAFF,
+                      meta={"action": history.OFFER})]
     return await _send_closing_prompt(msg, ctx, text)
 
 

@@ -705,6 +705,29 @@ async def test_a_bare_number_in_the_staff_prompt_is_not_sent_as_the_question(
     assert len(await escalations(ctx)) == 1
 
 
+async def test_a_message_without_words_in_the_staff_prompt_is_not_sent(ctx: Context) -> None:
+    """「😀😀😀」 typed at the staff prompt reached the prefecture as an inquiry (a user
+    test)."""
+    await dispatch(said("人と話したい"), ctx)
+    for noise in ("😀😀😀", "？？？", "!!!!"):
+        [reply] = await dispatch(said(noise), ctx)
+        assert "文章で入力してください" in reply.text
+    assert await escalations(ctx) == []
+
+
+async def test_a_gmis_question_about_to_go_to_the_prefecture_says_who_can_answer(
+        ctx: Context) -> None:
+    """「パスワードを忘れた」 then 「担当者に聞く」 went to the prefecture's staff, who cannot
+    reset a G-MIS password, with no word that the call center can."""
+    await dispatch(said("パスワードを忘れた"), ctx)
+    [confirm] = await dispatch(said("担当者に聞く"), ctx)
+    assert "都道府県の担当者ではお答えできません" in confirm.text
+    assert ctx.config.gmis_contact in confirm.text and await escalations(ctx) == []
+    await dispatch(said("紙で報告できますか", user="u2"), ctx)
+    [other] = await dispatch(said("担当者に聞く", user="u2"), ctx)
+    assert "G-MIS" not in other.text
+
+
 @pytest.mark.parametrize("ask", ["問い合わせの状況を教えてください",
                                  "先日お送りした問い合わせの受付番号を失念しました。",
                                  "うけつけばんごうってなんだっけ"])
