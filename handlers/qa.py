@@ -67,6 +67,9 @@ _ASKS = re.compile(r"[?？か]$|いつ|どこ|何|なに|どう|どれ|誰|必�
 # 「①…②…」 anywhere; 「(1)…(2)…」「1. … 2. …」 at the start or after a space or a sentence.
 _NUMBER = re.compile(r"(?:[①-⑳]|(?:^|(?<=[\s。、？?！!]))"
                      r"(?:[（(][1-9１-９][)）]|[1-9１-９][.．)）](?!\d)))\s*")
+# 「…③継続的な相談のことですか？」「…③相談などは必要ですか」: the items were what one
+# question asks about.
+_CLOSES_LIST = re.compile(r"の?こと|など|等|といった")
 # 「1 しめきり 2 ぱすわーど忘れた」: a bare number and a space make a list only when they run
 # 1, 2, 3… from the start; a counter after the space is a quantity, not an item
 # (「1 人医師」「1 月 5 日」「1 号機能と 2 号機能」「2 か月」).
@@ -205,10 +208,20 @@ async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
     if not (answered or own) or (len(answered) + len(own) == 1 and not others):
         return []
     replies = [r for p in own for r in await handle_status(replace(msg, text=p), ctx, {})]
-    replies += [await reply_for(d, ctx, msg.text) for d in answered.values()]
+    asked_by = {}  # the part each sure answer is for (its first)
+    for (part, _), d in zip(parts, decisions, strict=True):
+        if d.entry_id in answered:
+            asked_by.setdefault(d.entry_id, part)
+    shown = [(asked_by[e], await reply_for(d, ctx, msg.text)) for e, d in answered.items()]
     # Suggestions, and the G-MIS call center for a part about the system (not the whole).
-    replies += [await reply_for(d, ctx, p, part=p) for p, d in others
-                if d.action == "suggest" or d.route == "gmis_callcenter"]
+    shown += [(p, await reply_for(d, ctx, p, part=p)) for p, d in others
+              if d.action == "suggest" or d.route == "gmis_callcenter"]
+    if numbered:  # 「①…②…」: in the list's order, each answer saying which item it is for
+        order = [p for p, _ in parts]
+        shown.sort(key=lambda s: order.index(s[0]) if s[0] in order else len(order))
+        shown = [(p, r if r.meta.get("action") != "answer" else replace(
+            r, text=f"「{shorten(p, 30)}」について：\n{r.text}")) for p, r in shown]
+    replies += [r for _, r in shown]
     if unsure := [p for p, d in others if d.action == "escalate"
                   and d.route != "gmis_callcenter"]:
         quoted = "」「".join(unsure)
@@ -276,12 +289,18 @@ def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]
     they are questions each however they end; 「★は①掲示②一次診療③相談のことですか？」 is
     one question listing three things."""
     spaced = _spaced_list(text)
-    numbered = spaced or len(_NUMBER.findall(text)) >= 2
+    markers = _NUMBER.findall(text)
+    numbered = spaced or len(markers) >= 2
     if len(text) > MULTI_MAX * (2 if numbered else 1) or (numbered and by_sentence):
         return [], numbered  # (a numbered message was read once already)
-    if numbered and not spaced:  # (the run 1, 2… of a spaced list is what shows it is one)
-        listed = [p.strip(" 　、。") for p in _NUMBER.split(text)]
-        numbered = sum(bool(_ASKS.search(p)) for p in listed[1:]) >= 2
+    # A list that opens the message and runs 1, 2… is items each (「1. 締め切りはいつ 2. パス
+    # ワードを忘れた」) unless its last item closes it as one question (「①掲示②一次診療③
+    # 相談のことですか？」); one inside a sentence, unless two of its items ask.
+    if numbered and not spaced:
+        listed = [p.strip(" 　、。") for p in _NUMBER.split(text)][1:]
+        asking = [bool(_ASKS.search(p)) for p in listed]
+        numbered = sum(asking) >= 2 or (_opens_a_run(text, markers) and not (
+            asking[-1] and not any(asking[:-1]) and _CLOSES_LIST.search(listed[-1])))
     split = (_SPACED_NUMBER if spaced else _NUMBER if numbered
              else _SENTENCE_END if by_sentence else _QUESTION_END)
     raw = [p.strip(" 　、。") for p in _items(split, text)]
@@ -300,6 +319,14 @@ def _spaced_list(text: str) -> bool:
     numbers = [int(m.group(1)) for m in _SPACED_NUMBER.finditer(text.strip())]
     return len(numbers) >= 2 and numbers == list(range(1, len(numbers) + 1)) \
         and bool(_SPACED_NUMBER.match(text.strip()))
+
+
+def _opens_a_run(text: str, markers: list[str]) -> bool:
+    """Whether the list's first marker opens the message and its numbers run 1, 2, 3…"""
+    numbers = [int(n.group()) for m in markers  # (NFKC reads ① as 1)
+               if (n := re.search(r"\d+", unicodedata.normalize("NFKC", m)))]
+    return (bool(_NUMBER.match(text.strip())) and len(numbers) == len(markers)
+            and numbers == list(range(1, len(numbers) + 1)))
 
 
 def _items(split: re.Pattern[str], text: str) -> list[str]:

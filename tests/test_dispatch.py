@@ -566,6 +566,26 @@ async def test_a_list_numbered_with_spaces_is_each_taken_up(ctx: Context) -> Non
         assert len(replies) == 1, whole
 
 
+async def test_a_list_that_opens_the_message_is_taken_item_by_item(ctx: Context) -> None:
+    """「1. 締め切りはいつ 2. パスワードを忘れた」 answered the password only, and
+    「(1)締め切り (2)パスワード」 gave one mixed list of buttons (a user test). Items asking
+    nothing themselves, they had read as one question."""
+    for user, text in enumerate(("1. 締め切りはいつ 2. パスワードを忘れた",
+                                 "(1)締め切り (2)パスワード")):
+        replies = await dispatch(said(text, user=f"l{user}"), ctx)
+        assert [r.meta["entry_id"] for r in replies] == [
+            "schedule-reporting-period", "gmis-forgot-password"], text
+        assert replies[0].text.startswith("「締め切り")  # which item each answer is for
+    # Closed as one question by its last item, the list stays one question.
+    [one] = await dispatch(said("①院内掲示②一次診療③継続的な相談のことですか？"), ctx)
+    assert one.meta["entry_id"] in (None, "func1-requirements")
+    # Answers and buttons come in the list's order.
+    replies = await dispatch(said("①報告する内容は何ですか②どのくらい時間かかりますか",
+                                  user="l9"), ctx)
+    assert replies[0].text.startswith("「報告する内容は何ですか」")
+    assert replies[-1].text.startswith("「どのくらい時間かかりますか」について")
+
+
 async def test_sentences_each_sure_are_each_answered_when_the_whole_is_not(
         ctx: Context) -> None:
     """「督促が来ました。G-MISのIDもわかりません。締切はいつですか」 went to the G-MIS call
