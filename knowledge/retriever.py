@@ -30,6 +30,9 @@ Action = Literal["answer", "suggest", "escalate"]
 # named alone does not: 「G-MISで入力する在宅患者数はいつ時点？」 asks what to report.
 SYSTEM_TERMS = frozenset({"ろぐいん", "ぱすわーど", "id", "あかうんと", "画面", "えらー",
                           "めんてなんす", "一時保存"})
+# Words any software has: a system question only where G-MIS is named or the nearest entry
+# is the call center's (「電子カルテの画面を見せるだけでいい？」 asks about 患者説明).
+SCREEN_TERMS = frozenset({"画面", "えらー"})
 
 
 @dataclass(frozen=True)
@@ -484,8 +487,8 @@ class Retriever:
         # A login question is the G-MIS call center's unless it is another system's. A
         # question that names G-MIS but no login, screen or error goes where its nearest
         # entry would.
-        system = bool(SYSTEM_TERMS & terms) and not other_system
-        if "gmis" in terms and not system and ranked:
+        system = bool((SYSTEM_TERMS - SCREEN_TERMS) & terms) and not other_system
+        if ("gmis" in terms or SCREEN_TERMS & terms) and not system and ranked:
             system = self.by_id[ranked[0].entry_id].route == "gmis_callcenter"
         route: Route = "gmis_callcenter" if system else "prefecture"
         return Decision("escalate", route, None, None, top, ranked)

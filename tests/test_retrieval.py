@@ -100,7 +100,10 @@ def test_unsure_system_question_routes_to_call_center_not_prefecture(
     ("報告期間中に、G-MISがメンテナンスで止まる日はありますか", "gmis_callcenter"),
     # Saving a half-entered report is a screen question, G-MIS named or not.
     ("途中で保存して後から続きできますか", "gmis_callcenter"),
-    ("患者への説明の記録はどのくらい保存すればいいですか", "prefecture")])
+    ("患者への説明の記録はどのくらい保存すればいいですか", "prefecture"),
+    # Any software has screens: 電子カルテ's shown to a patient is a 患者説明 question.
+    ("電子カルテの画面見せるだけとか", "prefecture"),
+    ("画面が真っ白になった", "gmis_callcenter")])
 def test_naming_g_mis_does_not_make_a_question_about_what_to_report_a_system_one(
         retriever: Retriever, question: str, route: str) -> None:
     """The call center answers logins and screens, not what goes into the report."""
