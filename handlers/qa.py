@@ -101,6 +101,7 @@ _LETTERS = (
      "お送りいただいた文書は、都道府県からのかかりつけ医機能報告のご案内（報告の依頼）のようです。"
      "医療機関にお願いしていることは次のとおりです。"),
 )
+_JAPANESE = re.compile(r"[\u3041-\u30ff\u3400-\u9fff]")  # kana and kanji
 _OUR_REPORT = re.compile(r"かかりつけ医機能(?:の)?報告")
 # Entries the chat answers with by id: a knowledge base without one fails at load
 # (bot.app.check_named_entries), not at the first 督促 letter.
@@ -139,6 +140,8 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
     if not any(c.isalnum() for c in folded):  # 😱 alone: a reaction, not a question
         return [Reply("ご質問があれば、そのまま文章で入力してください"
                       "（例：「報告期間はいつまで？」）。", meta={"action": history.SMALL_TALK})]
+    if _noise(msg.text, ctx):
+        return [Reply(UNREADABLE, meta={"action": "unreadable"})]
     if reply := await _pasted_letter(msg.text, ctx):
         return [reply]
     if replies := await _each_question(msg, ctx):
@@ -172,6 +175,17 @@ async def handle_question(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
             return await handle_status(msg, ctx, {})
         decision = await _with_previous(msg, ctx, decision, same_matter=True)
     return [await reply_for(decision, ctx, msg.text)]
+
+
+def _noise(text: str, ctx: Context) -> bool:
+    """No question at all: one character over and over (「ああああ…」), or no Japanese word
+    and nothing the knowledge base knows (「null」「<script>…」「../../etc/passwd」). Offered to
+    staff in a user test, such a message would only reach a busy desk as noise."""
+    letters = [c for c in unicodedata.normalize("NFKC", text) if c.isalnum()]
+    if len(letters) >= 4 and len(set(letters)) == 1:
+        return True
+    japanese = any(_JAPANESE.match(c) for c in letters)
+    return not japanese and not _in_english(text) and not ctx.retriever.known_terms(text)
 
 
 def _in_english(text: str) -> bool:

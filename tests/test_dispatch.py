@@ -725,6 +725,20 @@ async def test_a_bare_number_in_the_staff_prompt_is_not_sent_as_the_question(
     assert len(await escalations(ctx)) == 1
 
 
+async def test_noise_is_asked_again_not_offered_to_staff(ctx: Context) -> None:
+    """「ああああ…」, 「null」 and 「../../etc/passwd」 were each offered to the prefecture's
+    staff (a user test); a bare known word or an English question is still read."""
+    for noise in ("ああああああああ", "null", "../../etc/passwd", "あ" * 3000):
+        [reply] = await dispatch(said(noise), ctx)
+        assert "読み取れませんでした" in reply.text and not reply.buttons, noise[:20]
+    [known] = await dispatch(said("ACP", user="u2"), ctx)
+    assert known.meta["action"] == "answer"
+    [english] = await dispatch(said("When is the deadline for the report?", user="u3"), ctx)
+    assert "Japanese" in english.text
+    [weather] = await dispatch(said("今日の天気は？", user="u4"), ctx)  # a question: offered
+    assert "esc:ask" in [b.payload for b in weather.buttons]
+
+
 async def test_a_message_without_words_in_the_staff_prompt_is_not_sent(ctx: Context) -> None:
     """「😀😀😀」 typed at the staff prompt reached the prefecture as an inquiry (a user
     test)."""
