@@ -104,11 +104,19 @@ _EMOJI = str.maketrans({"👍": "ok ", "👌": "ok ", "🙆": "ok ", "👎": "�
 
 def kinds_of(text: str) -> list[str]:
     """The kinds of phrase `text` is made of, in order; [] if anything else is in it."""
+    return made_of(text, _KIND)
+
+
+def made_of(text: str, phrases: re.Pattern[str]) -> list[str]:
+    """The named groups of `phrases` that `text` is made of, in order; [] if anything else is
+    in it. Read as `kinds_of` reads (NFKC, lower case, katakana as hiragana, emoji as words,
+    fillers between), so a place with a vocabulary of its own for one question (the 連携解除
+    confirmation) reads 「ハイ、解除して！」 as every other place reads 「はい」."""
     text = fold_kana(unicodedata.normalize("NFKC", text).lower()).translate(_EMOJI)
     kinds: list[str] = []
     pos = _skip(text, 0)
     while pos < len(text):
-        m = _KIND.match(text, pos)
+        m = phrases.match(text, pos)
         if m is None or m.lastgroup is None:
             return []
         kinds.append(m.lastgroup)

@@ -96,6 +96,9 @@ async def dispatch(msg: Inbound, ctx: Context, router: Router = ROUTES) -> list[
         if not msg.text and msg.payload is None:
             replies = [Reply(EMPTY, meta={"action": "empty"})]
         else:
+            # 「はい」 typed to 「連携を解除しますか」 is the button: matchers cannot see the turn
+            # before, and 「やめる」 would be the cancel command.
+            msg = await linking.typed_answer(msg, ctx)
             msg, route, found = _resolve(msg, ctx, router)
             route_name = route.name
             replies = await route.handler(msg, ctx, found)

@@ -1,9 +1,12 @@
 """One-time link codes: a clinic proves who it is once, then sees its own data.
 
 Codes are 10 characters from an alphabet without 0/O/1/I/L (31 symbols, ~49 bits), shown
-as XXXXX-XXXXX, stored only as a SHA-256 hash, single use and expiring. A wrong, used,
-expired or foreign code all get the same answer, and 5 failures in an hour lock the account
-out for the hour.
+as XXXXX-XXXXX, stored only as a SHA-256 hash, single use and expiring. A wrong, expired or
+foreign code all get the same answer, and 5 failures in an hour lock the account out for the
+hour. A used code is said to be used, and is no failure: it can never link again, so saying
+so gives a guesser nothing, while a clerk re-sending the letter's correct code (or the one a
+colleague used) had been told to check it and pushed toward the lockout. It never names the
+institution it was for, except to the chat it links now.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hmac
 import re
 import secrets
 import unicodedata
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, update
@@ -20,8 +24,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import ChatAccount, Institution, LinkAttempt, LinkCode
-from handlers import history
-from handlers.context import Context
+from handlers import courtesy, history
+from handlers.context import Account, Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found, Matcher, command
 from handlers.texts import WELCOME
@@ -38,6 +42,11 @@ HOW_TO_LINK = (
 BAD_CODE = (
     "連携コードを確認できませんでした。コードが正しいか、有効期限が切れていないかをご確認のうえ、"
     "もう一度お送りください。ご不明な場合は都道府県の担当窓口にお問い合わせください。"
+)
+USED_CODE = (
+    "この連携コードは、すでに使用済みです。連携コードは1回しか使えないため、同じ医療機関の別の方が"
+    "連携する場合や、連携を解除した後にもう一度連携する場合は、新しいコードが必要です。"
+    "お手数ですが、都道府県の担当窓口に新しい連携コードの発行をご依頼ください。"
 )
 LAST_TRY = "\nあと1回失敗すると、安全のため1時間ほど連携を受け付けられなくなります。"
 LOCKED = (
@@ -115,6 +124,10 @@ async def handle_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
             return [Reply(HOW_TO_LINK, meta={"action": "link_help"})]
         institution = (await _redeem(session, code, ctx.account.id, now,
                                      ctx.config.link_code_key) if code else None)
+        if institution is None and code is not None:
+            used = await _used(session, code, ctx.config.link_code_key)
+            if used is not None:  # the right code, spent: no try toward the lockout
+                return [_spent(used, ctx.account, linked_to)]
         if institution is None:
             session.add(LinkAttempt(chat_account_id=ctx.account.id, attempted_at=now))
             await session.commit()
@@ -195,6 +208,19 @@ def mask_codes(text: str) -> str:
     return _ANY_CODE.sub(mask, text)
 
 
+def _spent(used: LinkCode, account: Account, linked_to: str | None) -> Reply:
+    """The answer to a used code: 連携済み when it is the one this chat linked with to the
+    institution it is linked to now, else only that it is used (whose it was stays unsaid)."""
+    if linked_to is not None and used.used_by == account.id and (
+            used.institution_id == account.institution_id):
+        return Reply(f"この連携コードで、すでに {linked_to} 様と連携済みです。連携コードを"
+                     "もう一度お送りいただく必要はありません。「報告状況」と送ると、報告の状況と"
+                     "期限をお知らせします。", meta={"action": "link_already"})
+    still = (f"\n（このチャットは、引き続き {linked_to} 様と連携しています。）"
+             if linked_to is not None else "")
+    return Reply(USED_CODE + still, meta={"action": "link_used"})
+
+
 async def handle_about_code(_msg: Inbound, _ctx: Context, _found: Found) -> list[Reply]:
     return [Reply(ABOUT_CODE, meta={"action": "link_help"})]
 
@@ -217,6 +243,31 @@ _UNLINK = re.compile(r"(?:連携|れんけい)(?:を|の)?(?:解除|かいじょ
 _RELINK = re.compile(r"(?:連携|れんけい)(?:先|さき)?(?:を|の)?"
                      r"(?:変え|かえ|変更|へんこう|し直|しなお|やり直|切り替え|切替)")
 UNLINK_BUTTONS = (Button("連携を解除する", "link:unlink"), Button("やめる", "link:keep"))
+CONFIRM_UNLINK = "link_confirm"  # the logged action of 「…連携を解除しますか」
+# A typed answer to that question, in words of its own: 「はい」「お願いします」「解除して」
+# 「OK」 mean the 連携を解除する button, 「いいえ」「やめる」 the やめる button. `no` is tried
+# first, so 「解除しないで」 is never read as 解除; `maybe` (「わかりました」「大丈夫です」) does
+# not change a 「はい」 or 「いいえ」 beside it, and alone answers neither way.
+_ANSWER = re.compile(
+    r"(?P<no>いいえ|ううん|いえ|いや(?:です)?"
+    r"|(?:やっぱり|やはり)?(?:やめ|止め)(?:て(?:おきます|ください|下さい)?|ておく|とく|ます|る)"
+    r"|きゃんせる(?:します|で)?|中止(?:します|で)?"
+    r"|(?:(?:連携|れんけい)(?:は|を)?)?(?:(?:解除|かいじょ)(?:は|を)?)?(?:しない|しません)"
+    r"(?:で(?:ください|下さい)?|です)?"
+    r"|(?:この|その)まま(?:で)?(?:いい(?:です)?|お願いします|おねがいします)?)"
+    r"|(?P<yes>はーい|はい|ええ|うん|そうです"
+    r"|(?:ぜひ|是非)?(?:お願い|おねがい)(?:します|いたします|致します)?"
+    r"|ok(?:です)?|おっけー(?:です)?|了解(?:です|しました|いたしました)?"
+    r"|りょうかい(?:です|しました)?|承知(?:しました|いたしました)|かしこまりました"
+    r"|(?:(?:連携|れんけい)(?:を|の)?)?(?:解除|かいじょ)(?:を)?"
+    r"(?:して|する|します|したい|しちゃって|で)?"
+    r"(?:ください|下さい|ほしい(?:です)?|欲しい(?:です)?|お願いします|おねがいします|です)?"
+    r"|する|します|して(?:ください|下さい)?)"
+    r"|(?P<maybe>結構です|けっこうです|大丈夫(?:です)?|だいじょうぶ(?:です)?|わかりました"
+    r"|分かりました|わかった|分かった|なるほど|不要(?:です)?|いらない|いりません)")
+# Courtesy that reads as some answer, though not a clear one: after the question it gets the
+# question again, never 「承知しました」 (which had sounded like the link was gone).
+_ANSWER_LIKE = {"yes", "no", "please", "ack", "decline", "wrong"}
 
 
 def asks_unlink(msg: Inbound, _ctx: Context) -> Found | None:
@@ -229,9 +280,38 @@ def asks_unlink(msg: Inbound, _ctx: Context) -> Found | None:
     return {"what": "relink"} if _RELINK.search(text) else None
 
 
+def answer_to_unlink(text: str) -> str | None:
+    """'unlink', 'keep' or 'unsure' for a short typed answer to the unlink confirmation;
+    None for anything else (a question, a code), which is routed as usual."""
+    if len(text) > 40:
+        return None
+    kinds = set(courtesy.made_of(text, _ANSWER))
+    if kinds:
+        yes, no = "yes" in kinds, "no" in kinds
+        return "unsure" if yes == no else ("unlink" if yes else "keep")
+    said = set(courtesy.kinds_of(text))
+    return "unsure" if said and said <= _ANSWER_LIKE else None
+
+
+async def typed_answer(msg: Inbound, ctx: Context) -> Inbound:
+    """A reply typed right after the unlink confirmation, as the button it means. 「はい」
+    had reached small talk (「承知しました」) and left the chat linked, and 「やめる」 the
+    cancel command. Later than history.REPLY_WINDOW, or after anything else, it stays as
+    typed: an old question is no longer what a 「はい」 answers."""
+    if msg.payload is not None or ctx.account is None or not ctx.account.linked:
+        return msg
+    answer = answer_to_unlink(msg.text)
+    if answer is None:
+        return msg
+    last = await history.last_turn(msg, ctx)
+    if last is None or last.action != CONFIRM_UNLINK:
+        return msg
+    return replace(msg, payload=f"link:{answer}")
+
+
 async def handle_unlink(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
-    """End this chat's link (the tapped confirmation), or say how; only this chat's own
-    link is touched, never another account's."""
+    """End this chat's link (the tapped or typed confirmation), or say how; only this chat's
+    own link is touched, never another account's."""
     assert ctx.account is not None
     async with ctx.session() as session:
         current = (await session.get(Institution, ctx.account.institution_id)
@@ -241,6 +321,11 @@ async def handle_unlink(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
         if found.get("arg") == "keep":
             return [Reply(f"連携は解除していません。引き続き {current.name} 様と連携しています。",
                           meta={"action": "link_help"})]
+        if found.get("arg") == "unsure":  # typed, but neither yes nor no: nothing is done
+            return [Reply(f"連携はまだ解除していません。このチャットは、引き続き {current.name} "
+                          "様と連携しています。解除する場合は「連携を解除する」を、このままにする"
+                          "場合は「やめる」を選んでください。", UNLINK_BUTTONS,
+                          meta={"action": CONFIRM_UNLINK})]
         if found.get("arg") == "unlink":
             await _unlink(session, col(ChatAccount.id) == ctx.account.id)
             await session.commit()
@@ -254,7 +339,7 @@ async def handle_unlink(msg: Inbound, ctx: Context, found: Found) -> list[Reply]
                       "ください。", UNLINK_BUTTONS[:1], meta={"action": "link_help"})]
     return [Reply(f"このチャットと {current.name} 様との連携を解除しますか。解除すると、"
                   "このチャットでは報告状況が表示されなくなります。", UNLINK_BUTTONS,
-                  meta={"action": "link_help"})]
+                  meta={"action": CONFIRM_UNLINK})]
 
 
 async def handle_start_link(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
@@ -307,6 +392,13 @@ async def _redeem(session: AsyncSession, code: str, account_id: int, now: dateti
     found = await session.exec(select(Institution).where(
         Institution.id == institution_id, Institution.prefecture_code == prefecture_code))
     return found.first()
+
+
+async def _used(session: AsyncSession, code: str, key: bytes | None) -> LinkCode | None:
+    """The stored code if it has been used, by anyone and however long ago."""
+    stmt = select(LinkCode).where(col(LinkCode.code_hash).in_(_stored_forms(code, key)),
+                                  col(LinkCode.used_at).is_not(None))
+    return (await session.exec(stmt)).first()
 
 
 async def _link_account(session: AsyncSession, account_id: int, institution: Institution,

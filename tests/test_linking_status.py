@@ -95,7 +95,8 @@ async def test_code_is_single_use_but_several_staff_may_link(ctx: Context) -> No
     code = await code_for(ctx, "2610002")
     [first] = await dispatch(said(f"連携 {code}", user="a"), ctx)
     [reuse] = await dispatch(said(f"連携 {code}", user="b"), ctx)
-    assert "完了" in first.text and "確認できませんでした" in reuse.text
+    # Said to be used (no try toward the lockout), never whose it was.
+    assert "完了" in first.text and "すでに使用済み" in reuse.text and "みなみ" not in reuse.text
     [second] = await dispatch(said(f"連携 {await code_for(ctx, '2610002')}", user="b"), ctx)
     assert "完了" in second.text
     [status] = await dispatch(said("報告状況", user="b"), ctx)

@@ -186,12 +186,12 @@ async def test_asking_staff_gives_a_receipt_number(
     receipt = await tap(api, "担当者に聞く")
     other = CHAT + 1  # a new user who starts with the menu command
     assert "ご質問を入力" in await say(api, "/ask", other)
-    second = await say(api, "分院の報告はどうなりますか", other)
+    second = await say(api, "来週の説明会の会場を教えてください", other)
     async with ctx.session() as session:
         first_esc, second_esc = (await session.exec(select(Escalation)
                                                     .order_by(col(Escalation.id)))).all()
     assert first_esc.receipt in receipt and second_esc.receipt in second
-    assert second_esc.question == "分院の報告はどうなりますか"
+    assert second_esc.question == "来週の説明会の会場を教えてください"
     assert first_esc.prefecture_code == second_esc.prefecture_code == "26"
 
 
