@@ -437,7 +437,9 @@ async def test_a_clerk_asks_for_her_status_in_her_own_words(ctx: Context) -> Non
                   "なんでさしもどされたの", "うちはもうおわってる？", "なにがのこってる",
                   "ほうこくおわったかかくにんしたい", "ほうこくおわった？",
                   "だしたかどうかわからん", "うちのじょうきょうおしえて",
-                  "いつまでに直せばいいですか", "どこを直せばいい？"):
+                  "いつまでに直せばいいですか", "どこを直せばいい？",
+                  # A user test: these had got a general answer, or 院内掲示 and ACP buttons.
+                  "うちの報告って出せてる？", "次に何をすればいいの", "状況おしえて"):
         [reply] = await dispatch(said(words), ctx)
         assert reply.meta["action"] == "status", words
         assert "修正の理由：2号機能（ハ）の訪問診療の件数が未入力です" in reply.text
