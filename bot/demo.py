@@ -43,7 +43,8 @@ async def demo_link_hint(session: AsyncSession, prefecture: str, now: datetime,
     row.expires_at = now + timedelta(days=1)
     session.add(row)
     await session.commit()
-    return f"報告状況を試すには「連携 {DEMO_CODE}」と送ってください（{inst.name}のデモ用）。\n"
+    return (f"報告状況を試すには「連携 {DEMO_CODE}」と送ってください（{inst.name}のデモ用）。"
+            "本物のコードと同じく1回限りで、デモを起動し直すと再び使えます。\n")
 
 
 def demo_clock(base: Callable[[], datetime] = system_clock,

@@ -138,6 +138,7 @@ def test_the_demo_prints_a_link_code_that_shows_a_clinics_status(tmp_path: Path)
     assert out.returncode == 0, out.stderr
     banner = out.stdout.split("ボット>")[0]
     assert "「連携 TRYME-23456」と送ってください" in banner
+    assert "起動し直すと再び使えます" in banner
     before, _, after = out.stdout.partition("連携が完了しました")
     assert "連携がまだお済みでない" in before
     assert "報告状況：差し戻し" in after and "修正の理由" in after
