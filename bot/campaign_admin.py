@@ -32,7 +32,9 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
         async with make_sessionmaker(engine)() as session:
             command = args.campaign_command
             if command == "plan":
-                tag = args.tag or f"manual:{now.astimezone(JST):%Y-%m-%dT%H:%M}"
+                # One manual run a day unless named: planning twice (a retry, a second
+                # operator) had made two campaigns, and clinics got the 案内 twice.
+                tag = args.tag or f"manual:{now.astimezone(JST):%Y-%m-%d}"
                 result = await campaigns.plan(session, args.prefecture, args.kind, tag, now)
                 c = result.campaign
                 head = "作成しました" if result.created else "作成済みです"

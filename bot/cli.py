@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from bot.settings import Settings, prefecture_code
+from bot.settings import RedactingFormatter, Settings, prefecture_code, secret_values
 from knowledge.loader import KnowledgeBaseError
 from scheduler.templates import KINDS
 
@@ -120,7 +120,7 @@ def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
     plan = c_sub.add_parser("plan", help="compute recipients now (nothing is sent)")
     plan.add_argument("--prefecture", required=True, type=prefecture_arg)
     plan.add_argument("--kind", required=True, choices=KINDS)
-    plan.add_argument("--tag", help="run name (default: manual:<time>); same tag, same campaign")
+    plan.add_argument("--tag", help="run name (default: manual:<today>); same tag, same campaign")
     for name, what in (("preview", "show a sample and post the approval card to Slack"),
                        ("send", "approve: send from the next allowed slot"),
                        ("cancel", "stop: nothing more is sent"),
@@ -174,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             name = ".".join(str(part) for part in error["loc"]).upper()
             print(f"  {name}: {error['msg']}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                            secret_values(settings)))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     for noisy in ("alembic", "bm25s", "httpx", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     key = args.command + ("." + getattr(args, f"{args.command}_command", "")
@@ -200,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        print("中断しました。", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line through the redacting log, not a bare traceback
+        # (a rejected Telegram token is quoted in full in python-telegram-bot's error)
+        logging.getLogger("bot").error(
+            "%s を実行できませんでした: %s: %s", key, type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+            exc_info=logging.getLogger().isEnabledFor(logging.DEBUG))
+        return 1
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:

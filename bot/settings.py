@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -107,3 +108,27 @@ def link_code_key(settings: Settings) -> bytes | None:
     """The key link codes are hashed with, as bytes; None in the demo."""
     key = settings.link_code_key
     return key.get_secret_value().encode() if key and key.get_secret_value() else None
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold, as text: what a log line must never show."""
+    values = [getattr(settings, name) for name in type(settings).model_fields]
+    return [v.get_secret_value() for v in values
+            if isinstance(v, SecretStr) and v.get_secret_value()]
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log lines, tracebacks included, with every secret replaced: a library's own error
+    (python-telegram-bot's InvalidToken quotes the rejected token) must not put it on the
+    operator's screen or in a log store."""
+
+    def __init__(self, fmt: str, secrets: list[str]) -> None:
+        super().__init__(fmt)
+        self._secrets = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            text = text.replace(secret, "[secret]")
+        return text
+

@@ -412,6 +412,11 @@ def test_a_dunning_campaign_before_reporting_opens_is_refused(tmp_path: Path) ->
     assert stored(tmp_path, "select count(*) from outbox") == [(0,)]
     annai = run("campaign", "plan", "--prefecture", "26", "--kind", "annai", tmp=tmp_path)
     assert annai.returncode == 0 and "作成しました" in annai.stdout  # the 案内 goes before it
+    # Planned again the same day without a tag (a retry, a second operator): the same
+    # campaign, so no clinic gets the 案内 twice.
+    again = run("campaign", "plan", "--prefecture", "26", "--kind", "annai", tmp=tmp_path)
+    assert again.returncode == 0 and "作成済みです" in again.stdout
+    assert stored(tmp_path, "select count(*) from campaign") == [(1,)]
 
 
 def test_slack_channel_refuses_a_name_with_an_example_before_writing(tmp_path: Path) -> None:
