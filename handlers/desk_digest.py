@@ -21,7 +21,9 @@ from scheduler import outbox
 from scheduler.calendar import JST
 
 EXEMPT = "対象外"
-REPORTED = ("報告済", "確認済")  # 報告済率 counts every institution that has reported
+# 報告済率 counts every institution that has reported, on paper too (campaigns do not chase
+# a 紙受付 either).
+REPORTED = ("報告済", "紙受付", "確認済")
 CONFIRMED = ("確認済",)
 UNANSWERED_ACTIONS = ("escalate", "suggest")
 OPEN_SHOWN, AREAS_SHOWN = 15, 30

@@ -278,7 +278,8 @@ async def cancel(session: AsyncSession, campaign: Campaign, by: str, now: dateti
     """Stop a campaign; rows not yet sent are cancelled (in-flight ones are skipped by the
     pre-send check). Returns how many rows were cancelled."""
     if campaign.status in ("done", "cancelled"):
-        raise CampaignError(f"キャンペーン {campaign.id} はすでに{campaign.status}です。")
+        raise CampaignError(
+            f"キャンペーン {campaign.id} はすでに{STATUS_LABELS[campaign.status]}です。")
     stmt = (update(Outbox).where(col(Outbox.campaign_id) == campaign.id,
                                  col(Outbox.status).in_(("held", "pending")))
             .values(status="cancelled"))
