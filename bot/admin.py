@@ -16,10 +16,20 @@ from bot.settings import Settings, link_code_key
 from db.csvfile import FileProblem
 from db.engine import make_engine, make_sessionmaker
 from db.imports import ImportResult, import_report, import_roster, import_status
-from db.models import Institution
+from db.models import Institution, Prefecture
 from db.seed import ensure_prefecture
 from handlers.linking import expire_unused_codes, issue_code, revoke_links
 from handlers.rules import Facility, obligation
+
+
+async def unregistered(session: AsyncSession, prefecture: str) -> bool:
+    """Say so when a prefecture has no roster yet: a calendar, template, channel or digest
+    for it would be set up for clinics that are not there (and a channel mapping used to
+    create the prefecture silently, with default dates)."""
+    if await session.get(Prefecture, prefecture) is not None:
+        return False
+    print(f"都道府県 {prefecture} が登録されていません（名簿を先に取り込んでください）。")
+    return True
 
 
 async def with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[int]]) -> int:

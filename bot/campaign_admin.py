@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.admin import unregistered
 from bot.settings import Settings
 from db.csvfile import FileProblem, decode
 from db.engine import make_engine, make_sessionmaker
@@ -102,11 +103,10 @@ async def run_calendar(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine)() as session:
-            pref = await session.get(Prefecture, args.prefecture)
-            if pref is None:
-                print(f"都道府県 {args.prefecture} が登録されていません"
-                      "（名簿を先に取り込んでください）。")
+            if await unregistered(session, args.prefecture):
                 return 1
+            pref = await session.get(Prefecture, args.prefecture)
+            assert pref is not None
             cadence = await settings_for(session, args.prefecture)
             if args.calendar_command == "set":
                 try:
@@ -247,6 +247,8 @@ async def run_template(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine)() as session:
+            if await unregistered(session, args.prefecture):
+                return 1
             if args.template_command == "set" and not await _set_template(session, args):
                 return 1
             print(await templates.get_body(session, args.prefecture, args.kind))

@@ -471,3 +471,21 @@ def test_a_template_without_the_contact_is_refused(tmp_path: Path) -> None:
     assert (f"{tmp_path / 'dunning.txt'}: 差し込み項目 {{contact}}（都道府県の問い合わせ先）が"
             "ありません" in out.stdout), out.stdout
     assert stored(tmp_path, "select count(*) from messagetemplate") == [(0,)]
+
+
+def test_setup_commands_for_a_prefecture_without_a_roster_are_refused(tmp_path: Path) -> None:
+    """`slack-channel 01` created 北海道 silently with default dates, and `template set` and
+    `desk digest` said they had done their work for it (an operator test)."""
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    template = tmp_path / "annai.txt"
+    template.write_text("{name} 様\n{deadline} までにご報告ください。\n{contact}\n", "utf-8")
+    for command in (("slack-channel", "--prefecture", "01", "--channel", "C0123456789"),
+                    ("template", "set", "--prefecture", "01", "--kind", "annai",
+                     "--file", str(template)),
+                    ("desk", "digest", "--prefecture", "01")):
+        out = run(*command, tmp=tmp_path)
+        assert out.returncode == 1, command
+        assert "都道府県 01 が登録されていません（名簿を先に取り込んでください）" in out.stdout
+    assert stored(tmp_path, "select code from prefecture") == [("26",)]
+    assert stored(tmp_path, "select count(*) from outbox") == [(0,)]
