@@ -46,8 +46,9 @@ async def run_import(settings: Settings, kind: str, path: Path, prefecture: str)
     now = datetime.now(UTC)
 
     async def work(session: AsyncSession) -> int:
-        await ensure_prefecture(session, prefecture, now.date(), settings.gmis_contact,
-                                commit=False)
+        new = await session.get(Prefecture, prefecture) is None
+        pref = await ensure_prefecture(session, prefecture, now.date(), settings.gmis_contact,
+                                       commit=False)
         with tqdm(desc="書き込み", unit="件", file=sys.stderr, leave=False,
                   disable=None) as bar:
 
@@ -62,7 +63,13 @@ async def run_import(settings: Settings, kind: str, path: Path, prefecture: str)
                 result = await import_status(session, path, prefecture, now, progress)
             else:
                 result = await import_report(session, path, prefecture, progress)
-        return report(result)
+        code = report(result)
+        if new and code == 0:  # its dates are the statutory defaults until calendar set
+            print(f"{pref.name}（{prefecture}）を新しく登録しました。報告期間は仮に"
+                  f"{pref.period_start:%Y-%m-%d}〜{pref.period_end:%Y-%m-%d}、問い合わせ先は"
+                  f"「{pref.inquiry_contact}」です。calendar set で実際の期限と連絡先を設定して"
+                  "ください。")
+        return code
 
     # CLI front-end: a blocking is_file() check before the work is harmless here.
     if not path.is_file():  # noqa: ASYNC240

@@ -94,8 +94,11 @@ def _summary(c: Campaign) -> str:
 async def _list(session: object, prefecture: str) -> int:
     stmt = (select(Campaign).where(Campaign.prefecture_code == prefecture)
             .order_by(col(Campaign.id).desc()).limit(50))
-    for c in (await session.exec(stmt)).all():  # type: ignore[attr-defined]
+    found = (await session.exec(stmt)).all()  # type: ignore[attr-defined]
+    for c in found:
         print(_summary(c))
+    if not found:
+        print(f"都道府県 {prefecture} のキャンペーンはまだありません。")
     return 0
 
 

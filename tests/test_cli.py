@@ -475,9 +475,16 @@ def test_a_template_without_the_contact_is_refused(tmp_path: Path) -> None:
 
 def test_setup_commands_for_a_prefecture_without_a_roster_are_refused(tmp_path: Path) -> None:
     """`slack-channel 01` created 北海道 silently with default dates, and `template set` and
-    `desk digest` said they had done their work for it (an operator test)."""
+    `desk digest` said they had done their work for it (an operator test). The first import
+    says it created the prefecture with provisional dates; the next does not."""
     roster = ROOT / "docs" / "samples" / "roster.csv"
-    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    first = run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path)
+    assert first.returncode == 0 and "京都府（26）を新しく登録しました" in first.stdout
+    assert "calendar set で実際の期限と連絡先を設定してください" in first.stdout
+    again = run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path)
+    assert again.returncode == 0 and "新しく登録しました" not in again.stdout
+    none = run("campaign", "status", "--prefecture", "26", tmp=tmp_path)
+    assert none.returncode == 0 and "キャンペーンはまだありません" in none.stdout
     template = tmp_path / "annai.txt"
     template.write_text("{name} 様\n{deadline} までにご報告ください。\n{contact}\n", "utf-8")
     for command in (("slack-channel", "--prefecture", "01", "--channel", "C0123456789"),
