@@ -379,6 +379,24 @@ async def test_an_answer_written_before_a_new_supplement_is_held_back_to_review(
     assert "有床でも別に報告です。" in relay.body
 
 
+async def test_a_refused_bot_token_keeps_the_card_waiting_not_failed(d: Desk) -> None:
+    """With a wrong or revoked SLACK_BOT_TOKEN (invalid_auth) the clinic's question card had
+    failed for good after one try, though the clinic was told it was sent (an operator
+    test). It waits, no attempt spent, and posts once the token works."""
+    d.api.token = "xoxb-revoked"
+    esc_id = await escalate(d.ctx)
+    await d.channel.flush(NOW)
+    [card] = await rows(d.ctx, kind="escalation_card")
+    assert card.status == "pending" and card.attempts == 0
+    assert "token refused" in (card.last_error or "")
+    d.api.token = TOKEN  # fixed
+    await d.channel.flush(LATER)
+    [card] = await rows(d.ctx, kind="escalation_card")
+    [posted] = d.api.of("chat.postMessage")
+    assert card.status == "sent" and (await esc(d.ctx, esc_id)).receipt in blocks_text(
+        posted.params)
+
+
 async def test_a_supplement_under_a_card_that_failed_waits_for_the_remap_not_forever(
         d: Desk) -> None:
     """The card's channel was gone (channel_not_found): the supplement had been retried for

@@ -28,6 +28,11 @@ TRANSIENT = "transient: "  # prefix of errors worth retrying for as long as Slac
 NO_CHANNEL_WAIT = 3600.0
 CARD_WAIT = 60.0
 RETRYABLE_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+# The bot's own token refused: nothing is wrong with the message, which waits (no attempt
+# spent) until the token is fixed. They had failed for good, and clinics' questions with them.
+AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked",
+               "token_expired"}
+AUTH_WAIT = 300.0
 
 
 
@@ -220,5 +225,9 @@ def api_outcome(exc: SlackApiError) -> Outcome:
         return Outcome("retry", f"{TRANSIENT}ratelimited", retry_after=float(after))
     if status >= 500 or error in RETRYABLE_ERRORS:
         return Outcome("retry", f"{TRANSIENT}{error}")
+    if error in AUTH_ERRORS:
+        logger.error("Slack refused the bot token (%s): check SLACK_BOT_TOKEN; messages wait",
+                     error)
+        return Outcome("defer", f"Slack token refused: {error}", retry_after=AUTH_WAIT)
     logger.warning("Slack refused a message: %s", error)
     return Outcome("failed", error)
