@@ -22,6 +22,13 @@ from handlers.linking import expire_unused_codes, issue_code, revoke_links
 from handlers.rules import Facility, obligation
 
 
+def missing_file(path: Path) -> str:
+    """Why `path` cannot be read as a file: a folder given by mistake is not 「見つかりません」."""
+    if path.is_dir():
+        return f"フォルダーが指定されています。取り込むファイルを指定してください: {path}"
+    return f"ファイルが見つかりません: {path}"
+
+
 async def unregistered(session: AsyncSession, prefecture: str) -> bool:
     """Say so when a prefecture has no roster yet: a calendar, template, channel or digest
     for it would be set up for clinics that are not there (and a channel mapping used to
@@ -73,7 +80,7 @@ async def run_import(settings: Settings, kind: str, path: Path, prefecture: str)
 
     # CLI front-end: a blocking is_file() check before the work is harmless here.
     if not path.is_file():  # noqa: ASYNC240
-        print(f"ファイルが見つかりません: {path}", file=sys.stderr)
+        print(missing_file(path), file=sys.stderr)
         return 2
     try:
         return await with_session(settings, work)

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.admin import unregistered
+from bot.admin import missing_file, unregistered
 from bot.settings import Settings
 from db.csvfile import FileProblem, decode
 from db.engine import make_engine, make_sessionmaker
@@ -269,7 +269,7 @@ async def _set_template(session: AsyncSession, args: argparse.Namespace) -> bool
     path = Path(args.file)
     # CLI front-end: a blocking is_file() check before the work is harmless here.
     if not path.is_file():  # noqa: ASYNC240
-        print(f"ファイルが見つかりません: {path}")
+        print(missing_file(path))
         return False
     try:
         text, _ = await asyncio.to_thread(decode, path)

@@ -485,6 +485,8 @@ def test_setup_commands_for_a_prefecture_without_a_roster_are_refused(tmp_path: 
     assert again.returncode == 0 and "新しく登録しました" not in again.stdout
     none = run("campaign", "status", "--prefecture", "26", tmp=tmp_path)
     assert none.returncode == 0 and "キャンペーンはまだありません" in none.stdout
+    folder = run("import-roster", str(tmp_path), "--prefecture", "26", tmp=tmp_path)
+    assert folder.returncode == 2 and "フォルダーが指定されています" in folder.stderr
     template = tmp_path / "annai.txt"
     template.write_text("{name} 様\n{deadline} までにご報告ください。\n{contact}\n", "utf-8")
     for command in (("slack-channel", "--prefecture", "01", "--channel", "C0123456789"),
