@@ -64,7 +64,12 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
                     print(f"キャンペーン {c.id} は承認済みです（{label}）。")
                     return 0
                 released = await campaigns.approve(session, c, args.by, now)
-                print(f"キャンペーン {c.id} を承認しました：{released}件を送信します。")
+                print(f"キャンペーン {c.id} を承認しました：{released}件を送信します。"
+                      "実行中のボット（main.py run）が、送信時間内に順に送ります。")
+                token = settings.telegram_token
+                if not (token and token.get_secret_value()):  # they wait in the outbox
+                    print("TELEGRAM_TOKEN が未設定のため、まだ送れません。設定して main.py run を"
+                          "起動すると送信が始まります。")
             elif command == "cancel":
                 cancelled = await campaigns.cancel(session, c, args.by, now)
                 print(f"キャンペーン {c.id} を中止しました：{cancelled}件を取り消しました。")
