@@ -22,6 +22,16 @@ from handlers.linking import expire_unused_codes, issue_code, revoke_links
 from handlers.rules import Facility, obligation
 
 
+def exists_unforced(out: Path, force: bool) -> bool:
+    """Refuse to overwrite an output file unless --force: a CSV already handed on (codes
+    printed in letters, a contact list) must not change under someone's feet."""
+    if out.exists() and not force:
+        print(f"{out} は既にあります。上書きする場合は --force を付けてください。",
+              file=sys.stderr)
+        return True
+    return False
+
+
 def missing_file(path: Path) -> str:
     """Why `path` cannot be read as a file: a folder given by mistake is not 「見つかりません」."""
     if path.is_dir():
@@ -109,9 +119,7 @@ async def run_issue_codes(settings: Settings, prefecture: str, institution: str 
         print(f"{out} はフォルダです。--out には書き出すファイル名を指定してください。",
               file=sys.stderr)
         return 2
-    if out.exists() and not force:  # noqa: ASYNC240
-        print(f"{out} は既にあります。上書きする場合は --force を付けてください。",
-              file=sys.stderr)
+    if exists_unforced(out, force):
         return 2
     if link_code_key(settings) is None:
         print("注意: LINK_CODE_KEY が設定されていないため、連携コードは鍵なしのハッシュで"

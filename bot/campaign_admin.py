@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.admin import missing_file, unregistered
+from bot.admin import exists_unforced, missing_file, unregistered
 from bot.settings import Settings
 from db.csvfile import FileProblem, decode
 from db.engine import make_engine, make_sessionmaker
@@ -74,6 +74,8 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
                 cancelled = await campaigns.cancel(session, c, args.by, now)
                 print(f"キャンペーン {c.id} を中止しました：{cancelled}件を取り消しました。")
             elif command == "unlinked":
+                if exists_unforced(args.out, args.force):
+                    return 2
                 args.out.write_text(await campaigns.unlinked_csv(session, c),
                                     encoding="utf-8-sig")
                 print(f"チャット未連携の医療機関 {c.unlinked}件を {args.out} に書き出しました。")

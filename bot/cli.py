@@ -135,6 +135,7 @@ def _campaign_parsers(sub: argparse._SubParsersAction) -> None:
             cmd.add_argument("--by", default="cli", help="who approves or cancels")
         if name == "unlinked":
             cmd.add_argument("--out", required=True, type=Path)
+            cmd.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     cal = sub.add_parser("calendar", help="a prefecture's campaign calendar")
     cal_sub = cal.add_subparsers(dest="calendar_command", required=True)
     for name in ("show", "set"):

@@ -238,6 +238,17 @@ def test_a_campaign_is_reached_only_through_its_own_prefecture(tmp_path: Path) -
                 str(tmp_path / "x.csv"), tmp=tmp_path)
     assert other.returncode == 1 and "見つかりません" in other.stdout
     assert not (tmp_path / "x.csv").exists()
+    mine = tmp_path / "unlinked.csv"
+    assert run("campaign", "unlinked", "1", "--prefecture", "26", "--out", str(mine),
+               tmp=tmp_path).returncode == 0
+    mine.write_text("handed on", encoding="utf-8")  # a list already given to someone
+    kept = run("campaign", "unlinked", "1", "--prefecture", "26", "--out", str(mine),
+               tmp=tmp_path)
+    assert kept.returncode == 2 and "--force" in kept.stderr
+    assert mine.read_text(encoding="utf-8") == "handed on"
+    forced = run("campaign", "unlinked", "1", "--prefecture", "26", "--out", str(mine),
+                 "--force", tmp=tmp_path)
+    assert forced.returncode == 0 and mine.read_text(encoding="utf-8-sig") != "handed on"
     assert run("campaign", "status", "1", tmp=tmp_path).returncode == 2  # whose is required
     listed = run("campaign", "status", "--prefecture", "13", tmp=tmp_path)
     assert listed.returncode == 0 and "キャンペーン 1" not in listed.stdout
