@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -18,13 +20,24 @@ def query(url: str, sql: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
+def register(tmp_path: Path, *prefectures: str) -> None:
+    """A roster for each prefecture: the desk commands refuse one that has none."""
+    for code in prefectures:
+        roster = tmp_path / f"roster-{code}.csv"
+        roster.write_text("医療機関コード,名称,種別,特定機能病院,歯科,休院,市区町村,二次医療圏\n"
+                          f"{code}10001,テスト診療所,診療所,無,無,無,中央区,中央\n",
+                          encoding="utf-8")
+        assert cli.main(["import-roster", str(roster), "--prefecture", code]) == 0
+
+
 def test_slack_channel_maps_once_and_refuses_a_taken_channel(
         database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-) -> None:
+        tmp_path: Path) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
+    register(tmp_path, "13", "26")
     assert cli.main(["slack-channel", "--prefecture", "13", "--channel", "C0TOKYO"]) == 0
-    assert query(database_url, "SELECT code, slack_channel FROM prefecture") == [
-        ("13", "C0TOKYO")]
+    assert query(database_url, "SELECT code, slack_channel FROM prefecture ORDER BY code") == [
+        ("13", "C0TOKYO"), ("26", None)]
     assert cli.main(["slack-channel", "--prefecture", "26", "--channel", "C0TOKYO"]) == 1
     assert "すでに都道府県コード 13" in capsys.readouterr().err
     assert cli.main(["slack-channel", "--prefecture", "26", "--channel", "#総務"]) == 2
@@ -34,8 +47,9 @@ def test_slack_channel_maps_once_and_refuses_a_taken_channel(
 
 
 def test_desk_digest_queues_the_digest_for_slack(
-        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
+    register(tmp_path, "26")
     assert cli.main(["slack-channel", "--prefecture", "26", "--channel", "C0KYOTO"]) == 0
     assert cli.main(["desk", "digest", "--prefecture", "26"]) == 0
     [(channel, recipient, kind, body)] = query(
