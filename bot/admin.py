@@ -39,14 +39,13 @@ def missing_file(path: Path) -> str:
     return f"ファイルが見つかりません: {path}"
 
 
-async def unregistered(session: AsyncSession, prefecture: str) -> bool:
-    """Say so when a prefecture has no roster yet: a calendar, template, channel or digest
-    for it would be set up for clinics that are not there (and a channel mapping used to
-    create the prefecture silently, with default dates)."""
-    if await session.get(Prefecture, prefecture) is not None:
-        return False
-    print(f"都道府県 {prefecture} が登録されていません（名簿を先に取り込んでください）。")
-    return True
+async def registered(session: AsyncSession, prefecture: str) -> Prefecture | None:
+    """The prefecture, or None after saying it has no roster yet: a calendar, template,
+    channel or digest for it would be set up for clinics that are not there (and a channel
+    mapping used to create the prefecture silently, with default dates)."""
+    if (pref := await session.get(Prefecture, prefecture)) is None:
+        print(f"都道府県 {prefecture} が登録されていません（名簿を先に取り込んでください）。")
+    return pref
 
 
 async def with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[int]]) -> int:

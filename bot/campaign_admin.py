@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.admin import exists_unforced, missing_file, unregistered
+from bot.admin import exists_unforced, missing_file, registered
 from bot.settings import Settings
 from db.csvfile import FileProblem, decode
 from db.engine import make_engine, make_sessionmaker
@@ -113,10 +113,8 @@ async def run_calendar(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine)() as session:
-            if await unregistered(session, args.prefecture):
+            if (pref := await registered(session, args.prefecture)) is None:
                 return 1
-            pref = await session.get(Prefecture, args.prefecture)
-            assert pref is not None
             cadence = await settings_for(session, args.prefecture)
             if args.calendar_command == "set":
                 try:
@@ -257,7 +255,7 @@ async def run_template(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine)() as session:
-            if await unregistered(session, args.prefecture):
+            if await registered(session, args.prefecture) is None:
                 return 1
             if args.template_command == "set" and not await _set_template(session, args):
                 return 1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.admin import unregistered, with_session
+from bot.admin import registered, with_session
 from bot.settings import Settings
 from db.engine import make_engine, make_sessionmaker
 from db.models import KbDraft
@@ -18,7 +18,7 @@ from handlers.desk_digest import enqueue_digest
 
 async def run_slack_channel(settings: Settings, prefecture: str, channel: str) -> int:
     async def work(session: AsyncSession) -> int:
-        if await unregistered(session, prefecture):
+        if await registered(session, prefecture) is None:
             return 1
         try:
             revived = await desk.map_channel(session, prefecture, channel,
@@ -37,7 +37,7 @@ async def run_digest(settings: Settings, prefecture: str) -> int:
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine)() as session:
-            if await unregistered(session, prefecture):
+            if await registered(session, prefecture) is None:
                 return 1
         await enqueue_digest(make_sessionmaker(engine), prefecture, datetime.now(UTC),
                              manual=True)

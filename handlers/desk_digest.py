@@ -16,14 +16,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db import repo
 from db.models import ConversationLog, Escalation, Institution, Prefecture, desk_channel
 from handlers.desk_card import OPEN_STATUSES, STATUS_LABELS, format_age, staff_ref
-from handlers.rules import EXEMPTIONS
+from handlers.rules import EXEMPTIONS, REPORTED_STATUSES
 from scheduler import outbox
 from scheduler.calendar import JST
 
 EXEMPT = "対象外"
-# 報告済率 counts every institution that has reported, on paper too (campaigns do not chase
-# a 紙受付 either).
-REPORTED = ("報告済", "紙受付", "確認済")
 CONFIRMED = ("確認済",)
 UNANSWERED_ACTIONS = ("escalate", "suggest")
 OPEN_SHOWN, AREAS_SHOWN = 15, 30
@@ -103,7 +100,7 @@ async def _progress(session: AsyncSession, pref: str) -> tuple[Progress, list[Pr
 
 
 def _tally(name: str, c: Counter[str]) -> Progress:
-    return Progress(name, sum(c.values()), sum(c[s] for s in REPORTED),
+    return Progress(name, sum(c.values()), sum(c[s] for s in REPORTED_STATUSES),
                     sum(c[s] for s in CONFIRMED))
 
 

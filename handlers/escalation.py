@@ -134,7 +134,7 @@ async def handle_question_for_staff(msg: Inbound, ctx: Context, _found: Found) -
     desk should not get 「締め切りはいつ？」), and one with no words at all is asked again."""
     text = msg.text.strip()
     confirming = str(ctx.flow_data.get("confirm") or "")  # the question the prompt named
-    if not any(unicodedata.category(c)[0] in "LN" for c in text):  # 「😀😀😀」「？？？」
+    if not any(c.isalnum() for c in text):  # 「😀😀😀」「？？？」: no words (as qa reads it)
         return [Reply("ご質問を文章で入力してください。（やめる場合は「キャンセル」）")]
     if not text or text.isdigit() or len(text) < 3:  # 「1」: a tap on a button long gone
         if confirming and courtesy.yes_or_no(text) == "yes":  # 「はい」: the one named
@@ -353,11 +353,11 @@ async def handle_ticket_status(msg: Inbound, ctx: Context, found: Found) -> list
         if found.get("loose"):  # not one of this chat's: the question is about something else
             return await qa.handle_question(msg, ctx, {})
         return [_not_found(found)]
+    async with ctx.session() as session:
+        told = [await desk.name_told(session, esc) or "都道府県" for esc in rows[:3]]
     lines = []
-    for esc in rows[:3]:
-        async with ctx.session() as session:
-            told = await desk.name_told(session, esc) or "都道府県"
-        state = TICKET_STATUS.get(esc.status, "確認しています").format(prefecture=told)
+    for esc, name in zip(rows[:3], told, strict=True):
+        state = TICKET_STATUS.get(esc.status, "確認しています").format(prefecture=name)
         line = f"・{esc.receipt}「{shorten(esc.question, 30)}」：{state}。"
         if esc.status in ("answered", "resolved") and esc.answer:
             line += f"\n　回答：{esc.answer}"

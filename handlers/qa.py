@@ -232,7 +232,7 @@ async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
               if d.action == "suggest" or d.route == "gmis_callcenter"]
     if numbered:  # 「①…②…」: in the list's order, each answer saying which item it is for
         order = [p for p, _ in parts]
-        shown.sort(key=lambda s: order.index(s[0]) if s[0] in order else len(order))
+        shown.sort(key=lambda s: order.index(s[0]))
         shown = [(p, r if r.meta.get("action") != "answer" else replace(
             r, text=f"「{shorten(p, 30)}」について：\n{r.text}")) for p, r in shown]
     replies += [r for _, r in shown]
@@ -299,10 +299,12 @@ def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]
     """The questions of a message (each with whether あと/それと joined it), or [] when it
     is not several; and whether they are numbered. A question ends in ？ or opens with
     あと/それと: 「…ですか？うちは3月に再開予定です」 ends in context, 「…いつ？ありがとう
-    ございます」 in courtesy. Numbered (①②, (1), 1.) with two or more of them asking,
-    they are questions each however they end; 「★は①掲示②一次診療③相談のことですか？」 is
-    one question listing three things."""
-    spaced = _spaced_list(text)
+    ございます」 in courtesy. Numbered (①②, (1), 1., or 「1 …2 …」 with spaces), they are
+    questions each however they end when two or more of them ask or the list opens the
+    message and runs 1, 2…; 「★は①掲示②一次診療③相談のことですか？」 is one question
+    listing three things."""
+    spaced = _opens_a_run(text, _SPACED_NUMBER,
+                          [int(m.group(1)) for m in _SPACED_NUMBER.finditer(text)])
     markers = _NUMBER.findall(text)
     numbered = spaced or len(markers) >= 2
     if len(text) > MULTI_MAX * (2 if numbered else 1) or (numbered and by_sentence):
@@ -313,7 +315,9 @@ def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]
     if numbered and not spaced:
         listed = [p.strip(" 　、。") for p in _NUMBER.split(text)][1:]
         asking = [bool(_ASKS.search(p)) for p in listed]
-        numbered = sum(asking) >= 2 or (_opens_a_run(text, markers) and not (
+        numbers = [int(n.group()) for m in markers  # (NFKC reads ① as 1)
+                   if (n := re.search(r"\d+", unicodedata.normalize("NFKC", m)))]
+        numbered = sum(asking) >= 2 or (_opens_a_run(text, _NUMBER, numbers) and not (
             asking[-1] and not any(asking[:-1]) and _CLOSES_LIST.search(listed[-1])))
     split = (_SPACED_NUMBER if spaced else _NUMBER if numbered
              else _SENTENCE_END if by_sentence else _QUESTION_END)
@@ -328,19 +332,10 @@ def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]
     return (parts if 2 <= len(parts) <= (5 if numbered else 3) else []), numbered
 
 
-def _spaced_list(text: str) -> bool:
-    """Whether 「1 …」 opens the message and 「2 …」, 「3 …」 follow in order."""
-    numbers = [int(m.group(1)) for m in _SPACED_NUMBER.finditer(text.strip())]
-    return len(numbers) >= 2 and numbers == list(range(1, len(numbers) + 1)) \
-        and bool(_SPACED_NUMBER.match(text.strip()))
-
-
-def _opens_a_run(text: str, markers: list[str]) -> bool:
-    """Whether the list's first marker opens the message and its numbers run 1, 2, 3…"""
-    numbers = [int(n.group()) for m in markers  # (NFKC reads ① as 1)
-               if (n := re.search(r"\d+", unicodedata.normalize("NFKC", m)))]
-    return (bool(_NUMBER.match(text.strip())) and len(numbers) == len(markers)
-            and numbers == list(range(1, len(numbers) + 1)))
+def _opens_a_run(text: str, marker: re.Pattern[str], numbers: list[int]) -> bool:
+    """Whether a `marker` opens the message and the list's numbers run 1, 2, 3…"""
+    return (len(numbers) >= 2 and numbers == list(range(1, len(numbers) + 1))
+            and bool(marker.match(text.strip())))
 
 
 def _items(split: re.Pattern[str], text: str) -> list[str]:

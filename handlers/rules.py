@@ -39,6 +39,11 @@ class Obligation:
     reason: str
 
 
+# The roster statuses of an institution whose report is in, on paper too: shown as in to the
+# clerk and counted as reported in the staff digest (campaigns, which chase only 未報告 and
+# 差し戻し, skip them as well).
+REPORTED_STATUSES = ("報告済", "紙受付", "確認済")
+
 # Why an institution does not report this year, by the Facility (and Institution) flag that
 # says so. The one list: the chat check and status view read it here, and the campaigns'
 # SQL (scheduler/campaigns.py) builds its filter from it, so the two cannot disagree.

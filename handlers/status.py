@@ -11,7 +11,7 @@ from handlers.context import Context
 from handlers.linking import HOW_TO_LINK
 from handlers.messages import Inbound, Reply
 from handlers.router import Found
-from handlers.rules import Facility, Obligation, judgement_text, obligation
+from handlers.rules import REPORTED_STATUSES, Facility, Obligation, judgement_text, obligation
 from scheduler.calendar import JST
 
 NEXT_STEP: dict[str, str] = {
@@ -165,7 +165,7 @@ def settled(inst: Institution) -> str | None:
     """What the record says when a clinic has nothing left to file: exempt, or in."""
     if not _obligation(inst).required:
         return "報告の対象外です"
-    if inst.status in ("報告済", "確認済", "紙受付"):
+    if inst.status in REPORTED_STATUSES:
         return "報告はすでに届いています"
     return None
 

@@ -28,10 +28,10 @@ Action = Literal["answer", "suggest", "escalate"]
 
 # Terms that make a question a G-MIS system question: those go to the call center. G-MIS
 # named alone does not: 「G-MISで入力する在宅患者数はいつ時点？」 asks what to report.
-SYSTEM_TERMS = frozenset({"ろぐいん", "ぱすわーど", "id", "あかうんと", "画面", "えらー",
-                          "めんてなんす", "一時保存"})
-# Words any software has: a system question only where G-MIS is named or the nearest entry
-# is the call center's (「電子カルテの画面を見せるだけでいい？」 asks about 患者説明).
+SYSTEM_TERMS = frozenset({"ろぐいん", "ぱすわーど", "id", "あかうんと", "めんてなんす",
+                          "一時保存"})
+# Words any software has: a system question only where the nearest entry is the call
+# center's, as for G-MIS named alone (「電子カルテの画面を見せるだけでいい？」 is 患者説明).
 SCREEN_TERMS = frozenset({"画面", "えらー"})
 
 
@@ -487,7 +487,7 @@ class Retriever:
         # A login question is the G-MIS call center's unless it is another system's. A
         # question that names G-MIS but no login, screen or error goes where its nearest
         # entry would.
-        system = bool((SYSTEM_TERMS - SCREEN_TERMS) & terms) and not other_system
+        system = bool(SYSTEM_TERMS & terms) and not other_system
         if ("gmis" in terms or SCREEN_TERMS & terms) and not system and ranked:
             system = self.by_id[ranked[0].entry_id].route == "gmis_callcenter"
         route: Route = "gmis_callcenter" if system else "prefecture"
