@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import date
 
 NAMES: dict[str, str] = {
@@ -16,6 +18,23 @@ NAMES: dict[str, str] = {
     "41": "佐賀県", "42": "長崎県", "43": "熊本県", "44": "大分県", "45": "宮崎県",
     "46": "鹿児島県", "47": "沖縄県",
 }
+
+# 「東京」「大阪」 as typed: the name without 都・府・県 (北海道 is its own short name).
+_SHORT = {code: name if code == "01" else name[:-1] for code, name in NAMES.items()}
+_BY_NAME = {name: code for code, name in NAMES.items()}
+_FULL = re.compile("|".join(sorted(NAMES.values(), key=len, reverse=True)))
+
+
+def named_in(text: str) -> set[str]:
+    """The codes of the prefectures a short text names: 「東京都です」「大阪の診療所」「13」.
+    Full names are read first, so 東京都 is not also 京都; a two-digit JIS code counts only as
+    the whole text (「1」 is more likely a tap on a numbered choice)."""
+    text = unicodedata.normalize("NFKC", text).strip()
+    if text in NAMES:
+        return {text}
+    found = {_BY_NAME[m] for m in _FULL.findall(text)}
+    rest = _FULL.sub("　", text)
+    return found | {code for code, short in _SHORT.items() if short in rest}
 
 
 def default_period(today: date) -> tuple[date, date]:

@@ -9,7 +9,7 @@ from datetime import datetime
 from types import EllipsisType
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, insert, text, tuple_
+from sqlalchemy import Table, and_, bindparam, insert, text, tuple_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -193,6 +193,23 @@ async def account_escalations(session: AsyncSession, prefecture_code: str, accou
         stmt = stmt.where(col(Escalation.institution_id).is_(None)
                           | (col(Escalation.institution_id) == linked_to))
     return list((await session.exec(stmt.order_by(col(Escalation.id).desc()).limit(limit))).all())
+
+
+async def prefectures(session: AsyncSession) -> list[Prefecture]:
+    """Every prefecture this deployment serves, by code."""
+    return list((await session.exec(select(Prefecture).order_by(col(Prefecture.code)))).all())
+
+
+async def set_chat_prefecture(session: AsyncSession, account_id: int, code: str | None,
+                              ) -> bool:
+    """Set (None: clear) the prefecture an unlinked chat said it belongs to; False if the
+    chat is linked, whose prefecture is its institution's."""
+    result = await session.exec(  # type: ignore[call-overload]
+        update(ChatAccount).where(col(ChatAccount.id) == account_id,
+                                  col(ChatAccount.institution_id).is_(None))
+        .values(prefecture_code=code))
+    await session.commit()
+    return bool(result.rowcount)
 
 
 async def set_reachable(session: AsyncSession, channel: str, user_id: str, reachable: bool,

@@ -143,9 +143,10 @@ async def answer(sessions: Sessions, pref: str, esc_id: int, staff: str, text: s
 
 async def prefecture_told(session: AsyncSession, esc: Escalation) -> Prefecture | None:
     """The prefecture the clinic is told has its question (by name, and its desk's contact):
-    only for a chat linked when it asked. An unlinked chat's tenant is only the bot's
-    default, so it is told 都道府県 on the receipt, the forward notice and the answer alike."""
-    if esc.institution_id is None:
+    only when the chat's prefecture was known when it asked (linked, or chosen by the
+    chat). Otherwise the tenant was only the bot's default, so it is told 都道府県 on the
+    receipt, the forward notice and the answer alike."""
+    if esc.institution_id is None and not (esc.context or {}).get("prefecture_known"):
         return None
     return await session.get(Prefecture, esc.prefecture_code)
 

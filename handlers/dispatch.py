@@ -14,7 +14,17 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 
 from db import repo
-from handlers import basic, escalation, feedback, linking, qa, smalltalk, status, wizard
+from handlers import (
+    basic,
+    escalation,
+    feedback,
+    linking,
+    prefecture_choice,
+    qa,
+    smalltalk,
+    status,
+    wizard,
+)
 from handlers.context import Account, Context
 from handlers.errors import UserFacingError
 from handlers.messages import Inbound, Reply
@@ -51,6 +61,10 @@ ROUTES = Router([
     Route("ask_staff", payload("esc:ask"), escalation.handle_ask_staff),
     Route("no_staff", payload("esc:no"), escalation.handle_no_staff),
     Route("new_staff_question", payload("esc:new"), escalation.handle_new_question),
+    Route("staff_prefecture_tap", payload(prefecture_choice.PAYLOAD),
+          escalation.handle_prefecture),
+    Route("change_prefecture", command("prefecture", *prefecture_choice.CHANGE_WORDS),
+          escalation.handle_change_prefecture),
     # 「人と話したい」 and other ways of asking for a person: courtesy's "staff" (small_talk).
     Route("ask_staff_cmd", command("ask", "担当者に聞く", "担当者に質問", "たんとうしゃにきく"),
           escalation.handle_ask_staff_command),
@@ -76,6 +90,7 @@ ROUTES = Router([
     Route("wizard", payload("wiz"), wizard.handle_answer),
     Route("wizard_text", in_flow(wizard.FLOW), wizard.handle_answer),
     Route("staff_question", in_flow(escalation.ASK_FLOW), escalation.handle_question_for_staff),
+    Route("staff_prefecture", in_flow(prefecture_choice.FLOW), escalation.handle_prefecture),
     # After the staff prompt: there 「戻る」 or a question about others is the question.
     Route("wizard_back", command("back", "戻る", "もどる"), wizard.handle_back),
     Route("status_others", status.asks_others, status.handle_others),

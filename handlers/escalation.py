@@ -7,8 +7,8 @@ import unicodedata
 from dataclasses import replace
 
 from db import repo
-from db.models import Escalation
-from handlers import answers, courtesy, desk, history, linking, qa
+from db.models import Escalation, Prefecture
+from handlers import answers, courtesy, desk, history, linking, prefecture_choice, qa
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found
@@ -28,7 +28,7 @@ CONFIRM_BUTTONS = (Button("この質問を送る", "esc:ask"), Button("別の質
 _RECEIPT_AT = r"Q(\d{2})\s*[-ー−‐–—]?\s*(\d{1,6})(?!\d)"
 _RECEIPT = re.compile(_RECEIPT_AT)
 # How both forms end: the answer has not come (「どうなりましたか」「まだ？」「来ない」).
-_WAITING = (r"どうなり(?:ました|ます)か|どうなって(?:います|ます|る)?|どうなった(?:の|かな)?"
+_WAITING = (r"どうなり(?:ました|ます)か?|どうなって(?:います|ます|る)?|どうなった(?:の|かな)?"
             r"|(?:まだ)?(?:回答|返事|返信)?(?:が|は)?(?:ない|無い|ありません|来てない|来ていない)"
             r"(?:です|でしょう)?か?"
             r"|まだ(?:ですか|でしょうか|来ない)?|来ない|こない|届かない|届いて(?:い)?ない")
@@ -180,13 +180,21 @@ async def handle_no_staff(msg: Inbound, ctx: Context, _found: Found) -> list[Rep
 
 
 async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[dict],
-                    ) -> Reply:
+                    choose: bool = True) -> Reply:
+    """Send the question to the chat's prefecture; an unlinked chat of a bot serving several
+    is first asked which one is its own (`choose`), and the question waits for the answer."""
     assert ctx.account is not None
+    if choose and (served := await prefecture_choice.to_choose(ctx)):
+        await _set_flow(msg, ctx, {"question": question}, prefecture_choice.FLOW)
+        return prefecture_choice.ask(served)
     question = linking.mask_codes(question)
     candidates = [c.__dict__ for c in ctx.retriever.rank(question, k=3)]
     shown = [{**t, "q": linking.mask_codes(str(t.get("q") or "")),
               "a": linking.mask_codes(str(t.get("a") or ""))} for t in exchanges[:10]]
-    context = {"history": shown, "candidates": candidates}
+    # The name the clinic is told: its prefecture is known once linked or chosen, while
+    # an unlinked chat's default tenant may not be its own.
+    context = {"history": shown, "candidates": candidates,
+               "prefecture_known": ctx.account.prefecture_code is not None}
     async with ctx.session() as session:
         esc = await repo.create_escalation(session, ctx.tenant, ctx.account.id, question[:4000],
                                            context, ctx.clock(), ctx.account.institution_id)
@@ -202,10 +210,72 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
     return Reply(text, meta={"action": history.ESCALATED, "escalation_id": esc.id})
 
 
-async def _set_flow(msg: Inbound, ctx: Context, data: dict[str, str] | None = None) -> None:
+async def _set_flow(msg: Inbound, ctx: Context, data: dict[str, str] | None = None,
+                    flow: str = ASK_FLOW) -> None:
     async with ctx.session() as session:
-        await repo.set_state(session, msg.channel, msg.user_id, ASK_FLOW, data or {},
-                             ctx.clock())
+        await repo.set_state(session, msg.channel, msg.user_id, flow, data or {}, ctx.clock())
+
+
+async def handle_prefecture(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
+    """The prefecture an unlinked chat named (tapped or typed), kept for the chat; the
+    question that waited for it is then sent."""
+    assert ctx.account is not None
+    waiting = ctx.flow == prefecture_choice.FLOW
+    question = str(ctx.flow_data.get("question") or "") if waiting else ""
+    if ctx.account.prefecture_code is not None:  # linked (or chosen) since it was asked
+        if waiting:
+            async with ctx.session() as session:
+                await repo.clear_state(session, msg.channel, msg.user_id)
+        if question:
+            turns = await history.recent(msg, ctx)
+            return [await _escalate(msg, ctx, question, history.for_staff(turns))]
+        return await handle_ask_staff(msg, ctx, {})
+    tapped = msg.payload is not None
+    if not tapped and prefecture_choice.moved_on(msg.text):  # a new question, not an answer
+        async with ctx.session() as session:
+            await repo.clear_state(session, msg.channel, msg.user_id)
+        return await qa.handle_question(msg, ctx, {})
+    async with ctx.session() as session:
+        served = await repo.prefectures(session)
+    picked = prefecture_choice.read(found.get("arg", "") if tapped else msg.text, served, tapped)
+    if isinstance(picked, Reply):
+        return [picked]
+    async with ctx.session() as session:
+        await repo.set_chat_prefecture(session, ctx.account.id, picked.code)
+        if waiting:
+            await repo.clear_state(session, msg.channel, msg.user_id)
+    ctx = replace(ctx, account=replace(ctx.account, prefecture_code=picked.code))
+    lead = (f"このチャットのお問い合わせ先を{picked.name}に設定しました。"
+            + prefecture_choice.CHANGE_HINT)
+    if waiting and not question:  # 「都道府県を変更」: nothing was waiting to be sent
+        return [Reply(lead + "\nご質問があれば、そのまま入力してください。",
+                      meta={"action": prefecture_choice.FLOW})]
+    if question:
+        turns = await history.recent(msg, ctx)
+        replies = [await _escalate(msg, ctx, question, history.for_staff(turns))]
+    else:  # a choice tapped after the prompt ended: the question before it, if still open
+        replies = await handle_ask_staff(msg, ctx, {})
+    return [replace(replies[0], text=lead + "\n\n" + replies[0].text), *replies[1:]]
+
+
+async def handle_change_prefecture(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+    """「都道府県を変更」: an unlinked chat chooses again (a wrong tap must not send every
+    later question to another prefecture's desk); a linked chat's is its institution's."""
+    assert ctx.account is not None
+    async with ctx.session() as session:
+        served = await repo.prefectures(session)
+        current = await session.get(Prefecture, ctx.tenant)
+    name = current.name if current else "都道府県"
+    if ctx.account.linked:
+        return [Reply(f"このチャットは{name}の医療機関と連携しているため、お問い合わせは"
+                      f"{name}の担当者にお送りします。", meta={"action": prefecture_choice.FLOW})]
+    if len(served) <= 1:
+        return [Reply(f"このチャットのお問い合わせは、{name}の担当者にお送りしています。",
+                      meta={"action": prefecture_choice.FLOW})]
+    async with ctx.session() as session:
+        await repo.set_chat_prefecture(session, ctx.account.id, None)
+    await _set_flow(msg, ctx, {"question": ""}, prefecture_choice.FLOW)
+    return [prefecture_choice.ask(served)]
 
 
 def _receipt(m: re.Match[str]) -> Found:
@@ -311,7 +381,7 @@ async def _as_new_inquiry(msg: Inbound, ctx: Context, old: Escalation, why: str)
     """A supplement the old inquiry cannot take, sent as a new one that quotes it."""
     turns = await history.recent(msg, ctx)
     sent = await _escalate(msg, ctx, f"（{old.receipt} への補足）{msg.text.strip()}",
-                           history.for_staff(turns))
+                           history.for_staff(turns), choose=False)  # where the old one went
     return replace(sent, text=f"受付番号 {old.receipt} のお問い合わせは{why}、"
                               f"新しいお問い合わせとしてお送りしました。{sent.text}")
 

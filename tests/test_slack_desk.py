@@ -38,7 +38,7 @@ from db.models import (
     KbDraft,
     Outbox,
 )
-from handlers import desk
+from handlers import desk, prefecture_choice
 from handlers.context import Context
 from handlers.desk_digest import build_digest, enqueue_digest, render_digest
 from handlers.dispatch import dispatch
@@ -121,6 +121,9 @@ async def escalate(ctx: Context, user: str = "clinic-1", question: str = BRANCH_
     await dispatch(Inbound("telegram", user, text=question), ctx)
     [reply] = await dispatch(Inbound("telegram", user, text="担当者に聞く", payload="esc:ask"),
                              ctx)
+    if reply.meta["action"] == prefecture_choice.FLOW:  # the desk serves 26 and 13: say which
+        [reply] = await dispatch(Inbound("telegram", user, text="京都府", payload="esc:pref:26"),
+                                 ctx)
     return int(reply.meta["escalation_id"])  # type: ignore[call-overload]
 
 
@@ -292,8 +295,8 @@ async def test_answer_opens_a_modal_and_reaches_the_clinic_once(d: Desk) -> None
     assert relay.idempotency_key == f"escalation-answer:{esc_id}"
     assert (relay.channel, relay.recipient) == ("telegram", "clinic-1")
     assert answer in relay.body and (await esc(d.ctx, esc_id)).receipt in relay.body
-    # Unlinked when it asked, the clinic was told 都道府県; the answer says the same.
-    assert "都道府県の担当者から回答が届きました" in relay.body
+    # Unlinked, the clinic said it is in 京都府 when it asked; the answer names it too.
+    assert "京都府の担当者から回答が届きました" in relay.body
     await d.channel.flush(NOW)
     card = blocks_text(d.api.latest(channel, ts))
     assert answer in card and action_ids(d.api.latest(channel, ts)) == ["desk_kb"]
@@ -433,7 +436,8 @@ async def test_a_chat_cannot_flood_an_inquiry_with_supplements(d: Desk) -> None:
         assert "補足を追加し" in ok.text
     [refused] = await dispatch(Inbound("telegram", "clinic-1",
                                        text=f"{receipt}の補足です。まだあります。"), d.ctx)
-    assert "これ以上は追加できません" in refused.text and "都道府県の窓口へ" in refused.text
+    assert "これ以上は追加できません" in refused.text
+    assert "京都府 かかりつけ医機能報告 担当窓口へ" in refused.text  # the prefecture it chose
     row = await esc(d.ctx, esc_id)
     assert len(row.context["supplements"]) == desk.MAX_SUPPLEMENTS
     assert all("まだあります" not in s["text"] for s in row.context["supplements"])
@@ -503,7 +507,7 @@ async def test_forward_creates_the_redmine_issue_and_tells_the_clinic(
         assert row.status == "forwarded" and row.tier == 2 and row.forwarded_by == STAFF_A
         [told] = await rows(ctx, kind="escalation_forwarded")
         assert told.recipient == "clinic-1"
-        assert "都道府県から厚生労働省に確認しています" in told.body  # unlinked when it asked
+        assert "京都府から厚生労働省に確認しています" in told.body  # the prefecture it chose
         await d.channel.flush(NOW)
         assert redmine.issues == [] and (await esc(ctx, esc_id)).redmine_url is None
         await d.channel.flush(LATER)

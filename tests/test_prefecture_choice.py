@@ -1,0 +1,172 @@
+"""An unlinked chat of a bot serving several prefectures says which one is its own before
+its question reaches a desk: a Tokyo clinic's question must not land in Kyoto's channel."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import col, select
+
+from db.models import ChatAccount, Escalation, Institution, Outbox
+from db.prefectures import named_in
+from db.seed import ensure_prefecture
+from handlers import prefecture_choice
+from handlers.context import Context
+from handlers.dispatch import dispatch
+from handlers.linking import issue_code
+from handlers.messages import Inbound, Reply
+from tests.conftest import NOW
+
+QUESTION = "分院を開設予定ですが、今年の報告は本院とまとめられますか"
+
+
+def said(text: str, user: str = "clerk-1", payload: str | None = None) -> Inbound:
+    return Inbound("telegram", user, text=text, payload=payload)
+
+
+async def serve(ctx: Context, *codes: str) -> None:
+    async with ctx.session() as session:
+        for code in codes:
+            await ensure_prefecture(session, code, NOW.date(), "")
+
+
+async def escalations(ctx: Context) -> list[Escalation]:
+    async with ctx.session() as session:
+        return list((await session.exec(select(Escalation).order_by(col(Escalation.id)))).all())
+
+
+async def ask_staff(ctx: Context, user: str = "clerk-1", question: str = QUESTION) -> Reply:
+    await dispatch(said(question, user), ctx)
+    [reply] = await dispatch(said("担当者に聞く", user, "esc:ask"), ctx)
+    return reply
+
+
+@pytest.fixture
+async def two(ctx: Context) -> Context:
+    """The bot's default is 京都府 (26); it also serves 東京都 (13)."""
+    await serve(ctx, "13")
+    return ctx
+
+
+async def test_the_question_waits_for_the_prefecture_then_reaches_that_desk(two: Context,
+                                                                          ) -> None:
+    asked = await ask_staff(two)
+    assert "どちらの都道府県ですか" in asked.text
+    assert [b.label for b in asked.buttons] == ["東京都", "京都府"]
+    assert await escalations(two) == []  # nothing sent to the default's desk meanwhile
+
+    [sent] = await dispatch(said("東京の診療所です"), two)
+    [esc] = await escalations(two)
+    assert esc.prefecture_code == "13" and esc.question == QUESTION
+    assert esc.receipt.startswith("Q13-")
+    assert "このチャットのお問い合わせ先を東京都に設定しました" in sent.text
+    assert f"東京都の担当者にお問い合わせを送りました。受付番号は {esc.receipt}" in sent.text
+    assert "東京都 かかりつけ医機能報告 担当窓口" in sent.text  # Tokyo's desk, not Kyoto's
+    async with two.session() as session:
+        [card] = (await session.exec(select(Outbox).where(Outbox.channel == "slack"))).all()
+    assert card.prefecture_code == "13"
+
+    # The chat's prefecture is kept: the next question is sent without asking, and the
+    # inquiry's status is found in that prefecture.
+    again = await ask_staff(two, question="紙の調査票はどこで手に入りますか")
+    assert "東京都の担当者にお問い合わせを送りました" in again.text
+    assert [e.prefecture_code for e in await escalations(two)] == ["13", "13"]
+    [status] = await dispatch(said("さっきの問い合わせどうなりました"), two)
+    assert esc.receipt in status.text and "受け付けました" in status.text
+
+
+async def test_a_tap_on_a_prefecture_button_sends_it(two: Context) -> None:
+    await ask_staff(two)
+    [sent] = await dispatch(said("京都府", payload=f"{prefecture_choice.PAYLOAD}:26"), two)
+    [esc] = await escalations(two)
+    assert esc.prefecture_code == "26" and "京都府の担当者にお問い合わせを送りました" in sent.text
+
+
+async def test_unclear_answers_ask_again_and_lose_nothing(two: Context) -> None:
+    await ask_staff(two)
+    [unread] = await dispatch(said("はい"), two)
+    assert "都道府県名を読み取れませんでした" in unread.text
+    [several] = await dispatch(said("東京と京都"), two)
+    assert "1つだけ" in several.text
+    [elsewhere] = await dispatch(said("大阪府です"), two)
+    assert "大阪府のお問い合わせは、このチャットではお受けしていません" in elsewhere.text
+    assert "大阪府の担当窓口" in elsewhere.text
+    [forged] = await dispatch(said("沖縄県", payload=f"{prefecture_choice.PAYLOAD}:47"), two)
+    assert "読み取れませんでした" in forged.text  # a payload the bot never offered
+    assert await escalations(two) == []
+    [sent] = await dispatch(said("東京都"), two)  # the question waited through all of it
+    [esc] = await escalations(two)
+    assert esc.question == QUESTION and esc.receipt in sent.text
+
+
+async def test_a_new_question_instead_of_a_prefecture_is_answered(two: Context) -> None:
+    await ask_staff(two)
+    [answer] = await dispatch(said("報告期間はいつからいつまでになっていますか"), two)
+    assert answer.meta["action"] in ("answer", "suggest")
+    assert await escalations(two) == []
+    [later] = await dispatch(said("東京都"), two)  # the prompt has ended
+    assert "設定しました" not in later.text
+
+
+async def test_cancel_ends_the_prompt_and_sends_nothing(two: Context) -> None:
+    await ask_staff(two)
+    await dispatch(said("キャンセル"), two)
+    assert await escalations(two) == []
+    again = await ask_staff(two)  # still unchosen: asked again next time
+    assert "どちらの都道府県ですか" in again.text
+
+
+async def test_a_wrong_choice_can_be_changed(two: Context) -> None:
+    await ask_staff(two)
+    await dispatch(said("京都府"), two)
+    [asked] = await dispatch(said("都道府県を変更"), two)
+    assert "どちらの都道府県ですか" in asked.text
+    [set_] = await dispatch(said("東京都"), two)
+    assert "東京都に設定しました" in set_.text
+    assert await escalations(two) != [] and len(await escalations(two)) == 1  # no resend
+    await ask_staff(two, question="紙の調査票はどこで手に入りますか")
+    assert [e.prefecture_code for e in await escalations(two)] == ["26", "13"]
+
+
+async def test_a_linked_chat_is_never_asked(two: Context) -> None:
+    async with two.session() as session:
+        inst = Institution(prefecture_code="13", code="1310001", name="東京テスト医院",
+                           kind="clinic", status="未報告")
+        session.add(inst)
+        await session.commit()
+        code, _ = await issue_code(session, inst, NOW, 30)
+        await session.commit()
+    await dispatch(said(f"連携 {code}"), two)
+    sent = await ask_staff(two)
+    assert "東京都の担当者にお問い合わせを送りました" in sent.text
+    [changed] = await dispatch(said("都道府県を変更"), two)
+    assert "連携しているため" in changed.text and "東京都の担当者" in changed.text
+    async with two.session() as session:
+        account = (await session.exec(select(ChatAccount))).one()
+    assert account.prefecture_code == "13" and account.institution_id == inst.id
+
+
+async def test_a_bot_for_one_prefecture_asks_nothing(ctx: Context) -> None:
+    sent = await ask_staff(ctx)
+    assert "受付番号は Q26-" in sent.text and "どちらの都道府県" not in sent.text
+    # The default may not be the clinic's own, so the receipt still names no prefecture.
+    assert "都道府県の担当者にお問い合わせを送りました" in sent.text
+    [changed] = await dispatch(said("都道府県を変更"), ctx)
+    assert "京都府の担当者にお送りしています" in changed.text
+
+
+async def test_many_prefectures_are_typed_not_tapped(ctx: Context) -> None:
+    await serve(ctx, *[f"{n:02d}" for n in range(1, 48)])
+    asked = await ask_staff(ctx)
+    assert asked.buttons == () and "「東京都」のように入力してください" in asked.text
+    await dispatch(said("北海道です"), ctx)
+    [esc] = await escalations(ctx)
+    assert esc.prefecture_code == "01"
+
+
+@pytest.mark.parametrize(("typed", "codes"), [
+    ("東京都", {"13"}), ("京都", {"26"}), ("京都府の医院です", {"26"}), ("東京の内科です", {"13"}),
+    ("13", {"13"}), ("１３", {"13"}), ("1", set()), ("99", set()), ("北海道", {"01"}),
+    ("大阪と兵庫", {"27", "28"}), ("よろしくお願いします", set()),
+])
+def test_prefecture_names_as_typed(typed: str, codes: set[str]) -> None:
+    assert named_in(typed) == codes
