@@ -18,7 +18,16 @@ from db.engine import make_engine, make_sessionmaker
 from db.models import Campaign, CampaignSettings, Prefecture, desk_channel, utcnow
 from db.prefectures import default_period
 from scheduler import campaigns, templates
-from scheduler.cadence import cycle_runs, due_run, early_reminders, period_opens, settings_for
+from scheduler.cadence import (
+    CATCH_UP,
+    Run,
+    cycle_runs,
+    due_run,
+    early_reminders,
+    period_opens,
+    settings_for,
+    too_late,
+)
 from scheduler.calendar import DAY_ENDS, DAY_STARTS, JST, sending_hours
 
 # Row states of a campaign's messages, as `campaign status` lists them.
@@ -117,6 +126,7 @@ async def run_calendar(settings: Settings, args: argparse.Namespace) -> int:
                 return 1
             cadence = await settings_for(session, args.prefecture)
             if args.calendar_command == "set":
+                before = (pref.period_end, pref.inquiry_contact)
                 try:
                     _apply(args, pref, cadence, datetime.now(JST).date())
                 except ValueError as exc:
@@ -126,7 +136,9 @@ async def run_calendar(settings: Settings, args: argparse.Namespace) -> int:
                 session.add_all([pref, cadence])
                 await session.commit()
                 print("保存しました。実行中のボットは、次のリース更新時に予定を反映します。")
-            _show(pref, cadence, datetime.now(UTC))
+                await _warn_stale(session, pref, *before)
+            now = datetime.now(UTC)
+            show_calendar(pref, cadence, now, await missed_run(session, pref, cadence, now))
             return 0
     finally:
         await engine.dispose()
@@ -232,7 +244,55 @@ def _numbers(text: str, sep: str, option: str, example: str) -> tuple[int, ...]:
         raise ValueError(f"{option} {text} は数字で指定してください（例：{example}）") from None
 
 
-def _show(pref: Prefecture, cadence: CampaignSettings, now: datetime) -> None:
+async def _warn_stale(session: AsyncSession, pref: Prefecture, deadline: date | None,
+                      contact: str) -> None:
+    """A message's text is rendered when its campaign is planned: after a new deadline or
+    contact, the campaigns still to send would carry the old one. Name them and the way out."""
+    changed = []
+    if deadline != pref.period_end:
+        changed.append(f"報告期限（{templates.format_deadline(deadline)}）")
+    if contact != pref.inquiry_contact:
+        changed.append(f"問い合わせ先（{contact}）")
+    stale = [(c, n) for c, n in await campaigns.unsent(session, pref.code)
+             if contact != pref.inquiry_contact or c.deadline != pref.period_end]
+    if not (changed and stale):
+        return
+    print(f"注意：送信前のメッセージがあるキャンペーンが {len(stale)}件あり、その文面は変更前の"
+          f"{'と'.join(changed)}のままです（文面は計画したときに作られます）。")
+    for c, n in stale:
+        print(f"  {_summary(c)}、未送信 {n}件（文面の報告期限 "
+              f"{templates.format_deadline(c.deadline)}）")
+    one = stale[0][0] if len(stale) == 1 else None
+    _print_replan(pref.code, str(one.id) if one else "ID", one.kind if one else "種類")
+
+
+def _print_replan(code: str, campaign_id: str, kind: str) -> None:
+    # Planning again under the old tag returns the cancelled campaign: hence a new tag.
+    print(f"新しい内容で送るには、campaign cancel {campaign_id} --prefecture {code} で中止して"
+          f"から calendar show --prefecture {code} で予定を確かめ、必要なら campaign plan "
+          f"--prefecture {code} --kind {kind} --tag 新しい名前 で計画し直してください"
+          "（中止したキャンペーンと同じ tag では計画し直せません）。"
+          "中止しなければ、古い文面のまま送られます。")
+
+
+async def missed_run(session: AsyncSession, pref: Prefecture, cadence: CampaignSettings,
+                     now: datetime) -> Run | None:
+    """The due run that nothing will send: the scheduler gives up on it (too_late, the
+    rule the scheduler itself applies) and no campaign covers it."""
+    if pref.period_end is None:
+        return None
+    due = due_run(cycle_runs(cadence, pref.period_end, *sending_hours(pref)), now)
+    if due is None or not too_late(due, now):
+        return None
+    if await campaigns.covering(session, pref.code, due.kind, due.tag, due.at):
+        return None
+    return due
+
+
+def show_calendar(pref: Prefecture, cadence: CampaignSettings, now: datetime,
+                  missed: Run | None = None) -> None:
+    """Print the calendar; `missed` (see missed_run) is marked as not to be sent, with the
+    manual way to send it."""
     opens, closes = sending_hours(pref)
     print(f"{pref.name}：報告期限 {templates.format_deadline(pref.period_end)}、送信時間帯 "
           f"{opens}:00〜{closes}:00（営業日のみ）、"
@@ -246,8 +306,14 @@ def _show(pref: Prefecture, cadence: CampaignSettings, now: datetime) -> None:
     due = due_run(runs, now)
     for run in runs:
         mark = "済" if run.at <= now and run is not due else ("← 現在" if run is due else "")
+        if run == missed:
+            mark = "← 未送信（自動では送りません）"
         print(f"  {run.at:%Y-%m-%d %H:%M}  {campaigns.KIND_LABELS[run.kind]:<6} "
               f"{run.tag.split(':')[1]:<6} {mark}")
+        if run == missed:
+            print(f"      予定日から{CATCH_UP.days}日以上過ぎたため、自動では送りません。送る"
+                  f"場合は campaign plan --prefecture {pref.code} --kind {run.kind} で計画し、"
+                  "campaign preview で文面を確かめてから campaign send で承認してください。")
     print(f"  差し戻し：{cadence.returned_after_business_days}営業日後に再提出のお願い")
 
 

@@ -103,6 +103,12 @@ def _desk_parsers(sub: argparse._SubParsersAction, kb_sub: argparse._SubParsersA
                          help="another way people ask it (repeatable; 2 or more in all)")
     approve.add_argument("--entry-id", help="default: <category>-desk-<draft id>")
     approve.add_argument("--url", help="public source URL instead of the staff answer")
+    approve.add_argument("--force", action="store_true",
+                         help="approve even with a phone number, mail address, prefecture "
+                              "site or name in the answer (national content only)")
+    edit = d_sub.add_parser("edit", help="replace a draft's answer with a file's text")
+    edit.add_argument("id", type=int)
+    edit.add_argument("--file", required=True, type=Path, help="the new answer (UTF-8 or CP932)")
     slack = sub.add_parser("slack-channel", help="map a prefecture to its Slack staff channel")
     slack.add_argument("--prefecture", required=True, type=prefecture_arg)
     slack.add_argument("--channel", required=True, type=str.strip,
@@ -372,7 +378,8 @@ def cmd_kb_drafts(args: argparse.Namespace, settings: Settings) -> int:
     upgrade(settings.database_url)
     return asyncio.run(run_drafts(settings, args.drafts_command, getattr(args, "id", None),
                                   getattr(args, "category", None), getattr(args, "phrasing", []),
-                                  getattr(args, "entry_id", None), getattr(args, "url", None)))
+                                  getattr(args, "entry_id", None), getattr(args, "url", None),
+                                  getattr(args, "force", False), getattr(args, "file", None)))
 
 
 def cmd_campaign(args: argparse.Namespace, settings: Settings) -> int:

@@ -93,6 +93,9 @@ def read_table(path: Path, columns: list[Column]) -> Table:
             table.errors.append(problem)
         else:  # as many cells as headings: every position exists
             table.rows.append((start, {k: raw[p] for k, p in positions.items()}))
+    if not table.size:  # "0件 imported" would read as success (and a status file as current)
+        raise FileProblem(f"{path}: データの行がありません（見出しの1行目だけです）。"
+                          "2行目から1医療機関1行で入れてください")
     return table
 
 

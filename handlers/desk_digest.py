@@ -150,16 +150,20 @@ def _progress_line(p: Progress) -> str:
             f"　確認済 {p.confirmed}/{p.targets}（{p.confirmed_rate:.0%}）")
 
 
+def digest_key(prefecture_code: str, day: date) -> str:
+    """One digest per prefecture and day, whoever queues it (the 9:00 job or `desk digest`):
+    a second `desk digest` the same day had posted the same figures to Slack again."""
+    return f"digest:{prefecture_code}:{day.isoformat()}"
+
+
 async def enqueue_digest(sessions: Callable[[], AsyncSession], prefecture_code: str,
-                         now: datetime, manual: bool = False) -> bool:
-    """Queue today's digest for the prefecture's staff channel; once a day unless manual."""
+                         now: datetime) -> bool:
+    """Queue today's digest for the prefecture's staff channel; False when today's is
+    queued (or sent) already."""
     async with sessions() as session:
         digest = await build_digest(session, prefecture_code, now)
         pref = await session.get(Prefecture, prefecture_code)
-        key = f"digest:{prefecture_code}:{digest.day.isoformat()}"
-        if manual:
-            key += f":{now.astimezone(JST):%H%M%S}"
         return await outbox.enqueue(
-            session, key=key, channel="slack",
+            session, key=digest_key(prefecture_code, digest.day), channel="slack",
             recipient=desk_channel(pref), kind="digest",
             body=render_digest(digest), prefecture_code=prefecture_code, now=now)

@@ -18,6 +18,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db.models import CampaignSettings
 from scheduler.calendar import slot_on
 
+# A run missed longer ago than this is not sent late: a 案内 or 督促 weeks after its date
+# would arrive out of the blue. The scheduler (jobs.sync_jobs) and `calendar show` both
+# read it from here.
+CATCH_UP = timedelta(days=14)
+
 
 async def settings_for(session: AsyncSession, code: str) -> CampaignSettings:
     """The prefecture's cadence, or the defaults when it has none."""
@@ -78,3 +83,9 @@ def due_run(runs: list[Run], now: datetime) -> Run | None:
     """The latest run whose slot has come: after downtime, only it is sent, once."""
     due = [r for r in runs if r.at <= now]
     return due[-1] if due else None
+
+
+def too_late(run: Run, now: datetime) -> bool:
+    """True when `run`'s slot passed more than CATCH_UP ago: the scheduler no longer plans
+    it, so only a campaign planned by hand sends it."""
+    return now - run.at > CATCH_UP

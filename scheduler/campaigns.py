@@ -126,6 +126,24 @@ async def find(session: AsyncSession, prefecture_code: str, kind: str, run_tag: 
     return (await session.exec(stmt)).scalars().first()  # type: ignore[call-overload, no-any-return]
 
 
+async def find_run(session: AsyncSession, prefecture_code: str, kind: str, run_tag: str,
+                   ) -> Campaign | None:
+    """The campaign of a calendar run. A run's tag names the deadline, so a deadline set
+    after the 案内 went out (the first import's provisional date, then the real one)
+    re-tags the 案内 run; it is still the cycle's one 案内, so any 案内 of the same
+    deadline year that was not cancelled counts as it."""
+    if found := await find(session, prefecture_code, kind, run_tag):
+        return found
+    if kind != "annai":
+        return None  # a 督促 is relative to the deadline: a new deadline is a new reminder
+    stmt = (select(Campaign).where(
+        Campaign.prefecture_code == prefecture_code, Campaign.kind == kind,
+        Campaign.status != "cancelled",
+        col(Campaign.run_tag).like(f"{run_tag[:4]}-%:annai"))
+        .order_by(col(Campaign.id)).limit(1))
+    return (await session.exec(stmt)).scalars().first()  # type: ignore[call-overload, no-any-return]
+
+
 def _targets(campaign: Campaign) -> Any:
     """Institutions the campaign is for: reporting ones in a status it chases."""
     cond = and_(Institution.prefecture_code == campaign.prefecture_code,
@@ -219,6 +237,35 @@ async def get(session: AsyncSession, campaign_id: int, prefecture_code: str) -> 
     if campaign is None or campaign.prefecture_code != prefecture_code:
         raise CampaignError(f"キャンペーン {campaign_id} が見つかりません。")
     return campaign
+
+
+async def unsent(session: AsyncSession, prefecture_code: str) -> list[tuple[Campaign, int]]:
+    """Live campaigns of the prefecture with messages not sent yet (held or pending), each
+    with how many: their text was rendered at planning, from the calendar of then."""
+    stmt = (select(Outbox.campaign_id, func.count())
+            .join(Campaign, col(Campaign.id) == col(Outbox.campaign_id))
+            .where(Campaign.prefecture_code == prefecture_code,
+                   col(Campaign.status).in_(("planned", "previewed", "sending")),
+                   col(Outbox.status).in_(("held", "pending")))
+            .group_by(col(Outbox.campaign_id)).order_by(col(Outbox.campaign_id)))
+    found = []
+    for campaign_id, n in (await session.exec(stmt)).all():  # type: ignore[call-overload]
+        campaign = await session.get(Campaign, campaign_id)
+        if campaign is not None:
+            found.append((campaign, int(n)))
+    return found
+
+
+async def covering(session: AsyncSession, prefecture_code: str, kind: str, run_tag: str,
+                   since: datetime) -> Campaign | None:
+    """A live campaign that sends a calendar run: the run's own (by tag), or one of its kind
+    planned since the run's slot (by hand, when the scheduler had given up on it)."""
+    stmt = (select(Campaign).where(
+        Campaign.prefecture_code == prefecture_code, Campaign.kind == kind,
+        Campaign.status != "cancelled",
+        or_(Campaign.run_tag == run_tag, col(Campaign.created_at) >= since))
+        .order_by(col(Campaign.id)).limit(1))
+    return (await session.exec(stmt)).scalars().first()  # type: ignore[call-overload, no-any-return]
 
 
 async def sample(session: AsyncSession, campaign: Campaign) -> str | None:

@@ -37,14 +37,13 @@ from db.models import CampaignSettings, Prefecture
 from handlers.desk_digest import enqueue_digest
 from handlers.desk_sla import remind_unclaimed
 from scheduler import campaigns
-from scheduler.cadence import Run, cycle_runs, due_run, settings_for
+from scheduler.cadence import CATCH_UP, Run, cycle_runs, due_run, settings_for, too_late
 from scheduler.calendar import JST, is_business_day, sending_hours
 from scheduler.leader import release, try_lead
 from scheduler.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 LEASE_NAME = "campaign-scheduler"
-CATCH_UP = timedelta(days=14)  # a run missed longer ago than this is not sent late
 # A stored run job found late on start-up fires within the same window; a shorter grace
 # would drop it as misfired, and sync_jobs re-adds only runs the store no longer holds.
 MISFIRE_GRACE = int(CATCH_UP.total_seconds())
@@ -85,6 +84,11 @@ async def fire_run(prefecture_code: str, kind: str, tag: str) -> int | None:
         if due is None or due.tag != tag:
             logger.info("run %s/%s not sent: superseded by %s", prefecture_code, tag,
                         due.tag if due else "nothing due yet")
+            return None
+        if (done := await campaigns.find_run(session, prefecture_code, kind, tag)) and (
+                done.run_tag != tag):
+            logger.info("run %s/%s not sent: this cycle's 案内 is campaign %s (%s)",
+                        prefecture_code, tag, done.id, done.run_tag)
             return None
         try:
             result = await campaigns.plan(session, prefecture_code, kind, tag, now)
@@ -184,8 +188,8 @@ async def sync_jobs(scheduler: AsyncIOScheduler, session: AsyncSession, now: dat
         runs = cycle_runs(cadence, pref.period_end, *sending_hours(pref))
         due = due_run(runs, now)
         for run in runs:
-            late = (run is due and now - run.at <= CATCH_UP
-                    and await campaigns.find(session, pref.code, run.kind, run.tag) is None)
+            late = (run is due and not too_late(run, now)
+                    and await campaigns.find_run(session, pref.code, run.kind, run.tag) is None)
             if (run.at > now or late) and not _refused(pref, run, now):
                 dated.append((f"run:{pref.code}:{run.tag}", None if run.at <= now else run.at,
                               (pref.code, run.kind, run.tag)))

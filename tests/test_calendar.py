@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 
+from bot.campaign_admin import show_calendar
 from db.models import CampaignSettings, Prefecture
-from scheduler.cadence import cycle_runs, due_run, early_reminders, period_opens
+from scheduler.cadence import (
+    CATCH_UP,
+    cycle_runs,
+    due_run,
+    early_reminders,
+    period_opens,
+    too_late,
+)
 from scheduler.calendar import (
     JST,
     add_business_days,
@@ -139,3 +147,31 @@ def test_reminders_that_would_go_out_before_reporting_opens_are_found() -> None:
     statutory = early_reminders(settings(reminder_days=[60, 55]), deadline,
                                 period_opens(None, deadline))
     assert statutory == [(60, date(2026, 12, 28))]
+
+
+def test_a_run_missed_longer_than_the_catch_up_is_given_up() -> None:
+    """The scheduler sends a missed run late for CATCH_UP (14 days), not after: the one rule
+    that `calendar show` reads too."""
+    annai = cycle_runs(settings(), date(2027, 3, 31))[0]
+    assert CATCH_UP == timedelta(days=14)
+    assert not too_late(annai, annai.at + CATCH_UP)
+    assert too_late(annai, annai.at + CATCH_UP + timedelta(minutes=1))
+
+
+def test_calendar_show_says_a_given_up_run_is_not_sent_and_how_to_send_it(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator test: a 案内 date 30 days back was marked 「← 現在」 though the scheduler
+    never plans it. It now says so, and names the manual command."""
+    pref = Prefecture(code="26", name="京都府", period_end=date(2027, 3, 31))
+    cadence = settings()
+    annai = cycle_runs(cadence, date(2027, 3, 31))[0]
+    now = annai.at + timedelta(days=30)
+    show_calendar(pref, cadence, now, missed=annai)
+    out = capsys.readouterr().out
+    [line] = [ln for ln in out.splitlines() if "定期報告の案内" in ln]
+    assert line.endswith("← 未送信（自動では送りません）") and "← 現在" not in out
+    assert ("予定日から14日以上過ぎたため、自動では送りません。送る場合は campaign plan "
+            "--prefecture 26 --kind annai で計画し" in out)
+    show_calendar(pref, cadence, annai.at + timedelta(days=13), missed=None)  # still sent late
+    out = capsys.readouterr().out
+    assert "annai  ← 現在" in out and "自動では送りません" not in out

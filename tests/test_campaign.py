@@ -8,10 +8,12 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlmodel import col, select
 
+from bot.campaign_admin import missed_run
 from db.models import Campaign, ChatAccount, Institution, Outbox, Prefecture, StatusHistory
 from handlers.context import Context
 from handlers.rules import EXEMPTIONS, Facility, obligation
 from scheduler import campaigns, templates
+from scheduler.cadence import CATCH_UP, cycle_runs, settings_for
 from scheduler.calendar import JST
 from scheduler.outbox import Outcome, _own, claim, dispatch_due
 from scheduler.policies import POLICIES
@@ -381,3 +383,34 @@ async def test_a_row_pointing_into_another_prefecture_is_never_sent(ctx: Context
     reasons = {row.recipient: row.last_error for row in await outbox_rows(ctx, status="skipped")}
     assert reasons == {first.recipient: "campaign not found",
                        second.recipient: "institution not found"}
+
+
+async def test_a_given_up_run_is_missed_until_a_campaign_is_planned_by_hand(
+        ctx: Context) -> None:
+    """`calendar show` marks the due 案内 as not to be sent only while nothing will send it:
+    past CATCH_UP (the scheduler's own rule) and with no campaign of its kind since its date."""
+    async with ctx.session() as session:
+        pref = await session.get(Prefecture, DEMO_PREF)
+        cadence = await settings_for(session, DEMO_PREF)
+        assert pref is not None and pref.period_end == DEADLINE
+        annai = cycle_runs(cadence, DEADLINE)[0]
+        assert await missed_run(session, pref, cadence, annai.at + CATCH_UP) is None
+        late = annai.at + CATCH_UP + timedelta(days=1)
+        assert await missed_run(session, pref, cadence, late) == annai
+        await campaigns.plan(session, DEMO_PREF, "annai", "manual:late", late)
+        assert await missed_run(session, pref, cadence, late) is None  # sent by hand
+
+
+async def test_unsent_names_live_campaigns_with_messages_still_to_send(ctx: Context) -> None:
+    """What `calendar set` warns about when the deadline or contact changes: messages were
+    rendered at planning. A cancelled campaign or one with nothing left to send is not listed."""
+    await add_clinics(ctx, ["未報告", "未報告"])
+    async with ctx.session() as session:
+        held = (await campaigns.plan(session, DEMO_PREF, "annai", "t:held", NOW)).campaign
+        gone = (await campaigns.plan(session, DEMO_PREF, "annai", "t:gone", NOW)).campaign
+        await campaigns.cancel(session, gone, "me", NOW)
+        sending = (await campaigns.plan(session, DEMO_PREF, "annai", "t:send", NOW)).campaign
+        await campaigns.approve(session, sending, "me", NOW)
+        assert [(c.id, n) for c, n in await campaigns.unsent(session, DEMO_PREF)] == [
+            (held.id, 2), (sending.id, 2)]
+        assert await campaigns.unsent(session, "13") == []

@@ -301,3 +301,38 @@ async def test_sync_gives_a_dunning_before_opening_no_job_and_drops_a_stored_one
             assert (d70 in ids) is scheduled and d30 in ids, now
     finally:
         scheduler.shutdown(wait=False)
+
+
+async def test_a_deadline_set_after_the_annai_went_out_does_not_send_it_again(
+        ctx: Context) -> None:
+    """The first roster import registers provisional dates; the 案内 goes out; then the
+    operator sets the real deadline. The runs' tags name the deadline, so the 案内 run has
+    a new tag: it is the same cycle's 案内 all the same, and clinics must not get it twice."""
+    await add_clinics(ctx, ["未報告"])
+    await set_deadline(ctx, date(2027, 3, 31))
+    async with ctx.session() as session:
+        cadence = await jobs.settings_for(session, DEMO_PREF)
+    [annai] = [r for r in jobs.cycle_runs(cadence, date(2027, 3, 31)) if r.kind == "annai"]
+    rt = install(ctx, annai.at + timedelta(hours=1))
+    try:
+        assert await jobs.fire_run(DEMO_PREF, "annai", annai.tag) is not None
+    finally:
+        jobs._runtime.remove(rt)
+    await set_deadline(ctx, date(2027, 2, 26))  # the real deadline, five days later
+    later = annai.at + timedelta(days=5)
+    [moved] = [r for r in jobs.cycle_runs(cadence, date(2027, 2, 26)) if r.kind == "annai"]
+    assert moved.tag != annai.tag and moved.at == annai.at  # the case at hand
+    scheduler = AsyncIOScheduler(timezone=JST)
+    scheduler.start(paused=True)
+    try:
+        async with ctx.session() as session:
+            await jobs.sync_jobs(scheduler, session, later)
+        assert f"run:{DEMO_PREF}:{moved.tag}" not in {j.id for j in scheduler.get_jobs()}
+    finally:
+        scheduler.shutdown(wait=False)
+    rt = install(ctx, later)
+    try:  # a job stored before the change fires all the same: it plans nothing either
+        assert await jobs.fire_run(DEMO_PREF, "annai", moved.tag) is None
+    finally:
+        jobs._runtime.remove(rt)
+    assert [c.run_tag for c in await all_campaigns(ctx)] == [annai.tag]

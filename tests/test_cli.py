@@ -511,3 +511,51 @@ def test_setup_commands_for_a_prefecture_without_a_roster_are_refused(tmp_path: 
         assert "都道府県 01 が登録されていません（名簿を先に取り込んでください）" in out.stdout
     assert stored(tmp_path, "select code from prefecture") == [("26",)]
     assert stored(tmp_path, "select count(*) from outbox") == [(0,)]
+
+
+def test_calendar_set_warns_that_planned_messages_keep_the_old_deadline(
+        tmp_path: Path) -> None:
+    """An operator test: a new deadline left a planned 案内 with the old one in its text,
+    silently. `calendar set` now names the campaign, what it still says and the way out."""
+    roster = ROOT / "docs" / "samples" / "roster.csv"
+    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    start, end = next_period(date(1, 1, 13), date(1, 2, 26))
+    assert run("calendar", "set", "--prefecture", "26", "--start", str(start), "--deadline",
+               str(end), tmp=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "cli.db") as db:  # one clinic reachable in Telegram
+        db.execute("insert into chataccount (channel, external_user_id, prefecture_code, "
+                   "institution_id, reachable, created_at) select 'telegram', 'u1', '26', id, "
+                   "1, '2026-11-24 00:00:00.000000' from institution where status = '未報告' "
+                   "limit 1")
+    plan = run("campaign", "plan", "--prefecture", "26", "--kind", "annai", "--tag", "t",
+               tmp=tmp_path)
+    assert "送信対象 1件" in plan.stdout, plan.stdout
+    later = end + timedelta(days=14)
+    moved = run("calendar", "set", "--prefecture", "26", "--deadline", str(later),
+                tmp=tmp_path)
+    assert moved.returncode == 0 and "保存しました" in moved.stdout
+    assert (f"注意：送信前のメッセージがあるキャンペーンが 1件あり、その文面は変更前の報告期限"
+            f"（{format_deadline(end)}）のままです" in moved.stdout), moved.stdout
+    assert f"未送信 1件（文面の報告期限 {format_deadline(end)}）" in moved.stdout
+    assert ("campaign cancel 1 --prefecture 26 で中止してから calendar show --prefecture 26"
+            in moved.stdout and "--kind annai --tag 新しい名前" in moved.stdout)
+    hours = run("calendar", "set", "--prefecture", "26", "--hours", "9-16", tmp=tmp_path)
+    assert hours.returncode == 0 and "注意" not in hours.stdout  # the text did not change
+    run("campaign", "cancel", "1", "--prefecture", "26", tmp=tmp_path)
+    contact = run("calendar", "set", "--prefecture", "26", "--contact", "医療政策課",
+                  tmp=tmp_path)
+    assert contact.returncode == 0 and "注意" not in contact.stdout  # nothing left to send
+
+
+def test_a_header_only_file_is_not_a_successful_import(tmp_path: Path) -> None:
+    """An operator test: a file with only the header row reported 「取り込み完了」 with 0件
+    (and registered the prefecture). It is refused, naming the file, and nothing is kept."""
+    empty = tmp_path / "roster.csv"
+    empty.write_text("医療機関コード,名称,種別,特定機能病院,歯科,休院,市区町村,二次医療圏\n\n",
+                     encoding="utf-8")
+    out = run("import-roster", str(empty), "--prefecture", "13", tmp=tmp_path)
+    assert out.returncode == 1 and "取り込み完了" not in out.stdout
+    assert (f"取り込めませんでした: {empty}: データの行がありません（見出しの1行目だけです）"
+            in out.stderr), out.stderr
+    assert "新しく登録しました" not in out.stdout
+    assert stored(tmp_path, "select count(*) from prefecture") == [(0,)]

@@ -300,3 +300,23 @@ async def test_a_date_that_does_not_exist_is_not_told_to_change_its_form(
     [error] = result.errors
     assert (error.line, error.column, error.value, error.reason) == (2, "報告日", value, reason)
     assert (await institutions(ctx))["2610001"].status == "未報告"
+
+
+@pytest.mark.parametrize(("header", "name"), [(HEADER, "roster.csv"),
+                                              (STATUS_HEADER, "status.csv")])
+async def test_a_file_with_only_its_header_row_is_a_file_problem(
+        ctx: Context, tmp_path: Path, header: str, name: str) -> None:
+    """0件 read as success, and an empty status file would have stamped every clinic's
+    status as current: the file is refused by name and nothing changes."""
+    before = await institutions(ctx)
+    path = csv_file(tmp_path, header + "\n,,,,\n" if name == "status.csv" else header,
+                    name=name)
+    async with ctx.session() as session:
+        with pytest.raises(FileProblem) as problem:
+            if name == "roster.csv":
+                await import_roster(session, path, "26")
+            else:
+                await import_status(session, path, "26", NOW)
+    assert str(problem.value) == (f"{path}: データの行がありません（見出しの1行目だけです）。"
+                                  "2行目から1医療機関1行で入れてください")
+    assert await institutions(ctx) == before
