@@ -48,7 +48,7 @@ _KEEP_AUX = {"ない", "ず", "ぬ"}
 # Verbs that are grammar after に (について, に関する, における, による, に対する, に基づく):
 # compound particles, not content. Nearly every officer question has one, and so does every
 # entry's 〜についてご教示ください phrasing: as terms they made unrelated questions look alike.
-_AFTER_NI = {"つく", "関する", "おく", "よる", "対する", "基づく", "係る"}
+_AFTER_NI = {"つく", "関する", "おく", "よる", "対する", "基づく", "掛かる"}  # 係る, normalised
 # 照会 frames a question (…との照会がありました) far more often than it is one (厚生労働省へ
 # どう照会するか). Only the frame goes, and only in its reporting forms (had, received, is
 # coming in). 相談 goes only as 相談がありました: 相談を受ける is itself a 1号 requirement
