@@ -19,10 +19,13 @@ NAMES: dict[str, str] = {
     "46": "鹿児島県", "47": "沖縄県",
 }
 
-# 「東京」「大阪」 as typed: the name without 都・府・県 (北海道 is its own short name).
-_SHORT = {code: name if code == "01" else name[:-1] for code, name in NAMES.items()}
 _BY_NAME = {name: code for code, name in NAMES.items()}
+# 「東京」「大阪」 as typed: the name without 都・府・県 (北海道 is its own short name), and only
+# before a particle or the end: 「山口内科」「石川クリニック」 are surnames, not prefectures.
+_BY_SHORT = {(name if code == "01" else name[:-1]): code for code, name in NAMES.items()}
 _FULL = re.compile("|".join(sorted(NAMES.values(), key=len, reverse=True)))
+_SHORT = re.compile(f"({'|'.join(sorted(_BY_SHORT, key=len, reverse=True))})"
+                    r"(?=です|でした|の|で|に|から|と(?!申)|や|か|は|も|、|。|,|\.|\s|$)")
 
 
 def named_in(text: str) -> set[str]:
@@ -33,8 +36,7 @@ def named_in(text: str) -> set[str]:
     if text in NAMES:
         return {text}
     found = {_BY_NAME[m] for m in _FULL.findall(text)}
-    rest = _FULL.sub("　", text)
-    return found | {code for code, short in _SHORT.items() if short in rest}
+    return found | {_BY_SHORT[m] for m in _SHORT.findall(_FULL.sub("　", text))}
 
 
 def default_period(today: date) -> tuple[date, date]:

@@ -180,13 +180,13 @@ async def create_escalation(
     return esc
 
 
-async def account_escalations(session: AsyncSession, prefecture_code: str, account_id: int,
+async def account_escalations(session: AsyncSession, account_id: int,
                               esc_id: int | None = None, limit: int = 20,
                               linked_to: int | None | EllipsisType = ...) -> list[Escalation]:
-    """One chat account's inquiries in one prefecture, newest first (one of them by id);
-    `linked_to`: only those asked for that institution or before linking."""
-    stmt = select(Escalation).where(Escalation.prefecture_code == prefecture_code,
-                                    Escalation.chat_account_id == account_id)
+    """One chat account's own inquiries, newest first (one of them by id), in whichever
+    prefecture each went to: a chat that changed its prefecture still follows the ones it
+    sent before. `linked_to`: only those asked for that institution or before linking."""
+    stmt = select(Escalation).where(Escalation.chat_account_id == account_id)
     if esc_id is not None:
         stmt = stmt.where(Escalation.id == esc_id)
     if linked_to is not ...:

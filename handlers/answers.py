@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from db.models import Prefecture
 from handlers.context import Context
 from handlers.messages import Button, Reply
 from handlers.status import own_record, period_lines, settled, status_line
@@ -116,9 +117,9 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
                        ) -> Reply:
     entry = ctx.retriever.by_id[entry_id]
     text = entry.answer
-    # Only for a linked clinic: one bot may serve several prefectures, and an unlinked
-    # user's is only the default, which may not be theirs (a 静岡県 clinic asking a bot
-    # whose default is 京都府 must not read 京都府's deadline as its own).
+    # Only for a chat whose prefecture is known (linked, or said when it asked staff): one
+    # bot may serve several prefectures, and an unlinked user's is only the default, which
+    # may not be theirs (a 静岡県 clinic must not read 京都府's deadline as its own).
     if entry.local:
         lead, lines = await _local_lines(entry.local, ctx)
         text = lead + text + ("\n\n" + "\n".join(lines) if lines else "")
@@ -133,9 +134,14 @@ async def answer_reply(entry_id: str, ctx: Context, meta: dict[str, object] | No
 
 async def _local_lines(wanted: list[str], ctx: Context) -> tuple[str, list[str]]:
     """The linked clinic's own period, desk or 報告状況, read tenant-filtered: a lead for
-    before the answer, lines for after it."""
+    before the answer, lines for after it. An unlinked chat that said its prefecture gets
+    that prefecture's period and desk (public), never a 報告状況."""
     if (found := await own_record(ctx)) is None:
-        return "", []
+        if ctx.account is None or (known := ctx.account.known_prefecture) is None:
+            return "", []
+        async with ctx.session() as session:
+            said = await session.get(Prefecture, known)
+        return "", _prefecture_lines(wanted, said, ctx) if said else []
     inst, pref = found
     lead, lines = "", []
     done = settled(inst) if "status" in wanted else None
@@ -148,8 +154,15 @@ async def _local_lines(wanted: list[str], ctx: Context) -> tuple[str, list[str]]
                     "違う場合は、都道府県にお知らせください。\n\n以下は一般的なご案内です。\n")
         else:
             lines.append(line)
-    if "deadline" in wanted and not done:  # "あと119日" is not for a clinic that is done
+    # "あと119日" is not for a clinic that is done
+    lines += _prefecture_lines([w for w in wanted if w != "deadline" or not done], pref, ctx)
+    return lead, lines
+
+
+def _prefecture_lines(wanted: list[str], pref: Prefecture, ctx: Context) -> list[str]:
+    lines = []
+    if "deadline" in wanted:
         lines += period_lines(pref, ctx.clock().astimezone(JST).date())
     if "contact" in wanted and pref.inquiry_contact:
         lines.append(f"【{pref.name}の担当窓口】{pref.inquiry_contact}")
-    return lead, lines
+    return lines

@@ -40,9 +40,15 @@ class Account:
 
     @property
     def linked_prefecture(self) -> str | None:
-        """The prefecture of the linked institution; None before linking, when the chat's
-        tenant is only the bot's default and may not be the user's own."""
+        """The prefecture of the linked institution, whose records the chat may read."""
         return self.prefecture_code if self.linked else None
+
+    @property
+    def known_prefecture(self) -> str | None:
+        """The chat's own prefecture: the linked institution's, or the one an unlinked chat
+        said (handlers.prefecture_choice) or kept from an earlier link. None: the tenant is
+        only the bot's default and may not be the user's own."""
+        return self.prefecture_code
 
 
 def system_clock() -> datetime:
@@ -63,7 +69,8 @@ class Context:
 
     @property
     def tenant(self) -> str:
-        """The prefecture this conversation belongs to: the linked one, else the default."""
+        """The prefecture this conversation belongs to: the chat's known one, else the
+        bot's default."""
         if self.account and self.account.prefecture_code:
             return self.account.prefecture_code
         return self.config.default_prefecture

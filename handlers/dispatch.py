@@ -63,7 +63,7 @@ ROUTES = Router([
     Route("new_staff_question", payload("esc:new"), escalation.handle_new_question),
     Route("staff_prefecture_tap", payload(prefecture_choice.PAYLOAD),
           escalation.handle_prefecture),
-    Route("change_prefecture", command("prefecture", *prefecture_choice.CHANGE_WORDS),
+    Route("change_prefecture", prefecture_choice.asks_change,
           escalation.handle_change_prefecture),
     # 「人と話したい」 and other ways of asking for a person: courtesy's "staff" (small_talk).
     Route("ask_staff_cmd", command("ask", "担当者に聞く", "担当者に質問", "たんとうしゃにきく"),

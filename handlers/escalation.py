@@ -194,7 +194,7 @@ async def _escalate(msg: Inbound, ctx: Context, question: str, exchanges: list[d
     # The name the clinic is told: its prefecture is known once linked or chosen, while
     # an unlinked chat's default tenant may not be its own.
     context = {"history": shown, "candidates": candidates,
-               "prefecture_known": ctx.account.prefecture_code is not None}
+               "prefecture_known": ctx.account.known_prefecture is not None}
     async with ctx.session() as session:
         esc = await repo.create_escalation(session, ctx.tenant, ctx.account.id, question[:4000],
                                            context, ctx.clock(), ctx.account.institution_id)
@@ -218,23 +218,15 @@ async def _set_flow(msg: Inbound, ctx: Context, data: dict[str, str] | None = No
 
 async def handle_prefecture(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """The prefecture an unlinked chat named (tapped or typed), kept for the chat; the
-    question that waited for it is then sent."""
+    question that waited for it is then sent. Nothing else is ever sent from here: a late
+    or second tap only says where questions go."""
     assert ctx.account is not None
     waiting = ctx.flow == prefecture_choice.FLOW
-    question = str(ctx.flow_data.get("question") or "") if waiting else ""
-    if ctx.account.prefecture_code is not None:  # linked (or chosen) since it was asked
-        if waiting:
-            async with ctx.session() as session:
-                await repo.clear_state(session, msg.channel, msg.user_id)
-        if question:
-            turns = await history.recent(msg, ctx)
-            return [await _escalate(msg, ctx, question, history.for_staff(turns))]
-        return await handle_ask_staff(msg, ctx, {})
     tapped = msg.payload is not None
-    if not tapped and prefecture_choice.moved_on(msg.text):  # a new question, not an answer
-        async with ctx.session() as session:
-            await repo.clear_state(session, msg.channel, msg.user_id)
-        return await qa.handle_question(msg, ctx, {})
+    if ctx.account.linked or (not waiting and ctx.account.known_prefecture is not None):
+        return await _prefecture_settled(msg, ctx, waiting, tapped)
+    if waiting and not tapped and prefecture_choice.moved_on(msg.text, ctx.retriever):
+        return await _leave_prompt(msg, ctx)
     async with ctx.session() as session:
         served = await repo.prefectures(session)
     picked = prefecture_choice.read(found.get("arg", "") if tapped else msg.text, served, tapped)
@@ -245,37 +237,66 @@ async def handle_prefecture(msg: Inbound, ctx: Context, found: Found) -> list[Re
         if waiting:
             await repo.clear_state(session, msg.channel, msg.user_id)
     ctx = replace(ctx, account=replace(ctx.account, prefecture_code=picked.code))
-    lead = (f"このチャットのお問い合わせ先を{picked.name}に設定しました。"
-            + prefecture_choice.CHANGE_HINT)
-    if waiting and not question:  # 「都道府県を変更」: nothing was waiting to be sent
-        return [Reply(lead + "\nご質問があれば、そのまま入力してください。",
-                      meta={"action": prefecture_choice.FLOW})]
-    if question:
+    lead = prefecture_choice.chosen(picked.name)
+    if question := str(ctx.flow_data.get("question") or "") if waiting else "":
         turns = await history.recent(msg, ctx)
         replies = [await _escalate(msg, ctx, question, history.for_staff(turns))]
-    else:  # a choice tapped after the prompt ended: the question before it, if still open
-        replies = await handle_ask_staff(msg, ctx, {})
+    elif waiting:  # 「都道府県を変更」: nothing waited to be sent
+        return [Reply(lead + "\nご質問があれば、そのまま入力してください。",
+                      meta={"action": history.PREFECTURE_CHANGED})]
+    else:  # a tap after the prompt ended: the question before it only once confirmed
+        replies = await handle_ask_staff(msg, ctx, {"confirm": "yes"})
     return [replace(replies[0], text=lead + "\n\n" + replies[0].text), *replies[1:]]
 
 
-async def handle_change_prefecture(msg: Inbound, ctx: Context, _found: Found) -> list[Reply]:
+async def _prefecture_settled(msg: Inbound, ctx: Context, waiting: bool, tapped: bool,
+                              ) -> list[Reply]:
+    """The chat's prefecture is known already (linked since it was asked, or a second
+    tap): a tap says where questions go, a typed message is read as itself."""
+    if waiting:
+        async with ctx.session() as session:
+            await repo.clear_state(session, msg.channel, msg.user_id)
+    if not tapped:
+        return await qa.handle_question(msg, ctx, {})
+    async with ctx.session() as session:
+        current = await session.get(Prefecture, ctx.tenant)
+    name = current.name if current else "都道府県"
+    if ctx.account is not None and ctx.account.linked:
+        return [Reply(f"このチャットは{name}の医療機関と連携しているため、ご質問は{name}の"
+                      "担当者にお送りします。", meta={"action": prefecture_choice.FLOW})]
+    return [Reply(f"このチャットからのご質問は、{name}の担当者にお送りしています。"
+                  + prefecture_choice.CHANGE_HINT, meta={"action": prefecture_choice.FLOW})]
+
+
+async def _leave_prompt(msg: Inbound, ctx: Context) -> list[Reply]:
+    async with ctx.session() as session:
+        await repo.clear_state(session, msg.channel, msg.user_id)
+    return await qa.handle_question(msg, ctx, {})
+
+
+async def handle_change_prefecture(msg: Inbound, ctx: Context, found: Found) -> list[Reply]:
     """「都道府県を変更」: an unlinked chat chooses again (a wrong tap must not send every
-    later question to another prefecture's desk); a linked chat's is its institution's."""
+    later question to another prefecture's desk); the current one holds until the new one
+    is given, so a キャンセル keeps it. A linked chat's is its institution's."""
     assert ctx.account is not None
     async with ctx.session() as session:
         served = await repo.prefectures(session)
         current = await session.get(Prefecture, ctx.tenant)
     name = current.name if current else "都道府県"
     if ctx.account.linked:
-        return [Reply(f"このチャットは{name}の医療機関と連携しているため、お問い合わせは"
-                      f"{name}の担当者にお送りします。", meta={"action": prefecture_choice.FLOW})]
+        return [Reply(f"このチャットは{name}の医療機関と連携しているため、ご質問は{name}の"
+                      "担当者にお送りします。", meta={"action": prefecture_choice.FLOW})]
     if len(served) <= 1:
-        return [Reply(f"このチャットのお問い合わせは、{name}の担当者にお送りしています。",
+        return [Reply(f"このチャットからのご質問は、{name}の担当者にお送りしています。所在地が"
+                      f"{name}以外の場合は、所在地の都道府県の窓口へお問い合わせください。",
                       meta={"action": prefecture_choice.FLOW})]
-    async with ctx.session() as session:
-        await repo.set_chat_prefecture(session, ctx.account.id, None)
     await _set_flow(msg, ctx, {"question": ""}, prefecture_choice.FLOW)
-    return [prefecture_choice.ask(served)]
+    if arg := found.get("arg"):  # 「都道府県を変更 東京都」
+        return await handle_prefecture(replace(msg, text=arg),
+                                       replace(ctx, flow=prefecture_choice.FLOW,
+                                               flow_data={"question": ""}), {})
+    known = ctx.account.known_prefecture is not None
+    return [prefecture_choice.ask(served, f"現在の送り先は{name}です。" if known else "")]
 
 
 def _receipt(m: re.Match[str]) -> Found:
@@ -366,7 +387,7 @@ async def handle_supplement(msg: Inbound, ctx: Context, found: Found) -> list[Re
                       f"（例：「{esc.receipt}の補足です。当院は有床診療所です。」）",
                       meta={"action": SUPPLEMENTED})]
     try:
-        added = await desk.add_supplement(ctx.session, ctx.tenant, esc.id,
+        added = await desk.add_supplement(ctx.session, esc.prefecture_code, esc.id,
                                           linking.mask_codes(msg.text.strip()), ctx.clock())
     except desk.DeskRefused as full:
         return [Reply(full.message, meta={"action": SUPPLEMENTED})]
@@ -388,19 +409,20 @@ async def _as_new_inquiry(msg: Inbound, ctx: Context, old: Escalation, why: str)
 
 async def _account_inquiries(ctx: Context, found: Found, linked_now: bool = True,
                              ) -> list[Escalation]:
-    """This chat's inquiries in this prefecture, newest first (the one a receipt names).
+    """This chat's own inquiries, newest first (the one a receipt names), whichever
+    prefecture each went to: the chat account is the boundary, never the tenant.
 
     `linked_now`: only those asked for the institution the chat is linked to now. Asked
     under another link (a relink, a revoked one), an inquiry is that institution's; asked
     before linking, it is the chat's own (ask first, find the letter's code later)."""
     assert ctx.account is not None
     receipt = found.get("receipt")
-    if receipt and found["prefecture"] != ctx.tenant:  # another prefecture's number
-        return []
     async with ctx.session() as session:
-        return await repo.account_escalations(
-            session, ctx.tenant, ctx.account.id, int(found["id"]) if receipt else None,
+        rows = await repo.account_escalations(
+            session, ctx.account.id, int(found["id"]) if receipt else None,
             linked_to=ctx.account.institution_id if linked_now else ...)
+    # A receipt names its prefecture too: Q13-000001 is not this chat's Q26-000001.
+    return [e for e in rows if not receipt or e.prefecture_code == found["prefecture"]]
 
 
 def _not_found(found: Found) -> Reply:

@@ -21,8 +21,10 @@ FEEDBACK = "feedback"  # the logged action of a 👍/👎 (entry_id set when it 
 SMALL_TALK = "smalltalk"  # thanks, greetings, 「やっぱりやめます」: the topic is closed
 OFFER = "offer_staff"  # an offer to send the question before it (it carries none itself)
 LINKED = "linked"  # the chat was linked to an institution: what came before is another's
+# An unlinked chat changed its prefecture: what came before went to another prefecture.
+PREFECTURE_CHANGED = "prefecture_changed"
 # Turns after which an earlier question is no longer the one a 「担当者に聞く」 means.
-_CLOSED = (ESCALATED, SMALL_TALK, LINKED, "help", "cancel")
+_CLOSED = (ESCALATED, SMALL_TALK, LINKED, PREFECTURE_CHANGED, "help", "cancel")
 # How old a question may be and still be sent on with one tap; an older one is asked for.
 OPEN_WINDOW = timedelta(hours=1)
 # How long the bot's last reply is what a typed reply answers. Short: a campaign message or
@@ -81,7 +83,7 @@ def question_answered(turns: list[ConversationLog], entry_id: str) -> str:
     an escalation lies in between (that question may already be with staff), nor across a
     relink (it was asked for another institution)."""
     for i, turn in enumerate(turns):
-        if turn.action in (ESCALATED, LINKED):  # with staff already, or another's question
+        if turn.action in (ESCALATED, LINKED, PREFECTURE_CHANGED):  # with staff, or another's
             return ""
         if turn.action == "answer" and turn.entry_id == entry_id:
             if turn.payload is None:
@@ -97,7 +99,7 @@ def for_staff(turns: list[ConversationLog]) -> list[dict]:
     status, its deadline), which may be another prefecture's."""
     shown = []
     for t in turns:  # newest first
-        if t.action == LINKED:
+        if t.action in (LINKED, PREFECTURE_CHANGED):
             break
         if t.payload is None and t.inbound_text and not (t.action or "").startswith("link"):
             shown.append({"q": t.inbound_text, "a": t.reply_text, "action": t.action,

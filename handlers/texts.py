@@ -13,8 +13,8 @@ def shorten(text: str, limit: int = 40) -> str:
 
 
 def staff_of(prefecture_name: str | None) -> str:
-    """Who answers: the clinic's own prefecture once the chat is linked (「東京都の担当者」),
-    otherwise the generic 都道府県 (an unlinked chat's prefecture is only the bot's default)."""
+    """Who answers: the clinic's own prefecture once the chat's is known (「東京都の担当者」),
+    otherwise the generic 都道府県 (the tenant is then only the bot's default)."""
     return f"{prefecture_name}の担当者" if prefecture_name else "都道府県の担当者"
 
 
