@@ -40,6 +40,18 @@ async def ask_staff(ctx: Context, user: str = "clerk-1", question: str = QUESTIO
     return reply
 
 
+async def tokyo_clinic(ctx: Context, inst_code: str) -> tuple[Institution, str]:
+    """A Tokyo clinic on the roster and the one-time code of its 案内 letter."""
+    async with ctx.session() as session:
+        inst = Institution(prefecture_code="13", code=inst_code, name=f"東京医院{inst_code}",
+                           kind="clinic", status="未報告")
+        session.add(inst)
+        await session.commit()
+        code, _ = await issue_code(session, inst, NOW, 30)
+        await session.commit()
+    return inst, code
+
+
 @pytest.fixture
 async def two(ctx: Context) -> Context:
     """The bot's default is 京都府 (26); it also serves 東京都 (13)."""
@@ -130,13 +142,7 @@ async def test_a_wrong_choice_can_be_changed(two: Context) -> None:
 
 
 async def test_a_linked_chat_is_never_asked(two: Context) -> None:
-    async with two.session() as session:
-        inst = Institution(prefecture_code="13", code="1310001", name="東京テスト医院",
-                           kind="clinic", status="未報告")
-        session.add(inst)
-        await session.commit()
-        code, _ = await issue_code(session, inst, NOW, 30)
-        await session.commit()
+    inst, code = await tokyo_clinic(two, "1310001")
     await dispatch(said(f"連携 {code}"), two)
     sent = await ask_staff(two)
     assert "東京都の担当者にお問い合わせを送りました" in sent.text
@@ -224,13 +230,7 @@ async def test_a_surname_is_not_a_prefecture(two: Context) -> None:
 
 
 async def test_a_link_code_typed_at_the_prompt_ends_it(two: Context) -> None:
-    async with two.session() as session:
-        inst = Institution(prefecture_code="13", code="1310002", name="東京第二医院",
-                           kind="clinic", status="未報告")
-        session.add(inst)
-        await session.commit()
-        code, _ = await issue_code(session, inst, NOW, 30)
-        await session.commit()
+    _, code = await tokyo_clinic(two, "1310002")
     await ask_staff(two)
     await dispatch(said(f"連携 {code}"), two)
     [next_one] = await dispatch(said("G-MISのアカウントはどうやって作りますか"), two)
