@@ -212,6 +212,18 @@ async def set_chat_prefecture(session: AsyncSession, account_id: int, code: str 
     return bool(result.rowcount)
 
 
+async def adopt_turns(session: AsyncSession, channel: str, user_id: str, code: str) -> int:
+    """Give a chat's turns logged before its prefecture was known (unlinked, in a bot
+    serving several) to the prefecture it has now said or linked to (caller commits): its
+    unanswered questions are that desk's to-do list, and never another prefecture's."""
+    result = await session.exec(  # type: ignore[call-overload]
+        update(ConversationLog).where(col(ConversationLog.channel) == channel,
+                                      col(ConversationLog.external_user_id) == user_id,
+                                      col(ConversationLog.prefecture_code).is_(None))
+        .values(prefecture_code=code))
+    return int(result.rowcount or 0)
+
+
 async def set_reachable(session: AsyncSession, channel: str, user_id: str, reachable: bool,
                         ) -> bool:
     """Record whether messages reach this account (False: the user blocked the bot);

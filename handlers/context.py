@@ -46,7 +46,7 @@ class Account:
     @property
     def known_prefecture(self) -> str | None:
         """The chat's own prefecture: the linked institution's, or the one an unlinked chat
-        said (handlers.prefecture_choice) or kept from an earlier link. None: the tenant is
+        said (handlers.prefecture_choice); an unlink clears it. None: the tenant is
         only the bot's default and may not be the user's own."""
         return self.prefecture_code
 

@@ -106,9 +106,15 @@ def _tally(name: str, c: Counter[str]) -> Progress:
 
 async def _unanswered(session: AsyncSession, pref: str, since: datetime, top: int,
                       ) -> list[tuple[str, int]]:
-    """Questions the bot escalated or only guessed at, grouped by normalised text."""
+    """Questions the bot escalated or only guessed at, grouped by normalised text. An
+    unlinked chat's turns before it said its prefecture are logged with none: they are the
+    desk's only when the bot serves that one prefecture alone."""
+    alone = [p.code for p in await repo.prefectures(session)] == [pref]
+    mine = col(ConversationLog.prefecture_code) == pref
+    if alone:
+        mine = mine | col(ConversationLog.prefecture_code).is_(None)
     stmt = select(ConversationLog.inbound_text).where(
-        ConversationLog.prefecture_code == pref, ConversationLog.created_at >= since,
+        mine, ConversationLog.created_at >= since,
         col(ConversationLog.action).in_(UNANSWERED_ACTIONS),
         col(ConversationLog.payload).is_(None))
     groups: dict[str, Counter[str]] = {}

@@ -23,6 +23,7 @@ from handlers import (
     qa,
     smalltalk,
     status,
+    tickets,
     wizard,
 )
 from handlers.context import Account, Context
@@ -82,9 +83,9 @@ ROUTES = Router([
     Route("check_resume", command("resume", "確認を続ける", "確認の続き", "続きから"),
           wizard.handle_resume),
     Route("status_request", status.asks_status, status.handle_status),
-    Route("withdraw", escalation.asks_withdraw, escalation.handle_withdraw),
-    Route("supplement", escalation.adds_to_ticket, escalation.handle_supplement),
-    Route("ticket", escalation.asks_ticket, escalation.handle_ticket_status),
+    Route("withdraw", tickets.asks_withdraw, tickets.handle_withdraw),
+    Route("supplement", tickets.adds_to_ticket, tickets.handle_supplement),
+    Route("ticket", tickets.asks_ticket, tickets.handle_ticket_status),
     Route("menu_status", payload("menu:status"), status.handle_status),
     Route("menu_check", payload("menu:check"), wizard.handle_start),
     Route("wizard", payload("wiz"), wizard.handle_answer),
@@ -192,10 +193,13 @@ async def _log(msg: Inbound, ctx: Context, replies: list[Reply]) -> None:
     score = meta.get("score")
     answered = [str(r.meta["entry_id"]) for r in replies
                 if r.meta.get("action") == "answer" and r.meta.get("entry_id")]
+    # Not the tenant: an unlinked chat's default is not its own prefecture. Its turns wait
+    # with none until it says or links one (repo.adopt_turns).
+    pref = ctx.account.known_prefecture if ctx.account else None
     try:
         await ctx.turns.write(ctx.begin, dict(
             channel=msg.channel, external_user_id=msg.user_id,
-            prefecture_code=ctx.tenant, inbound_text=msg.text, payload=msg.payload,
+            prefecture_code=pref, inbound_text=msg.text, payload=msg.payload,
             reply_text="\n\n".join(r.text for r in replies)[:MAX_TEXT],
             action=meta.get("action"), entry_id=meta.get("entry_id"),
             entry_ids=answered if len(answered) > 1 else None,

@@ -17,18 +17,21 @@ import re
 import secrets
 import unicodedata
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import ColumnElement, and_, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import ChatAccount, Institution, LinkAttempt, LinkCode
+from db import repo
+from db.models import ChatAccount, Institution, LinkAttempt, LinkCode, Prefecture
 from handlers import courtesy, history
 from handlers.context import Account, Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.router import Found, Matcher, command
 from handlers.texts import WELCOME
+from scheduler.cadence import Run, cycle_runs, settings_for
+from scheduler.calendar import JST, sending_hours
 
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LENGTH = 10
@@ -92,10 +95,12 @@ def _stored_forms(code: str, key: bytes | None) -> list[str]:
 
 
 async def issue_code(session: AsyncSession, institution: Institution, now: datetime,
-                     days: int, key: bytes | None = None) -> tuple[str, datetime]:
-    """Create a code for one institution (caller commits); returns the plain code once."""
+                     days: int, key: bytes | None = None, *, expires: datetime | None = None,
+                     ) -> tuple[str, datetime]:
+    """Create a code for one institution (caller commits); returns the plain code once.
+    It expires `days` from now, or at `expires` (see valid_through) when given."""
     assert institution.id is not None
-    code, expires = new_code(), now + timedelta(days=days)
+    code, expires = new_code(), expires or now + timedelta(days=days)
     session.add(LinkCode(prefecture_code=institution.prefecture_code,
                          institution_id=institution.id, code_hash=hash_code(code, key),
                          expires_at=expires, created_at=now))
@@ -369,9 +374,12 @@ def _lockout(recent: list[datetime], now: datetime) -> bool:
 
 
 async def _unlink(session: AsyncSession, which: ColumnElement[bool]) -> int:
-    """Clear the link of the chat accounts `which` selects (caller commits)."""
+    """Clear the link of the chat accounts `which` selects (caller commits). The
+    prefecture goes with it: a clerk who moved to a clinic elsewhere is asked again rather
+    than having questions sent to the former one's desk."""
     result = await session.exec(  # type: ignore[call-overload]
-        update(ChatAccount).where(which).values(institution_id=None, linked_at=None))
+        update(ChatAccount).where(which).values(institution_id=None, linked_at=None,
+                                                prefecture_code=None))
     return int(result.rowcount or 0)
 
 
@@ -408,7 +416,23 @@ async def _link_account(session: AsyncSession, account_id: int, institution: Ins
     account.institution_id, account.prefecture_code = institution.id, institution.prefecture_code
     account.linked_at = now
     session.add(account)
+    await repo.adopt_turns(session, account.channel, account.external_user_id,
+                           institution.prefecture_code)
     await session.commit()
+
+
+def _live(institution_ids: list[int], now: datetime) -> ColumnElement[bool]:
+    """Codes of these institutions that still link a chat: unused and not expired."""
+    return and_(col(LinkCode.institution_id).in_(institution_ids),
+                col(LinkCode.used_at).is_(None), col(LinkCode.expires_at) > now)
+
+
+async def live_codes(session: AsyncSession, institution_ids: list[int], now: datetime) -> int:
+    """How many codes issuing new ones would end: letters that may be in the post."""
+    if not institution_ids:
+        return 0
+    stmt = select(func.count()).select_from(LinkCode).where(_live(institution_ids, now))
+    return int((await session.exec(stmt)).one())
 
 
 async def expire_unused_codes(session: AsyncSession, institution_ids: list[int],
@@ -418,11 +442,34 @@ async def expire_unused_codes(session: AsyncSession, institution_ids: list[int],
     if not institution_ids:
         return 0
     result = await session.exec(  # type: ignore[call-overload]
-        update(LinkCode)
-        .where(col(LinkCode.institution_id).in_(institution_ids),
-               col(LinkCode.used_at).is_(None), col(LinkCode.expires_at) > now)
-        .values(expires_at=now))
+        update(LinkCode).where(_live(institution_ids, now)).values(expires_at=now))
     return int(result.rowcount or 0)
+
+
+# A clinic chased by the prefecture's last 督促 may take a while to link with its letter.
+AFTER_LAST_REMINDER = timedelta(days=14)
+
+
+async def valid_through(session: AsyncSession, prefecture_code: str, now: datetime,
+                        days: int) -> tuple[date, Run | None]:
+    """The last day (JST) a code issued now works, and the run it was stretched to cover:
+    `days` from now, but never before AFTER_LAST_REMINDER past the prefecture's last 督促
+    of the cycle. 120 days from December had ended the codes in April while 督促 went on
+    into May, to clinics holding the letter's code."""
+    least = (now + timedelta(days=days)).astimezone(JST).date()
+    pref = await session.get(Prefecture, prefecture_code)
+    if pref is None or pref.period_end is None:
+        return least, None
+    runs = cycle_runs(await settings_for(session, prefecture_code), pref.period_end,
+                      *sending_hours(pref))
+    if not runs or (covers := runs[-1].at.astimezone(JST).date() + AFTER_LAST_REMINDER) <= least:
+        return least, None
+    return covers, runs[-1]
+
+
+def end_of_day(day: date) -> datetime:
+    """The moment a code valid through `day` (JST) expires: midnight after it."""
+    return datetime.combine(day + timedelta(days=1), time(0), JST)
 
 
 async def revoke_links(session: AsyncSession, prefecture_code: str, institution_code: str,

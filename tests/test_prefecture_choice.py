@@ -11,6 +11,7 @@ from db.prefectures import named_in
 from db.seed import ensure_prefecture
 from handlers import desk, prefecture_choice
 from handlers.context import Context
+from handlers.desk_digest import build_digest
 from handlers.dispatch import dispatch
 from handlers.linking import issue_code
 from handlers.messages import Inbound, Reply
@@ -283,3 +284,56 @@ async def test_a_bot_for_one_prefecture_answers_in_the_name_of_都道府県(ctx:
             Outbox.channel == "telegram"))).all()}
     assert "都道府県から厚生労働省に確認しています" in told["escalation_forwarded"]
     assert "都道府県の担当者から回答が届きました" in told["escalation_answer"]
+
+
+async def unanswered(ctx: Context, pref: str) -> list[str]:
+    async with ctx.session() as session:
+        return [q for q, _ in (await build_digest(session, pref, NOW)).unanswered]
+
+
+async def test_an_unlinked_chats_unanswered_question_is_only_its_own_prefectures(
+        two: Context) -> None:
+    """The digest's 「答えられなかった質問」 is one desk's to-do list: a question from a chat
+    that has not said its prefecture is no desk's until it does, then it is that one's."""
+    await dispatch(said(QUESTION), two)
+    assert QUESTION not in await unanswered(two, "26")  # the default is not its own
+    assert QUESTION not in await unanswered(two, "13")
+    await dispatch(said("担当者に聞く", payload="esc:ask"), two)
+    await dispatch(said("東京都"), two)
+    assert QUESTION in await unanswered(two, "13")
+    assert QUESTION not in await unanswered(two, "26")
+    later = "分院の管理者が兼務の場合の扱いはどうなりますか"
+    await dispatch(said(later), two)  # asked once its prefecture is known
+    assert later in await unanswered(two, "13") and later not in await unanswered(two, "26")
+
+
+async def test_a_bot_for_one_prefecture_lists_every_unlinked_question(ctx: Context) -> None:
+    await dispatch(said(QUESTION), ctx)
+    assert QUESTION in await unanswered(ctx, "26")
+
+
+async def test_linking_gives_the_earlier_questions_to_the_institutions_prefecture(
+        two: Context) -> None:
+    _, code = await tokyo_clinic(two, "1310003")
+    await dispatch(said(QUESTION), two)
+    await dispatch(said(f"連携 {code}"), two)
+    assert QUESTION in await unanswered(two, "13")
+    assert QUESTION not in await unanswered(two, "26")
+
+
+async def test_after_unlinking_the_chat_is_asked_its_prefecture_again(two: Context) -> None:
+    """A clerk who moved to a clinic elsewhere: the former institution's desk is not theirs."""
+    _, code = await tokyo_clinic(two, "1310004")
+    await dispatch(said(f"連携 {code}"), two)
+    first = await ask_staff(two)
+    assert "東京都の担当者にお問い合わせを送りました" in first.text
+    await dispatch(said("連携解除"), two)
+    [done] = await dispatch(said("連携を解除する", payload="link:unlink"), two)
+    assert "連携を解除しました" in done.text
+    asked = await ask_staff(two, question="紙の調査票はどこで手に入りますか")
+    assert "どちらの都道府県ですか" in asked.text
+    [sent] = await dispatch(said("京都府"), two)
+    assert "京都府の担当者にお問い合わせを送りました" in sent.text
+    assert [e.prefecture_code for e in await escalations(two)] == ["13", "26"]
+    [status] = await dispatch(said("さっきの問い合わせどうなりました"), two)
+    assert (await escalations(two))[1].receipt in status.text  # its own, as before
