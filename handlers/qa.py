@@ -88,6 +88,15 @@ _ASKS_WHERE = re.compile(
     r"(?:すれば|したら|して|けば|れば|いたら|きけば|ききたい|するの|する)?"
     r"(?:いい|よい|良い)?(?:ですか|でしょうか|の|か|んですか)?"
     r"(?:教えて(?:ください|下さい)?|知りたい(?:です)?)?[?？。]*$")
+# 「締め切りとパスワードと紙の調査票について教えて」: topics named in a row, each a question
+# (read only when the whole has no sure answer). Not 「病院と診療所の違い」: one question.
+_TOPIC_LIST = re.compile(
+    r"^(?P<list>[^。？?！!]{3,60}?)(?:について|に関して|に関する(?:こと|事)|の(?:こと|事)"
+    r"(?:を|について)?|を)(?:それぞれ|まとめて)?(?:教えて|おしえて|知りたい|確認したい)"
+    r"(?:ください|下さい|いただけますか|もらえますか|ほしい(?:です)?|欲しい(?:です)?|です)?"
+    r"[。？?！!]*$")
+_TOPIC_SEP = re.compile(r"と|、|,|，|や|及び|および")
+_ONE_QUESTION = re.compile(r"違い|ちがい|差|比較|関係|共通|区別|どちら|どっち|両方|関連")
 DESK_ENTRIES = {"gmis_callcenter": "contact-gmis-vs-prefecture",
                 "prefecture": "contact-system-questions"}
 # A prefecture's letter about this report pasted whole (「…の提出について（督促）」, 「…の実施
@@ -218,7 +227,7 @@ async def _each_question(msg: Inbound, ctx: Context, by_sentence: bool = False,
     answered = {d.entry_id: d for d in decisions if d.action == "answer" and d.entry_id}
     if by_sentence and len(answered) < 2:
         return []
-    others = _left_over(parts, decisions, answered, ctx, by_sentence)
+    others = _left_over(parts, decisions, answered, ctx, by_sentence and not numbered)
     if not (answered or own) or (len(answered) + len(own) == 1 and not others):
         return []
     replies = [r for p in own for r in await handle_status(replace(msg, text=p), ctx, {})]
@@ -303,6 +312,8 @@ def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]
     questions each however they end when two or more of them ask or the list opens the
     message and runs 1, 2…; 「★は①掲示②一次診療③相談のことですか？」 is one question
     listing three things."""
+    if by_sentence and (topics := _topics(text)):
+        return [(t, False) for t in topics], True
     spaced = _opens_a_run(text, _SPACED_NUMBER,
                           [int(m.group(1)) for m in _SPACED_NUMBER.finditer(text)])
     markers = _NUMBER.findall(text)
@@ -330,6 +341,16 @@ def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]
     if numbered and raw and not split.match(text.strip()):  # 「至急です。①…」: the lead is context
         parts = [p for p in parts if p[0] != raw[0]]
     return (parts if 2 <= len(parts) <= (5 if numbered else 3) else []), numbered
+
+
+def _topics(text: str) -> list[str]:
+    """The topics of 「AとBとCについて教えて」, each to be answered as if listed (2 to 5), or
+    [] when the message is not such a row."""
+    m = _TOPIC_LIST.match(unicodedata.normalize("NFKC", text).strip())
+    if m is None or _ONE_QUESTION.search(m.group("list")):
+        return []
+    topics = [t.strip(" 　") for t in _TOPIC_SEP.split(m.group("list"))]
+    return topics if 2 <= len(topics) <= 5 and all(topics) else []
 
 
 def _opens_a_run(text: str, marker: re.Pattern[str], numbers: list[int]) -> bool:

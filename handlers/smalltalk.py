@@ -84,6 +84,10 @@ def _in_kind(kinds: set[str], text: str) -> Reply:
     if "greeting" in kinds:
         back = next((v for k, v in _GREETING_BACK.items() if k in text), "こんにちは。")
         return Reply(back + GREETING_INTRO, basic.MENU, meta=SMALLTALK)
+    if "weather" in kinds:
+        care = "" if "天" in text else "どうぞお体に気をつけてお過ごしください。"
+        return Reply(f"そうですね。{care}かかりつけ医機能報告についてのご質問があれば、そのまま"
+                     "入力してください。", meta=SMALLTALK)
     if "excuse" in kinds:
         return Reply("はい、どのようなことでしょうか。ご質問をそのまま入力してください。",
                      meta=SMALLTALK)

@@ -52,6 +52,10 @@ _ASKS_PLAINLY = re.compile(r"(?:教えて(?:ください|下さい|ほしい)|�
 _ASKS = re.compile(r"(?:か|かね|の|かな|教えて(?:ください|下さい)?|ほしい|けど|ですが"
                    r"|たい(?:です)?|忘れた|できない|どうなる|必要|いつ|まで|どこ|何|なに)[。…]*$")
 
+_LEADING = re.compile(r"^\s*(?P<word>はい|ええ|うん|いいえ|いえ|いや)[、,。!！\s]+(?P<rest>\S.*)$",
+                      re.DOTALL)
+_TURN = re.compile(r"でも|けど|けれど|ですが|ただ|しかし|ただし|一部|たまに|時々|場合")
+
 
 @dataclass(frozen=True)
 class Step:
@@ -325,9 +329,22 @@ def _value_from_text(text: str, current: str | None) -> str:
         if step.choices != YES_NO and not _asks(text):  # 「うちは一般病院です」 names one
             named = [choice for label, choice in step.choices if label in text]
             value = named[0] if len(named) == 1 else ""
-    value = labels.get(text.strip().rstrip("。.!！")) or courtesy.yes_or_no(text) or value
+    value = (labels.get(text.strip().rstrip("。.!！")) or courtesy.yes_or_no(text)
+             or (_leading_answer(text, current) if current else None) or value)
     return value if value in ("back", "cancel") or (
         current and value in {v for _, v in STEPS[current].choices}) else ""
+
+
+def _leading_answer(text: str, current: str) -> str | None:
+    """「いいえ、歯科じゃないです」: a plain いいえ first answers the step, and the rest only
+    explains it (the rest alone is never read as yes or no, see Step.topic). Not when the
+    rest asks or turns (「はい、でも医科もあります」 means no); and a leading はい never
+    answers an eligibility step, where a wrong yes would tell a clinic it need not report."""
+    m = _LEADING.match(unicodedata.normalize("NFKC", text))
+    if m is None or _asks(m.group("rest")) or _TURN.search(m.group("rest")):
+        return None
+    answer = courtesy.yes_or_no(m.group("word"))
+    return None if answer == "yes" and current in _ELIGIBILITY else answer
 
 
 def _is_question(text: str, asks: bool, action: str) -> bool:

@@ -568,6 +568,20 @@ async def test_a_list_numbered_with_spaces_is_each_taken_up(ctx: Context) -> Non
         assert len(replies) == 1, whole
 
 
+async def test_topics_named_in_a_row_are_each_answered(ctx: Context) -> None:
+    """「締め切りとパスワードと紙の調査票について教えて」 had got only buttons for the paper
+    form: the deadline and the password were lost. Each topic is taken up, in its order;
+    a comparison (「…の違いを教えて」) stays one question."""
+    replies = await dispatch(said("締め切りとパスワードと紙の調査票について教えて"), ctx)
+    assert [r.text.split("」")[0] for r in replies] == [
+        "「締め切り", "「パスワード", "「紙の調査票"]
+    assert replies[0].meta["entry_id"] == "schedule-reporting-period"
+    assert "G-MIS事務局" in replies[1].text and "050-3355-8230" in replies[1].text
+    assert replies[2].meta["entry_id"] == "method-paper-allowed"
+    [whole] = await dispatch(said("病院と診療所の違いを教えて", user="u2"), ctx)
+    assert not whole.text.startswith("「病院」について")
+
+
 async def test_a_list_that_opens_the_message_is_taken_item_by_item(ctx: Context) -> None:
     """「1. 締め切りはいつ 2. パスワードを忘れた」 answered the password only, and
     「(1)締め切り (2)パスワード」 gave one mixed list of buttons (a user test). Items asking

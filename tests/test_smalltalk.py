@@ -77,6 +77,10 @@ async def feedback_of(ctx: Context, text: str) -> int | None:
     ("いくつか質問してもいいですか", "はい、どうぞ"),
     ("追加で一点お伺いしてもよろしいでしょうか。", "はい、どうぞ"),
     ("かかりつけ医の報告のことで", "はい、どうぞ"),  # had got the whole system's overview
+    # A remark on the weather had been apologised for and offered to staff.
+    ("今日は寒いですね", "そうですね。どうぞお体に"),
+    ("寒くなりましたね！", "そうですね。どうぞお体に"),
+    ("いい天気ですね", "そうですね。かかりつけ医機能報告"),
 ])
 async def test_small_talk_gets_a_reply_in_kind_and_no_hand_off(
         ctx: Context, text: str, expected: str) -> None:
@@ -118,6 +122,8 @@ async def test_thanks_as_the_first_message_is_not_told_it_helped(ctx: Context,
     "わかったけど期限は？",
     "院長です。報告期限はいつ？",
     "うちの病院の報告です",
+    "今日の天気は？",
+    "寒い地域の訪問診療の扱いは",
 ])
 def test_a_question_is_not_read_as_courtesy(text: str) -> None:
     assert kinds_of(text) == []

@@ -121,6 +121,22 @@ async def test_a_typed_answer_at_the_closed_step_keeps_the_buttons(ctx: Context)
     assert [b.label for b in r.buttons][:2] == ["はい", "いいえ"]
 
 
+async def test_a_typed_yes_or_no_with_its_reason_answers_the_step(ctx: Context) -> None:
+    """「いいえ、歯科ではありません」 had been told to tap a button: the いいえ first is the
+    answer, the rest explains it. A rest that asks something is a question instead, and a
+    はい with a reason answers only a step where yes exempts no one (test above)."""
+    await dispatch(said("対象か確認"), ctx)
+    await dispatch(said("診療所"), ctx)
+    [r] = await dispatch(said("いいえ、歯科ではありません。内科です"), ctx)
+    assert "休院" in r.text and "ボタンでお答えください" not in r.text
+    [r] = await dispatch(said("いいえ。届出はしていません"), ctx)
+    assert "判定：報告の対象です" in r.text
+    [r] = await dispatch(said("はい、お願いします"), ctx)
+    assert "★1" in r.text
+    *_, note = await dispatch(said("はい、掲示はいつまでに必要ですか"), ctx)
+    assert "★2" not in note.text and "一時中断" in note.text  # asked, not answered yes
+
+
 async def test_without_1go_no_2go_questions(ctx: Context) -> None:
     [r] = await dispatch(said("対象か確認"), ctx)
     for label in ("診療所", "いいえ", "いいえ", "確認する", "はい", "いいえ"):
@@ -180,7 +196,7 @@ async def test_asked_for_in_words_and_a_question_mid_check_is_not_dropped(
 
 @pytest.mark.parametrize("sentence", [
     "歯科もやってます", "うちは歯科しかやってないです", "歯科医療機関ではないわけではないです",
-    "いいえ、歯科ではありません。内科です", "はい、でも医科もあります"])
+    "いいえ、でも歯科の日もあります", "はい、でも医科もあります", "はい、歯科のみです"])
 async def test_a_sentence_is_never_read_as_an_answer(ctx: Context, sentence: str) -> None:
     """Whether 「歯科しかやってないです」 is a yes or a no depends on what it negates; read
     by its ending it told a dental clinic to report, and 「相談はお断りしています」 became a
