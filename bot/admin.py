@@ -18,8 +18,16 @@ from db.engine import make_engine, make_sessionmaker
 from db.imports import ImportResult, import_report, import_roster, import_status
 from db.models import Institution, Prefecture
 from db.seed import ensure_prefecture
-from handlers.linking import expire_unused_codes, issue_code, revoke_links
+from handlers.linking import (
+    end_of_day,
+    expire_unused_codes,
+    issue_code,
+    live_codes,
+    revoke_links,
+    valid_through,
+)
 from handlers.rules import Facility, obligation
+from scheduler.calendar import JST
 
 
 def exists_unforced(out: Path, force: bool) -> bool:
@@ -79,7 +87,7 @@ async def run_import(settings: Settings, kind: str, path: Path, prefecture: str)
                 result = await import_status(session, path, prefecture, now, progress)
             else:
                 result = await import_report(session, path, prefecture, progress)
-        code = report(result)
+        code = report(result, prefecture)
         if new and code == 0:  # its dates are the statutory defaults until calendar set
             print(f"{pref.name}（{prefecture}）を新しく登録しました。報告期間は仮に"
                   f"{pref.period_start:%Y-%m-%d}〜{pref.period_end:%Y-%m-%d}、問い合わせ先は"
@@ -98,7 +106,7 @@ async def run_import(settings: Settings, kind: str, path: Path, prefecture: str)
         return 1
 
 
-def report(result: ImportResult) -> int:
+def report(result: ImportResult, prefecture: str) -> int:
     print(f"{result.file}: 文字コード {result.encoding}、{result.rows}行")
     if result.errors:
         print(f"エラーが{len(result.errors)}件あるため、何も取り込みませんでした。",
@@ -108,11 +116,18 @@ def report(result: ImportResult) -> int:
         return 1
     print(f"取り込み完了：新規 {result.created}件、更新 {result.updated}件、"
           f"変更なし {result.unchanged}件")
+    if result.short_codes:  # no prefecture number to check them against: say so
+        print(f"7桁の医療機関コード {result.short_codes}件は都道府県番号を含まないため、"
+              f"都道府県 {prefecture} の医療機関として取り込みました（10桁のコードなら"
+              "先頭2桁で都道府県を確かめます）。")
     return 0
 
 
 async def run_issue_codes(settings: Settings, prefecture: str, institution: str | None,
-                          out: Path, force: bool) -> int:
+                          out: Path, force: bool, reissue: bool = False) -> int:
+    """Issue codes to a CSV. Where unused codes are still live (letters that may be in the
+    post), nothing is done without --reissue: the operator hears how many would stop
+    working before, not after."""
     # CLI front-end: a blocking exists() check before the work is harmless here.
     if out.is_dir():  # noqa: ASYNC240
         print(f"{out} はフォルダです。--out には書き出すファイル名を指定してください。",
@@ -126,22 +141,23 @@ async def run_issue_codes(settings: Settings, prefecture: str, institution: str 
     now = datetime.now(UTC)
 
     async def work(session: AsyncSession) -> int:
-        stmt = select(Institution).where(Institution.prefecture_code == prefecture)
-        if institution:
-            stmt = stmt.where(Institution.code == institution)
-        targets = [i for i in (await session.exec(stmt)).all()
-                   if institution or obligation(Facility(i.kind, i.special_function, i.dental,
-                                                         i.closed_on_jan1)).required]
+        targets = await _code_targets(session, prefecture, institution)
         if not targets:
             print("対象の医療機関がありません（都道府県コード・医療機関コードをご確認ください）。",
                   file=sys.stderr)
             return 1
-        ended = await expire_unused_codes(session, [i.id for i in targets if i.id], now)
+        ids = [i.id for i in targets if i.id]
+        if not reissue and (live := await live_codes(session, ids, now)):
+            print(_reissue_refused(live, len(targets)), file=sys.stderr)
+            return 2
+        last_day, covered = await valid_through(session, prefecture, now,
+                                                settings.link_code_days)
+        ended = await expire_unused_codes(session, ids, now)
         rows = []
         for inst in sorted(targets, key=lambda i: i.code):
-            code, expires = await issue_code(session, inst, now, settings.link_code_days,
-                                             link_code_key(settings))
-            rows.append([inst.code, inst.name, code, expires.date().isoformat()])
+            code, _ = await issue_code(session, inst, now, settings.link_code_days,
+                                       link_code_key(settings), expires=end_of_day(last_day))
+            rows.append([inst.code, inst.name, code, last_day.isoformat()])
         try:
             _write_codes(out, rows)  # before the commit: unwritten codes are never valid
         except OSError as exc:
@@ -150,13 +166,33 @@ async def run_issue_codes(settings: Settings, prefecture: str, institution: str 
                   "いません。", file=sys.stderr)
             return 2
         await session.commit()
-        print(f"{len(rows)}件の連携コードを {out} に書き出しました（有効期限 {rows[0][3]}）。")
+        print(f"{len(rows)}件の連携コードを {out} に書き出しました（有効期限 {last_day} まで"
+              + (f"：最後の督促（{covered.at.astimezone(JST):%Y-%m-%d}）の後も使えるように"
+                 "しています" if covered else "") + "）。")
         if ended:
             print(f"以前に発行した未使用の連携コード {ended}件は無効になりました"
                   "（新しいコードをお送りください）。")
         return 0
 
     return await with_session(settings, work)
+
+
+async def _code_targets(session: AsyncSession, prefecture: str, institution: str | None,
+                        ) -> list[Institution]:
+    """The named institution, or every one that must report."""
+    stmt = select(Institution).where(Institution.prefecture_code == prefecture)
+    if institution:
+        stmt = stmt.where(Institution.code == institution)
+    return [i for i in (await session.exec(stmt)).all()
+            if institution or obligation(Facility(i.kind, i.special_function, i.dental,
+                                                  i.closed_on_jan1)).required]
+
+
+def _reissue_refused(live: int, institutions: int) -> str:
+    return (f"対象の医療機関 {institutions}件に、まだ使われていない有効な連携コードが {live}件"
+            "あります（案内文書で送付済みかもしれません）。発行し直すと、それらのコードは使えなく"
+            "なり、新しいコードを送り直す必要があります。発行し直す場合は --reissue を付けて、"
+            "もう一度実行してください。何も変更していません。")
 
 
 def _write_codes(out: Path, rows: list[list[str]]) -> None:

@@ -12,12 +12,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.admin import exists_unforced, missing_file, registered
-from bot.settings import Settings
+from bot.settings import Settings, secret_given
+from bot.slack.sender import NO_CHANNEL, TRANSIENT
 from db.csvfile import FileProblem, decode
 from db.engine import make_engine, make_sessionmaker
-from db.models import Campaign, CampaignSettings, Prefecture, desk_channel, utcnow
+from db.models import Campaign, CampaignSettings, Outbox, Prefecture, desk_channel, utcnow
 from db.prefectures import default_period
-from scheduler import campaigns, templates
+from scheduler import campaigns, outbox, templates
 from scheduler.cadence import (
     CATCH_UP,
     Run,
@@ -56,8 +57,12 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
                 return await _list(session, args.prefecture)
             c = await campaigns.get(session, args.id, args.prefecture)
             if command == "preview":
+                refused = await _refused_card(session, c)
                 await campaigns.request_preview(session, c, now)
                 print(_summary(c))
+                if refused:
+                    print(f"前回の確認カードはSlackに届きませんでした（{refused}）。"
+                          "もう一度送ります。")
                 print("--- 送信する文面の例 ---")
                 print(await campaigns.sample(session, c) or "（送信対象がありません）")
                 pref = await session.get(Prefecture, c.prefecture_code)
@@ -75,8 +80,7 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
                 released = await campaigns.approve(session, c, args.by, now)
                 print(f"キャンペーン {c.id} を承認しました：{released}件を送信します。"
                       "実行中のボット（main.py run）が、送信時間内に順に送ります。")
-                token = settings.telegram_token
-                if not (token and token.get_secret_value()):  # they wait in the outbox
+                if not secret_given(settings.telegram_token):  # they wait in the outbox
                     print("TELEGRAM_TOKEN が未設定のため、まだ送れません。設定して main.py run を"
                           "起動すると送信が始まります。")
             elif command == "cancel":
@@ -90,6 +94,8 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"チャット未連携の医療機関 {c.unlinked}件を {args.out} に書き出しました。")
             else:
                 print(_summary(c))
+                if card := await card_state(session, c):
+                    print(f"  {card}")
                 for status, n in sorted((await campaigns.counts(session, c.id or 0)).items()):
                     print(f"  {ROW_LABELS.get(status, status)}：{n}件")
             return 0
@@ -107,15 +113,70 @@ def _summary(c: Campaign) -> str:
             f"チャット未連携 {c.unlinked}件")
 
 
-async def _list(session: object, prefecture: str) -> int:
+async def _list(session: AsyncSession, prefecture: str) -> int:
     stmt = (select(Campaign).where(Campaign.prefecture_code == prefecture)
             .order_by(col(Campaign.id).desc()).limit(50))
-    found = (await session.exec(stmt)).all()  # type: ignore[attr-defined]
+    found = (await session.exec(stmt)).all()
     for c in found:
         print(_summary(c))
+        if await _refused_card(session, c):  # the one state a list must not hide
+            print(f"  {await card_state(session, c)}")
     if not found:
         print(f"都道府県 {prefecture} のキャンペーンはまだありません。")
     return 0
+
+
+# What the operator does about a card Slack refused for good, by Slack's error.
+CARD_FIXES = {
+    "channel_not_found": "チャンネルが見つかりません。slack-channel --prefecture {code} --channel "
+                         "C… で正しいチャンネルIDを設定すると、送り直します",
+    "not_in_channel": "ボットがチャンネルに参加していません。Slackでそのチャンネルにボットを"
+                      "招待してから、campaign preview {id} --prefecture {code} で送り直して"
+                      "ください",
+    "is_archived": "チャンネルがアーカイブされています。アーカイブを解除してから campaign "
+                   "preview {id} --prefecture {code} で送り直すか、slack-channel で別の"
+                   "チャンネルを設定してください",
+}
+OTHER_FIX = ("原因を直してから campaign preview {id} --prefecture {code} で送り直してください")
+
+
+async def _card_row(session: AsyncSession, c: Campaign) -> Outbox | None:
+    return await outbox.find(session, campaigns.preview_keys(c.id)[0])
+
+
+async def _refused_card(session: AsyncSession, c: Campaign) -> str:
+    """Slack's error for an approval card it refused for good ("" if it did not): such a
+    card is never retried on its own."""
+    row = await _card_row(session, c)
+    error = (row.last_error or "") if row else ""
+    if row is None or row.status not in ("failed", "unreachable") or error.startswith(
+            TRANSIENT):
+        return ""
+    return error or row.status
+
+
+async def card_state(session: AsyncSession, c: Campaign) -> str:
+    """Where the approval card is, in the operator's words ("" before any was asked for)."""
+    row = await _card_row(session, c)
+    if row is None:
+        return ""
+    if refused := await _refused_card(session, c):
+        fix = CARD_FIXES.get(refused, OTHER_FIX).format(id=c.id, code=c.prefecture_code)
+        return f"確認カード：Slackに届いていません（{refused}）。{fix}。"
+    error = row.last_error or ""
+    if row.status == "sent":
+        return "確認カード：Slackに送りました。"
+    if row.status == "skipped":
+        return f"確認カード：送っていません（{error}）。"
+    if error == NO_CHANNEL.detail:
+        return ("確認カード：Slackの担当チャンネルが未設定のため送信待ちです"
+                "（slack-channel で設定すると送ります）。")
+    if error.startswith(TRANSIENT):
+        return (f"確認カード：Slackが一時的に受け付けないため、自動で送り直します"
+                f"（{error.removeprefix(TRANSIENT)}）。")
+    if error:
+        return f"確認カード：送信待ちです（{error}。実行中のボットのログをご確認ください）。"
+    return "確認カード：送信待ちです（実行中のボット main.py run が送ります）。"
 
 
 async def run_calendar(settings: Settings, args: argparse.Namespace) -> int:

@@ -79,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
                        help="医療機関コード (default: every reporting institution)")
     codes.add_argument("--out", required=True, type=Path)
     codes.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    codes.add_argument("--reissue", action="store_true",
+                       help="issue new codes even where unused ones are live: those stop "
+                            "working (the command says how many first)")
     revoke = sub.add_parser("revoke-link", help="unlink every chat account of an institution")
     revoke.add_argument("--prefecture", required=True, type=prefecture_arg)
     revoke.add_argument("--institution", required=True)
@@ -316,10 +319,10 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
-    from bot.runner import run
+    from bot.runner import NO_CHANNEL, run
 
-    code = run(settings)
-    if code:
+    code = run(settings)  # any other failure is logged by the runner, naming the setting
+    if code == NO_CHANNEL:
         print("No chat channel is configured (set TELEGRAM_TOKEN or SLACK_BOT_TOKEN in .env).\n"
               "To try the bot locally without any token, run: python main.py demo",
               file=sys.stderr)
@@ -341,7 +344,7 @@ def cmd_issue_codes(args: argparse.Namespace, settings: Settings) -> int:
 
     upgrade(settings.database_url)
     return asyncio.run(run_issue_codes(settings, args.prefecture, args.institution, args.out,
-                                       args.force))
+                                       args.force, args.reissue))
 
 
 def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:

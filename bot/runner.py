@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from bot.app import App, build_app
-from bot.settings import Settings, link_code_key
+from bot.settings import ConfigError, Settings, link_code_key
 from db.migrate import upgrade
 from scheduler.jobs import CampaignScheduler
 
@@ -49,23 +49,36 @@ def channel_builders() -> list[ChannelBuilder]:
     return [build_telegram_channel, build_slack_channel]
 
 
+# Exit codes of `run`: the CLI prints the "no channel" hint for NO_CHANNEL only.
+NO_CHANNEL, CONFIG_ERROR = 1, 2
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
-    """Run until `stop` is set; returns a process exit code."""
+    """Run until `stop` is set; returns a process exit code. A channel missing a setting,
+    or whose token its platform refuses, stops the start-up with CONFIG_ERROR: a deploy
+    must fail where the operator sees it, not run without the desk or the chat."""
     app = build_app(settings)
-    channels = [c for build in channel_builders() if (c := build(settings, app)) is not None]
+    try:
+        channels = [c for build in channel_builders() if (c := build(settings, app)) is not None]
+    except ConfigError as exc:
+        await app.close()
+        logger.error("%s; nothing was started", exc)
+        return CONFIG_ERROR
     if not channels:
         await app.close()
         logger.error("no chat channel is configured")
-        return 1
+        return NO_CHANNEL
     if link_code_key(settings) is None:
         logger.warning("LINK_CODE_KEY is not set: link codes are hashed without a key; "
                        "set it in production")
     routes = [r for c in channels for r in c.web_routes()]
     server = _web_server(settings, routes) if routes else None
     campaigns = _campaign_scheduler(settings, app, channels)
+    started: list[Channel] = []
     try:
         for channel in channels:
             await channel.start()
+            started.append(channel)
             logger.info("channel started: %s", channel.name)
         if campaigns is not None:
             await campaigns.start()
@@ -74,10 +87,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
         if server and web_task:
             server.should_exit = True
             await web_task
+    except ConfigError as exc:
+        logger.error("%s; the bot is stopping", exc)
+        return CONFIG_ERROR
     finally:
         if campaigns is not None:
             await campaigns.stop()
-        for channel in reversed(channels):
+        for channel in reversed(started):  # one that failed to start has cleaned up itself
             await channel.stop()
         await app.close()
     return 0

@@ -96,6 +96,18 @@ class Settings(BaseSettings):
         return prefecture_code(code)
 
 
+class ConfigError(Exception):
+    """A setting a deployment needs is missing, or the platform refused it: the text names
+    the setting and what to do, never its value. `main.py run` stops on it at start-up
+    rather than run half a bot the operator believes is whole."""
+
+
+def secret_given(secret: SecretStr | None) -> bool:
+    """True when a secret holds a value: `SLACK_SIGNING_SECRET=` copied empty from
+    .env.example is as good as unset."""
+    return bool(secret is not None and secret.get_secret_value().strip())
+
+
 def prefecture_code(code: str | int) -> str:
     """Normalise '1', 1 or '01' to '01'; refuse anything outside 01–47."""
     text = str(code).strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,6 +13,10 @@ from pathlib import Path
 
 class FileProblem(Exception):
     """The file as a whole cannot be read (encoding, missing columns); names file and why."""
+
+
+CUT_HINT = ("ダウンロードやコピーが途中で止まった可能性があります。元のファイルを保存し直して"
+            "から取り込んでください")
 
 
 @dataclass(frozen=True)
@@ -57,17 +62,34 @@ def decode(path: Path) -> tuple[str, str]:
     """Return (text, label of the encoding used): UTF-8 with/without BOM, else CP932."""
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="strict"), "UTF-8（BOM付き）"
+        try:
+            return data[3:].decode("utf-8", errors="strict"), "UTF-8（BOM付き）"
+        except UnicodeDecodeError as exc:
+            raise _undecodable(path, data[3:], exc) from exc
     try:
         return data.decode("utf-8"), "UTF-8"
-    except UnicodeDecodeError:
-        pass
+    except UnicodeDecodeError as exc:
+        if _cut_at_end(data, exc):  # CP932 would read the cut UTF-8 file as nonsense
+            raise _undecodable(path, data, exc) from exc
     try:
         return data.decode("cp932"), "Shift_JIS（CP932）"
     except UnicodeDecodeError as exc:
-        raise FileProblem(
-            f"{path}: 文字コードを判別できません（UTF-8 でも Shift_JIS でもありません。"
-            f"{exc.start}バイト目付近）") from exc
+        raise _undecodable(path, data, exc) from exc
+
+
+def _cut_at_end(data: bytes, exc: UnicodeDecodeError) -> bool:
+    """The only bad bytes are a character begun in the last bytes and never finished: the
+    file was cut (a download that stopped), not written in another encoding."""
+    return exc.end == len(data) and len(data) - exc.start < 4
+
+
+def _undecodable(path: Path, data: bytes, exc: UnicodeDecodeError) -> FileProblem:
+    if _cut_at_end(data, exc):
+        line = data[:exc.start].count(b"\n") + 1
+        return FileProblem(f"{path}:{line}行目: ファイルの最後で文字が途中で切れています。"
+                           f"{CUT_HINT}")
+    return FileProblem(f"{path}: 文字コードを判別できません（UTF-8 でも Shift_JIS でも"
+                       f"ありません。{exc.start}バイト目付近）")
 
 
 def _key(header: str) -> str:
@@ -85,7 +107,9 @@ def read_table(path: Path, columns: list[Column]) -> Table:
     # A message (a 差し戻し reason typed with Alt+Enter) may hold line breaks.
     multiline = {positions[c.key] for c in columns if c.verbatim and c.key in positions}
     table = Table(path, encoding)
+    last: tuple[int, list[str]] = (0, [])
     for start, end, raw in _numbered(reader, path):
+        last = (start, raw)
         if not any(cell.strip() for cell in raw):
             continue
         problem = _shape_problem(start, end, raw, header, multiline)
@@ -93,6 +117,9 @@ def read_table(path: Path, columns: list[Column]) -> Table:
             table.errors.append(problem)
         else:  # as many cells as headings: every position exists
             table.rows.append((start, {k: raw[p] for k, p in positions.items()}))
+    if cut := _cut_off(text, *last, header, table):
+        table.rows = [row for row in table.rows if row[0] != cut.line]
+        table.errors = [e for e in table.errors if e.line != cut.line] + [cut]
     if not table.size:  # "0件 imported" would read as success (and a status file as current)
         raise FileProblem(f"{path}: データの行がありません（見出しの1行目だけです）。"
                           "2行目から1医療機関1行で入れてください")
@@ -155,6 +182,58 @@ def _open_quote(start: int, end: int, raw: list[str], header: list[str],
                             f"引用符（\"）が閉じられていません（{end}行目までが、この欄の値として"
                             "読まれました。欄の中では改行できません）")
     return None
+
+
+def _cut_off(text: str, start: int, raw: list[str], header: list[str],
+             table: Table) -> RowError | None:
+    """The error of a last row the file ends in the middle of (a cut download), else None.
+    A quoted value left open at the very end is read by csv as if closed, so a last row of
+    the right shape had been imported, cut value and all."""
+    if not raw:
+        return None
+    if _ends_in_quotes(_from_line(text, start)):
+        value = raw[-1]
+        if ("\n" in value or "\r" in value) and any(e.line == start for e in table.errors):
+            return None  # a quote opened further up swallowed the lines after it: said so
+        first = value.splitlines()[0] if value.strip() else value
+        return RowError(start, _column_name(header, len(raw) - 1), first,
+                        f"引用符（\"）が閉じられないまま、ファイルが終わっています。{CUT_HINT}")
+    if len(raw) < len(header) and not text.endswith(("\n", "\r")):
+        return RowError(start, _column_name(header, len(raw)), "",
+                        f"この行は{len(raw)}列しかなく（1行目の見出しは{len(header)}列です）、"
+                        f"改行のないままファイルが終わっています。{CUT_HINT}")
+    return None
+
+
+def _from_line(text: str, line: int) -> str:
+    """`text` from the start of physical line `line` (1-based), counting line breaks as
+    csv.reader does (\\r\\n, \\r or \\n)."""
+    breaks = re.finditer(r"\r\n|\r|\n", text)
+    offset = 0
+    for _, found in zip(range(line - 1), breaks, strict=False):
+        offset = found.end()
+    return text[offset:]
+
+
+def _ends_in_quotes(row_text: str) -> bool:
+    """True when a quoted field opened in `row_text` (a row's text from its start to the end
+    of the file) is still open at the end, by csv's own rules: a quote opens a field only
+    at its start, and "" inside one is a quote character."""
+    quoted = closing = False
+    at_start = True
+    for char in row_text:
+        if quoted:
+            if char == '"':
+                quoted, closing = False, True
+            continue
+        if closing and char == '"':  # "" : an escaped quote, still inside the field
+            quoted, closing = True, False
+            continue
+        closing = False
+        if at_start and char == '"':
+            quoted = True
+        at_start = char in ",\r\n"
+    return quoted
 
 
 def _cell_count(start: int, raw: list[str], header: list[str]) -> RowError | None:

@@ -41,6 +41,13 @@ def institution_code(v: str) -> str:
     return v
 
 
+def foreign_prefix(code: str, prefecture: str) -> str | None:
+    """The prefecture number a 10-digit 医療機関コード begins with, when it is not
+    `prefecture`'s; None for a code of this prefecture and for a 7-digit one, which has no
+    prefecture number (it is taken as `prefecture`'s and counted: ImportResult.short_codes)."""
+    return code[:2] if len(code) == 10 and code[:2] != prefecture else None
+
+
 def text(limit: int, required: bool = False) -> Callable[[str], str]:
     def parse(v: str) -> str:
         if required and not v:
@@ -155,6 +162,8 @@ class ImportResult:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    # 7-digit codes carry no prefecture number: how many were taken as --prefecture's
+    short_codes: int = 0
     errors: list[RowError] = field(default_factory=list)
 
     @property
@@ -181,6 +190,7 @@ def _validate(table: Table, columns: list[Column], result: ImportResult,
         if len(result.errors) == before:
             parsed[str(row["code"])] = row
     result.rows = table.size
+    result.short_codes = sum(len(code) == 7 for code in parsed)
     result.errors.sort(key=lambda e: e.line)  # stable: a row's errors keep column order
     return parsed
 
@@ -206,7 +216,8 @@ async def import_roster(session: AsyncSession, path: Path, prefecture: str,
                         progress: Progress | None = None) -> ImportResult:
     table = read_table(path, ROSTER)
     result = ImportResult(str(path), table.encoding)
-    parsed = _validate(table, ROSTER, result, partial(_roster_rules, prefecture))
+    parsed = _validate(table, ROSTER, result, _roster_rules,
+                       partial(_prefecture_rule, prefecture))
     if result.errors:
         return result
     existing = await _existing(session, prefecture)
@@ -253,18 +264,21 @@ async def _write(session: AsyncSession, new: list[dict[str, Any]],
                            exc_info=True)
 
 
-def _roster_rules(prefecture: str, line: int, row: dict[str, Any],
-                  errors: list[RowError]) -> None:
+def _roster_rules(line: int, row: dict[str, Any], errors: list[RowError]) -> None:
     # A cell that did not parse is absent from row (and reported): rules needing it skip.
     if row.get("special_function") and row.get("kind") == "clinic":
         errors.append(RowError(line, "特定機能病院", "有",
                                "特定機能病院は病院にだけ指定できます（種別が診療所です）"))
-    # A 10-digit 医療機関コード begins with its prefecture's number: a roster imported under
-    # the wrong --prefecture is caught here, not after 案内 went to another's clinics.
+
+
+def _prefecture_rule(prefecture: str, line: int, row: dict[str, Any],
+                     errors: list[RowError]) -> None:
+    """A 10-digit 医療機関コード begins with its prefecture's number: a file imported under
+    the wrong --prefecture is caught here, not after 案内 went to another's clinics."""
     code = row.get("code", "")
-    if len(code) == 10 and code[:2] != prefecture:
+    if (other := foreign_prefix(code, prefecture)) is not None:
         errors.append(RowError(line, "医療機関コード", code,
-                               f"先頭2桁（都道府県番号 {code[:2]}）が取り込み先の都道府県 "
+                               f"先頭2桁（都道府県番号 {other}）が取り込み先の都道府県 "
                                f"{prefecture} と違います。--prefecture をご確認ください"))
 
 
@@ -282,7 +296,8 @@ async def import_status(session: AsyncSession, path: Path, prefecture: str, now:
     table = read_table(path, STATUS)
     result = ImportResult(str(path), table.encoding)
     existing = await _existing(session, prefecture)
-    parsed = _validate(table, STATUS, result, _status_rules, partial(_on_roster, existing))
+    parsed = _validate(table, STATUS, result, _status_rules,
+                       partial(_on_roster, prefecture, existing))
     if result.errors:
         return result
     changed, history = [], []
@@ -306,10 +321,13 @@ async def import_status(session: AsyncSession, path: Path, prefecture: str, now:
     return result
 
 
-def _on_roster(existing: dict[str, Institution], line: int, row: dict[str, Any],
-               errors: list[RowError]) -> None:
+def _on_roster(prefecture: str, existing: dict[str, Institution], line: int,
+               row: dict[str, Any], errors: list[RowError]) -> None:
+    """On this prefecture's roster; another prefecture's 10-digit code is named as that."""
     code = row.get("code")
-    if code is not None and code not in existing:
+    if code is not None and foreign_prefix(code, prefecture) is not None:
+        _prefecture_rule(prefecture, line, row, errors)
+    elif code is not None and code not in existing:
         errors.append(RowError(line, "医療機関コード", code, "この都道府県の名簿にない"
                                "医療機関です（先に名簿を取り込んでください）"))
 
@@ -319,7 +337,7 @@ async def import_report(session: AsyncSession, path: Path, prefecture: str,
     table = read_table(path, REPORT)
     result = ImportResult(str(path), table.encoding)
     existing = await _existing(session, prefecture)
-    parsed = _validate(table, REPORT, result, partial(_on_roster, existing))
+    parsed = _validate(table, REPORT, result, partial(_on_roster, prefecture, existing))
     if result.errors:
         return result
     changed = []

@@ -259,6 +259,11 @@ async def record_redmine_url(sessions: Sessions, esc_id: int, url: str, now: dat
         await _card_update(session, esc.prefecture_code, esc_id, "redmine", now)
 
 
+# Rows a channel refused for good (not found, bot not in it) that a new mapping sends again:
+# a case's card, a campaign's approval card and its unlinked list (checked again when sent).
+RESENT_ON_MAP = ("escalation_card", "campaign_preview", "campaign_unlinked")
+
+
 async def map_channel(session: AsyncSession, pref: str, channel_id: str, now: datetime,
                       gmis_contact: str) -> int:
     """Map a prefecture to its staff channel; queued cards waiting for it are sent again.
@@ -273,7 +278,7 @@ async def map_channel(session: AsyncSession, pref: str, channel_id: str, now: da
     prefecture.slack_channel = channel_id
     session.add(prefecture)
     waiting = (col(Outbox.recipient) == "") | (
-        (col(Outbox.kind) == "escalation_card") & (col(Outbox.status) == "failed"))
+        col(Outbox.kind).in_(RESENT_ON_MAP) & (col(Outbox.status) == "failed"))
     stmt = (update(Outbox)
             .where(col(Outbox.channel) == DESK_CHANNEL, col(Outbox.prefecture_code) == pref,
                    col(Outbox.status).in_(("pending", "failed")), waiting)

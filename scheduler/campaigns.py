@@ -34,7 +34,7 @@ from db.models import (
     desk_channel,
 )
 from handlers.rules import EXEMPTIONS
-from scheduler import templates
+from scheduler import outbox, templates
 from scheduler.cadence import period_opens
 from scheduler.calendar import JST, add_business_days, next_slot, sending_hours
 from scheduler.campaign_check import TARGET_STATUSES
@@ -274,21 +274,30 @@ async def sample(session: AsyncSession, campaign: Campaign) -> str | None:
     return (await session.exec(stmt)).scalars().first()  # type: ignore[call-overload, no-any-return]
 
 
+def preview_keys(campaign_id: int | None) -> tuple[str, str]:
+    """Outbox keys of a campaign's approval card and of its unlinked-institution file."""
+    return f"campaign-preview:{campaign_id}", f"campaign-unlinked:{campaign_id}"
+
+
 async def request_preview(session: AsyncSession, campaign: Campaign, now: datetime) -> bool:
-    """Queue the preview card (with 送信 / 中止 buttons) for the prefecture's Slack channel."""
+    """Queue the preview card (with 送信 / 中止 buttons) for the prefecture's Slack channel;
+    True when it is queued now. Asked again, a card Slack refused for good (the bot not in
+    the channel) is queued again: the way to send it once the cause is fixed."""
     if campaign.status not in ("planned", "previewed"):
         raise CampaignError(f"キャンペーン {campaign.id} は"
                             f"{STATUS_LABELS.get(campaign.status, campaign.status)}です。")
+    card_key, file_key = preview_keys(campaign.id)
+    again = await outbox.send_again(session, (card_key, file_key), now)
     pref = await session.get(Prefecture, campaign.prefecture_code)
     created = await enqueue(
-        session, key=f"campaign-preview:{campaign.id}", channel="slack",
+        session, key=card_key, channel="slack",
         recipient=desk_channel(pref), kind="campaign_preview",
         body=f"{KIND_LABELS[campaign.kind]}の送信確認（{campaign.recipients}件）",
         prefecture_code=campaign.prefecture_code, now=now,
         payload={"campaign_id": campaign.id})
     if campaign.unlinked:  # the whole list as a file, for phone or mail follow-up
         await enqueue(
-            session, key=f"campaign-unlinked:{campaign.id}", channel="slack",
+            session, key=file_key, channel="slack",
             recipient=desk_channel(pref), kind="campaign_unlinked",
             body=f"チャット未連携の医療機関（{campaign.unlinked:,}件）の一覧です。"
                  "電話・メールでのご連絡にお使いください。",
@@ -297,7 +306,7 @@ async def request_preview(session: AsyncSession, campaign: Campaign, now: dateti
     campaign.status = "previewed"
     session.add(campaign)
     await session.commit()
-    return created
+    return created or bool(again)
 
 
 async def approve(session: AsyncSession, campaign: Campaign, by: str, now: datetime) -> int:

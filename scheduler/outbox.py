@@ -86,6 +86,17 @@ async def find(session: AsyncSession, key: str) -> Outbox | None:
     return (await session.exec(select(Outbox).where(Outbox.idempotency_key == key))).first()
 
 
+async def send_again(session: AsyncSession, keys: Iterable[str], now: datetime) -> int:
+    """Queue rows that failed for good again (caller commits), once what refused them is
+    fixed (the bot invited to its channel); returns how many. Rows sent, waiting or
+    cancelled are left alone."""
+    stmt = (update(Outbox)
+            .where(col(Outbox.idempotency_key).in_(list(keys)),
+                   col(Outbox.status).in_(("failed", "unreachable")))
+            .values(status="pending", attempts=0, next_attempt_at=now, last_error=None))
+    return int((await session.exec(stmt)).rowcount or 0)  # type: ignore[call-overload]
+
+
 async def set_payload(session: AsyncSession, row_id: int, payload: Mapping[str, Any]) -> None:
     """Replace a row's payload in the caller's transaction: what a sent message must remember
     (how many supplements a Redmine issue's description carried) commits with the state it

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+
+import pytest
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import Campaign
+from bot.campaign_admin import card_state
+from bot.settings import GMIS_CONTACT_DEFAULT
+from db.models import Campaign, Outbox
+from handlers import desk
 from scheduler import campaigns
 from tests.conftest import DEMO_PREF, NOW
 from tests.test_campaign import IN_PERIOD, Recorder, add_clinics, outbox_rows, run_all
@@ -107,3 +114,58 @@ async def test_a_card_for_a_campaign_cancelled_before_it_went_out_is_not_posted(
                 if "campaign_send" in action_ids(m.params)]
     [card] = [r for r in await outbox_rows(d.ctx) if r.kind == "campaign_preview"]
     assert card.status == "skipped" and "cancelled" in (card.last_error or "")
+
+
+async def preview_row(d: Desk) -> Outbox:
+    [row] = [r for r in await outbox_rows(d.ctx) if r.kind == "campaign_preview"]
+    return row
+
+
+async def state(d: Desk, c: Campaign) -> str:
+    async with d.ctx.session() as session:
+        return await card_state(session, c)
+
+
+async def test_a_card_refused_for_good_is_reported_and_sent_again_when_asked(
+        d: Desk, caplog: pytest.LogCaptureFixture) -> None:
+    """The bot not invited to the staff channel: the card had failed silently, and asking
+    for the preview again did nothing (its outbox key existed)."""
+    d.api.outside_channels.add(C26)
+    with caplog.at_level(logging.ERROR, logger="bot.slack.sender"):
+        c = await planned(d)
+    assert not d.api.of("chat.postMessage")
+    assert (await preview_row(d)).status == "failed"
+    [logged] = [r.getMessage() for r in caplog.records if "approval card" in r.getMessage()]
+    assert f"campaign {c.id} (prefecture 26)" in logged and "(not_in_channel)" in logged
+    assert f"campaign preview {c.id} --prefecture 26" in logged
+    said = await state(d, c)
+    assert "Slackに届いていません（not_in_channel）" in said and "招待" in said
+    d.api.outside_channels.clear()  # the operator invites the bot, then asks again
+    async with d.ctx.session() as session:
+        assert await campaigns.request_preview(session, c, NOW)
+    await d.channel.flush(NOW)
+    [card] = d.api.of("chat.postMessage")
+    assert card.params["channel"] == C26 and "campaign_send" in action_ids(card.params)
+    assert await state(d, c) == "確認カード：Slackに送りました。"
+
+
+async def test_a_card_for_a_channel_not_found_goes_out_when_the_channel_is_mapped_again(
+        d: Desk) -> None:
+    d.api.unknown_channels.add(C26)
+    c = await planned(d)
+    assert "slack-channel --prefecture 26" in await state(d, c)
+    async with d.ctx.session() as session:
+        await desk.map_channel(session, DEMO_PREF, "C0KYOTO2", NOW, GMIS_CONTACT_DEFAULT)
+    await d.channel.flush(NOW)
+    [card] = d.api.of("chat.postMessage")
+    assert card.params["channel"] == "C0KYOTO2" and "campaign_send" in action_ids(card.params)
+
+
+async def test_a_rate_limited_card_is_retried_not_dropped(d: Desk) -> None:
+    d.api.fail("ratelimited")
+    c = await planned(d)
+    row = await preview_row(d)
+    assert row.status == "pending" and "自動で送り直します（ratelimited）" in await state(d, c)
+    await d.channel.flush(NOW + timedelta(seconds=8))  # after Slack's Retry-After (7 s)
+    [card] = d.api.of("chat.postMessage")
+    assert "campaign_send" in action_ids(card.params)

@@ -211,7 +211,9 @@ def test_a_runaway_field_is_a_precise_error_not_a_crash(tmp_path: Path) -> None:
 
 def test_issue_codes_writes_excel_friendly_csv_once(tmp_path: Path) -> None:
     roster = ROOT / "docs" / "samples" / "roster.csv"
-    assert run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path).returncode == 0
+    imported = run("import-roster", str(roster), "--prefecture", "26", tmp=tmp_path)
+    assert imported.returncode == 0  # the sample's codes have no prefecture number: said
+    assert "7桁の医療機関コード 5件は都道府県番号を含まないため、都道府県 26 の" in imported.stdout
     out_file = tmp_path / "codes.csv"
     first = run("issue-codes", "--prefecture", "26", "--out", str(out_file), tmp=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -219,11 +221,23 @@ def test_issue_codes_writes_excel_friendly_csv_once(tmp_path: Path) -> None:
     assert raw.startswith(b"\xef\xbb\xbf")
     lines = raw.decode("utf-8-sig").splitlines()
     assert lines[0] == "医療機関コード,名称,連携コード,有効期限" and len(lines) == 3
+    expiry = lines[1].rsplit(",", 1)[1]  # the date printed is the one in the letters' file
+    assert f"（有効期限 {expiry} まで" in first.stdout
+    assert date.fromisoformat(expiry) >= datetime.now(JST).date() + timedelta(days=120)
     again = run("issue-codes", "--prefecture", "26", "--out", str(out_file), tmp=tmp_path)
     assert again.returncode == 2 and out_file.read_bytes() == raw
+    # Codes already printed in letters: told how many would stop working, before; nothing done
+    forced = run("issue-codes", "--prefecture", "26", "--out", str(out_file), "--force",
+                 tmp=tmp_path)
+    assert forced.returncode == 2 and out_file.read_bytes() == raw
+    assert "有効な連携コードが 2件" in forced.stderr and "--reissue" in forced.stderr
+    other = run("issue-codes", "--prefecture", "26", "--out", str(tmp_path / "new.csv"),
+                tmp=tmp_path)  # a new file name is no way around it
+    assert other.returncode == 2 and not (tmp_path / "new.csv").exists()
     reissued = run("issue-codes", "--prefecture", "26", "--out", str(out_file), "--force",
-                   tmp=tmp_path)
+                   "--reissue", tmp=tmp_path)
     assert reissued.returncode == 0 and "未使用の連携コード 2件は無効" in reissued.stdout
+    assert out_file.read_bytes() != raw
 
 
 def test_a_campaign_is_reached_only_through_its_own_prefecture(tmp_path: Path) -> None:
@@ -270,6 +284,23 @@ def test_campaign_commands_say_what_really_happens(tmp_path: Path) -> None:
     run("campaign", "cancel", "2", "--prefecture", "26", "--by", "me", tmp=tmp_path)
     refused = run("campaign", "send", "2", "--prefecture", "26", "--by", "me", tmp=tmp_path)
     assert refused.returncode == 1 and "中止のため送信できません" in refused.stdout
+
+
+@pytest.mark.parametrize(("given", "missing"), [
+    ({"SLACK_BOT_TOKEN": "xoxb-1111-secret-bot-token"}, "SLACK_SIGNING_SECRET is not"),
+    ({"SLACK_SIGNING_SECRET": "s3cret-signing-value"}, "SLACK_BOT_TOKEN is not"),
+    ({"SLACK_BOT_TOKEN": "xoxb-1111-secret-bot-token", "SLACK_SIGNING_SECRET": ""},
+     "SLACK_SIGNING_SECRET is not"),  # copied empty from .env.example
+])
+def test_run_names_the_missing_slack_setting_not_no_channel(
+        tmp_path: Path, given: dict[str, str], missing: str) -> None:
+    """Half a Slack configuration had read as "No chat channel is configured"."""
+    out = run("run", tmp=tmp_path, env={"TELEGRAM_TOKEN": "", "SLACK_BOT_TOKEN": "",
+                                        "SLACK_SIGNING_SECRET": "", **given})
+    assert out.returncode == 2, out.stderr
+    assert missing in out.stderr and "nothing was started" in out.stderr
+    assert "No chat channel is configured" not in out.stderr
+    assert not any(value and value in out.stderr for value in given.values())
 
 
 def test_env_example_documents_every_setting() -> None:

@@ -320,3 +320,83 @@ async def test_a_file_with_only_its_header_row_is_a_file_problem(
     assert str(problem.value) == (f"{path}: データの行がありません（見出しの1行目だけです）。"
                                   "2行目から1医療機関1行で入れてください")
     assert await institutions(ctx) == before
+
+
+CUT_ROSTER = (SAMPLES / "roster.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+@pytest.mark.parametrize(("last", "column", "value"), [
+    # cut inside the last, quoted value: csv reads it as closed and the row has every cell
+    ('2610005,やまなか診療所,診療所,無,無,有,福知山市,中丹,,"0773-00-00', "電話", "0773-00-00"),
+    ('2610005,"やまなか診療所,診療所', "名称", "やまなか診療所,診療所"),
+    # cut without a quote: fewer cells, and no line break at the end of the file
+    ("2610005,やまなか診療所,診療所,無", "歯科", ""),
+])
+async def test_a_file_cut_in_its_last_row_imports_nothing(
+        ctx: Context, tmp_path: Path, last: str, column: str, value: str) -> None:
+    """A download that stopped half-way had updated its last institution with a cut value."""
+    async with ctx.session() as session:
+        await import_roster(session, SAMPLES / "roster.csv", "26")
+        before = await institutions(ctx)
+        result = await import_roster(session, csv_file(tmp_path, "".join(CUT_ROSTER[:-1]) + last),
+                                     "26")
+    [error] = result.errors
+    assert (error.line, error.column, error.value) == (6, column, value)
+    assert "ファイルが終わっています" in error.reason and "途中で止まった" in error.reason
+    assert await institutions(ctx) == before
+
+
+async def test_a_status_file_cut_inside_a_reason_imports_nothing(ctx: Context,
+                                                                tmp_path: Path) -> None:
+    """A 差し戻し理由 may hold line breaks, so a reason cut after one had looked whole."""
+    text = (STATUS_HEADER + "2610001,報告済,2027-01-10,,\n"
+            + '2610002,差し戻し,,,"院内掲示の写真が\n')
+    async with ctx.session() as session:
+        await import_roster(session, SAMPLES / "roster.csv", "26")
+        result = await import_status(session, csv_file(tmp_path, text), "26", NOW)
+    [error] = result.errors
+    assert (error.line, error.column, error.value) == (3, "差し戻し理由", "院内掲示の写真が")
+    stored = await institutions(ctx)
+    assert stored["2610001"].status == stored["2610002"].status == "未報告"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "cp932"])
+async def test_a_file_cut_inside_a_character_is_named_as_cut(
+        ctx: Context, tmp_path: Path, encoding: str) -> None:
+    """Not 「文字コードを判別できません」: the encoding is right, the end is missing."""
+    data = (HEADER + ROW + ROW.replace("2610001", "2610002")).encode(encoding)
+    path = tmp_path / "cut.csv"
+    cut = data.rindex("訓".encode(encoding.removesuffix("-sig"))) + 1  # 訓's first byte only
+    path.write_bytes(data[:cut])
+    async with ctx.session() as session:
+        with pytest.raises(FileProblem) as problem:
+            await import_roster(session, path, "26")
+    assert f"{path}:3行目: ファイルの最後で文字が途中で切れています" in str(problem.value)
+
+
+async def test_another_prefectures_code_in_a_status_or_report_file_is_named_as_such(
+        ctx: Context, tmp_path: Path) -> None:
+    """Not only the roster: a status or report file exported for the wrong prefecture is
+    named by its codes' prefecture number, not as institutions missing from the roster."""
+    status = STATUS_HEADER + "1311234567,報告済,2027-01-10,,\n2610001,報告済,2027-01-10,,\n"
+    report = ("医療機関コード,院内掲示,一次診療,患者相談,2号イ,2号ロ,2号ハ,2号ニ\n"
+              "1311234567,有,有,有,,,,\n")
+    async with ctx.session() as session:
+        await import_roster(session, SAMPLES / "roster.csv", "26")
+        results = [await import_status(session, csv_file(tmp_path, status), "26", NOW),
+                   await import_report(session, csv_file(tmp_path, report, name="r.csv"), "26")]
+    for result in results:
+        [error] = result.errors
+        assert (error.line, error.column, error.value) == (2, "医療機関コード", "1311234567")
+        assert "都道府県番号 13" in error.reason and "--prefecture" in error.reason
+    assert (await institutions(ctx))["2610001"].status == "未報告"
+
+
+async def test_seven_digit_codes_are_counted_as_taken_for_the_prefecture(
+        ctx: Context, tmp_path: Path) -> None:
+    """A 7-digit code has no prefecture number: it is the --prefecture's, and the summary
+    says how many were taken so (10-digit ones are checked instead)."""
+    kyoto = ROW.replace("2610001,", "2611234567,")
+    async with ctx.session() as session:
+        mixed = await import_roster(session, csv_file(tmp_path, HEADER + ROW + kyoto), "26")
+    assert mixed.ok and mixed.created == 2 and mixed.short_codes == 1

@@ -18,12 +18,14 @@ from handlers.dispatch import dispatch
 from handlers.linking import (
     ALPHABET,
     HOW_TO_LINK,
+    end_of_day,
     expire_unused_codes,
     hash_code,
     issue_code,
     new_code,
     normalise_code,
     revoke_links,
+    valid_through,
 )
 from handlers.messages import Inbound
 from handlers.texts import WELCOME
@@ -150,6 +152,26 @@ async def test_expired_wrong_and_foreign_codes_get_the_same_answer(ctx: Context)
         assert about.text.startswith("連携コードは、都道府県から届く案内")
     [linked] = await dispatch(said(f"連携 {await code_for(ctx, '2610002')}", user="clerk-2"), ctx)
     assert "完了" in linked.text
+
+
+async def test_a_letters_code_still_links_after_the_last_reminder(ctx: Context) -> None:
+    """Codes issued in November for a 3/31 deadline had expired 120 days later (3/24) while
+    督促 ran into May to clinics holding them: they now cover the last 督促 and two weeks."""
+    await load_samples(ctx)
+    async with ctx.session() as session:
+        day, last = await valid_through(session, "26", NOW, 120)
+        inst = (await session.exec(select(Institution).where(
+            Institution.code == "2610001"))).one()
+        code, expires = await issue_code(session, inst, NOW, 120, expires=end_of_day(day))
+        await session.commit()
+    assert last is not None and last.tag == "2027-03-31:D+56"  # the cadence's last 督促
+    assert day == date(2027, 6, 9) and expires.isoformat() == "2027-06-10T00:00:00+09:00"
+    late = replace(ctx, clock=lambda: expires - timedelta(minutes=1))
+    [linked] = await dispatch(said(f"連携 {code}"), late)
+    assert "完了" in linked.text
+    async with ctx.session() as session:  # issued after the season: the days rule alone
+        assert await valid_through(session, "26", expires, 120) == (
+            (expires + timedelta(days=120)).date(), None)
 
 
 async def test_five_failures_lock_the_account_for_an_hour(ctx: Context) -> None:

@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute
 
 from bot import cli
 from bot.runner import channel_builders
-from bot.settings import GMIS_CONTACT_DEFAULT, Settings
+from bot.settings import GMIS_CONTACT_DEFAULT, ConfigError, Settings
 from bot.slack import SlackChannel, build_slack_channel
 from db import repo
 from db.models import (
@@ -911,8 +911,9 @@ async def test_channel_is_built_only_with_token_and_secret(api: FakeSlackAPI) ->
         context = None
 
     assert build_slack_channel(bare, _App()) is None  # type: ignore[arg-type]
-    socket_mode = desk_settings(api, slack_socket_mode=True)
-    assert build_slack_channel(socket_mode, _App()) is None  # type: ignore[arg-type]
+    socket_mode = desk_settings(api, slack_socket_mode=True)  # half a desk: say what is missing
+    with pytest.raises(ConfigError, match="SLACK_APP_TOKEN is not set"):
+        build_slack_channel(socket_mode, _App())  # type: ignore[arg-type]
 
 
 async def test_socket_mode_needs_no_signing_secret_and_handles_a_button(

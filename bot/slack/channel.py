@@ -10,9 +10,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import aiohttp
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import update
 from sqlmodel import col
@@ -22,9 +24,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bot.redmine import RedmineSender
-from bot.settings import Settings
+from bot.settings import ConfigError, Settings, secret_given
 from bot.slack import listeners
-from bot.slack.sender import TRANSIENT, SlackSender
+from bot.slack.sender import AUTH_ERRORS, TRANSIENT, SlackSender, slack_error
 from db.events import forget_old
 from db.models import Outbox
 from scheduler.outbox import dispatch_due
@@ -40,18 +42,42 @@ REVIVE_AFTER = timedelta(minutes=5)
 
 
 def build_slack_channel(settings: Settings, app: App) -> SlackChannel | None:
-    """The desk, or None when it is not configured: a bot token, and either a signing
-    secret (HTTP mode, every request verified) or an app token (Socket Mode, where the
-    websocket itself is authenticated and no request reaches our web server)."""
-    if settings.slack_bot_token is None:
-        return None
-    if settings.slack_socket_mode and settings.slack_app_token is None:
-        logger.error("SLACK_SOCKET_MODE needs SLACK_APP_TOKEN; the Slack desk is not started")
-        return None
-    if not settings.slack_socket_mode and settings.slack_signing_secret is None:
+    """The desk, or None when no Slack setting is given at all: a bot token, and either a
+    signing secret (HTTP mode, every request verified) or an app token (Socket Mode, where
+    the websocket itself is authenticated and no request reaches our web server). Half a
+    configuration is a ConfigError naming what is missing: silently running without the
+    desk had been reported as "no chat channel is configured"."""
+    if problem := missing_setting(settings):
+        raise ConfigError(problem)
+    if not secret_given(settings.slack_bot_token):
         return None
     ctx = app.context
     return SlackChannel(settings, ctx.sessions, ctx.clock)
+
+
+def missing_setting(settings: Settings) -> str:
+    """What a partly configured desk lacks, as the operator fixes it ("" when the desk is
+    fully configured or not at all). Names only, never values."""
+    token, secret, app_token = (secret_given(settings.slack_bot_token),
+                                secret_given(settings.slack_signing_secret),
+                                secret_given(settings.slack_app_token))
+    socket = settings.slack_socket_mode
+    if not token:
+        present = [name for name, on in (("SLACK_SIGNING_SECRET", secret),
+                                          ("SLACK_APP_TOKEN", app_token),
+                                          ("SLACK_SOCKET_MODE", socket)) if on]
+        return (f"{' and '.join(present)} {'is' if len(present) == 1 else 'are'} set but "
+                "SLACK_BOT_TOKEN is not: set the bot token (xoxb-..., OAuth & Permissions) "
+                "for the Slack desk, or remove the Slack settings") if present else ""
+    if socket and not app_token:
+        return ("SLACK_SOCKET_MODE is true but SLACK_APP_TOKEN is not set: set the app-level "
+                "token (xapp-..., Basic Information, scope connections:write), or set "
+                "SLACK_SOCKET_MODE=false and SLACK_SIGNING_SECRET for HTTP mode")
+    if not socket and not secret:
+        return ("SLACK_BOT_TOKEN is set but SLACK_SIGNING_SECRET is not: HTTP mode verifies "
+                "every request from Slack with it (Basic Information, App Credentials), or "
+                "set SLACK_SOCKET_MODE=true with SLACK_APP_TOKEN")
+    return ""
 
 
 class SlackChannel:
@@ -102,15 +128,43 @@ class SlackChannel:
         return await self._handler.handle(request)
 
     async def start(self) -> None:
+        await self._check_token()
         if self.settings.slack_socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
             assert self.settings.slack_app_token is not None
             handler = AsyncSocketModeHandler(self.bolt,
                                              self.settings.slack_app_token.get_secret_value())
-            await handler.connect_async()
+            try:
+                await handler.connect_async()
+            except SlackApiError as exc:
+                if slack_error(exc) in AUTH_ERRORS:
+                    raise ConfigError(f"Slack refused SLACK_APP_TOKEN ({slack_error(exc)}): "
+                                      "check the app-level token (xapp-...) and its scope "
+                                      "connections:write") from None
+                raise
             self._socket = handler
         self._task = asyncio.create_task(self._run(), name="slack-outbox")
+
+    async def _check_token(self) -> None:
+        """auth.test once at start: a refused token is a deployment error to show now, not
+        on the day the first card waits unseen. Slack away (5xx, network) is not: the
+        outbox keeps every card until it is back, so the bot starts."""
+        try:
+            who = await self.client.auth_test()
+        except SlackApiError as exc:
+            if (error := slack_error(exc)) in AUTH_ERRORS:
+                raise ConfigError(f"Slack refused SLACK_BOT_TOKEN ({error}): check the bot "
+                                  "token (xoxb-..., OAuth & Permissions) of the app installed "
+                                  "in the workspace") from None
+            logger.warning("Slack auth.test failed (%s): starting anyway; the desk's "
+                           "messages wait until Slack answers", error)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            logger.warning("Slack is unreachable at start-up (%s): starting anyway; the "
+                           "desk's messages wait until Slack answers", type(exc).__name__)
+        else:
+            logger.info("slack: token accepted for workspace %s as %s", who.get("team"),
+                        who.get("user"))
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

@@ -72,7 +72,10 @@ class SlackSender:
                 return await self._unlinked_file(row)
             return Outcome("failed", f"unknown kind {row.kind}")
         except SlackApiError as exc:
-            return api_outcome(exc)
+            outcome = api_outcome(exc)
+            if outcome.kind == "failed" and row.kind in CAMPAIGN_CARDS:
+                _refused_card(row, outcome.detail)
+            return outcome
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return Outcome("retry", f"{TRANSIENT}{type(exc).__name__}")
 
@@ -183,6 +186,8 @@ class SlackSender:
             if (found := await _campaign_of(session, row)) is None:
                 return Outcome("failed", "campaign not found")
             c, pref = found
+            if c.status == "cancelled":  # sent again after a remap, for a campaign stopped since
+                return Outcome("skipped", "campaign is cancelled")
             table = await campaigns.unlinked_csv(session, c)
         channel = destination(pref, row)
         if not channel:
@@ -205,6 +210,19 @@ async def _campaign_of(session: AsyncSession, row: Outbox,
     return c, await session.get(Prefecture, c.prefecture_code)
 
 
+CAMPAIGN_CARDS = {"campaign_preview": "approval card", "campaign_unlinked": "unlinked list"}
+
+
+def _refused_card(row: Outbox, error: str) -> None:
+    """A campaign waits for its approval card: one Slack refused for good must reach the
+    operator's log with the way to send it again (`campaign status` shows it too)."""
+    campaign_id, pref = row.payload.get("campaign_id"), row.prefecture_code
+    logger.error("campaign %s (prefecture %s): Slack refused its %s (%s); it was not posted. "
+                 "Invite the bot to the staff channel or map the right one (slack-channel), "
+                 "then `campaign preview %s --prefecture %s` sends it again",
+                 campaign_id, pref, CAMPAIGN_CARDS[row.kind], error, campaign_id, pref)
+
+
 def note_text(esc: Escalation, body: str) -> str:
     """A supplement as posted under the card: whoever claimed it is mentioned (a bot's reply
     in a thread notifies no one else), and after forwarding, where it must go on."""
@@ -215,10 +233,17 @@ def note_text(esc: Escalation, body: str) -> str:
     return body
 
 
+def slack_error(exc: SlackApiError) -> str:
+    """Slack's error code (`channel_not_found`), else the HTTP status, as text."""
+    if not exc.response:
+        return "?"
+    return str(exc.response.get("error") or exc.response.status_code)
+
+
 def api_outcome(exc: SlackApiError) -> Outcome:
     """Rate limits and Slack-side failures are retried; configuration errors are not."""
     status = exc.response.status_code
-    error = str(exc.response.get("error") or status) if exc.response else "?"
+    error = slack_error(exc)
     if status == 429 or error == "ratelimited":
         after = exc.response.headers.get("Retry-After") or exc.response.headers.get(
             "retry-after") or "30"

@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 from starlette.routing import BaseRoute
 from telegram import BotCommand, ChatMemberUpdated, Update
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from bot.app import App
-from bot.settings import Settings
+from bot.settings import ConfigError, Settings, secret_given
 from bot.telegram.inbound import CHANNEL, Incoming, parse
 from bot.telegram.processor import PerChatUpdateProcessor
 from bot.telegram.render import CallbackCodec
@@ -110,7 +110,14 @@ class TelegramChannel:
 
     async def start(self) -> None:
         app = self.application
-        await app.initialize()  # getMe: a wrong token fails here, loudly
+        try:
+            await app.initialize()  # getMe: a wrong token fails here, loudly
+        except InvalidToken:
+            # PTB's message quotes the token; ours names the setting. Its HTTP sessions
+            # are open though the application is not initialised: close them here.
+            await app.bot.shutdown()
+            raise ConfigError("Telegram refused TELEGRAM_TOKEN (getMe: Unauthorized): check "
+                              "the token @BotFather gave for this bot (123456789:AA...)") from None
         try:
             await self._register_commands()
             await app.start()
@@ -281,7 +288,7 @@ def _request(pool_size: int, timeout: float | None) -> AiohttpRequest:
 
 
 def build_channel(settings: Settings, app: App) -> TelegramChannel | None:
-    """The runner's builder: no token, no Telegram."""
-    if settings.telegram_token is None:
+    """The runner's builder: no token (or an empty one), no Telegram."""
+    if not secret_given(settings.telegram_token):
         return None
     return TelegramChannel(settings, app.context)

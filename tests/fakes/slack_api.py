@@ -1,10 +1,10 @@
 """A fake Slack Web API (aiohttp, 127.0.0.1, ephemeral port) for end-to-end tests.
 
 The real slack_sdk AsyncWebClient talks to it through `base_url`. It answers the methods the
-desk uses (chat.postMessage, chat.update, chat.postEphemeral, views.open), checks the bot
-token, records every call with an awaitable wait, and can fail on demand: HTTP 500,
-`ratelimited` (429 + Retry-After), or go away entirely (connection refused) and come back
-on the same port.
+desk uses (auth.test, chat.postMessage, chat.update, chat.postEphemeral, views.open), checks
+the bot token, refuses posts to unknown channels and to channels the bot is not in, records
+every call with an awaitable wait, and can fail on demand: HTTP 500, `ratelimited` (429 +
+Retry-After), or go away entirely (connection refused) and come back on the same port.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from aiohttp import web
 TOKEN = "xoxb-test-token-for-the-fake"
 WAIT_LIMIT = 10.0
 APP_TOKEN = "xapp-test-app-token"  # Socket Mode: apps.connections.open takes the app token
-KNOWN = ("chat.postMessage", "chat.update", "chat.postEphemeral", "views.open",
+BOT_USER_ID = "U0BOT"
+KNOWN = ("auth.test", "chat.postMessage", "chat.update", "chat.postEphemeral", "views.open",
          "files.getUploadURLExternal", "files.completeUploadExternal", "apps.connections.open")
 
 
@@ -43,6 +44,7 @@ class FakeSlackAPI:
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) → message
         self.unknown_channels: set[str] = set()
+        self.outside_channels: set[str] = set()  # exist, but the bot was never invited
         self._faults: list[tuple[str, int]] = []  # (status or "ratelimited", times)
         self._holds: dict[str, asyncio.Event] = {}  # method -> released when set
         self.uploads: dict[str, bytes] = {}  # file id -> bytes received at its upload URL
@@ -170,6 +172,12 @@ class FakeSlackAPI:
         if method in ("chat.postMessage", "chat.update", "chat.postEphemeral") and (
                 not channel or channel in self.unknown_channels):
             return {"ok": False, "error": "channel_not_found"}
+        if method == "chat.postMessage" and channel in self.outside_channels:
+            return {"ok": False, "error": "not_in_channel"}
+        if method == "auth.test":
+            return {"ok": True, "url": "https://test.slack.com/", "team": "Test Workspace",
+                    "user": "kakaritsuke-bot", "team_id": "T0TEST", "user_id": BOT_USER_ID,
+                    "bot_id": "B0BOT"}
         if method == "chat.postMessage":
             ts = f"1700000000.{next(self._ts):06d}"
             self.messages[(channel, ts)] = dict(params)
