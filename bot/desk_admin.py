@@ -90,7 +90,8 @@ async def run_drafts(settings: Settings, action: str, draft_id: int | None,
                 return _print_list(await kb_drafts.list_drafts(session, status=None))
             assert draft_id is not None
             if action == "show":
-                return _print_draft(await kb_drafts.get_draft(session, draft_id))
+                draft = await kb_drafts.get_draft(session, draft_id)
+                return _print_draft(draft, await kb_drafts.draft_receipt(session, draft))
             if action == "reject":
                 await kb_drafts.reject(session, draft_id, now)
                 print(f"下書き #{draft_id} を却下しました。")
@@ -142,9 +143,9 @@ def _print_list(drafts: list[KbDraft]) -> int:
     return 0
 
 
-def _print_draft(d: KbDraft) -> int:
+def _print_draft(d: KbDraft, receipt: str) -> int:
     print(f"下書き #{d.id}（{d.status}）都道府県 {d.prefecture_code} / 問い合わせ "
-          f"Q{d.prefecture_code}-{d.escalation_id:06d} / 作成 {d.created_at:%Y-%m-%d %H:%M}")
+          f"{receipt} / 作成 {d.created_at:%Y-%m-%d %H:%M}")
     print(f"\n質問：\n  {d.question}\n\n回答：\n  " + d.answer.replace("\n", "\n  "))
     if d.phrasings:
         print("\n言い換え候補：")

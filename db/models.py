@@ -136,11 +136,21 @@ class ConversationLog(SQLModel, table=True):
     feedback: int | None = Field(default=None, description="+1 / -1 from the user")
 
 
+def receipt_of(prefecture_code: str, number: int) -> str:
+    """The one format of a receipt number, shown to clinics and staff: Q26-000001."""
+    return f"Q{prefecture_code}-{number:06d}"
+
+
 class Escalation(SQLModel, table=True):
     """A question handed to prefecture staff (tier 1) or forwarded to the ministry (tier 2)."""
 
+    __table_args__ = (UniqueConstraint("prefecture_code", "number",
+                                       name="uq_escalation_prefecture_number"),)
     id: int | None = Field(default=None, primary_key=True)
     prefecture_code: str = Field(max_length=2, index=True)
+    # Counted per prefecture (the receipt's number): a global id would let a clinic read
+    # the whole deployment's volume from its receipt. repo.create_escalation assigns it.
+    number: int | None = Field(default=None, nullable=False)
     chat_account_id: int = Field(foreign_key="chataccount.id")
     # The institution the chat was linked to when it asked (None: asked before linking); a
     # chat relinked to another clinic no longer sees the inquiry, the card still names it.
@@ -169,7 +179,8 @@ class Escalation(SQLModel, table=True):
     @property
     def receipt(self) -> str:
         """Receipt number a clinic can quote on the phone."""
-        return f"Q{self.prefecture_code}-{self.id:06d}"
+        assert self.number is not None, "receipt of an escalation not yet inserted"
+        return receipt_of(self.prefecture_code, self.number)
 
 
 class Outbox(SQLModel, table=True):

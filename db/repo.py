@@ -9,7 +9,7 @@ from datetime import datetime
 from types import EllipsisType
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, insert, text, tuple_, update
+from sqlalchemy import Table, and_, bindparam, func, insert, text, tuple_, update
 from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,6 +30,7 @@ from db.models import (
 _ACCOUNT: Table = ChatAccount.__table__  # type: ignore[attr-defined]
 _STATE: Table = ConversationState.__table__  # type: ignore[attr-defined]
 _LOG: Table = ConversationLog.__table__  # type: ignore[attr-defined]
+_ESCALATION: Table = Escalation.__table__  # type: ignore[attr-defined]
 _SENDERS = (
     core_select(_ACCOUNT.c.channel, _ACCOUNT.c.external_user_id, _ACCOUNT.c.id,
                 _ACCOUNT.c.prefecture_code, _ACCOUNT.c.institution_id, _ACCOUNT.c.reachable,
@@ -167,28 +168,60 @@ async def clear_state(session: AsyncSession, channel: str, user_id: str) -> None
         await session.commit()
 
 
+NUMBER_TRIES = 20  # one retry per inquiry of the same prefecture inserted at that moment
+
+
 async def create_escalation(
     session: AsyncSession, prefecture_code: str, account_id: int, question: str,
     context: dict[str, Any], now: datetime, institution_id: int | None = None,
 ) -> Escalation:
-    esc = Escalation(prefecture_code=prefecture_code, chat_account_id=account_id,
-                     institution_id=institution_id, question=question, context=context,
-                     created_at=now, updated_at=now)
-    session.add(esc)
-    await session.commit()
-    await session.refresh(esc)
+    """Insert the inquiry with the next receipt number of its prefecture.
+
+    The number is max + 1 computed inside the INSERT itself: SQLite runs the statement
+    under its write lock, and on PostgreSQL the unique (prefecture_code, number) refuses a
+    concurrent twin, which then tries again with the number after it."""
+    for attempt in range(1, NUMBER_TRIES + 1):
+        esc = Escalation(prefecture_code=prefecture_code, chat_account_id=account_id,
+                         institution_id=institution_id, question=question, context=context,
+                         created_at=now, updated_at=now)
+        esc.number = _next_number(prefecture_code)
+        session.add(esc)
+        try:
+            await session.commit()
+            break
+        except IntegrityError as exc:
+            await session.rollback()
+            if attempt == NUMBER_TRIES or "number" not in str(exc.orig):
+                raise
+    await session.refresh(esc)  # the number the database chose
     return esc
 
 
+def _next_number(prefecture_code: str) -> Any:
+    """The prefecture's max(number) + 1 as a scalar subquery, for the INSERT to evaluate."""
+    return (core_select(func.coalesce(func.max(_ESCALATION.c.number), 0) + 1)
+            .where(_ESCALATION.c.prefecture_code == prefecture_code).scalar_subquery())
+
+
+async def escalation_by_receipt(session: AsyncSession, prefecture_code: str, number: int,
+                                ) -> Escalation | None:
+    """The inquiry a receipt names, within its prefecture: Q13-000001 is never Q26-000001."""
+    stmt = select(Escalation).where(Escalation.prefecture_code == prefecture_code,
+                                    Escalation.number == number)
+    return (await session.exec(stmt)).first()
+
+
 async def account_escalations(session: AsyncSession, account_id: int,
-                              esc_id: int | None = None, limit: int = 20,
+                              receipt: tuple[str, int] | None = None, limit: int = 20,
                               linked_to: int | None | EllipsisType = ...) -> list[Escalation]:
-    """One chat account's own inquiries, newest first (one of them by id), in whichever
-    prefecture each went to: a chat that changed its prefecture still follows the ones it
-    sent before. `linked_to`: only those asked for that institution or before linking."""
+    """One chat account's own inquiries, newest first (or the one a receipt names, by its
+    prefecture and number), in whichever prefecture each went to: a chat that changed its
+    prefecture still follows the ones it sent before. `linked_to`: only those asked for
+    that institution or before linking."""
     stmt = select(Escalation).where(Escalation.chat_account_id == account_id)
-    if esc_id is not None:
-        stmt = stmt.where(Escalation.id == esc_id)
+    if receipt is not None:
+        stmt = stmt.where(Escalation.prefecture_code == receipt[0],
+                          Escalation.number == receipt[1])
     if linked_to is not ...:
         stmt = stmt.where(col(Escalation.institution_id).is_(None)
                           | (col(Escalation.institution_id) == linked_to))

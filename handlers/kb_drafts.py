@@ -100,11 +100,19 @@ async def get_draft(session: AsyncSession, draft_id: int) -> KbDraft:
     return draft
 
 
-def entry_data(draft: KbDraft, category: str, extra_phrasings: list[str],
+async def draft_receipt(session: AsyncSession, draft: KbDraft) -> str:
+    """The receipt of the inquiry a draft came from, as its clinic and staff know it (the
+    prefecture's own number, not the row id the draft points at)."""
+    esc = await get_escalation(session, draft.prefecture_code, draft.escalation_id)
+    assert esc is not None  # a foreign key, in the draft's own prefecture
+    return esc.receipt
+
+
+def entry_data(draft: KbDraft, receipt: str, category: str, extra_phrasings: list[str],
                entry_id: str | None = None, url: str | None = None) -> dict[str, object]:
-    """The YAML entry a draft becomes (validated by the Entry model when appended)."""
+    """The YAML entry a draft becomes (validated by the Entry model when appended);
+    `receipt` is draft_receipt's."""
     assert draft.id is not None
-    receipt = f"Q{draft.prefecture_code}-{draft.escalation_id:06d}"
     phrasings = list(dict.fromkeys(p.strip() for p in [*draft.phrasings, *extra_phrasings]
                                    if p.strip() and p.strip() != draft.question.strip()))
     source = ({"url": url} if url else
@@ -174,7 +182,8 @@ async def approve(session: AsyncSession, draft_id: int, category: str, directory
         raise DraftError(f"下書き #{draft_id} は既に {draft.status} です。")
     if not force and (found := await _local_details(session, draft)):
         raise _refusal(draft, found)
-    data = entry_data(draft, category, extra_phrasings or [], entry_id, url)
+    data = entry_data(draft, await draft_receipt(session, draft), category,
+                      extra_phrasings or [], entry_id, url)
     try:
         entry = append_entry(directory, data)
     except ValidationError as exc:

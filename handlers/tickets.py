@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import replace
 
 from db import repo
-from db.models import Escalation
+from db.models import Escalation, receipt_of
 from handlers import desk, history, linking, qa
 from handlers.context import Context
 from handlers.escalation import ASK_FLOW, escalate
@@ -76,8 +76,8 @@ TICKET_STATUS = {
 
 
 def _receipt(m: re.Match[str]) -> Found:
-    found = {"receipt": f"Q{m.group(1)}-{int(m.group(2)):06d}", "prefecture": m.group(1),
-             "id": m.group(2)}
+    found = {"receipt": receipt_of(m.group(1), int(m.group(2))), "prefecture": m.group(1),
+             "number": m.group(2)}
     # 「Q15-3の回答は？」 may be an item of a Q&A document rather than a short-typed receipt.
     loose = len(m.group(2)) < 4 and "受付番号" not in m.string[:m.start()]
     return found | ({"loose": "yes"} if loose else {})
@@ -192,13 +192,13 @@ async def _account_inquiries(ctx: Context, found: Found, linked_now: bool = True
     under another link (a relink, a revoked one), an inquiry is that institution's; asked
     before linking, it is the chat's own (ask first, find the letter's code later)."""
     assert ctx.account is not None
-    receipt = found.get("receipt")
+    # A receipt names its prefecture and that prefecture's number: Q13-000001 is not this
+    # chat's Q26-000001.
+    receipt = (found["prefecture"], int(found["number"])) if found.get("receipt") else None
     async with ctx.session() as session:
-        rows = await repo.account_escalations(
-            session, ctx.account.id, int(found["id"]) if receipt else None,
+        return await repo.account_escalations(
+            session, ctx.account.id, receipt,
             linked_to=ctx.account.institution_id if linked_now else ...)
-    # A receipt names its prefecture too: Q13-000001 is not this chat's Q26-000001.
-    return [e for e in rows if not receipt or e.prefecture_code == found["prefecture"]]
 
 
 def _not_found(found: Found) -> Reply:

@@ -100,7 +100,7 @@ async def _draft(url: str, answer: str) -> int:
             account = ChatAccount(channel="telegram", external_user_id="u1", prefecture_code="26")
             session.add(account)
             await session.flush()
-            esc = Escalation(prefecture_code="26", chat_account_id=account.id or 0,
+            esc = Escalation(prefecture_code="26", number=1, chat_account_id=account.id or 0,
                              question="分院は別に報告が必要ですか", status="answered",
                              answer=answer)
             session.add(esc)

@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.slack.blocks import answer_modal, escape, resolve_modal
+from db import repo
 from db.events import first_delivery
 from handlers import desk, kb_drafts
 from handlers.desk_card import build_card, plain_text
@@ -286,10 +287,12 @@ def _mention(deps: DeskDeps) -> Callable[..., Any]:
 
 
 async def _summary(deps: DeskDeps, pref: str, found: re.Match[str]) -> str:
+    """The card of the inquiry a mentioned receipt names: only in this channel's prefecture,
+    by its number there (every prefecture has its own Q…-000001)."""
     async with deps.sessions() as session:
         esc = None
         if found.group(1) == pref:
-            esc = await desk.get_escalation(session, pref, int(found.group(2)))
+            esc = await repo.escalation_by_receipt(session, pref, int(found.group(2)))
         if esc is None:
             return desk.NOT_FOUND
         return escape(plain_text(await build_card(session, esc, deps.clock())))
