@@ -80,9 +80,10 @@ async def run_campaign(settings: Settings, args: argparse.Namespace) -> int:
                 released = await campaigns.approve(session, c, args.by, now)
                 print(f"キャンペーン {c.id} を承認しました：{released}件を送信します。"
                       "実行中のボット（main.py run）が、送信時間内に順に送ります。")
-                if not secret_given(settings.telegram_token):  # they wait in the outbox
-                    print("TELEGRAM_TOKEN が未設定のため、まだ送れません。設定して main.py run を"
-                          "起動すると送信が始まります。")
+                if not (secret_given(settings.telegram_token)  # they wait in the outbox
+                        or secret_given(settings.line_channel_access_token)):
+                    print("TELEGRAM_TOKEN も LINE_CHANNEL_ACCESS_TOKEN も未設定のため、まだ送れ"
+                          "ません。設定して main.py run を起動すると送信が始まります。")
             elif command == "cancel":
                 cancelled = await campaigns.cancel(session, c, args.by, now)
                 print(f"キャンペーン {c.id} を中止しました：{cancelled}件を取り消しました。")

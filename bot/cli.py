@@ -323,7 +323,8 @@ def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
 
     code = run(settings)  # any other failure is logged by the runner, naming the setting
     if code == NO_CHANNEL:
-        print("No chat channel is configured (set TELEGRAM_TOKEN or SLACK_BOT_TOKEN in .env).\n"
+        print("No chat channel is configured (set TELEGRAM_TOKEN, LINE_CHANNEL_SECRET with "
+              "LINE_CHANNEL_ACCESS_TOKEN, or SLACK_BOT_TOKEN in .env).\n"
               "To try the bot locally without any token, run: python main.py demo",
               file=sys.stderr)
     return code

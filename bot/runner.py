@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class Channel(Protocol):
-    """A running chat channel (Telegram, Slack, ...), built by the composition root."""
+    """A running chat channel (Telegram, LINE, Slack, ...), built by the composition root."""
 
     name: str
 
@@ -43,10 +43,11 @@ ChannelBuilder = Callable[[Settings, App], Channel | None]
 
 def channel_builders() -> list[ChannelBuilder]:
     """Every channel the bot knows; each returns None when its settings are absent."""
+    from bot.line import build_line_channel
     from bot.slack import build_slack_channel
     from bot.telegram import build_channel as build_telegram_channel
 
-    return [build_telegram_channel, build_slack_channel]
+    return [build_telegram_channel, build_line_channel, build_slack_channel]
 
 
 # Exit codes of `run`: the CLI prints the "no channel" hint for NO_CHANNEL only.

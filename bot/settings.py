@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     )
     telegram_rate_per_second: float = Field(default=25.0, description="Outbox sends, all chats")
     telegram_rate_per_chat: float = Field(default=1.0, description="Outbox sends, one chat")
+    line_channel_secret: SecretStr | None = Field(
+        default=None, description="LINE channel secret: verifies X-Line-Signature")
+    line_channel_access_token: SecretStr | None = Field(
+        default=None, description="LINE long-lived channel access token (Messaging API)")
+    line_api_base: str | None = Field(
+        default=None, description="Messaging API base URL (tests point it at a local fake)")
+    line_webhook_path: str = Field(default="/line/webhook",
+                                   description="Path of the LINE webhook on our web server")
+    line_rate_per_second: float = Field(default=50.0, description="LINE pushes, all chats")
+    line_rate_per_chat: float = Field(default=1.0, description="LINE pushes, one chat")
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_base: str | None = None

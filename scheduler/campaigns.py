@@ -41,7 +41,7 @@ from scheduler.campaign_check import TARGET_STATUSES
 from scheduler.outbox import OPEN_STATUSES, enqueue
 
 logger = logging.getLogger(__name__)
-SEND_CHANNELS = ("telegram",)  # chat channels with an outbox sender
+SEND_CHANNELS = ("telegram", "line")  # chat channels with an outbox sender
 CHUNK = 5000
 KIND_LABELS = {"annai": "定期報告の案内", "dunning": "督促",
                "returned": "差し戻しの再提出のお願い"}

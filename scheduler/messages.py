@@ -7,10 +7,15 @@ bookkeeping and ignored here. Channel senders render the result like any handler
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Outbox
 from handlers.messages import Button, Link, Reply
+from scheduler import outbox
 
 
 def payload_for(reply: Reply, **extra: Any) -> dict[str, Any]:
@@ -21,6 +26,18 @@ def payload_for(reply: Reply, **extra: Any) -> dict[str, Any]:
     if reply.links:
         payload["links"] = [[link.label, link.url] for link in reply.links]
     return payload
+
+
+async def defer_parts(sessions: Callable[[], AsyncSession], channel: str, recipient: str,
+                      parts: list[Reply], key: str, offset: int, prefecture_code: str,
+                      now: datetime, not_before: datetime) -> None:
+    """Queue the parts of a reply a channel could not send at once (a rate limit, an expired
+    reply token), in order and once each (`key:index`), for its outbox sender."""
+    async with sessions() as session:
+        for i, part in enumerate(parts, offset):
+            await outbox.enqueue(session, key=f"{key}:{i}", channel=channel, recipient=recipient,
+                                 kind="reply", body=part.text, prefecture_code=prefecture_code,
+                                 now=now, payload=payload_for(part), not_before=not_before)
 
 
 def reply_of(row: Outbox) -> Reply:

@@ -275,9 +275,9 @@ def test_campaign_commands_say_what_really_happens(tmp_path: Path) -> None:
     preview = run("campaign", "preview", "1", "--prefecture", "26", tmp=tmp_path)
     assert "Slackの担当チャンネルが未設定のため、確認カードは届きません" in preview.stdout
     sent = run("campaign", "send", "1", "--prefecture", "26", "--by", "me", tmp=tmp_path,
-               env={"TELEGRAM_TOKEN": ""})
+               env={"TELEGRAM_TOKEN": "", "LINE_CHANNEL_ACCESS_TOKEN": ""})
     assert "承認しました" in sent.stdout  # and, with no token, that nothing goes out yet
-    assert "TELEGRAM_TOKEN が未設定のため、まだ送れません" in sent.stdout
+    assert "TELEGRAM_TOKEN も LINE_CHANNEL_ACCESS_TOKEN も未設定のため" in sent.stdout
     again = run("campaign", "send", "1", "--prefecture", "26", "--by", "me", tmp=tmp_path)
     assert "承認済みです" in again.stdout
     run("campaign", "plan", "--prefecture", "26", "--kind", "annai", "--tag", "t2", tmp=tmp_path)

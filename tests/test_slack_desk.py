@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,13 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 from pydantic import SecretStr
 from sqlalchemy import func, update
 from sqlmodel import col, select
-from starlette.applications import Starlette
-from starlette.routing import BaseRoute
 
 from bot import cli
 from bot.runner import channel_builders
@@ -48,6 +44,7 @@ from tests.conftest import NOW, update_prefecture
 from tests.fakes.redmine_api import API_KEY, FakeRedmine
 from tests.fakes.slack_api import APP_TOKEN, TOKEN, FakeSlackAPI
 from tests.fakes.slack_requests import SECRET, SlackSide, block_actions
+from tests.fakes.web import serving
 
 C26, C13 = "C0KYOTO", "C0TOKYO"
 STAFF_A, STAFF_B, STAFF_TOKYO = "U0AAA", "U0BBB", "U0TKY"
@@ -60,21 +57,7 @@ def desk_settings(api: FakeSlackAPI, **extra: Any) -> Settings:
                     **extra)
 
 
-@asynccontextmanager
-async def serve(routes: list[BaseRoute]) -> AsyncIterator[str]:
-    """The shared web server (uvicorn + Starlette) on a socket bound before it starts."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)  # connections queue until uvicorn accepts: no readiness polling
-    config = uvicorn.Config(Starlette(routes=routes), lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+serve = serving  # the shared web server (uvicorn + Starlette) on a bound socket
 
 
 @dataclass

@@ -4,18 +4,13 @@ the way a clinic clerk would use the bot, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from sqlmodel import col, select
-from starlette.applications import Starlette
 
 from bot.settings import Settings
 from bot.telegram import TelegramChannel
@@ -27,24 +22,13 @@ from handlers.messages import Button, Inbound, Reply
 from handlers.texts import EMPTY, WELCOME
 from scheduler.outbox import enqueue
 from tests.conftest import NOW
+from tests.fakes.clock import MovingClock
 from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.fakes.web import serving
 
 CHAT = 5550001
 SECRET = "s3cret-Token_for-tests"
 WEBHOOK_URL = "https://bot.example.jp/telegram/webhook"
-
-
-class MovingClock:
-    """Real time from NOW on, which a test can also jump forward (past a retry_after)."""
-
-    def __init__(self, start: datetime) -> None:
-        self.start, self.t0, self.offset = start, time.monotonic(), 0.0
-
-    def __call__(self) -> datetime:
-        return self.start + timedelta(seconds=time.monotonic() - self.t0 + self.offset)
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 @pytest.fixture
@@ -482,21 +466,9 @@ async def test_an_unknown_chat_fails_the_row_with_the_reason(
 
 @asynccontextmanager
 async def web_server(channel: TelegramChannel) -> AsyncIterator[str]:
-    """Our webhook route on a real uvicorn server, on a socket bound before it starts."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(100)  # connections wait in the backlog until uvicorn accepts them
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(Starlette(routes=channel.web_routes()), log_level="warning",
-                            lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield f"http://127.0.0.1:{port}/telegram/webhook"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    """Our webhook route on a real uvicorn server; yields its URL."""
+    async with serving(channel.web_routes()) as base:
+        yield f"{base}/telegram/webhook"
 
 
 async def test_webhook_refuses_forged_requests_and_serves_real_ones(

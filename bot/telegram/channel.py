@@ -22,6 +22,7 @@ from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from bot.app import App
+from bot.render import EXPIRED_BUTTON, GROUP_ONLY_PRIVATE
 from bot.settings import ConfigError, Settings, secret_given
 from bot.telegram.inbound import CHANNEL, Incoming, parse
 from bot.telegram.processor import PerChatUpdateProcessor
@@ -39,6 +40,8 @@ from scheduler.worker import OutboxWorker
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["COMMANDS", "EXPIRED_BUTTON", "GROUP_ONLY_PRIVATE", "TelegramChannel", "build_channel"]
+
 Dispatch = Callable[[Inbound, Context], Awaitable[list[Reply]]]
 
 COMMANDS = [
@@ -52,10 +55,6 @@ COMMANDS = [
 ]
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 DEFAULT_WEBHOOK_PATH = "/telegram/webhook"
-EXPIRED_BUTTON = ("このボタンは有効期限が切れました。お手数ですが、もう一度ご質問いただくか、"
-                  "メニューから操作をやり直してください。")
-GROUP_ONLY_PRIVATE = ("このボットは、個別のチャット（1対1）でご利用ください。"
-                      "グループでは医療機関の情報をお知らせできません。")
 
 
 class TelegramChannel:

@@ -32,8 +32,7 @@ from bot.telegram.render import CallbackCodec, keyboard, parts
 from db import repo
 from db.models import Outbox
 from handlers.messages import Reply
-from scheduler import outbox
-from scheduler.messages import payload_for, reply_of
+from scheduler.messages import defer_parts, reply_of
 from scheduler.outbox import Outcome
 from scheduler.ratelimit import RateLimiter
 
@@ -119,12 +118,8 @@ class TelegramSender:
         """Queue unsent parts in order, not before the chat's retry_after has passed."""
         now = self._clock()
         not_before = now + timedelta(seconds=max(self._limiter.blocked_for(chat), 1.0))
-        async with self._sessions() as session:
-            for i, message in enumerate(messages, offset):
-                await outbox.enqueue(session, key=f"{key}:{i}", channel=CHANNEL, recipient=chat,
-                                     kind="reply", body=message.text,
-                                     prefecture_code=self._tenant, now=now,
-                                     payload=payload_for(message), not_before=not_before)
+        await defer_parts(self._sessions, CHANNEL, chat, messages, key, offset, self._tenant,
+                          now, not_before)
         logger.info("reply to chat %s deferred to the outbox (%d parts)", chat, len(messages))
         self._wake()
 

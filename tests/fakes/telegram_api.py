@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.web import start_fake
+
 TOKEN = "123456:TEST-token_for-the-fake"
 WAIT_LIMIT = 10.0  # seconds a test waits for the bot before it fails
 BOT_USER = {"id": 123456, "is_bot": True, "first_name": "かかりつけ医機能報告ボット",
@@ -82,11 +84,7 @@ class FakeTelegramAPI:
     async def __aenter__(self) -> FakeTelegramAPI:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await start_fake(app)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
