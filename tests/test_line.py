@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -19,12 +20,14 @@ from bot.line import LineChannel, build_line_channel
 from bot.line.render import LABEL_LIMIT, short_label
 from bot.render import EXPIRED_BUTTON
 from bot.settings import ConfigError, Settings
-from db.models import ChatAccount, ConversationLog, Outbox
+from db.models import ChatAccount, ConversationLog, Institution, Outbox
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.texts import EMPTY, WELCOME
+from scheduler import campaigns
+from scheduler.calendar import JST
 from scheduler.outbox import enqueue
-from tests.conftest import NOW
+from tests.conftest import DEMO_PREF, NOW
 from tests.fakes.clock import MovingClock
 from tests.fakes.line_api import PUSH, REPLY, FakeLineAPI
 from tests.fakes.web import serving
@@ -358,3 +361,34 @@ async def test_a_refused_token_stops_the_start_naming_the_setting(
     said = "\n".join(r.getMessage() for r in caplog.records)
     assert "LINE_CHANNEL_ACCESS_TOKEN" in said and "401" in said
     assert "wrong-token-value" not in said and api.secret not in said
+
+
+async def test_a_dunning_campaign_reaches_a_line_linked_clinic_once(
+        api: FakeLineAPI, ctx: Context) -> None:
+    """A clinic linked through LINE is chased like a Telegram one: planned from its status,
+    sent only once approved, by push, once; a clinic that has reported gets nothing."""
+    in_period = datetime(2027, 2, 17, 10, tzinfo=JST)  # a Wednesday inside the demo period
+    async with ctx.session() as session:
+        for code, status, user in (("7700001", "未報告", USER), ("7700002", "報告済", "Udone")):
+            inst = Institution(prefecture_code=DEMO_PREF, code=code, name=f"LINE診療所{code}",
+                               kind="clinic", status=status)
+            session.add(inst)
+            await session.flush()
+            session.add(ChatAccount(channel="line", external_user_id=user,
+                                    prefecture_code=DEMO_PREF, institution_id=inst.id,
+                                    linked_at=NOW))
+        await session.commit()
+        planned = await campaigns.plan(session, DEMO_PREF, "dunning", "t:D-3", in_period)
+    assert planned.campaign.recipients == 1
+    clock = MovingClock(in_period)
+    async with running(api, ctx, clock) as started:
+        await started.flush()
+        assert api.calls_of(PUSH) == []  # nothing before approval
+        async with ctx.session() as session:
+            assert await campaigns.approve(session, planned.campaign, "U1", in_period) == 1
+        started.channel.wake()
+        [text] = await api.next_texts(USER)
+        assert "LINE診療所7700001" in text and "報告" in text
+        clock.advance(3600)
+        await started.flush()
+    assert len(api.calls_of(PUSH, ok=True)) == 1 and api.texts("Udone") == []
