@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from db.models import ChatAccount, ConversationLog, Escalation
+from db.models import ChatAccount, ConversationLog, Escalation, receipt_of
 from db.turns import TurnStore
 from handlers.context import Context
 from handlers.dispatch import dispatch
@@ -710,7 +710,8 @@ async def test_a_clerk_asks_after_her_inquiry_and_sees_only_her_own(ctx: Context
     assert "回答済み" in state.text and "晴れの予報です。" in state.text
     [other] = await dispatch(said(f"{esc.receipt}の回答まだ？", user="someone-else"), ctx)
     assert "見つかりませんでした" in other.text and "晴れ" not in other.text
-    [foreign] = await dispatch(said(f"Q13-{esc.id:06d}の回答まだ？"), ctx)  # not her prefecture
+    # The same number in another prefecture is not hers.
+    [foreign] = await dispatch(said(f"{receipt_of('13', esc.number or 0)}の回答まだ？"), ctx)
     assert "見つかりませんでした" in foreign.text and "晴れ" not in foreign.text
     # A question of its own, with or without a number, is not swallowed by the status.
     for question in ("調査票の回答はまだ必要ですか", "問い合わせはまだ受け付けていますか",
