@@ -96,6 +96,9 @@ _TOPIC_LIST = re.compile(
     r"(?:ください|下さい|いただけますか|もらえますか|ほしい(?:です)?|欲しい(?:です)?|です)?"
     r"[。？?！!]*$")
 _TOPIC_SEP = re.compile(r"と|、|,|，|や|及び|および")
+_NOT_A_NAME = re.compile(r"[をがはでにもへ]|して|する|なる|いる|ある|ない|ます|です"
+                         r"|場合|とき|時点")
+_EXEMPTION_WORDS = frozenset({"歯科", "休院", "休止", "特定機能病院", "特定機能"})
 _ONE_QUESTION = re.compile(r"違い|ちがい|差|比較|関係|共通|区別|どちら|どっち|両方|関連")
 DESK_ENTRIES = {"gmis_callcenter": "contact-gmis-vs-prefecture",
                 "prefecture": "contact-system-questions"}
@@ -350,7 +353,14 @@ def _topics(text: str) -> list[str]:
     if m is None or _ONE_QUESTION.search(m.group("list")):
         return []
     topics = [t.strip(" 　") for t in _TOPIC_SEP.split(m.group("list"))]
-    return topics if 2 <= len(topics) <= 5 and all(topics) else []
+    if not 2 <= len(topics) <= 5 or not all(topics):
+        return []
+    # Short names only: a topic with a particle or a verb (「なる病院」「医科を併設している
+    # 場合」) was cut out of one sentence, and an exemption word alone (歯科) must not get a
+    # bare 「対象外」 for a clinic that also does 医科.
+    if any(len(t) > 15 or _NOT_A_NAME.search(t) or t in _EXEMPTION_WORDS for t in topics):
+        return []
+    return topics
 
 
 def _opens_a_run(text: str, marker: re.Pattern[str], numbers: list[int]) -> bool:

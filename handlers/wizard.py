@@ -55,6 +55,10 @@ _ASKS = re.compile(r"(?:か|かね|の|かな|教えて(?:ください|下さい
 _LEADING = re.compile(r"^\s*(?P<word>はい|ええ|うん|いいえ|いえ|いや)[、,。!！\s]+(?P<rest>\S.*)$",
                       re.DOTALL)
 _TURN = re.compile(r"でも|けど|けれど|ですが|ただ|しかし|ただし|一部|たまに|時々|場合")
+# Not an answer yet: 「いや、わからないです」「いいえ、確認します」「はい、これから掲示します」.
+_UNSETTLED = re.compile(r"わから|分から|判ら|確認|まだ|これから|予定|検討|待って|待ち|たぶん|多分"
+                        r"|おそらく|かも")
+_NEGATED = re.compile(r"ない|ません|無い|なし|無し|いいえ|違います|ちがいます")
 
 
 @dataclass(frozen=True)
@@ -341,10 +345,17 @@ def _leading_answer(text: str, current: str) -> str | None:
     rest asks or turns (「はい、でも医科もあります」 means no); and a leading はい never
     answers an eligibility step, where a wrong yes would tell a clinic it need not report."""
     m = _LEADING.match(unicodedata.normalize("NFKC", text))
-    if m is None or _asks(m.group("rest")) or _TURN.search(m.group("rest")):
+    if m is None:
+        return None
+    rest = m.group("rest")
+    if _asks(rest) or _TURN.search(rest) or _UNSETTLED.search(rest):
         return None
     answer = courtesy.yes_or_no(m.group("word"))
-    return None if answer == "yes" and current in _ELIGIBILITY else answer
+    # The reason must say the same as the word: 「はい、まだ掲示していません」 is a no.
+    negated = bool(_NEGATED.search(rest))
+    if answer == "yes" and (negated or current in _ELIGIBILITY):
+        return None
+    return answer if answer != "no" or negated else None
 
 
 def _is_question(text: str, asks: bool, action: str) -> bool:

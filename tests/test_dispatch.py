@@ -12,6 +12,7 @@ from sqlmodel import col, select
 
 from db.models import ChatAccount, ConversationLog, Escalation, receipt_of
 from db.turns import TurnStore
+from handlers import qa
 from handlers.context import Context
 from handlers.dispatch import dispatch
 from handlers.messages import Inbound, Reply
@@ -580,6 +581,16 @@ async def test_topics_named_in_a_row_are_each_answered(ctx: Context) -> None:
     assert replies[2].meta["entry_id"] == "method-paper-allowed"
     [whole] = await dispatch(said("病院と診療所の違いを教えて", user="u2"), ctx)
     assert not whole.text.startswith("「病院」について")
+
+
+@pytest.mark.parametrize("one", ["報告の対象となる病院と診療所について教えて",
+                                 "歯科と医科を併設している場合について教えて",
+                                 "1月1日時点で休院している病院と診療所の扱いを教えて",
+                                 "病院と診療所の違いを教えて"])
+def test_one_question_with_a_list_in_it_is_not_cut_into_topics(one: str) -> None:
+    """A と inside one sentence (「…となる病院と診療所」) is no row of topics: cut, 歯科
+    alone would get a bare 対象外 for a clinic that also does 医科."""
+    assert qa._topics(one) == []
 
 
 async def test_a_list_that_opens_the_message_is_taken_item_by_item(ctx: Context) -> None:

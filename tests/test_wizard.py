@@ -133,6 +133,10 @@ async def test_a_typed_yes_or_no_with_its_reason_answers_the_step(ctx: Context) 
     assert "判定：報告の対象です" in r.text
     [r] = await dispatch(said("はい、お願いします"), ctx)
     assert "★1" in r.text
+    for unsettled in ("はい、まだ掲示していません", "はい、これから掲示します",
+                      "いや、わからないです", "いいえ、確認します"):
+        [r] = await dispatch(said(unsettled), ctx)
+        assert "★1" in r.text and "★2" not in r.text, unsettled  # asked again
     *_, note = await dispatch(said("はい、掲示はいつまでに必要ですか"), ctx)
     assert "★2" not in note.text and "一時中断" in note.text  # asked, not answered yes
 

@@ -105,6 +105,8 @@ class LineSender:
         """Answer an event: the first batch with its reply token while it is fresh, the rest
         (or all, when the token cannot be used) by push through the outbox."""
         messages = parts(replies)
+        if not messages:  # a handler with nothing to say
+            return
         sent = 0
         if token and self._clock() - received < REPLY_TOKEN_TTL and \
                 self._limiter.blocked_for(user) <= 0:
