@@ -179,7 +179,10 @@ async def create_escalation(
 
     The number is max + 1 computed inside the INSERT itself: SQLite runs the statement
     under its write lock, and on PostgreSQL the unique (prefecture_code, number) refuses a
-    concurrent twin, which then tries again with the number after it."""
+    concurrent twin, which then tries again with the number after it. A retry rolls the
+    session back, so it must hold nothing else unsaved (asserted, rather than lost)."""
+    assert not (session.new or session.dirty or session.deleted), \
+        "create_escalation needs a session with nothing pending: a retry rolls it back"
     for attempt in range(1, NUMBER_TRIES + 1):
         esc = Escalation(prefecture_code=prefecture_code, chat_account_id=account_id,
                          institution_id=institution_id, question=question, context=context,
@@ -243,18 +246,6 @@ async def set_chat_prefecture(session: AsyncSession, account_id: int, code: str 
         .values(prefecture_code=code))
     await session.commit()
     return bool(result.rowcount)
-
-
-async def adopt_turns(session: AsyncSession, channel: str, user_id: str, code: str) -> int:
-    """Give a chat's turns logged before its prefecture was known (unlinked, in a bot
-    serving several) to the prefecture it has now said or linked to (caller commits): its
-    unanswered questions are that desk's to-do list, and never another prefecture's."""
-    result = await session.exec(  # type: ignore[call-overload]
-        update(ConversationLog).where(col(ConversationLog.channel) == channel,
-                                      col(ConversationLog.external_user_id) == user_id,
-                                      col(ConversationLog.prefecture_code).is_(None))
-        .values(prefecture_code=code))
-    return int(result.rowcount or 0)
 
 
 async def set_reachable(session: AsyncSession, channel: str, user_id: str, reachable: bool,

@@ -9,12 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func
+from sqlalchemy import and_, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db import repo
-from db.models import ConversationLog, Escalation, Institution, Prefecture, desk_channel
+from db.models import (
+    ChatAccount,
+    ConversationLog,
+    Escalation,
+    Institution,
+    Prefecture,
+    desk_channel,
+)
 from handlers.desk_card import OPEN_STATUSES, STATUS_LABELS, format_age, staff_ref
 from handlers.rules import EXEMPTIONS, REPORTED_STATUSES
 from scheduler import outbox
@@ -108,12 +115,18 @@ async def _unanswered(session: AsyncSession, pref: str, since: datetime, top: in
                       ) -> list[tuple[str, int]]:
     """Questions the bot escalated or only guessed at, grouped by normalised text. An
     unlinked chat's turns before it said its prefecture are logged with none: they are the
-    desk's only when the bot serves that one prefecture alone."""
+    desk's once the chat has said or linked this prefecture (read from the account, so the
+    turn that said it counts too), or when the bot serves this prefecture alone."""
     alone = [p.code for p in await repo.prefectures(session)] == [pref]
-    mine = col(ConversationLog.prefecture_code) == pref
+    log, account = ConversationLog, ChatAccount
+    unassigned = col(log.prefecture_code).is_(None)
+    told = col(account.prefecture_code) == pref
     if alone:
-        mine = mine | col(ConversationLog.prefecture_code).is_(None)
-    stmt = select(ConversationLog.inbound_text).where(
+        told = told | col(account.prefecture_code).is_(None)
+    mine = (col(log.prefecture_code) == pref) | (unassigned & told)
+    stmt = select(log.inbound_text).outerjoin(account, and_(
+        col(account.channel) == col(log.channel),
+        col(account.external_user_id) == col(log.external_user_id))).where(
         mine, ConversationLog.created_at >= since,
         col(ConversationLog.action).in_(UNANSWERED_ACTIONS),
         col(ConversationLog.payload).is_(None))

@@ -194,7 +194,7 @@ async def _log(msg: Inbound, ctx: Context, replies: list[Reply]) -> None:
     answered = [str(r.meta["entry_id"]) for r in replies
                 if r.meta.get("action") == "answer" and r.meta.get("entry_id")]
     # Not the tenant: an unlinked chat's default is not its own prefecture. Its turns wait
-    # with none until it says or links one (repo.adopt_turns).
+    # with none; the digest reads the account's prefecture once it is said or linked.
     pref = ctx.account.known_prefecture if ctx.account else None
     try:
         await ctx.turns.write(ctx.begin, dict(

@@ -178,8 +178,6 @@ async def handle_prefecture(msg: Inbound, ctx: Context, found: Found) -> list[Re
         return [picked]
     async with ctx.session() as session:
         await repo.set_chat_prefecture(session, ctx.account.id, picked.code)
-        await repo.adopt_turns(session, msg.channel, msg.user_id, picked.code)
-        await session.commit()
         if waiting:
             await repo.clear_state(session, msg.channel, msg.user_id)
     ctx = replace(ctx, account=replace(ctx.account, prefecture_code=picked.code))

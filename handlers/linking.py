@@ -23,7 +23,6 @@ from sqlalchemy import ColumnElement, and_, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db import repo
 from db.models import ChatAccount, Institution, LinkAttempt, LinkCode, Prefecture
 from handlers import courtesy, history
 from handlers.context import Account, Context
@@ -416,8 +415,6 @@ async def _link_account(session: AsyncSession, account_id: int, institution: Ins
     account.institution_id, account.prefecture_code = institution.id, institution.prefecture_code
     account.linked_at = now
     session.add(account)
-    await repo.adopt_turns(session, account.channel, account.external_user_id,
-                           institution.prefecture_code)
     await session.commit()
 
 

@@ -5,20 +5,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.telegram.render import (
-    CALLBACK_LIMIT,
-    EMPTY_TEXT,
-    CallbackCodec,
-    keyboard,
-    parts,
-    split_text,
-    utf16_len,
-)
+from bot.render import EMPTY_TEXT, split_text, utf16_len
+from bot.telegram.render import CALLBACK_LIMIT, TEXT_LIMIT, CallbackCodec, keyboard, parts
 from handlers.messages import Button, Link, Reply
 
 
 def test_short_text_is_one_message() -> None:
-    assert split_text("報告期間は1月から3月です。") == ["報告期間は1月から3月です。"]
+    assert split_text("報告期間は1月から3月です。", TEXT_LIMIT) == ["報告期間は1月から3月です。"]
 
 
 def test_split_happens_only_after_a_sentence_end() -> None:
@@ -43,7 +36,7 @@ def test_one_endless_sentence_is_cut_without_halving_an_emoji() -> None:
 
 
 def test_empty_text_becomes_a_polite_prompt() -> None:
-    assert split_text("   ") == [EMPTY_TEXT]
+    assert split_text("   ", TEXT_LIMIT) == [EMPTY_TEXT]
 
 
 @given(st.text(alphabet=st.sampled_from(list("あいう。\n😀abc ")), max_size=600))

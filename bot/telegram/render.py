@@ -13,11 +13,8 @@ from collections.abc import Iterable
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot import render
-from bot.render import EMPTY_TEXT, is_web_url, utf16_len
+from bot.render import is_web_url
 from handlers.messages import Link, Reply
-
-__all__ = ["CALLBACK_LIMIT", "EMPTY_TEXT", "TEXT_LIMIT", "CallbackCodec", "keyboard", "parts",
-           "split_text", "utf16_len"]
 
 TEXT_LIMIT = 4000  # Telegram allows 4096 UTF-16 code units; keep a margin
 CALLBACK_LIMIT = 64  # bytes of callback_data
@@ -28,11 +25,6 @@ class CallbackCodec(render.CallbackCodec):
 
     def __init__(self, capacity: int = 50_000) -> None:
         super().__init__(capacity, CALLBACK_LIMIT)
-
-
-def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """bot.render.split_text at Telegram's message size."""
-    return render.split_text(text, limit)
 
 
 def keyboard(reply: Reply, codec: CallbackCodec) -> InlineKeyboardMarkup | None:
