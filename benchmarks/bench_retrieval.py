@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from knowledge.evaluate import load_questions
+from knowledge.evaluate import load_questions, training_examples
 from knowledge.loader import load_knowledge_base
 from knowledge.model import Entry
 from knowledge.normalize import Analyzer
@@ -53,11 +53,12 @@ def main(size: int | None, rounds: int) -> None:
     started = time.perf_counter()
     analyzer = Analyzer()
     entries = load_knowledge_base(ROOT / "knowledge" / "entries")
-    retriever = Retriever(entries, analyzer)
+    examples = training_examples()
+    retriever = Retriever(entries, analyzer, examples=examples)
     startup = time.perf_counter() - started
     if size:
         grown_at = time.perf_counter()
-        retriever = Retriever(grow(entries, analyzer, size), analyzer)
+        retriever = Retriever(grow(entries, analyzer, size), analyzer, examples=examples)
         print(f"grown index built in {time.perf_counter() - grown_at:.2f} s")
     queries = [q.text for q in load_questions("all")]
     queries += ["あ" * 5000, "🙂" * 300, "SELECT * FROM entries; --", ""]

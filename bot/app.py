@@ -12,6 +12,7 @@ from bot.settings import Settings, link_code_key
 from db.engine import make_engine, make_sessionmaker
 from handlers.context import Context, HandlerConfig
 from handlers.qa import NAMED_ENTRIES
+from knowledge.evaluate import training_examples
 from knowledge.loader import KnowledgeBaseError, Problem, load_knowledge_base
 from knowledge.model import Entry
 from knowledge.normalize import Analyzer
@@ -40,8 +41,10 @@ def build_retriever(settings: Settings) -> Retriever:
     """Load and validate the whole knowledge base; raises rather than start half-loaded."""
     entries = load_knowledge_base(settings.knowledge_dir)
     check_named_entries(entries, settings.knowledge_dir)
-    retriever = Retriever(entries, build_analyzer(settings))
-    logger.info("knowledge base loaded: %d entries", len(entries))
+    examples = training_examples(settings.labelled_dir)
+    retriever = Retriever(entries, build_analyzer(settings), examples=examples)
+    logger.info("knowledge base loaded: %d entries, %d labelled questions", len(entries),
+                len(examples))
     return retriever
 
 

@@ -251,6 +251,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_kb_check(_args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import check_named_entries
+    from knowledge.evaluate import load_questions
     from knowledge.loader import load_knowledge_base
     from knowledge.model import CATEGORIES
     from knowledge.normalize import load_synonyms, load_words
@@ -259,8 +260,16 @@ def cmd_kb_check(_args: argparse.Namespace, settings: Settings) -> int:
     check_named_entries(entries, settings.knowledge_dir)
     words = load_words(settings.words_file)  # a bad one would stop the bot at start-up
     load_synonyms(settings.synonyms_file)
+    labelled = load_questions("all", settings.labelled_dir)  # so would a bad labelled file
+    known = {e.id for e in entries} | {old for e in entries for old in e.replaces}
+    trains = sum(1 for q in labelled if q.split == "tune" and q.expect & known)
+    unknown = sorted({i for q in labelled for i in q.expect} - known)
     counts = {c: sum(e.category == c for e in entries) for c in CATEGORIES}
-    print(f"OK: {len(entries)} entries, {len(words)} domain words")
+    print(f"OK: {len(entries)} entries, {len(words)} domain words, {len(labelled)} labelled "
+          f"questions ({trains} train the learned scores)")
+    if unknown:
+        print(f"  labels naming no entry, left out: {', '.join(unknown[:10])}"
+              + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
     for category, n in counts.items():
         print(f"  {category:13} {CATEGORIES[category]}: {n}")
     return 0

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         description="the terminal demo's own database (made-up institutions)")
     log_level: str = "INFO"
     knowledge_dir: Path = ROOT / "knowledge" / "entries"
+    labelled_dir: Path = Field(
+        default=ROOT / "knowledge" / "eval",
+        description="labelled questions; their tune split trains the learned scores")
     # A deployment with its own entries usually needs its own words for them too.
     synonyms_file: Path = Field(default=ROOT / "knowledge" / "synonyms.yaml",
                                 description="domain synonyms (canonical: [variants])")

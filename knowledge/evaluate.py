@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +74,13 @@ def load_questions(split: str, directory: Path = EVAL_DIR) -> list[Question]:
     if problems:
         raise KnowledgeBaseError(problems)
     return out
+
+
+def training_examples(directory: Path = EVAL_DIR) -> list[tuple[str, str]]:
+    """What the learned scores are fitted on: each tune question under each entry it
+    expects. Held-out questions never are, so `kb eval --split heldout` stays a test."""
+    return [(q.text, entry_id) for q in load_questions("tune", directory)
+            for entry_id in sorted(q.expect)]
 
 
 def check_labels(questions: list[Question], retriever: Retriever) -> None:
@@ -165,11 +172,31 @@ def _dedupe(ids: object) -> list[str]:
     return seen
 
 
+TRAINED_FOLDS = 3
+
+
+def asked_of(retriever: Retriever,
+             questions: list[Question]) -> Iterator[tuple[Retriever, list[Question]]]:
+    """Which retriever asks which questions. One the learned scores were fitted on would
+    score as a training example, so it is asked of a retriever fitted without its fold:
+    the tune figures are then a test too, and tuning on them stays fair."""
+    trained = {text for text, _ in retriever.examples}
+    if unseen := [q for q in questions if q.text not in trained]:
+        yield retriever, unseen
+    for fold in range(TRAINED_FOLDS):
+        if asked := [q for q in questions
+                     if q.text in trained and bucket("fold:" + q.text, TRAINED_FOLDS) == fold]:
+            kept = [ex for ex in retriever.examples
+                    if bucket("fold:" + ex[0], TRAINED_FOLDS) != fold]
+            yield Retriever(retriever.entries, retriever.analyzer, retriever.tuning, kept), asked
+
+
 def evaluate(retriever: Retriever, questions: list[Question]) -> list[Scores]:
     ours = Scores("ours (answer/suggest/escalate)")
-    for q in questions:
-        ours.add_ranking(q, [c.entry_id for c in retriever.rank(q.text, k=10)])
-        ours.add_decision(q, retriever.decide(q.text))
+    for asking, asked in asked_of(retriever, questions):
+        for q in asked:
+            ours.add_ranking(q, [c.entry_id for c in asking.rank(q.text, k=10)])
+            ours.add_decision(q, asking.decide(q.text))
     results = [ours]
     for name, make in (("baseline: BM25 char bigrams", bm25_bigram_baseline),
                        ("baseline: rapidfuzz WRatio", wratio_baseline)):
@@ -243,11 +270,12 @@ def run_eval(retriever: Retriever, split: str, show_misses: bool = False) -> int
 
 
 def print_misses(retriever: Retriever, questions: list[Question]) -> None:
-    for q in questions:
-        d = retriever.decide(q.text)
-        top = d.candidates[0].entry_id if d.candidates else None
-        wrong = (q.expect and top not in q.expect) or (d.action == "answer" and d.entry_id
-                                                       not in q.expect)
-        if wrong or (not q.expect and d.action != "escalate"):
-            print(f"{d.action:8} {d.score:.2f} {q.text}  expect={sorted(q.expect)} got="
-                  f"{[(c.entry_id, c.score) for c in d.candidates]}")
+    for asking, asked in asked_of(retriever, questions):
+        for q in asked:
+            d = asking.decide(q.text)
+            top = d.candidates[0].entry_id if d.candidates else None
+            wrong = (q.expect and top not in q.expect) or (d.action == "answer" and d.entry_id
+                                                           not in q.expect)
+            if wrong or (not q.expect and d.action != "escalate"):
+                print(f"{d.action:8} {d.score:.2f} {q.text}  expect={sorted(q.expect)} got="
+                      f"{[(c.entry_id, c.score) for c in d.candidates]}")

@@ -148,6 +148,7 @@ class Analyzer:
                  words_file: Path | None = WORDS_FILE, cache_dir: Path | None = None) -> None:
         words = load_words(words_file) if words_file else {}
         self._readings = {w: x.reading for w, x in words.items()}
+        self.cache_dir = cache_dir  # also where the retriever keeps its learned scores
         self._tokenizer = _tokenizer(self._readings, cache_dir)
         # Names of systems and institution types: specific enough that an entry which never
         # mentions one is not about a question that does. Folded like every term.

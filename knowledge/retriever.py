@@ -10,7 +10,7 @@ import logging
 import math
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -18,6 +18,7 @@ import bm25s
 import numpy as np
 from rapidfuzz import fuzz, process
 
+from knowledge.learned import LearnedScores, unit_tfidf
 from knowledge.model import Entry, Route
 from knowledge.normalize import MAX_QUERY_CHARS, Analysed, Analyzer
 
@@ -33,6 +34,8 @@ SYSTEM_TERMS = frozenset({"ろぐいん", "ぱすわーど", "id", "あかうん
 # Words any software has: a system question only where the nearest entry is the call
 # center's, as for G-MIS named alone (「電子カルテの画面を見せるだけでいい？」 is 患者説明).
 SCREEN_TERMS = frozenset({"画面", "えらー"})
+# Texts of entries no labelled question names, at most, among the learned scores' examples.
+OTHER_SAMPLE = 2000
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,12 @@ class Tuning:
     answer_credit: float = 0.7
     min_cover: float = 0.39
     unnamed_factor: float = 0.6  # an entry lacking a name the question uses (_named)
+    w_learned: float = 0.5  # per unit of decision value below the classifier's favourite
+    learned_ramp: float = 1.0
+    # Chosen on tune, each question asked of a classifier fitted without its fold (`kb eval
+    # --split tune`): on sets a–t, w 0.3 and 0.5 gave 95.6% top-1 (0.8: 95.4%; without:
+    # 94.2%); on a–u, caps 0.06, 0.08 and 0.1 gave 95.3, 95.4 and 95.3%.
+    learned_cap: float = 0.08
 
 
 @dataclass(frozen=True)
@@ -204,15 +213,6 @@ def bigrams(text: str) -> list[str]:
     return [text[i : i + 2] for i in range(len(text) - 1)] or ([text] if text else [])
 
 
-def _unit_tfidf(counts: Counter[str], idf: Mapping[str, float]) -> dict[str, float]:
-    """Sublinear tf-idf of the keys idf knows, scaled to unit length. A query's unseen keys
-    are left out, not counted against it: the term features already do that (`idf`), and
-    counting them here too cost more in-scope answers than it won escalations (set p)."""
-    weights = {k: (1 + math.log(n)) * idf[k] for k, n in counts.items() if k in idf}
-    norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0
-    return {k: w / norm for k, w in weights.items()}
-
-
 class Retriever:
     """Index of every question and phrasing; BM25 shortlist, then an absolute rerank score.
 
@@ -220,10 +220,12 @@ class Retriever:
     is a row of term and bigram columns, so set overlaps become sparse dot products.
     """
 
-    def __init__(self, entries: list[Entry], analyzer: Analyzer, tuning: Tuning | None = None):
+    def __init__(self, entries: list[Entry], analyzer: Analyzer, tuning: Tuning | None = None,
+                 examples: Sequence[tuple[str, str]] = ()):
         self.entries = entries
         self.analyzer = analyzer
         self.tuning = tuning or Tuning()
+        self.examples = list(examples)
         # Every id a button may carry, including those of entries merged into another.
         self.by_id = {old: e for e in entries for old in e.replaces} | {e.id: e for e in entries}
         # Docs are every text of every entry, in entry order: an entry's docs are contiguous.
@@ -284,9 +286,23 @@ class Retriever:
         df = Counter(k for c in counts for k in c)
         self._profile_idf = {k: math.log((1 + n) / (1 + m)) + 1 for k, m in df.items()}
         self._profile_col: dict[str, int] = {}
-        profiles = [_unit_tfidf(c, self._profile_idf) for c in counts]
+        profiles = [unit_tfidf(c, self._profile_idf) for c in counts]
         self._profiles = _Rows.of([self._columns(self._profile_col, p) for p in profiles],
                                   [list(p.values()) for p in profiles])
+        # Every entry text, and each labelled question under every entry it expects (an id
+        # this knowledge base does not have is left out: a deployment's own entries).
+        labelled = [(self._learned_tokens(self.analyse(text)), self._position[entry.id])
+                    for text, entry_id in self.examples
+                    if (entry := self.by_id.get(entry_id)) is not None]
+        named = {i for _, i in labelled}
+        texts = [(self._learned_tokens(d), i) for i, d in zip(owners, docs, strict=True)]
+        # What no labelled question names is only ever a counter-example: a sample of it
+        # teaches as much, and keeps a grown knowledge base as quick to fit as the real one.
+        others = [t for t in texts if t[1] not in named]
+        step = max(1, len(others) // OTHER_SAMPLE)
+        learned = [t for t in texts if t[1] in named] + others[::step] + labelled
+        self._learned = (LearnedScores.fit(learned, named, len(entries), analyzer.cache_dir)
+                         if self.tuning.w_learned and labelled else None)
 
     @staticmethod
     def _columns(vocab: dict[str, int], keys: Iterable[str]) -> list[int]:
@@ -298,6 +314,10 @@ class Retriever:
         misses): what the BM25 shortlist indexes and an entry profile counts. (Reading
         bigrams in the profile fitted no better on tune.)"""
         return [*a.terms, *("~" + b for b in bigrams(a.folded))]
+
+    @staticmethod
+    def _learned_tokens(a: Analysed) -> list[str]:
+        return [*Retriever._tokens(a), *("@" + b for b in bigrams(a.reading))]
 
     @staticmethod
     def _idf_table(docs: list[Analysed]) -> dict[str, float]:
@@ -317,7 +337,7 @@ class Retriever:
         features = np.concatenate([_vector(self._term_col, idf),
                                    _vector(self._sound_col, dict.fromkeys(sounds, 1.0))])
         profile = _vector(self._profile_col,
-                          _unit_tfidf(Counter(self._tokens(analysed)), self._profile_idf))
+                          unit_tfidf(Counter(self._tokens(analysed)), self._profile_idf))
         return _Query(analysed, sum(idf.values()), features, len(sounds), profile)
 
     def analyse(self, query: str) -> Analysed:
@@ -346,17 +366,37 @@ class Retriever:
 
     def _ranked(self, analysed: Analysed, k: int) -> tuple[list[Candidate], float]:
         """The best k, and the best score any other entry had before the naming rule: a
-        rival pushed down only because it lacks the name must not make the top look sure."""
+        rival pushed down only because it lacks the name must not make the top look sure.
+
+        The order also weighs the learned scores: an entry below the classifier's favourite
+        steps back by at most `learned_cap`, enough to re-order near ties. Each candidate
+        keeps its hand-built score, on which every bar (answer, buttons, follow-ups) is
+        calibrated, so within `learned_cap` a candidate may score above the one before it.
+        The rival is the best of the others by that score: the top is answered only when
+        both agree it is clearly first."""
         if not analysed.folded or not (shortlist := self._shortlist(analysed)):
             return [], 0.0
         q = self._query(analysed)
         raw = self._entry_scores(q, np.array(shortlist))
         scores = self._named(q, shortlist, raw)
+        gap = np.minimum(self._learned_gap(analysed, np.array(shortlist)), self.tuning.learned_cap)
+        order_by = scores - gap
         # sorted() is stable: equal scores keep shortlist order.
-        order = sorted(range(len(shortlist)), key=lambda j: scores[j], reverse=True)
+        order = sorted(range(len(shortlist)), key=lambda j: order_by[j], reverse=True)
         rival = float(max((raw[j] for j in order[1:]), default=0.0))
         return [Candidate(self.entries[shortlist[j]].id, self.entries[shortlist[j]].question,
                           round(float(scores[j]), 4)) for j in order[:k]], round(rival, 4)
+
+    def _learned_gap(self, analysed: Analysed, shortlist: np.ndarray) -> np.ndarray:
+        """How far below the classifier's favourite each entry is, in score units."""
+        if self._learned is None:
+            return np.zeros(len(shortlist))
+        learned = self._learned.scores(self._learned_tokens(analysed), shortlist)
+        # Decision values below 0 everywhere (「G-MISが使えない」: too few words) mean the
+        # classifier claims none of them; its weight fades to nothing at -ramp.
+        best = learned.max()
+        trust = min(1.0, max(0.0, 1 + best / self.tuning.learned_ramp))
+        return self.tuning.w_learned * trust * (best - learned)
 
     def _named(self, q: _Query, shortlist: list[int], scores: np.ndarray) -> np.ndarray:
         """A question naming another system or institution type (knowledge/words.yaml) is

@@ -32,12 +32,11 @@ def user_dictionary(words: dict[str, str], cache_dir: Path | None = None, *,
     versions = [importlib.metadata.version(p) for p in ("sudachipy", "sudachidict-core")]
     key = hashlib.sha256((lexicon + repr(versions)).encode()).hexdigest()[:16]
     name = f"sudachi-user-{key}.dic"
-    places = _cache_dirs(cache_dir)
+    places = cache_dirs(cache_dir)
     for directory in places if reuse else []:
-        if (directory / name).is_file() and _trusted(directory):
+        if (directory / name).is_file() and trusted(directory):
             return directory / name
-    writable = next((d for d in places
-                     if _trusted(d, create=True) and os.access(d, os.W_OK)), None)
+    writable = writable_cache(places)
     # Nowhere to keep it: build into a private directory (rebuilt on every start).
     target = (writable or Path(tempfile.mkdtemp(prefix="kakaritsuke-bot-"))) / name
     system = Path(str(files("sudachidict_core").joinpath("resources", "system.dic")))
@@ -47,18 +46,18 @@ def user_dictionary(words: dict[str, str], cache_dir: Path | None = None, *,
         sudachi_build.build_user_dic(system=system, lex=[source], output=built,
                                      description="kakaritsuke-bot domain words")
         os.replace(built, target)
-    _forget_old(target)
+    forget_old(target)
     return target
 
 
 STALE_AFTER_SECONDS = 7 * 24 * 3600
 
 
-def _forget_old(current: Path) -> None:
-    """Remove dictionaries of earlier word lists once nothing can still be starting with
+def forget_old(current: Path, pattern: str = "sudachi-user-*.dic") -> None:
+    """Remove files cached for earlier contents once nothing can still be starting with
     them (a week on); a running process has its copy loaded already."""
     cutoff = current.stat().st_mtime - STALE_AFTER_SECONDS
-    for old in current.parent.glob("sudachi-user-*.dic"):
+    for old in current.parent.glob(pattern):
         try:
             if old != current and old.stat().st_mtime < cutoff:
                 old.unlink()
@@ -66,8 +65,8 @@ def _forget_old(current: Path) -> None:
             continue  # another process removed it, or it is not ours to remove
 
 
-def _cache_dirs(explicit: Path | None) -> list[Path]:
-    """Where a cached dictionary may be: the configured place alone, else the user's cache
+def cache_dirs(explicit: Path | None) -> list[Path]:
+    """Where a cached file may be: the configured place alone, else the user's cache
     directory ($XDG_CACHE_HOME or ~/.cache) and a per-user directory under the temp dir."""
     if explicit:
         return [explicit]
@@ -81,9 +80,14 @@ def _cache_dirs(explicit: Path | None) -> list[Path]:
     return places
 
 
-def _trusted(directory: Path, create: bool = False) -> bool:
+def writable_cache(places: list[Path]) -> Path | None:
+    """The first of the places this process may keep a cached file in, made if need be."""
+    return next((d for d in places if trusted(d, create=True) and os.access(d, os.W_OK)), None)
+
+
+def trusted(directory: Path, create: bool = False) -> bool:
     """Under the shared temp dir, only a directory this user made and others cannot write:
-    a dictionary someone else could replace would decide how every question is read."""
+    a dictionary or model someone else could replace would decide how every question is read."""
     try:
         if create:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)

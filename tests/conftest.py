@@ -20,6 +20,7 @@ from db.migrate import upgrade
 from db.models import Prefecture
 from db.seed import seed_demo
 from handlers.context import Context, HandlerConfig
+from knowledge.evaluate import training_examples
 from knowledge.loader import load_knowledge_base
 from knowledge.normalize import Analyzer
 from knowledge.retriever import Retriever
@@ -49,7 +50,7 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def retriever() -> Retriever:
-    return Retriever(load_knowledge_base(), Analyzer())
+    return Retriever(load_knowledge_base(), Analyzer(), examples=training_examples())
 
 
 def _postgres_base() -> str:

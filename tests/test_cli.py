@@ -73,6 +73,28 @@ def test_kb_check_names_file_and_line_and_refuses_to_start(tmp_path: Path) -> No
     assert "ボット>" not in demo.stdout
 
 
+def test_a_broken_labelled_question_is_named_by_kb_check_and_stops_the_start(
+        tmp_path: Path) -> None:
+    """The labelled questions train the retriever at every start, so a bad one is an error
+    with its file and line, as a bad entry is; a label naming no entry is only counted."""
+    labelled = tmp_path / "eval"
+    labelled.mkdir()
+    (labelled / "mine.yaml").write_text(
+        "questions:\n- q: 紙で出せる？\n  expect: [method-paper-allowed]\n"
+        "- q: 夜は電話番だけ\n  expect: [no-such-entry]\n", encoding="utf-8")
+    check = run("kb", "check", env={"LABELLED_DIR": str(labelled)}, tmp=tmp_path)
+    assert check.returncode == 0, check.stderr
+    assert "2 labelled questions" in check.stdout and "no-such-entry" in check.stdout
+    (labelled / "mine.yaml").write_text(
+        "questions:\n- q: 紙で出せる？\n  expect: [method-paper-allowed]\n- q: ''\n",
+        encoding="utf-8")
+    env = {"LABELLED_DIR": str(labelled)}
+    check = run("kb", "check", env=env, tmp=tmp_path)
+    assert check.returncode == 2 and f"{labelled / 'mine.yaml'}:4" in check.stderr
+    demo = run("demo", stdin="報告期間は\n", env=env, tmp=tmp_path)
+    assert demo.returncode == 2 and "mine.yaml" in demo.stderr
+
+
 def test_a_knowledge_base_without_an_entry_the_chat_names_fails_at_load(tmp_path: Path) -> None:
     """The chat answers a pasted 督促 letter with reminder-what-to-do by id; a deployment whose
     own entries lack it must hear so from `kb check` and at start-up, not from a clinic."""

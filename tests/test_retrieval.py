@@ -359,7 +359,11 @@ def test_suggestions_are_at_most_three_distinct_entries(retriever: Retriever) ->
     ranked = retriever.rank("報告", k=3)
     assert len(ranked) <= 3
     assert len({c.entry_id for c in ranked}) == len(ranked)
-    assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
+    # Best first; the learned scores may put one ahead of a higher hand-built score, by
+    # at most learned_cap.
+    cap = retriever.tuning.learned_cap
+    assert all(b.score <= a.score + cap for a, b in zip(ranked, ranked[1:], strict=False))
+    assert ranked[0].entry_id == retriever.decide("報告").candidates[0].entry_id
 
 
 def _profile_keys(a: Analysed) -> Counter[str]:
