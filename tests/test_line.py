@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 from sqlmodel import col, select
@@ -30,7 +31,7 @@ from scheduler.outbox import enqueue
 from tests.conftest import DEMO_PREF, NOW
 from tests.fakes.clock import MovingClock
 from tests.fakes.line_api import PUSH, REPLY, FakeLineAPI
-from tests.fakes.web import serving
+from tests.fakes.web import raw_post, serving
 
 USER = "U4af4980629a0b1c2d3e4f5a6b7c8d9e0"
 PATH = "/line/webhook"
@@ -151,6 +152,22 @@ async def test_a_signed_question_is_answered_through_the_reply_api(
     [turn] = await turns(ctx)
     assert (turn.channel, turn.external_user_id) == ("line", USER)
     assert turn.entry_id == "scope-dental-exempt"
+
+
+async def test_an_oversized_or_mislabelled_body_is_refused_without_being_read(
+        api: FakeLineAPI, bot: Bot, ctx: Context) -> None:
+    """The body is read before its signature can be checked, so its size is bounded as
+    it streams: a chunked body has no Content-Length to trust."""
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b"x" * 50_000  # 2 MB in all
+    async with aiohttp.ClientSession() as session, session.post(bot.url, data=chunks()) as r:
+        assert r.status == 413
+    assert await raw_post(bot.url, {"Content-Length": "12abc",
+                                    "X-Line-Signature": "AAAA"}, b"{}") == 400
+    assert await bot.post(api.text_event(USER, "歯医者も報告が必要？")) == 200  # still serving
+    await bot.flush()
+    assert [t.inbound_text for t in await turns(ctx)] == ["歯医者も報告が必要？"]
 
 
 async def test_bad_or_missing_signatures_get_400_and_nothing_happens(

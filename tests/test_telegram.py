@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 from sqlmodel import col, select
@@ -485,6 +486,13 @@ async def test_webhook_refuses_forged_requests_and_serves_real_ones(
         assert await api.post_webhook(url, forged, secret=SECRET[:-1]) == 403
         assert await api.post_webhook(url, b"{not json", secret=SECRET) == 400
         assert await api.post_webhook(url, b"[1, 2]", secret=SECRET) == 400
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length to trust
+            for _ in range(40):
+                yield b"x" * 50_000
+        async with aiohttp.ClientSession() as session, session.post(
+                url, data=chunks(), headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}) as r:
+            assert r.status == 413
         real = api.text_update(CHAT, "報告期間はいつまでですか")
         assert await api.post_webhook(url, real, secret=SECRET) == 200
         assert await api.post_webhook(url, real, secret=SECRET) == 200  # Telegram's retry

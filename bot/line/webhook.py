@@ -18,10 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bot.web import limited_body
+
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Line-Signature"
-MAX_BODY = 1_000_000  # bytes; real webhooks are a few kilobytes
 
 Accept = Callable[[list[Event]], Awaitable[None]]
 
@@ -31,9 +32,9 @@ def webhook_route(path: str, channel_secret: str, accept: Accept) -> Route:
 
     async def receive(request: Request) -> Response:
         client = request.client.host if request.client else "?"
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
-            return Response(status_code=413)
-        body = await request.body()
+        body = await limited_body(request)
+        if isinstance(body, Response):
+            return body
         signature = request.headers.get(SIGNATURE_HEADER, "")
         text = _text(body)
         if not signature or text is None or not validator.validate(text, signature):

@@ -16,10 +16,11 @@ from starlette.routing import Route
 from telegram import Update
 from telegram.ext import Application
 
+from bot.web import limited_body
+
 logger = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-MAX_BODY = 1_000_000  # bytes; real updates are a few kilobytes
 
 
 def webhook_route(path: str, secret: str, application: Application) -> Route:  # type: ignore[type-arg]
@@ -31,9 +32,10 @@ def webhook_route(path: str, secret: str, application: Application) -> Route:  #
             logger.warning("webhook request refused: bad or missing secret token (from %s)",
                            request.client.host if request.client else "?")
             return Response(status_code=403)
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
-            return Response(status_code=413)
-        update = _parse(await request.body(), application)
+        body = await limited_body(request)
+        if isinstance(body, Response):
+            return body
+        update = _parse(body, application)
         if update is None:
             return Response(status_code=400)
         await application.update_queue.put(update)

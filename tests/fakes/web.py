@@ -38,3 +38,18 @@ async def start_fake(app: web.Application) -> tuple[web.AppRunner, int]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+async def raw_post(url: str, head: dict[str, str], body: bytes = b"") -> int:
+    """POST with headers exactly as given (no client fixes a bad Content-Length up);
+    returns the status the server answered."""
+    host, _, rest = url.removeprefix("http://").partition("/")
+    name, _, port = host.partition(":")
+    reader, writer = await asyncio.open_connection(name, int(port))
+    lines = [f"POST /{rest} HTTP/1.1", f"Host: {host}", "Connection: close",
+             *(f"{k}: {v}" for k, v in head.items())]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    await writer.drain()
+    status = await reader.readline()
+    writer.close()
+    return int(status.split()[1])
