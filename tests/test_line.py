@@ -312,6 +312,31 @@ async def test_a_push_whose_first_try_timed_out_is_not_sent_twice(
         "X-Line-Retry-Key"]
 
 
+async def test_a_reply_cut_off_after_it_arrived_is_not_pushed_again(
+        api: FakeLineAPI, bot: Bot, ctx: Context) -> None:
+    """LINE took the reply but its answer came too late: asking again with the same token
+    gets "Invalid reply token", which for a fresh token means the first one arrived."""
+    bot.channel.sender.timeout = 0.3
+    api.hang(REPLY, 1.0)
+    assert await bot.post(api.text_event(USER, "歯医者も報告が必要？")) == 200
+    await bot.flush()
+    assert [c.status for c in api.calls_of(REPLY)] == [200, 400]
+    assert api.calls_of(PUSH) == [] and await line_rows(ctx) == []
+    assert len(api.texts(USER)) == 1
+
+
+async def test_a_reply_cut_off_before_it_arrived_is_sent_once(
+        api: FakeLineAPI, bot: Bot) -> None:
+    """The same timeout when LINE had not taken it: the second try delivers it."""
+    bot.channel.sender.timeout = 0.3
+    api.fail(REPLY, 500)  # a call LINE did not carry out, answered too late to be heard
+    api.hang(REPLY, 1.0)
+    assert await bot.post(api.text_event(USER, "歯医者も報告が必要？")) == 200
+    await bot.flush()
+    assert [c.status for c in api.calls_of(REPLY)] == [500, 200]
+    assert api.calls_of(PUSH) == [] and len(api.texts(USER)) == 1
+
+
 async def test_a_429_is_retried_after_the_wait_once(
         api: FakeLineAPI, bot: Bot, ctx: Context, clock: MovingClock) -> None:
     api.fail(PUSH, 429, retry_after=30)

@@ -6,7 +6,9 @@ LINE's answers mean different things and get different treatment:
   when LINE gives one, else a minute; an hour for the monthly message quota).
 - 409 on a push: a push with this X-Line-Retry-Key was already accepted (a retry after a
   timeout): it arrived, so it counts as sent and is never sent twice.
-- 5xx, timeouts, network: try again later with backoff.
+- 5xx, timeouts, network: try again later with backoff. A reply cut off by a timeout may
+  have arrived: it is asked again with the same token, and LINE's "Invalid reply token"
+  for a token fresh a moment ago means it had (the user never gets it twice).
 - 400 (invalid user, bad message) and 401/403 (token, plan): retrying cannot help; the row
   fails with LINE's reason.
 """
@@ -43,6 +45,8 @@ RATE_LIMIT_WAIT = 60.0  # seconds, when a 429 gives no Retry-After
 QUOTA_WAIT = 3600.0  # the monthly message quota is spent: an operator must act
 REPLY_TOKEN_TTL = timedelta(seconds=50)  # LINE: use the token within about a minute
 TRANSIENT = (aiohttp.ClientError, TimeoutError)
+# LINE answers in well under a second; the SDK's own default would hold a chat five minutes.
+CALL_TIMEOUT = 10.0
 RETRY_KEY_NAMESPACE = uuid.UUID("6f1c2a52-3f0e-4c7e-9d7e-6a1b2c3d4e5f")
 
 
@@ -77,8 +81,10 @@ class LineSender:
     def __init__(self, api: Callable[[], AsyncMessagingApi],
                  sessions: Callable[[], AsyncSession], limiter: RateLimiter,
                  postbacks: Postbacks, clock: Callable[[], datetime],
-                 wake_outbox: Callable[[], None], tenant: str) -> None:
+                 wake_outbox: Callable[[], None], tenant: str,
+                 timeout: float = CALL_TIMEOUT) -> None:
         self._api, self._sessions, self._limiter = api, sessions, limiter
+        self.timeout = timeout
         self._postbacks, self._clock, self._wake, self._tenant = (postbacks, clock,
                                                                   wake_outbox, tenant)
         self._progress: dict[int, int] = {}  # outbox row id -> batches already delivered
@@ -118,25 +124,41 @@ class LineSender:
         """How many parts the reply token delivered (0: push them instead)."""
         request = ReplyMessageRequest(reply_token=token,
                                       messages=[message(p, self._postbacks) for p in first])
-        try:
-            await self._api().reply_message(request)
-            return len(first)
-        except ApiException as exc:
-            if exc.status == 429:
-                self._limiter.block(None, rate_limit_wait(exc))
-            elif exc.status == 400 and "reply token" not in error_message(exc).lower():
-                logger.error("LINE refused a reply to %s: %s", user, error_message(exc))
-                return len(first)  # a bug of ours: pushing it would be refused the same way
-            logger.info("line: reply to %s not sent (%s): pushing", user, error_message(exc))
-        except TRANSIENT as exc:
-            logger.warning("line: reply to %s failed (%s): pushing", user, type(exc).__name__)
+        for again in (False, True):
+            try:
+                await self._api().reply_message(request, _request_timeout=self.timeout)
+                return len(first)
+            except ApiException as exc:
+                reason = error_message(exc)
+                if again and exc.status == 400 and "reply token" in reason.lower():
+                    logger.info("line: reply to %s had arrived before the timeout", user)
+                    return len(first)
+                if exc.status == 429:
+                    self._limiter.block(None, rate_limit_wait(exc))
+                elif exc.status == 400 and "reply token" not in reason.lower():
+                    logger.error("LINE refused a reply to %s: %s", user, reason)
+                    return len(first)  # a bug of ours: pushing it would be refused the same way
+                logger.info("line: reply to %s not sent (%s): pushing", user, reason)
+                return 0
+            except aiohttp.ClientConnectorError as exc:  # LINE never saw it
+                logger.warning("line: reply to %s failed (%s): pushing", user,
+                               type(exc).__name__)
+                return 0
+            except TRANSIENT as exc:
+                if again:
+                    logger.warning("line: reply to %s failed twice (%s): pushing", user,
+                                   type(exc).__name__)
+                    return 0
+                logger.warning("line: reply to %s cut off (%s): asking again", user,
+                               type(exc).__name__)
         return 0
 
     async def _push(self, user: str, batch: list[TextMessage], key: str) -> Outcome | None:
         """None when LINE accepted the batch (now or before); else the row's outcome."""
         try:
             await self._api().push_message(PushMessageRequest(to=user, messages=batch),
-                                           x_line_retry_key=key)
+                                           x_line_retry_key=key,
+                                           _request_timeout=self.timeout)
             return None
         except ApiException as exc:
             return self._outcome(user, exc)

@@ -66,6 +66,7 @@ class FakeLineAPI:
         self._tokens: dict[str, str] = {}  # unused reply token -> user id
         self._retry_keys: set[str] = set()
         self._faults: list[Fault] = []
+        self._hangs: dict[str, list[float]] = {}  # path -> delays of its next answers
         self._ids = itertools.count(1)
         self._tick = asyncio.Event()
         self._read: dict[str, int] = {}
@@ -163,6 +164,11 @@ class FakeLineAPI:
         """The next `times` calls of `path` fail with `status` (429: Retry-After if given)."""
         self._faults.append(Fault(path, status, times, retry_after, message))
 
+    def hang(self, path: str, seconds: float, *, times: int = 1) -> None:
+        """The next `times` calls of `path` are carried out, and answered only after
+        `seconds`: a client that gives up sooner cannot know they arrived."""
+        self._hangs.setdefault(path, []).extend([seconds] * times)
+
     # ---- what the bot did --------------------------------------------------------------
 
     def calls_of(self, path: str, *, to: str | None = None,
@@ -218,6 +224,8 @@ class FakeLineAPI:
         self.calls.append(Call(request.path, body, status, headers, to))
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
+        if delays := self._hangs.get(request.path):
+            await asyncio.sleep(delays.pop(0))
         response = web.json_response(answer, status=status)
         if status == 429 and (after := answer.pop("_retry_after", None)):
             response = web.json_response(answer, status=status,
