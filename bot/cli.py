@@ -283,7 +283,7 @@ def cmd_kb_eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.phrasings:
         return run_phrasing_holdout(load_knowledge_base(settings.knowledge_dir),
                                     build_analyzer(settings))
-    return run_eval(build_retriever(settings), args.split, args.misses)
+    return run_eval(build_retriever(settings), args.split, args.misses, settings.labelled_dir)
 
 
 def cmd_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:

@@ -9,6 +9,7 @@ keeps the hand-built score the thresholds were calibrated on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -28,6 +29,8 @@ from knowledge.userdict import cache_dirs, forget_old, trusted, writable_cache
 logger = logging.getLogger(__name__)
 
 FORMAT = 1  # of the cached file: a change of what is stored must change the name
+# How the weights are fitted, besides C: part of the cache key, so a change here refits.
+FIT = {"sublinear_tf": True, "random_state": 0}
 
 
 def unit_tfidf(counts: Counter[str], idf: Mapping[str, float]) -> dict[str, float]:
@@ -68,7 +71,7 @@ class LearnedScores:
         pairs were fitted before: fitting is most of a start, and the pairs decide the
         weights entirely."""
         key = hashlib.sha256(json.dumps(
-            [FORMAT, c, n_entries, sorted(labelled), list(examples),
+            [FORMAT, c, FIT, n_entries, sorted(labelled), list(examples),
              importlib.metadata.version("scikit-learn")], ensure_ascii=False).encode()
         ).hexdigest()[:16]
         name = f"learned-{key}.npz"
@@ -76,13 +79,16 @@ class LearnedScores:
         for directory in places:
             if (directory / name).is_file() and trusted(directory):
                 try:
-                    return cls._read(directory / name)
+                    return cls._read(directory / name, n_entries)
                 except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
                     logger.warning("cached learned scores %s unreadable (%s): fitting again",
                                    directory / name, exc)
         scores = cls._fitted(examples, labelled, n_entries, c)
         if (directory := writable_cache(places)) is not None:
             scores._write(directory / name)
+        else:
+            logger.warning("no writable cache folder among %s: the learned scores are fitted "
+                           "at every start", ", ".join(map(str, places)))
         return scores
 
     @classmethod
@@ -93,14 +99,14 @@ class LearnedScores:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.svm import LinearSVC
 
-        vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=True)
+        vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=FIT["sublinear_tf"])
         x = vectorizer.fit_transform([tokens for tokens, _ in examples])
         y = np.array([label if label in labelled else -1 for _, label in examples])
         row = np.full(n_entries, -1, dtype=np.int64)
         coef = np.zeros((0, x.shape[1]), dtype=np.float32)
         bias = np.zeros(0, dtype=np.float32)
         if len(np.unique(y)) > 2:  # below that there is nothing to tell apart
-            svm = LinearSVC(C=c).fit(x, y)
+            svm = LinearSVC(C=c, random_state=FIT["random_state"]).fit(x, y)
             own = svm.classes_ >= 0
             row[svm.classes_[own]] = np.arange(int(own.sum()))
             coef = svm.coef_[own].astype(np.float32)
@@ -110,26 +116,41 @@ class LearnedScores:
 
     def _write(self, path: Path) -> None:
         """Written under a temporary name and renamed: a process starting meanwhile never
-        reads half a file. A cache that cannot be written only costs the next start time."""
+        reads half a file. Readable by all, as the compiled dictionary beside it is, so
+        another service user sharing CACHE_DIR uses it too. A cache that cannot be written
+        only costs the next start its time."""
+        temporary: str | None = None
         try:
-            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz",
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.part",
                                              delete=False) as out:
+                temporary = out.name
                 np.savez(out, vocabulary=np.array(self._vocabulary, dtype=str),
                          idf=np.array([self._idf[t] for t in self._vocabulary]),
                          row=self._row, coef=self._coef, bias=self._bias)
-            os.replace(out.name, path)
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, path)
             forget_old(path, "learned-*.npz")
         except OSError as exc:
             logger.warning("learned scores not cached in %s: %s", path.parent, exc)
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
 
     @classmethod
-    def _read(cls, path: Path) -> LearnedScores:
+    def _read(cls, path: Path, n_entries: int) -> LearnedScores:
         with path.open("rb") as file:
             data = np.load(file, allow_pickle=False)
             if not isinstance(data, np.lib.npyio.NpzFile):
                 raise ValueError("not an archive of arrays")
-            return cls([str(t) for t in data["vocabulary"]], data["idf"], data["row"],
-                       data["coef"], data["bias"])
+            vocabulary, idf, row = [str(t) for t in data["vocabulary"]], data["idf"], data["row"]
+            coef, bias = data["coef"], data["bias"]
+        # A file of other shapes would fail at the first question, not here.
+        width = len(vocabulary)
+        if (idf.shape != (width,) or coef.ndim != 2 or coef.shape[1] != width
+                or bias.shape != (coef.shape[0],) or row.shape != (n_entries,)
+                or row.max(initial=-1) >= coef.shape[0]):
+            raise ValueError("arrays of unexpected shapes")
+        return cls(vocabulary, idf, row, coef, bias)
 
     def scores(self, tokens: list[str], rows: np.ndarray) -> np.ndarray:
         """Decision values of the given entries; an entry no labelled question names gets

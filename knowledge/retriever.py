@@ -520,7 +520,9 @@ class Retriever:
             suggest_at = min(suggest_at, t.kana_suggest_at)
         if len(known) >= t.long_suggest_after and top - second >= t.long_suggest_lead:
             suggest_at = min(suggest_at, t.long_suggest_at)
-        if ranked and top >= suggest_at:
+        # The first may score up to learned_cap below one after it: any close entry earns
+        # the buttons.
+        if ranked and max(c.score for c in ranked) >= suggest_at:
             shown = [c for c in ranked if c.score >= suggest_at * 0.8]
             route = self.by_id[ranked[0].entry_id].route
             return Decision("suggest", route, None, None, top, shown)

@@ -4,15 +4,17 @@ and the fitted weights are cached without ever being trusted blindly."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from knowledge.evaluate import asked_of, load_questions, training_examples
-from knowledge.loader import load_knowledge_base
+from knowledge.evaluate import Question, asked_of, load_questions, training_examples
+from knowledge.loader import KnowledgeBaseError, load_knowledge_base
 from knowledge.model import Entry
 from knowledge.normalize import Analyzer
-from knowledge.retriever import Retriever, Tuning
+from knowledge.retriever import Candidate, Retriever, Tuning
 
 # A clerk who only answers the phone at night asks how to fill in the 時間外 item: the
 # hand-built score prefers the 時間外対応加算 entry, whose words it shares.
@@ -90,14 +92,69 @@ def test_fitted_weights_are_cached_and_read_back_alike(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("learned-*.npz"))) == 2
 
 
+def _fitted_once(cache: Path) -> tuple[Callable[[], Retriever], list[Candidate], Path]:
+    """A way to build the retriever on `cache`, its first ranking, and the file it cached."""
+    analyzer = Analyzer(cache_dir=cache)
+    entries, examples = _entries_and_examples()
+
+    def build() -> Retriever:
+        return Retriever(entries, analyzer, examples=examples)
+    fresh = build().rank(NIGHT_PHONE, k=3)
+    [cached] = cache.glob("learned-*.npz")
+    return build, fresh, cached
+
+
 def test_a_damaged_cache_file_is_fitted_again(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    analyzer = Analyzer(cache_dir=tmp_path)
-    entries, examples = _entries_and_examples()
-    fresh = Retriever(entries, analyzer, examples=examples).rank(NIGHT_PHONE, k=3)
-    [cached] = tmp_path.glob("learned-*.npz")
+    build, fresh, cached = _fitted_once(tmp_path)
     cached.write_bytes(cached.read_bytes()[:500])  # cut short, as by a full disk
     with caplog.at_level(logging.WARNING, logger="knowledge.learned"):
-        refitted = Retriever(entries, analyzer, examples=examples)
+        refitted = build()
     assert refitted.rank(NIGHT_PHONE, k=3) == fresh
     assert "unreadable" in caplog.text
+
+
+def test_an_entry_close_behind_the_first_still_earns_the_buttons(retriever: Retriever) -> None:
+    """The learned order may put first an entry that scores a little below the next; the
+    question is then still offered as buttons, never handed to staff for want of a score."""
+    decision = retriever.decide(NIGHT_PHONE)
+    assert decision.action == "suggest"
+    assert decision.candidates[0].entry_id == "func2-offhours-choices"
+    assert "func2-offhours-kasan" in [c.entry_id for c in decision.candidates]
+
+
+def test_a_tune_question_that_is_a_held_out_one_written_otherwise_never_trains(
+        tmp_path: Path) -> None:
+    """「ｺｰﾃﾞｨﾈｰﾀｰ 役割」 and 「コーディネーターの役割？」 are one question to the analyser:
+    one in held-out keeps its twin out of training."""
+    base = "コーディネーターの役割は何ですか"
+    variants = [base, base.replace("コーディネーター", "ｺｰﾃﾞｨﾈｰﾀｰ"), f"{base}？", f"{base}。",
+                base.replace("の", " の "), f"  {base}  !", f"{base}??", f"【{base}】"]
+    held = [v for v in variants if Question(v, frozenset(), "").split == "heldout"]
+    tune = [v for v in variants if Question(v, frozenset(), "").split == "tune"]
+    assert held and tune  # the raw texts fall on both sides of the split
+    lines = "".join(f"- q: '{v}'\n  expect: [consultation-coordinator]\n" for v in variants)
+    (tmp_path / "twins.yaml").write_text("questions:\n" + lines, encoding="utf-8")
+    (tmp_path / "other.yaml").write_text(
+        "questions:\n- q: 紙で出してもいいですか\n  expect: [method-paper-allowed]\n",
+        encoding="utf-8")
+    assert {text for text, _ in training_examples(tmp_path)} <= {"紙で出してもいいですか"}
+
+
+def test_a_mistyped_labelled_folder_is_an_error_not_silence(tmp_path: Path) -> None:
+    with pytest.raises(KnowledgeBaseError) as raised:
+        training_examples(tmp_path / "evl")
+    assert "no such folder" in str(raised.value.problems[0].message)
+
+
+def test_the_cached_weights_are_readable_by_other_users_and_checked_when_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    build, fresh, cached = _fitted_once(tmp_path)
+    assert cached.stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob("*.part"))
+    with np.load(cached) as data:
+        arrays = {name: data[name] for name in data.files}
+    np.savez(cached, **{**arrays, "row": arrays["row"][:-1]})  # another knowledge base's
+    with caplog.at_level(logging.WARNING, logger="knowledge.learned"):
+        assert build().rank(NIGHT_PHONE, k=3) == fresh
+    assert "unexpected shapes" in caplog.text
