@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 # Compile the domain words into Sudachi's user dictionary (about 3 s) and fit the learned
-# scores (about 2 s) now, both cached, so the bot's first start is as fast as every other.
+# scores (2–3 s) now, both cached, so the bot's first start is as fast as every other.
 	$(PY) -c 'from bot.app import build_retriever; from bot.settings import Settings; build_retriever(Settings())'
 	touch $@
 

@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from knowledge.evaluate import load_questions, training_examples
+from knowledge.labelled import load_questions, training_examples
 from knowledge.loader import load_knowledge_base
 from knowledge.model import Entry
 from knowledge.normalize import Analyzer

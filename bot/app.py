@@ -12,7 +12,7 @@ from bot.settings import Settings, link_code_key
 from db.engine import make_engine, make_sessionmaker
 from handlers.context import Context, HandlerConfig
 from handlers.qa import NAMED_ENTRIES
-from knowledge.evaluate import training_examples
+from knowledge.labelled import training_examples
 from knowledge.loader import KnowledgeBaseError, Problem, load_knowledge_base
 from knowledge.model import Entry
 from knowledge.normalize import Analyzer

@@ -251,7 +251,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_kb_check(_args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import check_named_entries
-    from knowledge.evaluate import load_questions
+    from knowledge.labelled import load_questions
     from knowledge.loader import load_knowledge_base
     from knowledge.model import CATEGORIES
     from knowledge.normalize import load_synonyms, load_words

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from knowledge.userdict import cache_dirs, forget_old, trusted, writable_cache
+from knowledge.userdict import cache_dirs, cached_file, forget_old, writable_cache
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 1  # of the cached file: a change of what is stored must change the name
 # How the weights are fitted, besides C: part of the cache key, so a change here refits.
-FIT = {"sublinear_tf": True, "random_state": 0}
+# (tf-idf is always sublinear: `scores` weighs a question with unit_tfidf.)
+FIT = {"random_state": 0}
 
 
 def unit_tfidf(counts: Counter[str], idf: Mapping[str, float]) -> dict[str, float]:
@@ -76,13 +77,12 @@ class LearnedScores:
         ).hexdigest()[:16]
         name = f"learned-{key}.npz"
         places = cache_dirs(cache_dir)
-        for directory in places:
-            if (directory / name).is_file() and trusted(directory):
-                try:
-                    return cls._read(directory / name, n_entries)
-                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-                    logger.warning("cached learned scores %s unreadable (%s): fitting again",
-                                   directory / name, exc)
+        if (found := cached_file(places, name)) is not None:
+            try:
+                return cls._read(found, n_entries)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                logger.warning("cached learned scores %s unreadable (%s): fitting again",
+                               found, exc)
         scores = cls._fitted(examples, labelled, n_entries, c)
         if (directory := writable_cache(places)) is not None:
             scores._write(directory / name)
@@ -99,7 +99,7 @@ class LearnedScores:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.svm import LinearSVC
 
-        vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=FIT["sublinear_tf"])
+        vectorizer = TfidfVectorizer(analyzer=_identity, sublinear_tf=True)
         x = vectorizer.fit_transform([tokens for tokens, _ in examples])
         y = np.array([label if label in labelled else -1 for _, label in examples])
         row = np.full(n_entries, -1, dtype=np.int64)

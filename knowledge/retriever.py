@@ -299,7 +299,7 @@ class Retriever:
         # What no labelled question names is only ever a counter-example: a sample of it
         # teaches as much, and keeps a grown knowledge base as quick to fit as the real one.
         others = [t for t in texts if t[1] not in named]
-        step = max(1, len(others) // OTHER_SAMPLE)
+        step = max(1, math.ceil(len(others) / OTHER_SAMPLE))
         learned = [t for t in texts if t[1] in named] + others[::step] + labelled
         self._learned = (LearnedScores.fit(learned, named, len(entries), analyzer.cache_dir)
                          if self.tuning.w_learned and labelled else None)

@@ -33,9 +33,8 @@ def user_dictionary(words: dict[str, str], cache_dir: Path | None = None, *,
     key = hashlib.sha256((lexicon + repr(versions)).encode()).hexdigest()[:16]
     name = f"sudachi-user-{key}.dic"
     places = cache_dirs(cache_dir)
-    for directory in places if reuse else []:
-        if (directory / name).is_file() and trusted(directory):
-            return directory / name
+    if reuse and (found := cached_file(places, name)) is not None:
+        return found
     writable = writable_cache(places)
     # Nowhere to keep it: build into a private directory (rebuilt on every start).
     target = (writable or Path(tempfile.mkdtemp(prefix="kakaritsuke-bot-"))) / name
@@ -78,6 +77,11 @@ def cache_dirs(explicit: Path | None) -> list[Path]:
         pass
     places.append(Path(tempfile.gettempdir()) / f"kakaritsuke-bot-{os.getuid()}")
     return places
+
+
+def cached_file(places: list[Path], name: str) -> Path | None:
+    """The first copy of a cached file in a place we trust; None when there is none."""
+    return next((d / name for d in places if (d / name).is_file() and trusted(d)), None)
 
 
 def writable_cache(places: list[Path]) -> Path | None:

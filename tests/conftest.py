@@ -20,7 +20,7 @@ from db.migrate import upgrade
 from db.models import Prefecture
 from db.seed import seed_demo
 from handlers.context import Context, HandlerConfig
-from knowledge.evaluate import training_examples
+from knowledge.labelled import training_examples
 from knowledge.loader import load_knowledge_base
 from knowledge.normalize import Analyzer
 from knowledge.retriever import Retriever

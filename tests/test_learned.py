@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from knowledge.evaluate import Question, asked_of, load_questions, training_examples
+from knowledge.evaluate import asked_of
+from knowledge.labelled import Question, load_questions, training_examples
 from knowledge.loader import KnowledgeBaseError, load_knowledge_base
 from knowledge.model import Entry
 from knowledge.normalize import Analyzer
@@ -41,10 +42,16 @@ def test_too_few_words_leave_the_hand_built_order(retriever: Retriever) -> None:
     assert decision.route == "gmis_callcenter"
 
 
-def test_scores_stay_between_zero_and_one(retriever: Retriever) -> None:
+def test_the_learned_scores_re_order_and_never_re_score(
+        retriever: Retriever, analyzer: Analyzer) -> None:
+    """Every bar is calibrated on the hand-built score: a candidate shows that score, the
+    same as without the classifier, whatever place the classifier gives it."""
+    plain = Retriever(retriever.entries, analyzer, Tuning(w_learned=0.0))
     for question in (NIGHT_PHONE, "報告", "あ" * 3000, "🙂"):
+        before = {c.entry_id: c.score for c in plain.rank(question, k=60)}
         for candidate in retriever.rank(question, k=10):
             assert 0.0 <= candidate.score <= 1.0
+            assert candidate.score == before[candidate.entry_id]
 
 
 def test_held_out_questions_never_train(retriever: Retriever) -> None:

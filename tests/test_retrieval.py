@@ -12,7 +12,8 @@ import pytest
 import yaml
 from rapidfuzz import fuzz
 
-from knowledge.evaluate import check_labels, load_questions, phrasing_holdout
+from knowledge.evaluate import check_labels, phrasing_holdout
+from knowledge.labelled import load_questions
 from knowledge.loader import KnowledgeBaseError
 from knowledge.model import Entry, Source
 from knowledge.normalize import WORDS_FILE, Analysed, Analyzer, load_synonyms, load_words
