@@ -278,11 +278,13 @@ def cmd_kb_check(_args: argparse.Namespace, settings: Settings) -> int:
 def cmd_kb_eval(args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import build_analyzer, build_retriever
     from knowledge.evaluate import run_eval, run_phrasing_holdout
+    from knowledge.labelled import training_examples
     from knowledge.loader import load_knowledge_base
 
     if args.phrasings:
         return run_phrasing_holdout(load_knowledge_base(settings.knowledge_dir),
-                                    build_analyzer(settings))
+                                    build_analyzer(settings),
+                                    training_examples(settings.labelled_dir))
     return run_eval(build_retriever(settings), args.split, args.misses, settings.labelled_dir)
 
 

@@ -23,7 +23,7 @@ from handlers.status import asks_status, handle_status
 from handlers.texts import OFFER_QUESTION, UNREADABLE, shorten
 from knowledge.model import needs_gmis_contact
 from knowledge.normalize import HIRAGANA
-from knowledge.retriever import Decision
+from knowledge.retriever import Candidate, Decision
 
 # People type the follow-up instead of tapping 「詳しく」: 「もっと詳しく教えていただけますか」.
 MORE = re.compile(
@@ -299,12 +299,21 @@ def _with_the_question_alone(text: str, decision: Decision, ctx: Context) -> Dec
     if alone.action == "answer" and alone.entry_id == lead and sum(
             len(ctx.retriever.known_terms(s)) for s in sentences if s != question) < 2:
         return alone
-    best = {c.entry_id: c for c in decision.candidates}
-    for c in alone.candidates[:2]:  # the higher score of the two
-        if c.entry_id not in best or c.score > best[c.entry_id].score:
-            best[c.entry_id] = c
-    ranked = sorted(best.values(), key=lambda c: -c.score)
-    return replace(decision, candidates=ranked[:max(3, len(decision.candidates))])
+    return replace(decision, candidates=_merged(decision.candidates, alone.candidates[:2]))
+
+
+def _merged(ranked: list[Candidate], more: list[Candidate]) -> list[Candidate]:
+    """`ranked` with `more` joined: an entry in both keeps its place and the higher score;
+    a new one goes before the first that scores below it. The retriever's order is not
+    re-sorted by score, as it weighs the learned scores, which the score does not show."""
+    out = list(ranked)
+    for c in more:
+        at = next((i for i, o in enumerate(out) if o.entry_id == c.entry_id), None)
+        if at is not None:
+            out[at] = max(out[at], c, key=lambda x: x.score)
+        else:
+            out.insert(next((i for i, o in enumerate(out) if o.score < c.score), len(out)), c)
+    return out[:max(3, len(ranked))]
 
 
 def _question_parts(text: str, by_sentence: bool) -> tuple[list[tuple[str, bool]], bool]:

@@ -7,7 +7,7 @@ a tune question is asked of a retriever fitted without it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,9 +153,12 @@ def evaluate(retriever: Retriever, questions: list[Question]) -> list[Scores]:
 PHRASING_FOLDS = 5
 
 
-def phrasing_holdout(entries: list[Entry],
-                     analyzer: Analyzer) -> tuple[int, int, Counter[tuple[str, str]]]:
+def phrasing_holdout(entries: list[Entry], analyzer: Analyzer,
+                     examples: Sequence[tuple[str, str]] = (),
+                     ) -> tuple[int, int, Counter[tuple[str, str]]]:
     """Each phrasing asked of an index built without its fold: (right, asked, confusions).
+    With `examples`, the learned scores are fitted for each fold as the bot's are (without
+    the held phrasings), so the figure is the bot's own.
 
     Needs no labelled questions, so it measures the knowledge base itself: a phrasing that
     goes to another entry once it is not indexed marks two entries that overlap, or an
@@ -169,7 +172,7 @@ def phrasing_holdout(entries: list[Entry],
         kept = [e.model_copy(update={"phrasings": [p for p in e.phrasings
                                                    if bucket(p, PHRASING_FOLDS) != fold]})
                 for e in entries]
-        retriever = Retriever(kept, analyzer)
+        retriever = Retriever(kept, analyzer, examples=examples)
         for entry_id, text in held:
             top = retriever.rank(text, k=1)
             got = top[0].entry_id if top else "-"
@@ -180,8 +183,9 @@ def phrasing_holdout(entries: list[Entry],
     return right, asked, confusions
 
 
-def run_phrasing_holdout(entries: list[Entry], analyzer: Analyzer) -> int:
-    right, asked, confusions = phrasing_holdout(entries, analyzer)
+def run_phrasing_holdout(entries: list[Entry], analyzer: Analyzer,
+                         examples: Sequence[tuple[str, str]] = ()) -> int:
+    right, asked, confusions = phrasing_holdout(entries, analyzer, examples)
     print(f"phrasings held out ({PHRASING_FOLDS} folds): top-1 {right / max(asked, 1):.1%} "
           f"of {asked}")
     print("most frequent confusions (phrasing of -> answered with):")

@@ -465,6 +465,17 @@ async def test_a_reason_after_the_question_does_not_hide_its_entry(ctx: Context)
     assert fine.meta["entry_id"] == "reminder-consequence-no-report"
 
 
+async def test_the_question_sentence_alone_keeps_the_learned_order(ctx: Context) -> None:
+    """Joining what the question sentence alone finds must not re-sort the buttons by score:
+    the learned scores put the 時間外 entry for what to tick first, though the 加算 entry,
+    which shares more words, scores a little higher."""
+    alone = "夜間は電話に出るだけなんだけど、それでも時間外対応やってるって書いていい？"
+    [reply] = await dispatch(said("院長が一人でやってます。" + alone), ctx)
+    shown = [b.payload for b in reply.buttons if b.payload.startswith("qa:show:")]
+    assert shown[0] == "qa:show:func2-offhours-choices"
+    assert "qa:show:func2-offhours-kasan" in shown
+
+
 async def test_a_pasted_reminder_letter_is_answered_as_one(ctx: Context) -> None:
     """A 督促 letter pasted whole got only the G-MIS call center (its paragraph on accounts)."""
     letter = ("令和9年2月1日　医療機関管理者　様　京都府健康福祉部医療課長　かかりつけ医機能報告の"
