@@ -22,7 +22,10 @@ GMIS_CONTACT_DEFAULT = (
 class Settings(BaseSettings):
     """Every knob of a deployment; `.env.example` documents each one."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # A line left blank (`CACHE_DIR=` in a copied .env.example) means "not set": read as "",
+    # a folder setting would have been the working directory.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      env_ignore_empty=True)
 
     database_url: str = Field(
         default=f"sqlite+aiosqlite:///{ROOT / 'var' / 'kakaritsuke.db'}",

@@ -325,6 +325,17 @@ def test_run_names_the_missing_slack_setting_not_no_channel(
     assert not any(value and value in out.stderr for value in given.values())
 
 
+def test_a_setting_left_blank_is_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`CACHE_DIR=` copied from .env.example had put the compiled dictionary and the learned
+    weights in whatever folder the bot was started from."""
+    monkeypatch.setenv("CACHE_DIR", "")
+    monkeypatch.setenv("KNOWLEDGE_DIR", "")
+    monkeypatch.setenv("TELEGRAM_TOKEN", "")
+    settings = Settings(_env_file=None)
+    assert settings.cache_dir is None and settings.telegram_token is None
+    assert settings.knowledge_dir == Settings.model_fields["knowledge_dir"].default
+
+
 def test_env_example_documents_every_setting() -> None:
 
     documented = {line.lstrip("# ").split("=", 1)[0].strip()
