@@ -628,6 +628,18 @@ def test_a_billing_question_is_not_answered_from_a_reporting_entry(retriever: Re
     assert ours.action != "escalate" and ours.candidates[0].entry_id == "overview-vs-iryokino"
 
 
+def test_whether_reporting_earns_a_fee_is_answered_but_a_fee_s_rules_are_not(
+        retriever: Retriever) -> None:
+    """Three blind sets asked whether reporting, or being confirmed 体制あり, earns a 加算;
+    the answer says the documents show no such link and where fee rules are asked. A
+    question on one fee's own requirements is still not ours to answer."""
+    link = retriever.decide("この報告をすると診療報酬上の加算がつくのでしょうか。")
+    assert link.action == "answer" and link.entry_id == "overview-fee-link"
+    assert "地方厚生局" in (link.answer or "")
+    rules = retriever.decide("機能強化加算の施設基準を教えてください")
+    assert rules.action == "escalate"
+
+
 def test_a_long_story_with_one_clear_entry_gets_buttons_and_an_off_topic_one_does_not(
         retriever: Retriever) -> None:
     """A clinic's story spreads its words over context no entry has, so the right entry
