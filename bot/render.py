@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from handlers.messages import Link, Reply
+from handlers.texts import shorten
 
 TOKEN_PREFIX = "~"  # marks a callback token standing in for a longer payload
 EMPTY_TEXT = "以下からお選びください。"
@@ -22,6 +23,15 @@ EXPIRED_BUTTON = ("このボタンは有効期限が切れました。お手数�
                   "メニューから操作をやり直してください。")
 GROUP_ONLY_PRIVATE = ("このボットは、個別のチャット（1対1）でご利用ください。"
                       "グループでは医療機関の情報をお知らせできません。")
+
+
+
+def late_answer(question: str) -> str:
+    """Before an answer that comes long after the question (its process had stopped)."""
+    quoted = question.strip() and not question.startswith("/")  # not 「/start」
+    asked = f"「{shorten(question, 30)}」への" if quoted else ""
+    return f"{asked}お返事が遅くなり、申し訳ありません。"
+
 
 _SENTENCE_END = re.compile(r"(?<=[。！？!?\n])")
 

@@ -1,11 +1,16 @@
-"""Processed-event ids: a chat platform that retries a delivery gets it handled once."""
+"""Processed-event ids: a chat platform that retries a delivery gets it handled once.
+
+An event recorded with its payload stays pending until `handled`: a process that answered
+the platform and died before handling leaves it to `take_over` (LINE never sends an event
+again once it got its 200)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete
-from sqlmodel import col
+from sqlalchemy import delete, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.engine import insert_for
@@ -15,16 +20,54 @@ KEEP = timedelta(days=2)  # Slack retries within minutes; two days is ample
 
 
 async def first_delivery(session: AsyncSession, channel: str, event_id: str,
-                         now: datetime) -> bool:
-    """Record the event id; True only the first time it is seen (safe across processes)."""
+                         now: datetime, payload: dict[str, Any] | None = None) -> bool:
+    """Record the event id (and, to keep it until handled, the event); True only the first
+    time it is seen (safe across processes)."""
     insert = insert_for(session)
     stmt = (insert(ProcessedEvent)
-            .values(channel=channel, event_id=event_id[:100], received_at=now)
+            .values(channel=channel, event_id=event_id[:100], received_at=now, payload=payload)
             .on_conflict_do_nothing(index_elements=["channel", "event_id"])
             .returning(col(ProcessedEvent.event_id)))
     created = (await session.exec(stmt)).first()  # type: ignore[call-overload]
     await session.commit()
     return created is not None
+
+
+async def handled(session: AsyncSession, channel: str, event_id: str, now: datetime) -> None:
+    """The event needs nothing more: it is never taken over."""
+    stmt = (update(ProcessedEvent)
+            .where(col(ProcessedEvent.channel) == channel,
+                   col(ProcessedEvent.event_id) == event_id[:100])
+            .values(handled_at=now, payload=None))
+    await session.exec(stmt)  # type: ignore[call-overload]
+    await session.commit()
+
+
+async def take_over(session: AsyncSession, channel: str, received_before: datetime,
+                    now: datetime, skip: set[str]) -> list[tuple[dict[str, Any], datetime]]:
+    """Events received before `received_before` (and within KEEP) that no process finished,
+    each claimed by one caller only: (payload, received_at), oldest first. A claimed event
+    counts as handled, so one that fails again is not taken up forever."""
+    stmt = (select(ProcessedEvent)
+            .where(col(ProcessedEvent.channel) == channel,
+                   col(ProcessedEvent.handled_at).is_(None),
+                   col(ProcessedEvent.payload).is_not(None),
+                   col(ProcessedEvent.received_at) < received_before,
+                   col(ProcessedEvent.received_at) >= now - KEEP)
+            .order_by(col(ProcessedEvent.received_at)))
+    found = [(e.event_id, e.payload, e.received_at) for e in (await session.exec(stmt)).all()
+             if e.event_id not in skip]
+    taken = []
+    for event_id, payload, received in found:
+        claim = (update(ProcessedEvent)
+                 .where(col(ProcessedEvent.channel) == channel,
+                        col(ProcessedEvent.event_id) == event_id,
+                        col(ProcessedEvent.handled_at).is_(None))
+                 .values(handled_at=now, payload=None))
+        if (await session.exec(claim)).rowcount == 1 and payload is not None:  # type: ignore[call-overload]
+            taken.append((payload, received))
+    await session.commit()
+    return taken
 
 
 async def forget_old(session: AsyncSession, now: datetime) -> None:

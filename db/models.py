@@ -222,11 +222,16 @@ class KbDraft(SQLModel, table=True):
 
 
 class ProcessedEvent(SQLModel, table=True):
-    """Event ids already handled, so a platform's retries (Slack `event_id`) run once."""
+    """Event ids already handled, so a platform's retries (Slack `event_id`) run once.
+
+    A channel that answers the platform before handling (LINE) keeps the event itself until
+    it is handled: a process that dies in between leaves it for another to finish."""
 
     channel: str = Field(primary_key=True, max_length=20)
     event_id: str = Field(primary_key=True, max_length=100)
     received_at: datetime = Field(default_factory=utcnow, index=True)
+    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    handled_at: datetime | None = None
 
 
 class CampaignSettings(SQLModel, table=True):

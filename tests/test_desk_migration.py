@@ -1,4 +1,4 @@
-"""Migrations 0002 (staff desk), 0005, 0006 and 0007 go down and up on SQLite and PostgreSQL."""
+"""Migrations 0002 (staff desk) and 0005–0008 go down and up on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def test_desk_schema_goes_down_and_up_again(database_url: str) -> None:
     assert {"kbdraft", "processedevent"} <= head.keys()
     assert "entry_ids" in head["conversationlog"]  # 0006
     assert "number" in head["escalation"]  # 0007
+    assert {"payload", "handled_at"} <= head["processedevent"]  # 0008
     command.downgrade(alembic_config(database_url), "0001")
     down = columns(database_url)
     assert "kbdraft" not in down and "card_ts" not in down["escalation"]

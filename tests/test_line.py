@@ -18,10 +18,11 @@ from sqlmodel import col, select
 
 from bot.app import App
 from bot.line import LineChannel, build_line_channel
+from bot.line import channel as line_channel
 from bot.line.render import LABEL_LIMIT, short_label
 from bot.render import EXPIRED_BUTTON
 from bot.settings import ConfigError, Settings
-from db.models import ChatAccount, ConversationLog, Institution, Outbox
+from db.models import ChatAccount, ConversationLog, Institution, Outbox, ProcessedEvent
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
 from handlers.texts import EMPTY, WELCOME
@@ -374,6 +375,52 @@ async def test_a_reply_hit_by_429_or_a_stale_token_goes_by_push(
         assert await api.next_texts(USER) == ["遅い質問へのお答えです。"]
     assert len(api.calls_of(REPLY, ok=True)) == 0 and len(api.calls_of(PUSH, ok=True)) == 2
     assert {r.status for r in await line_rows(ctx)} == {"sent"}
+
+
+async def test_an_event_a_stopped_process_never_handled_is_answered_once_later(
+        api: FakeLineAPI, ctx: Context, clock: MovingClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """LINE sends nothing again after its 200: a process stopped between the 200 and the
+    answer had lost the question. A running process answers it by push, once, with an
+    apology; one still young may be another process's work in hand, and is left alone."""
+    monkeypatch.setattr(line_channel, "STOP_GRACE", 0.2)
+    started = asyncio.Event()
+
+    async def hanging(_msg: Inbound, _ctx: Context) -> list[Reply]:
+        started.set()
+        await asyncio.Event().wait()  # never answers: stopped mid-question
+        return []
+
+    async with running(api, ctx, clock, dispatch=hanging) as first:
+        assert await first.post(api.text_event(USER, "報告期間はいつまでですか")) == 200
+        async with asyncio.timeout(5):
+            await started.wait()
+    assert api.texts(USER) == []
+    async with running(api, ctx, clock) as second:
+        assert await second.channel.take_over() == 0  # five seconds old: maybe in hand
+        clock.advance(line_channel.TAKE_OVER_AFTER.total_seconds() + 60)
+        assert await second.channel.take_over() == 1
+        await api.next_texts(USER)
+        await second.flush()
+    texts = api.texts(USER)
+    assert texts[0] == "「報告期間はいつまでですか」へのお返事が遅くなり、申し訳ありません。"
+    assert len(texts) >= 2 and "3月31日" in "".join(texts[1:])
+    assert api.calls_of(REPLY, ok=True) == [] and len(api.calls_of(PUSH, ok=True)) >= 1
+    async with running(api, ctx, clock) as third:  # handled: never taken over again
+        assert await third.channel.take_over() == 0
+    assert [t.inbound_text for t in await turns(ctx)] == ["報告期間はいつまでですか"]
+
+
+async def test_a_handled_event_is_not_kept(api: FakeLineAPI, bot: Bot, ctx: Context,
+                                           clock: MovingClock) -> None:
+    """The message text is kept only while it waits: once answered, its row has none."""
+    assert await bot.say("報告期間はいつまでですか")
+    await bot.flush()
+    async with ctx.session() as session:
+        [row] = (await session.exec(select(ProcessedEvent))).all()
+    assert row.handled_at is not None and row.payload is None
+    clock.advance(line_channel.TAKE_OVER_AFTER.total_seconds() + 60)
+    assert await bot.channel.take_over() == 0
 
 
 # ---- configuration --------------------------------------------------------------------

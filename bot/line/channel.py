@@ -2,7 +2,9 @@
 
 LINE only has webhooks: events arrive on our shared web server (bot.line.webhook), are
 recorded by `webhookEventId` so a redelivery is never handled twice, answered 200 at once,
-and then handled in the background, in order per user and concurrently across users.
+and then handled in the background, in order per user and concurrently across users. Each
+is kept until handled: one a stopped or crashed process left behind is taken over by a
+running one (`take_over`) and answered by push, late but not lost.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from linebot.v3.messaging import ApiException, AsyncApiClient, AsyncMessagingApi, Configuration
@@ -23,10 +25,10 @@ from bot.line.render import Postbacks
 from bot.line.sender import LineSender, error_message
 from bot.line.webhook import webhook_route
 from bot.ordering import PerKeyGate
-from bot.render import EXPIRED_BUTTON, GROUP_ONLY_PRIVATE
+from bot.render import EXPIRED_BUTTON, GROUP_ONLY_PRIVATE, late_answer
 from bot.settings import ConfigError, Settings, secret_given
 from db import repo
-from db.events import first_delivery
+from db.events import first_delivery, handled, take_over
 from handlers import dispatch as dispatch_module
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
@@ -37,6 +39,11 @@ logger = logging.getLogger(__name__)
 
 Dispatch = Callable[[Inbound, Context], Awaitable[list[Reply]]]
 STOP_GRACE = 10.0  # seconds events in hand may take to finish at shutdown
+# An event still unhandled this long after it arrived belongs to a process that stopped (a
+# running one handles an event in seconds): it is taken over. Checked at start and then
+# every TAKE_OVER_EVERY seconds.
+TAKE_OVER_AFTER = timedelta(minutes=10)
+TAKE_OVER_EVERY = 60.0
 
 
 class LineChannel:
@@ -67,6 +74,8 @@ class LineChannel:
                                    interval=outbox_interval)
         self._gate = PerKeyGate(max_concurrent_events)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_hand: set[str] = set()  # event ids this process is handling
+        self._watch: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()
         self._settled.set()
 
@@ -91,10 +100,15 @@ class LineChannel:
                     "(Messaging API tab) for this channel") from None
             raise
         self.outbox.start()
+        self._watch = asyncio.ensure_future(self._keep_taking_over())
         logger.info("line: started as %s (webhook %s)", info.basic_id, self._path)
 
     async def stop(self) -> None:
-        """Finish the events in hand, then the outbox batch in flight; close the client."""
+        """Finish the events in hand, then the outbox batch in flight; close the client. An
+        event cut off here stays pending for the next process to take over."""
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
             for task in pending:
@@ -117,7 +131,8 @@ class LineChannel:
 
     async def _first_delivery(self, event: Event, now: datetime) -> bool:
         async with self._context.session() as session:
-            if await first_delivery(session, CHANNEL, event.webhook_event_id, now):
+            if await first_delivery(session, CHANNEL, event.webhook_event_id, now,
+                                    event.to_dict()):
                 return True
         logger.info("line: event %s was handled already (redelivery=%s)",
                     event.webhook_event_id, event.delivery_context.is_redelivery)
@@ -134,21 +149,63 @@ class LineChannel:
         if not self._tasks:
             self._settled.set()
 
-    async def _run(self, event: Event, received: datetime) -> None:
-        incoming = parse(event, self._tenant, self._postbacks)
-        if incoming is None:
-            return
-        async with self._gate.turn(incoming.user_id):
+    async def take_over(self) -> int:
+        """Handle the events a stopped process answered 200 but never handled; how many."""
+        now = self._clock()
+        async with self._context.session() as session:
+            taken = await take_over(session, CHANNEL, now - TAKE_OVER_AFTER, now,
+                                    set(self._in_hand))
+        for payload, received in taken:
             try:
-                await self._handle(incoming, received, event.webhook_event_id)
-            except Exception:  # an adapter bug is logged with the event id, never lost
-                logger.exception("line: event %s failed", event.webhook_event_id)
+                event = Event.from_dict(payload)
+            except (ValueError, TypeError, AttributeError) as exc:
+                logger.error("line: a pending event could not be read back (%s): %.200s",
+                             exc, payload)
+                continue
+            logger.warning("line: event %s (received %s) was left unhandled by a stopped "
+                           "process: answering it now", event.webhook_event_id, received)
+            self._spawn(self._run(event, received, late=True))
+        return len(taken)
 
-    async def _handle(self, incoming: Incoming, received: datetime, event_id: str) -> None:
+    async def _keep_taking_over(self) -> None:
+        while True:
+            try:
+                await self.take_over()
+            except Exception:  # the database away: the next round tries again
+                logger.exception("line: taking over pending events failed")
+            await asyncio.sleep(TAKE_OVER_EVERY)
+
+    async def _run(self, event: Event, received: datetime, late: bool = False) -> None:
+        event_id = event.webhook_event_id
+        self._in_hand.add(event_id)
+        try:
+            incoming = parse(event, self._tenant, self._postbacks)
+            if incoming is not None:
+                async with self._gate.turn(incoming.user_id):
+                    try:
+                        await self._handle(incoming, received, event_id, late)
+                    except Exception:  # an adapter bug is logged with the event id, never lost
+                        logger.exception("line: event %s failed", event_id)
+            # Not reached when cancelled at shutdown: the event then stays pending.
+            await self._handled(event_id)
+        finally:
+            self._in_hand.discard(event_id)
+
+    async def _handled(self, event_id: str) -> None:
+        try:
+            async with self._context.session() as session:
+                await handled(session, CHANNEL, event_id, self._clock())
+        except Exception:  # it may be answered twice, which beats not at all
+            logger.exception("line: event %s could not be marked handled", event_id)
+
+    async def _handle(self, incoming: Incoming, received: datetime, event_id: str,
+                      late: bool = False) -> None:
         if incoming.kind == "unfollow":
             await self._unfollowed(incoming.user_id)
             return
         replies = await self._replies_for(incoming)
+        if late and replies and incoming.inbound is not None:
+            replies = [Reply(late_answer(incoming.inbound.text)), *replies]
         await self.sender.reply(incoming.user_id, incoming.reply_token, received, replies,
                                 key=f"line:{event_id}")
 
