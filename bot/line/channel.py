@@ -28,7 +28,7 @@ from bot.ordering import PerKeyGate
 from bot.render import EXPIRED_BUTTON, GROUP_ONLY_PRIVATE, late_answer
 from bot.settings import ConfigError, Settings, secret_given
 from db import repo
-from db.events import first_delivery, handled, take_over
+from db.events import first_delivery, forget_old, handled, take_over
 from handlers import dispatch as dispatch_module
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
@@ -171,6 +171,8 @@ class LineChannel:
         while True:
             try:
                 await self.take_over()
+                async with self._context.session() as session:  # ids past redelivery
+                    await forget_old(session, self._clock())
             except Exception:  # the database away: the next round tries again
                 logger.exception("line: taking over pending events failed")
             await asyncio.sleep(TAKE_OVER_EVERY)
