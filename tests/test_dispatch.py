@@ -389,18 +389,21 @@ async def test_whom_to_ask_right_after_an_answer_names_that_answers_desk(ctx: Co
 
 async def test_a_bare_how_long_after_an_answer_is_not_answered_about_something_else(
         ctx: Context) -> None:
-    """「どれくらいかかりますか」 alone matches the 代理申請 entry (1〜2週間); right after the
-    answer about a missing reporting right (about a month) it asks about that, so the
-    two are offered, that one first, and neither is stated as the answer."""
+    """「どれくらいかかりますか」 alone leads to the 代理申請 entry (1〜2週間), though it may
+    as well ask how long the report takes (offered too); right after the answer about a
+    missing reporting right (about a month) it asks about that, so the two are offered,
+    that one first, and neither is stated as the answer."""
     [alone] = await dispatch(said("どれくらいかかりますか", user="fresh"), ctx)
-    assert alone.meta["action"] == "answer"
+    assert alone.meta["action"] == "suggest"
+    assert [b.payload for b in alone.buttons][:2] == ["qa:show:method-proxy-account-application",
+                                                      "qa:show:method-time-needed"]
     [first] = await dispatch(said("G-MISで報告を開始できませんと出ます"), ctx)
     assert first.meta["entry_id"] == "gmis-no-report-right"
     [follow] = await dispatch(said("どれくらいかかりますか"), ctx)
     assert follow.meta["action"] == "suggest"
     shown = [b.payload for b in follow.buttons]
     assert shown[0] == "qa:show:gmis-no-report-right"
-    assert f"qa:show:{alone.meta['entry_id']}" in shown and shown[-1] == "esc:ask"
+    assert "qa:show:method-proxy-account-application" in shown and shown[-1] == "esc:ask"
 
 
 async def test_each_question_of_a_short_message_is_answered(ctx: Context) -> None:

@@ -130,6 +130,18 @@ def test_an_entry_close_behind_the_first_still_earns_the_buttons(retriever: Retr
     assert "func2-offhours-kasan" in [c.entry_id for c in decision.candidates]
 
 
+def test_an_answer_the_classifier_doubts_is_offered_not_stated(retriever: Retriever) -> None:
+    """「どれくらいかかりますか」 may ask how long an account takes or how long the report
+    does: the hand-built score alone states the first; the classifier prefers the second, so
+    both are offered instead."""
+    plain = Retriever(retriever.entries, retriever.analyzer, retriever.tuning)  # no labels
+    assert plain.decide("どれくらいかかりますか").action == "answer"
+    doubted = retriever.decide("どれくらいかかりますか")
+    assert doubted.action == "suggest" and doubted.entry_id is None
+    assert {"method-proxy-account-application", "method-time-needed"} <= {
+        c.entry_id for c in doubted.candidates}
+
+
 def test_a_tune_question_that_is_a_held_out_one_written_otherwise_never_trains(
         tmp_path: Path) -> None:
     """「ｺｰﾃﾞｨﾈｰﾀｰ 役割」 and 「コーディネーターの役割？」 are one question to the analyser:
