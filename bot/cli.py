@@ -65,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
                          help="list every miss (use with --split tune when tuning)")
     kb_eval.add_argument("--phrasings", action="store_true",
                          help="instead: each entry phrasing held out in turn (needs no labels)")
+    kb_eval.add_argument("--questions", type=Path, metavar="DIR",
+                         help="ask the labelled questions of DIR instead (a new blind set; "
+                              "the learned scores still train on LABELLED_DIR only)")
+    kb_eval.add_argument("--no-learned", action="store_true",
+                         help="score without the learned scores (what they add)")
     _desk_parsers(sub, kb_sub)
     _campaign_parsers(sub)
     for name, what in (("import-roster", "institutions (roster) CSV"),
@@ -280,12 +285,18 @@ def cmd_kb_eval(args: argparse.Namespace, settings: Settings) -> int:
     from knowledge.evaluate import run_eval, run_phrasing_holdout
     from knowledge.labelled import training_examples
     from knowledge.loader import load_knowledge_base
+    from knowledge.retriever import Retriever
 
     if args.phrasings:
         return run_phrasing_holdout(load_knowledge_base(settings.knowledge_dir),
                                     build_analyzer(settings),
+                                    () if args.no_learned else
                                     training_examples(settings.labelled_dir))
-    return run_eval(build_retriever(settings), args.split, args.misses, settings.labelled_dir)
+    retriever = build_retriever(settings)
+    if args.no_learned:
+        retriever = Retriever(retriever.entries, retriever.analyzer,
+                              replace(retriever.tuning, w_learned=0.0))
+    return run_eval(retriever, args.split, args.misses, args.questions or settings.labelled_dir)
 
 
 def cmd_db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:

@@ -95,6 +95,23 @@ def test_a_broken_labelled_question_is_named_by_kb_check_and_stops_the_start(
     assert demo.returncode == 2 and "mine.yaml" in demo.stderr
 
 
+def test_kb_eval_asks_a_new_blind_set_without_training_on_it(tmp_path: Path) -> None:
+    """A set written by a new writer is measured whole before it joins knowledge/eval, with
+    and without the learned scores, while those still train on the labelled folder."""
+    blind = tmp_path / "blind"
+    blind.mkdir()
+    (blind / "questions_new.yaml").write_text(
+        "questions:\n- q: 紙で報告できますか\n  expect: [method-paper-allowed]\n"
+        "- q: 今日の天気は？\n  expect: []\n", encoding="utf-8")
+    for flags in ([], ["--no-learned"]):
+        out = run("kb", "eval", "--split", "all", "--questions", str(blind), *flags,
+                  tmp=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert "questions: 2 (1 in scope, 1 out of scope)" in out.stdout
+        ours = next(line for line in out.stdout.splitlines() if line.startswith("ours"))
+        assert ours.split()[2] == "100.0%"  # top-1
+
+
 def test_a_knowledge_base_without_an_entry_the_chat_names_fails_at_load(tmp_path: Path) -> None:
     """The chat answers a pasted 督促 letter with reminder-what-to-do by id; a deployment whose
     own entries lack it must hear so from `kb check` and at start-up, not from a clinic."""
