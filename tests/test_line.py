@@ -20,6 +20,7 @@ from bot.app import App
 from bot.line import LineChannel, build_line_channel
 from bot.line import channel as line_channel
 from bot.line.render import LABEL_LIMIT, short_label
+from bot.pending import TAKE_OVER_AFTER
 from bot.render import EXPIRED_BUTTON
 from bot.settings import ConfigError, Settings
 from db.models import ChatAccount, ConversationLog, Institution, Outbox, ProcessedEvent
@@ -397,9 +398,9 @@ async def test_an_event_a_stopped_process_never_handled_is_answered_once_later(
             await started.wait()
     assert api.texts(USER) == []
     async with running(api, ctx, clock) as second:
-        assert await second.channel.take_over() == 0  # five seconds old: maybe in hand
-        clock.advance(line_channel.TAKE_OVER_AFTER.total_seconds() + 60)
-        assert await second.channel.take_over() == 1
+        assert await second.channel.pending.take_over() == 0  # five seconds old: maybe in hand
+        clock.advance(TAKE_OVER_AFTER.total_seconds() + 60)
+        assert await second.channel.pending.take_over() == 1
         await api.next_texts(USER)
         await second.flush()
     texts = api.texts(USER)
@@ -407,7 +408,7 @@ async def test_an_event_a_stopped_process_never_handled_is_answered_once_later(
     assert len(texts) >= 2 and "3月31日" in "".join(texts[1:])
     assert api.calls_of(REPLY, ok=True) == [] and len(api.calls_of(PUSH, ok=True)) >= 1
     async with running(api, ctx, clock) as third:  # handled: never taken over again
-        assert await third.channel.take_over() == 0
+        assert await third.channel.pending.take_over() == 0
     assert [t.inbound_text for t in await turns(ctx)] == ["報告期間はいつまでですか"]
 
 
@@ -419,8 +420,8 @@ async def test_a_handled_event_is_not_kept(api: FakeLineAPI, bot: Bot, ctx: Cont
     async with ctx.session() as session:
         [row] = (await session.exec(select(ProcessedEvent))).all()
     assert row.handled_at is not None and row.payload is None
-    clock.advance(line_channel.TAKE_OVER_AFTER.total_seconds() + 60)
-    assert await bot.channel.take_over() == 0
+    clock.advance(TAKE_OVER_AFTER.total_seconds() + 60)
+    assert await bot.channel.pending.take_over() == 0
 
 
 # ---- configuration --------------------------------------------------------------------

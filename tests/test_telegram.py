@@ -13,10 +13,11 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import col, select
 
+from bot.pending import TAKE_OVER_AFTER
 from bot.settings import Settings
 from bot.telegram import TelegramChannel
 from bot.telegram.channel import COMMANDS, EXPIRED_BUTTON, GROUP_ONLY_PRIVATE
-from db.models import ChatAccount, ConversationLog, Escalation, Institution, Outbox
+from db.models import ChatAccount, ConversationLog, Escalation, Institution, Outbox, ProcessedEvent
 from handlers.context import Context
 from handlers.linking import issue_code
 from handlers.messages import Button, Inbound, Reply
@@ -504,6 +505,36 @@ async def test_webhook_refuses_forged_requests_and_serves_real_ones(
     async with ctx.session() as session:
         logged = [r.inbound_text for r in (await session.exec(select(ConversationLog))).all()]
     assert "偽の更新です" not in logged and logged.count("報告期間はいつまでですか") == 1
+
+
+async def test_an_update_a_stopped_process_left_is_answered_late_and_once(
+        api: FakeTelegramAPI, ctx: Context, clock: MovingClock) -> None:
+    """Telegram sends nothing again after its 200: an update recorded by a process that
+    stopped before answering had been lost. A running process answers it, once, with an
+    apology; one still young may be another process's work in hand, and is left alone. An
+    update handled normally keeps no text."""
+    settings = {"telegram_webhook_url": WEBHOOK_URL, "telegram_secret_token": SECRET}
+    left = api.text_update(CHAT, "報告期間はいつまでですか")
+    async with running(api, ctx, clock, settings=settings) as channel, \
+            web_server(channel) as url:
+        # What a process stopped between the 200 and the answer leaves in the database:
+        assert await channel.pending.record(str(left["update_id"]), left, clock())
+        assert await channel.pending.take_over() == 0
+        clock.advance(TAKE_OVER_AFTER.total_seconds() + 60)
+        assert await channel.pending.take_over() == 1
+        assert await api.next_reply(CHAT) == ("「報告期間はいつまでですか」へのお返事が遅くなり、"
+                                              "申し訳ありません。")
+        await channel.settled()
+        await flush(channel)
+        assert "3月31日" in "".join(api.texts(CHAT)[1:])
+        assert await channel.pending.take_over() == 0
+        assert await api.post_webhook(url, api.text_update(CHAT, "/start"), secret=SECRET) == 200
+        await api.wait_for("sendMessage", len(api.texts(CHAT)) + 1, chat_id=CHAT)
+        await channel.settled()
+    async with ctx.session() as session:
+        kept = (await session.exec(select(ProcessedEvent))).all()
+    assert len(kept) == 2 and all(e.payload is None and e.handled_at for e in kept)
+    assert api.texts(CHAT)[-1] == WELCOME
 
 
 async def test_webhook_mode_refuses_to_start_without_a_secret(

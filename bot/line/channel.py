@@ -3,8 +3,8 @@
 LINE only has webhooks: events arrive on our shared web server (bot.line.webhook), are
 recorded by `webhookEventId` so a redelivery is never handled twice, answered 200 at once,
 and then handled in the background, in order per user and concurrently across users. Each
-is kept until handled: one a stopped or crashed process left behind is taken over by a
-running one (`take_over`) and answered by push, late but not lost.
+is kept until handled (bot.pending): one a stopped or crashed process left behind is
+taken over by a running one and answered by push, late but not lost.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from linebot.v3.messaging import ApiException, AsyncApiClient, AsyncMessagingApi, Configuration
@@ -25,10 +25,10 @@ from bot.line.render import Postbacks
 from bot.line.sender import LineSender, error_message
 from bot.line.webhook import webhook_route
 from bot.ordering import PerKeyGate
+from bot.pending import PendingEvents
 from bot.render import EXPIRED_BUTTON, GROUP_ONLY_PRIVATE, late_answer
 from bot.settings import ConfigError, Settings, secret_given
 from db import repo
-from db.events import first_delivery, forget_old, handled, take_over
 from handlers import dispatch as dispatch_module
 from handlers.context import Context
 from handlers.messages import Inbound, Reply
@@ -39,11 +39,6 @@ logger = logging.getLogger(__name__)
 
 Dispatch = Callable[[Inbound, Context], Awaitable[list[Reply]]]
 STOP_GRACE = 10.0  # seconds events in hand may take to finish at shutdown
-# An event still unhandled this long after it arrived belongs to a process that stopped (a
-# running one handles an event in seconds): it is taken over. Checked at start and then
-# every TAKE_OVER_EVERY seconds.
-TAKE_OVER_AFTER = timedelta(minutes=10)
-TAKE_OVER_EVERY = 60.0
 
 
 class LineChannel:
@@ -74,8 +69,7 @@ class LineChannel:
                                    interval=outbox_interval)
         self._gate = PerKeyGate(max_concurrent_events)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_hand: set[str] = set()  # event ids this process is handling
-        self._watch: asyncio.Task[None] | None = None
+        self.pending = PendingEvents(context.sessions, CHANNEL, self._clock, self._resume)
         self._settled = asyncio.Event()
         self._settled.set()
 
@@ -100,15 +94,13 @@ class LineChannel:
                     "(Messaging API tab) for this channel") from None
             raise
         self.outbox.start()
-        self._watch = asyncio.ensure_future(self._keep_taking_over())
+        self.pending.start()
         logger.info("line: started as %s (webhook %s)", info.basic_id, self._path)
 
     async def stop(self) -> None:
         """Finish the events in hand, then the outbox batch in flight; close the client. An
         event cut off here stays pending for the next process to take over."""
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
+        await self.pending.stop()
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
             for task in pending:
@@ -130,10 +122,8 @@ class LineChannel:
                 self._spawn(self._run(event, received))
 
     async def _first_delivery(self, event: Event, now: datetime) -> bool:
-        async with self._context.session() as session:
-            if await first_delivery(session, CHANNEL, event.webhook_event_id, now,
-                                    event.to_dict()):
-                return True
+        if await self.pending.record(event.webhook_event_id, event.to_dict(), now):
+            return True
         logger.info("line: event %s was handled already (redelivery=%s)",
                     event.webhook_event_id, event.delivery_context.is_redelivery)
         return False
@@ -149,37 +139,12 @@ class LineChannel:
         if not self._tasks:
             self._settled.set()
 
-    async def take_over(self) -> int:
-        """Handle the events a stopped process answered 200 but never handled; how many."""
-        now = self._clock()
-        async with self._context.session() as session:
-            taken = await take_over(session, CHANNEL, now - TAKE_OVER_AFTER, now,
-                                    set(self._in_hand))
-        for payload, received in taken:
-            try:
-                event = Event.from_dict(payload)
-            except (ValueError, TypeError, AttributeError) as exc:
-                logger.error("line: a pending event could not be read back (%s): %.200s",
-                             exc, payload)
-                continue
-            logger.warning("line: event %s (received %s) was left unhandled by a stopped "
-                           "process: answering it now", event.webhook_event_id, received)
-            self._spawn(self._run(event, received, late=True))
-        return len(taken)
-
-    async def _keep_taking_over(self) -> None:
-        while True:
-            try:
-                await self.take_over()
-                async with self._context.session() as session:  # ids past redelivery
-                    await forget_old(session, self._clock())
-            except Exception:  # the database away: the next round tries again
-                logger.exception("line: taking over pending events failed")
-            await asyncio.sleep(TAKE_OVER_EVERY)
+    def _resume(self, payload: dict[str, Any], received: datetime) -> None:
+        self._spawn(self._run(Event.from_dict(payload), received, late=True))
 
     async def _run(self, event: Event, received: datetime, late: bool = False) -> None:
         event_id = event.webhook_event_id
-        self._in_hand.add(event_id)
+        self.pending.in_hand.add(event_id)
         try:
             incoming = parse(event, self._tenant, self._postbacks)
             if incoming is not None:
@@ -189,16 +154,9 @@ class LineChannel:
                     except Exception:  # an adapter bug is logged with the event id, never lost
                         logger.exception("line: event %s failed", event_id)
             # Not reached when cancelled at shutdown: the event then stays pending.
-            await self._handled(event_id)
+            await self.pending.handled(event_id)
         finally:
-            self._in_hand.discard(event_id)
-
-    async def _handled(self, event_id: str) -> None:
-        try:
-            async with self._context.session() as session:
-                await handled(session, CHANNEL, event_id, self._clock())
-        except Exception:  # it may be answered twice, which beats not at all
-            logger.exception("line: event %s could not be marked handled", event_id)
+            self.pending.in_hand.discard(event_id)
 
     async def _handle(self, incoming: Incoming, received: datetime, event_id: str,
                       late: bool = False) -> None:

@@ -1,8 +1,10 @@
 """The Telegram channel: PTB's Application built by hand and run inside our own event loop.
 
 Polling when only a token is set; webhook mode (our Starlette route, `setWebhook` with a
-secret token) when TELEGRAM_WEBHOOK_URL is set. PTB is built without its job queue: the
-outbox worker and our scheduler own everything that runs on a timer.
+secret token) when TELEGRAM_WEBHOOK_URL is set. In webhook mode each update is kept until
+handled (bot.pending), so one a stopped process left behind is answered late, not lost.
+PTB is built without its job queue: the outbox worker and our scheduler own everything that
+runs on a timer.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.routing import BaseRoute
@@ -22,7 +25,8 @@ from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from bot.app import App
-from bot.render import EXPIRED_BUTTON, GROUP_ONLY_PRIVATE
+from bot.pending import PendingEvents
+from bot.render import EXPIRED_BUTTON, GROUP_ONLY_PRIVATE, late_answer
 from bot.settings import ConfigError, Settings, secret_given
 from bot.telegram.inbound import CHANNEL, Incoming, parse
 from bot.telegram.processor import PerChatUpdateProcessor
@@ -93,6 +97,8 @@ class TelegramChannel:
         self.outbox = OutboxWorker(context.sessions, CHANNEL, self.sender, self._clock,
                                    interval=outbox_interval)
         self._seen: OrderedDict[int, None] = OrderedDict()
+        self.pending = PendingEvents(context.sessions, CHANNEL, self._clock, self._resume)
+        self._late: set[int] = set()  # update ids taken over from a stopped process
         self._in_flight = 0
         self._settled = asyncio.Event()
         self._settled.set()
@@ -101,7 +107,7 @@ class TelegramChannel:
         if not self._webhook_url:
             return []
         path = urlsplit(self._webhook_url).path.rstrip("/") or DEFAULT_WEBHOOK_PATH
-        return [webhook_route(path, self._secret, self.application)]
+        return [webhook_route(path, self._secret, self.application, self._accept)]
 
     def wake(self) -> None:
         """Something was queued for Telegram: send it now rather than at the next tick."""
@@ -123,6 +129,7 @@ class TelegramChannel:
             if self._webhook_url:
                 await app.bot.set_webhook(self._webhook_url, secret_token=self._secret,
                                           allowed_updates=ALLOWED_UPDATES)
+                self.pending.start()
             else:
                 assert app.updater is not None
                 await app.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
@@ -137,6 +144,7 @@ class TelegramChannel:
         """Stop fetching, finish the updates in hand, then the outbox batch in flight.
         The webhook stays registered: other workers may still be serving it."""
         app = self.application
+        await self.pending.stop()
         if app.updater is not None and app.updater.running:
             await app.updater.stop()
         if app.running:
@@ -154,17 +162,41 @@ class TelegramChannel:
         """Wait until no update is being handled (graceful drains, tests)."""
         await self._settled.wait()
 
+    async def _accept(self, data: dict[str, Any], update: Update) -> bool:
+        """The webhook's hand-off: record the update before its 200; False for a retry."""
+        return await self.pending.record(str(update.update_id), data, self._clock())
+
+    def _resume(self, payload: dict[str, Any], _received: datetime) -> None:
+        update = Update.de_json(payload, self.application.bot)
+        if update is None:
+            raise ValueError("not an update")
+        self._late.add(update.update_id)
+        self.application.update_queue.put_nowait(update)
+
     async def _on_update(self, update: Update, _tg: ContextTypes.DEFAULT_TYPE) -> None:
         if self._already_seen(update.update_id):
             return
+        key = str(update.update_id)
+        self.pending.in_hand.add(key)
         self._in_flight += 1
         self._settled.clear()
         try:
-            await self._handle(update)
+            try:
+                await self._handle(update)
+            except Exception:  # logged by _on_error; never taken up again
+                await self._handled(key)
+                raise
+            await self._handled(key)  # not reached when cancelled: it then stays pending
         finally:
+            self.pending.in_hand.discard(key)
+            self._late.discard(update.update_id)
             self._in_flight -= 1
             if not self._in_flight:
                 self._settled.set()
+
+    async def _handled(self, key: str) -> None:
+        if self._webhook_url:  # polling keeps no record: Telegram holds what we have not read
+            await self.pending.handled(key)
 
     async def _handle(self, update: Update) -> None:
         if update.my_chat_member is not None:  # the user blocked or unblocked the bot
@@ -179,6 +211,8 @@ class TelegramChannel:
             await self._group_notice(incoming)
             return
         replies = await self._replies_for(incoming)
+        if update.update_id in self._late and replies:
+            replies = [Reply(late_answer(incoming.inbound.text)), *replies]
         await self.sender.reply(incoming.chat_id, replies, key=f"telegram:{update.update_id}")
 
     async def _replies_for(self, incoming: Incoming) -> list[Reply]:
