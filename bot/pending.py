@@ -3,8 +3,9 @@
 LINE and Telegram's webhook send nothing again once answered 200, and both are answered
 before the bot handles the event (they wait only seconds). Each event is recorded with its
 payload first; when handled, the payload goes. One a stopped or crashed process left
-behind is taken over by a running process of the channel after `TAKE_OVER_AFTER`, and
-answered late rather than never.
+behind is taken over by a running process of the channel after `TAKE_OVER_AFTER` (again,
+should that one stop too, up to db.events.TAKE_OVER_ATTEMPTS), and answered late rather
+than never.
 """
 
 from __future__ import annotations
@@ -46,12 +47,17 @@ class PendingEvents:
             return await first_delivery(session, self._channel, event_id, now, payload)
 
     async def handled(self, event_id: str) -> None:
+        """Shielded: a shutdown that cuts off the caller here must not leave an answered
+        event pending, to be answered again."""
         try:
-            async with self._sessions() as session:
-                await handled(session, self._channel, event_id, self._clock())
+            await asyncio.shield(self._mark(event_id))
         except Exception:  # it may be answered twice, which beats not at all
             logger.exception("%s: event %s could not be marked handled", self._channel,
                              event_id)
+
+    async def _mark(self, event_id: str) -> None:
+        async with self._sessions() as session:
+            await handled(session, self._channel, event_id, self._clock())
 
     async def take_over(self) -> int:
         """Hand the events a stopped process never handled to `resume`; how many."""
@@ -59,17 +65,21 @@ class PendingEvents:
         async with self._sessions() as session:
             taken = await take_over(session, self._channel, now - TAKE_OVER_AFTER, now,
                                     set(self.in_hand))
-        for payload, received in taken:
-            logger.warning("%s: an event received %s was left unhandled by a stopped "
-                           "process: answering it now", self._channel, received)
+        for event_id, payload, received in taken:
+            logger.warning("%s: event %s (received %s) was left unhandled by a stopped "
+                           "process: answering it now", self._channel, event_id, received)
             try:
                 self._resume(payload, received)
-            except Exception:  # a payload this version cannot read: logged, not retried
-                logger.exception("%s: a pending event could not be read back: %.200s",
-                                 self._channel, payload)
+            except Exception as exc:  # a payload this version cannot read: given up
+                logger.error("%s: pending event %s could not be read back (%s): given up",
+                             self._channel, event_id, type(exc).__name__)
+                await self.handled(event_id)
         return len(taken)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """A first round now (what a crash left is answered as the channel starts), then
+        one every TAKE_OVER_EVERY seconds."""
+        await self._round()
         self._watch = asyncio.ensure_future(self._keep_taking_over())
 
     async def stop(self) -> None:
@@ -78,10 +88,13 @@ class PendingEvents:
 
     async def _keep_taking_over(self) -> None:
         while True:
-            try:
-                await self.take_over()
-                async with self._sessions() as session:  # ids past any redelivery
-                    await forget_old(session, self._clock())
-            except Exception:  # the database away: the next round tries again
-                logger.exception("%s: taking over pending events failed", self._channel)
             await asyncio.sleep(TAKE_OVER_EVERY)
+            await self._round()
+
+    async def _round(self) -> None:
+        try:
+            await self.take_over()
+            async with self._sessions() as session:  # ids past any redelivery
+                await forget_old(session, self._clock())
+        except Exception:  # the database away: the next round tries again
+            logger.exception("%s: taking over pending events failed", self._channel)

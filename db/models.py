@@ -230,8 +230,11 @@ class ProcessedEvent(SQLModel, table=True):
     channel: str = Field(primary_key=True, max_length=20)
     event_id: str = Field(primary_key=True, max_length=100)
     received_at: datetime = Field(default_factory=utcnow, index=True)
-    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # none_as_null: a cleared payload is SQL NULL, not the JSON text 'null'
+    payload: dict[str, Any] | None = Field(default=None,
+                                           sa_column=Column(JSON(none_as_null=True)))
     handled_at: datetime | None = None
+    attempts: int = 0  # take-overs so far (db.events.take_over)
 
 
 class CampaignSettings(SQLModel, table=True):

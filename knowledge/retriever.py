@@ -132,6 +132,12 @@ class Tuning:
     # --split tune`): on sets a–t, w 0.3 and 0.5 gave 95.6% top-1 (0.8: 95.4%; without:
     # 94.2%); on a–u, caps 0.06, 0.08 and 0.1 gave 95.3, 95.4 and 95.3%.
     learned_cap: float = 0.08
+    # decide() states an answer only when the classifier prefers no other entry by more
+    # than this (in score units, as learned_cap). On tune a–zg: 0 gave 30 wrong-confident
+    # of 3,472 and 59.2% answered right, 0.03 gave 33 and 59.3%, no gate 43 and 59.7%; 0.03
+    # keeps a near tie of the classifier's (「G-MISのIDって医療機能情報のと同じやつ？」)
+    # from vetoing an answer the user test pinned.
+    doubt_gap: float = 0.03
 
 
 @dataclass(frozen=True)
@@ -387,7 +393,7 @@ class Retriever:
         rival = float(max((raw[j] for j in order[1:]), default=0.0))
         return ([Candidate(self.entries[shortlist[j]].id, self.entries[shortlist[j]].question,
                            round(float(scores[j]), 4)) for j in order[:k]], round(rival, 4),
-                bool(gap[order[0]] > 0))
+                bool(gap[order[0]] > self.tuning.doubt_gap))
 
     def _learned_gap(self, analysed: Analysed, shortlist: np.ndarray) -> np.ndarray:
         """How far below the classifier's favourite each entry is, in score units."""
@@ -514,9 +520,9 @@ class Retriever:
             # about 2号 as a whole; one led by another entry keeps its decision.)
             return Decision("suggest", self.by_id[ranked[0].entry_id].route, None, None, top,
                             self._each_of(analysed, named) or ranked)
-        # Answered only when the classifier's favourite is the first too: on tune (sets
-        # a–zg), of 1,716 answers, 13 of the 43 wrong ones and 22 right ones had it elsewhere;
-        # those are offered as buttons instead.
+        # Answered only when the classifier's favourite is the first too (within
+        # `doubt_gap`): on tune (sets a–zg), of 1,716 answers, 13 of the 43 wrong ones and 22
+        # right ones had it elsewhere; those are offered as buttons instead.
         if ranked and top >= answer_at and top - second >= margin and not doubted:
             entry = self.by_id[ranked[0].entry_id]
             return Decision("answer", entry.route, entry.id, entry.answer, top, ranked)

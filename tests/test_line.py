@@ -23,6 +23,7 @@ from bot.line.render import LABEL_LIMIT, short_label
 from bot.pending import TAKE_OVER_AFTER
 from bot.render import EXPIRED_BUTTON
 from bot.settings import ConfigError, Settings
+from db.events import TAKE_OVER_ATTEMPTS, first_delivery, take_over
 from db.models import ChatAccount, ConversationLog, Institution, Outbox, ProcessedEvent
 from handlers.context import Context
 from handlers.messages import Button, Inbound, Reply
@@ -397,6 +398,15 @@ async def test_an_event_a_stopped_process_never_handled_is_answered_once_later(
         async with asyncio.timeout(5):
             await started.wait()
     assert api.texts(USER) == []
+    # The process that takes it over is stopped mid-answer too: it is only leased, and
+    # taken over again one wait later.
+    async with running(api, ctx, clock, dispatch=hanging) as taker:
+        clock.advance(TAKE_OVER_AFTER.total_seconds() + 60)
+        started.clear()
+        assert await taker.channel.pending.take_over() == 1
+        async with asyncio.timeout(5):
+            await started.wait()
+    assert api.texts(USER) == []
     async with running(api, ctx, clock) as second:
         assert await second.channel.pending.take_over() == 0  # five seconds old: maybe in hand
         clock.advance(TAKE_OVER_AFTER.total_seconds() + 60)
@@ -412,14 +422,39 @@ async def test_an_event_a_stopped_process_never_handled_is_answered_once_later(
     assert [t.inbound_text for t in await turns(ctx)] == ["報告期間はいつまでですか"]
 
 
+async def test_an_event_that_stops_every_taker_is_given_up_not_retried_forever(
+        ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
+    """Leased twice and never finished: the third round gives it up, loudly."""
+    event = {"type": "message", "webhookEventId": "01POISON"}
+    async with ctx.session() as session:
+        assert await first_delivery(session, "line", "01POISON", NOW, event)
+    later = NOW
+    for _ in range(TAKE_OVER_ATTEMPTS):
+        later += TAKE_OVER_AFTER * 2
+        async with ctx.session() as session:
+            assert [e for e, _, _ in await take_over(session, "line", later - TAKE_OVER_AFTER,
+                                                     later, set())] == ["01POISON"]
+    later += TAKE_OVER_AFTER * 2
+    with caplog.at_level(logging.ERROR, logger="db.events"):
+        async with ctx.session() as session:
+            assert await take_over(session, "line", later - TAKE_OVER_AFTER, later, set()) == []
+    assert "01POISON was taken over 2 times" in caplog.text
+    async with ctx.session() as session:
+        [row] = (await session.exec(select(ProcessedEvent))).all()
+    assert row.handled_at is not None and row.payload is None
+
+
 async def test_a_handled_event_is_not_kept(api: FakeLineAPI, bot: Bot, ctx: Context,
                                            clock: MovingClock) -> None:
-    """The message text is kept only while it waits: once answered, its row has none."""
+    """The message text is kept only while it waits: once answered, its row has none (SQL
+    NULL, not the JSON text 'null')."""
     assert await bot.say("報告期間はいつまでですか")
     await bot.flush()
     async with ctx.session() as session:
         [row] = (await session.exec(select(ProcessedEvent))).all()
-    assert row.handled_at is not None and row.payload is None
+        kept = (await session.exec(select(ProcessedEvent).where(
+            col(ProcessedEvent.payload).is_not(None)))).all()
+    assert row.handled_at is not None and row.payload is None and kept == []
     clock.advance(TAKE_OVER_AFTER.total_seconds() + 60)
     assert await bot.channel.pending.take_over() == 0
 

@@ -94,7 +94,7 @@ class LineChannel:
                     "(Messaging API tab) for this channel") from None
             raise
         self.outbox.start()
-        self.pending.start()
+        await self.pending.start()
         logger.info("line: started as %s (webhook %s)", info.basic_id, self._path)
 
     async def stop(self) -> None:
@@ -146,13 +146,13 @@ class LineChannel:
         event_id = event.webhook_event_id
         self.pending.in_hand.add(event_id)
         try:
-            incoming = parse(event, self._tenant, self._postbacks)
-            if incoming is not None:
-                async with self._gate.turn(incoming.user_id):
-                    try:
+            try:
+                incoming = parse(event, self._tenant, self._postbacks)
+                if incoming is not None:
+                    async with self._gate.turn(incoming.user_id):
                         await self._handle(incoming, received, event_id, late)
-                    except Exception:  # an adapter bug is logged with the event id, never lost
-                        logger.exception("line: event %s failed", event_id)
+            except Exception:  # an adapter bug is logged with the event id, not retried
+                logger.exception("line: event %s failed", event_id)
             # Not reached when cancelled at shutdown: the event then stays pending.
             await self.pending.handled(event_id)
         finally:

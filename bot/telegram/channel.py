@@ -129,10 +129,11 @@ class TelegramChannel:
             if self._webhook_url:
                 await app.bot.set_webhook(self._webhook_url, secret_token=self._secret,
                                           allowed_updates=ALLOWED_UPDATES)
-                self.pending.start()
             else:
                 assert app.updater is not None
                 await app.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+            # Polling records nothing, but a switch from webhook mode may leave updates.
+            await self.pending.start()
             self.outbox.start()
         except BaseException:
             await self.stop()
@@ -195,8 +196,9 @@ class TelegramChannel:
                 self._settled.set()
 
     async def _handled(self, key: str) -> None:
-        if self._webhook_url:  # polling keeps no record: Telegram holds what we have not read
-            await self.pending.handled(key)
+        # In polling mode no row was recorded (Telegram holds what we have not read), unless
+        # the update was taken over from webhook mode: marked either way.
+        await self.pending.handled(key)
 
     async def _handle(self, update: Update) -> None:
         if update.my_chat_member is not None:  # the user blocked or unblocked the bot

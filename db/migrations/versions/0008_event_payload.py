@@ -1,4 +1,5 @@
-"""processedevent.payload, handled_at: an event answered 200 but not yet handled survives
+"""processedevent.payload, handled_at, attempts: an event answered 200 but not yet handled
+survives
 
 LINE is answered before its events are handled; a process that died in between lost them
 (LINE does not send an event again after a 200). The event is now kept until it is handled.
@@ -22,12 +23,15 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table('processedevent', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('payload', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('payload', sa.JSON(none_as_null=True), nullable=True))
         batch_op.add_column(sa.Column('handled_at', sqlmodel.sql.sqltypes.UTCDateTime(),
                                       nullable=True))
+        batch_op.add_column(sa.Column('attempts', sa.Integer(), nullable=False,
+                                      server_default='0'))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('processedevent', schema=None) as batch_op:
+        batch_op.drop_column('attempts')
         batch_op.drop_column('handled_at')
         batch_op.drop_column('payload')
