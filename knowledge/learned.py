@@ -19,7 +19,7 @@ import os
 import tempfile
 import zipfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,13 +66,15 @@ class LearnedScores:
         self._bias = bias
 
     @classmethod
-    def fit(cls, examples: Sequence[tuple[list[str], int]], labelled: set[int],
-            n_entries: int, cache_dir: Path | None = None, c: float = 1.0) -> LearnedScores:
-        """Fitted on (tokens, entry) pairs, or read back from the cache when the very same
-        pairs were fitted before: fitting is most of a start, and the pairs decide the
-        weights entirely."""
+    def fit(cls, examples: Callable[[], Sequence[tuple[list[str], int]]], labelled: set[int],
+            n_entries: int, cache_dir: Path | None = None, c: float = 1.0, *,
+            source: object) -> LearnedScores:
+        """Fitted on the (tokens, entry) pairs `examples` makes, or read back from the cache
+        when the same `source` was fitted before: fitting is most of a start. `source` is
+        whatever decides the pairs entirely, cheaper to have than the pairs themselves
+        (analysing every labelled question was most of a cached start)."""
         key = hashlib.sha256(json.dumps(
-            [FORMAT, c, FIT, n_entries, sorted(labelled), list(examples),
+            [FORMAT, c, FIT, n_entries, sorted(labelled), source,
              importlib.metadata.version("scikit-learn")], ensure_ascii=False).encode()
         ).hexdigest()[:16]
         name = f"learned-{key}.npz"
@@ -83,7 +85,7 @@ class LearnedScores:
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
                 logger.warning("cached learned scores %s unreadable (%s): fitting again",
                                found, exc)
-        scores = cls._fitted(examples, labelled, n_entries, c)
+        scores = cls._fitted(examples(), labelled, n_entries, c)
         if (directory := writable_cache(places)) is not None:
             scores._write(directory / name)
         else:

@@ -71,7 +71,12 @@ def read_yaml(path: Path, loader: type[yaml.SafeLoader] = FAST_LOADER,
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
-        return yaml.load(text, Loader=loader), yaml.compose(text, Loader=loader)  # noqa: S506
+        reader = loader(text)  # parsed once: the data is built from the node tree
+        try:
+            node = reader.get_single_node()
+            return (reader.construct_document(node) if node is not None else None), node
+        finally:
+            reader.dispose()
     except UnicodeDecodeError as exc:
         raise KnowledgeBaseError([Problem(name, None, None, None,
                                           f"not UTF-8: {exc.reason}")]) from exc

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.metadata
 import json
 import re
 import unicodedata
@@ -160,6 +163,17 @@ class Analyzer:
         self._pattern = re.compile("|".join(map(_spaced, variants))) if variants else None
         self._function_of = {m.group(1): term for term in self._synonyms.values()
                              if (m := _LETTERED.search(term))}
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What decides how this analyser reads a text, besides the code: its synonyms, its
+        words and Sudachi's versions. Part of the learned scores' cache key, so a start
+        need not analyse every labelled question to know its cached weights still fit."""
+        parts = [sorted(self._synonyms.items()), sorted(self._readings.items()),
+                 sorted(self.named_words), sorted(self.outside_gmis),
+                 sorted(self.other_desk.items()),
+                 [importlib.metadata.version(p) for p in ("sudachipy", "sudachidict-core")]]
+        return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
     def canonical(self, text: str, limit: int | None = MAX_QUERY_CHARS) -> str:
         """NFKC, lower case, and every domain synonym replaced by its canonical term. A query

@@ -6,12 +6,14 @@ thresholds are deliberately conservative and calibrated on knowledge/eval (tune 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import bm25s
@@ -34,6 +36,10 @@ SYSTEM_TERMS = frozenset({"ろぐいん", "ぱすわーど", "id", "あかうん
 # Words any software has: a system question only where the nearest entry is the call
 # center's, as for G-MIS named alone (「電子カルテの画面を見せるだけでいい？」 is 患者説明).
 SCREEN_TERMS = frozenset({"画面", "えらー"})
+# The code that turns a text into the learned scores' tokens: part of their cache key.
+_CODE = hashlib.sha256(b"".join(
+    (Path(__file__).parent / name).read_bytes()
+    for name in ("normalize.py", "retriever.py", "learned.py", "userdict.py"))).hexdigest()
 # Texts of entries no labelled question names, at most, among the learned scores' examples.
 OTHER_SAMPLE = 2000
 
@@ -297,8 +303,7 @@ class Retriever:
                                   [list(p.values()) for p in profiles])
         # Every entry text, and each labelled question under every entry it expects (an id
         # this knowledge base does not have is left out: a deployment's own entries).
-        labelled = [(self._learned_tokens(self.analyse(text)), self._position[entry.id])
-                    for text, entry_id in self.examples
+        labelled = [(text, self._position[entry.id]) for text, entry_id in self.examples
                     if (entry := self.by_id.get(entry_id)) is not None]
         named = {i for _, i in labelled}
         texts = [(self._learned_tokens(d), i) for i, d in zip(owners, docs, strict=True)]
@@ -306,8 +311,19 @@ class Retriever:
         # teaches as much, and keeps a grown knowledge base as quick to fit as the real one.
         others = [t for t in texts if t[1] not in named]
         step = max(1, math.ceil(len(others) / OTHER_SAMPLE))
-        learned = [t for t in texts if t[1] in named] + others[::step] + labelled
-        self._learned = (LearnedScores.fit(learned, named, len(entries), analyzer.cache_dir)
+        own = [t for t in texts if t[1] in named] + others[::step]
+
+        def learned() -> list[tuple[list[str], int]]:  # analysed only to fit
+            return own + [(self._learned_tokens(self.analyse(text)), i) for text, i in labelled]
+
+        # The labelled questions enter the cache key as written: with the analyser's inputs,
+        # its code and this module's, they decide their tokens.
+        # (Every entry text shapes the speller a hiragana question is read with.)
+        spelled_by = hashlib.sha256("\n".join(t for e in entries for t in e.texts).encode())
+        source = [own, labelled, analyzer.fingerprint, _CODE, self.tuning.kana_share,
+                  spelled_by.hexdigest()]
+        self._learned = (LearnedScores.fit(learned, named, len(entries), analyzer.cache_dir,
+                                           source=source)
                          if self.tuning.w_learned and labelled else None)
 
     @staticmethod

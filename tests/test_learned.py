@@ -14,7 +14,7 @@ from knowledge.evaluate import asked_of
 from knowledge.labelled import Question, load_questions, training_examples
 from knowledge.loader import KnowledgeBaseError, load_knowledge_base
 from knowledge.model import Entry
-from knowledge.normalize import Analyzer
+from knowledge.normalize import SYNONYMS_FILE, Analyzer
 from knowledge.retriever import Candidate, Retriever, Tuning
 
 # A clerk who only answers the phone at night asks how to fill in the 時間外 item: the
@@ -97,6 +97,15 @@ def test_fitted_weights_are_cached_and_read_back_alike(tmp_path: Path) -> None:
     # Other labels are other weights: a new file, the old one kept for running processes.
     Retriever(entries, analyzer, examples=examples[:300])
     assert len(list(tmp_path.glob("learned-*.npz"))) == 2
+    # The key holds the labelled questions as written, so it also holds what reads them:
+    # another synonym list tokenises them otherwise, and is fitted anew, not read stale.
+    synonyms = tmp_path / "synonyms.yaml"
+    synonyms.write_text(SYNONYMS_FILE.read_text(encoding="utf-8")
+                        + "\n夜間対応:\n  - 夜の電話番\n", encoding="utf-8")
+    other = Analyzer(synonyms_file=synonyms, cache_dir=tmp_path)
+    assert other.fingerprint != analyzer.fingerprint
+    Retriever(entries, other, examples=examples)
+    assert len(list(tmp_path.glob("learned-*.npz"))) == 3
 
 
 def _fitted_once(cache: Path) -> tuple[Callable[[], Retriever], list[Candidate], Path]:
