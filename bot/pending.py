@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,24 @@ class PendingEvents:
         """True the first time the event is seen (in any process): it is to be handled."""
         async with self._sessions() as session:
             return await first_delivery(session, self._channel, event_id, now, payload)
+
+    @asynccontextmanager
+    async def handling(self, event_id: str) -> AsyncIterator[None]:
+        """Around the handling of one event: in hand meanwhile (never taken over), then
+        marked handled, also when it failed (a bug is logged, not retried). Cut off at
+        shutdown, it is not marked: it stays pending for another process."""
+        self.in_hand.add(event_id)
+        try:
+            try:
+                yield
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await self.handled(event_id)
+                raise
+            await self.handled(event_id)
+        finally:
+            self.in_hand.discard(event_id)
 
     async def handled(self, event_id: str) -> None:
         """Shielded: a shutdown that cuts off the caller here must not leave an answered

@@ -25,7 +25,6 @@ GROUP_ONLY_PRIVATE = ("このボットは、個別のチャット（1対1）で�
                       "グループでは医療機関の情報をお知らせできません。")
 
 
-
 def late_answer(question: str) -> str:
     """Before an answer that comes long after the question (its process had stopped)."""
     quoted = question.strip() and not question.startswith("/")  # not 「/start」

@@ -224,8 +224,9 @@ class KbDraft(SQLModel, table=True):
 class ProcessedEvent(SQLModel, table=True):
     """Event ids already handled, so a platform's retries (Slack `event_id`) run once.
 
-    A channel that answers the platform before handling (LINE) keeps the event itself until
-    it is handled: a process that dies in between leaves it for another to finish."""
+    A channel that answers the platform before handling (LINE, Telegram's webhook) keeps the
+    event itself until it is handled: a process that dies in between leaves it for another
+    to finish (bot.pending)."""
 
     channel: str = Field(primary_key=True, max_length=20)
     event_id: str = Field(primary_key=True, max_length=100)

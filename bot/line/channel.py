@@ -144,8 +144,7 @@ class LineChannel:
 
     async def _run(self, event: Event, received: datetime, late: bool = False) -> None:
         event_id = event.webhook_event_id
-        self.pending.in_hand.add(event_id)
-        try:
+        async with self.pending.handling(event_id):
             try:
                 incoming = parse(event, self._tenant, self._postbacks)
                 if incoming is not None:
@@ -153,10 +152,6 @@ class LineChannel:
                         await self._handle(incoming, received, event_id, late)
             except Exception:  # an adapter bug is logged with the event id, not retried
                 logger.exception("line: event %s failed", event_id)
-            # Not reached when cancelled at shutdown: the event then stays pending.
-            await self.pending.handled(event_id)
-        finally:
-            self.pending.in_hand.discard(event_id)
 
     async def _handle(self, incoming: Incoming, received: datetime, event_id: str,
                       late: bool = False) -> None:

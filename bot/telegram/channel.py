@@ -177,28 +177,18 @@ class TelegramChannel:
     async def _on_update(self, update: Update, _tg: ContextTypes.DEFAULT_TYPE) -> None:
         if self._already_seen(update.update_id):
             return
-        key = str(update.update_id)
-        self.pending.in_hand.add(key)
         self._in_flight += 1
         self._settled.clear()
         try:
-            try:
-                await self._handle(update)
-            except Exception:  # logged by _on_error; never taken up again
-                await self._handled(key)
-                raise
-            await self._handled(key)  # not reached when cancelled: it then stays pending
+            # (In polling mode nothing was recorded, unless the update was taken over from
+            # webhook mode; marking it handled is then a no-op.)
+            async with self.pending.handling(str(update.update_id)):
+                await self._handle(update)  # a failure reaches _on_error
         finally:
-            self.pending.in_hand.discard(key)
             self._late.discard(update.update_id)
             self._in_flight -= 1
             if not self._in_flight:
                 self._settled.set()
-
-    async def _handled(self, key: str) -> None:
-        # In polling mode no row was recorded (Telegram holds what we have not read), unless
-        # the update was taken over from webhook mode: marked either way.
-        await self.pending.handled(key)
 
     async def _handle(self, update: Update) -> None:
         if update.my_chat_member is not None:  # the user blocked or unblocked the bot
